@@ -1,0 +1,1 @@
+"""DCGAN and class-conditional DCGAN baselines."""

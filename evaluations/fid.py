@@ -124,7 +124,7 @@ def statistics_of_dataset(dataset, model, dims, batch_size=50, device="cpu", num
     stats = RunningStats(dims)
     error = ""
     with torch.no_grad():
-        for images, messages in tqdm(loader, total=len(mine), desc=desc, disable=not dist.is_main(), leave=False):
+        for images, messages in tqdm(loader, total=len(mine), desc=desc, disable=None if dist.is_main() else True, leave=False):
             error = next((m for m in messages if m), "")
             if error:
                 break

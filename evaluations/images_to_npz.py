@@ -70,7 +70,7 @@ def read_folder(folder: str):
     first = read_image(paths[0], channels)
     images = np.empty((len(paths),) + first.shape, dtype=np.uint8)
     images[0] = first
-    for i in tqdm(range(1, len(paths)), desc=os.path.basename(os.path.normpath(folder)), leave=False):
+    for i in tqdm(range(1, len(paths)), desc=os.path.basename(os.path.normpath(folder)), leave=False, disable=None):
         a = read_image(paths[i], channels)
         if a.shape != first.shape:
             raise UserError(f"{paths[i]}: image is {a.shape[1]}x{a.shape[0]} but {os.path.basename(paths[0])} "

@@ -39,7 +39,7 @@ def write_folder(images: np.ndarray, labels, out_dir: str) -> int:
     except OSError as e:
         raise UserError(f"{out_dir}: cannot write here ({e.strerror or e})") from None
     try:
-        for i in tqdm(range(len(images)), desc=os.path.basename(out_dir), leave=False):
+        for i in tqdm(range(len(images)), desc=os.path.basename(out_dir), leave=False, disable=None):
             to_pil(images[i]).save(os.path.join(tmp, image_name(i, None if labels is None else labels[i])))
         if os.path.isdir(out_dir):
             os.rmdir(out_dir)  # empty, checked above

@@ -10,10 +10,11 @@ similar to the symmetric positive semi-definite matrix A^T S2 A for any A with A
 of the eigenvalues of A^T S2 A, which `eigvalsh` gets quickly and in real arithmetic.
 A is the Cholesky factor of S1 when S1 is positive definite; otherwise (a singular covariance,
 e.g. fewer samples than dimensions) its symmetric square root from `eigh`, clipped at zero.
-This module needs numpy only, so it can be used without torch.
+This module needs numpy and scipy only, so it can be used without torch.
 """
 
 import numpy as np
+from scipy.linalg.blas import dtrmm
 
 
 def _as_stats(mu, sigma, which):
@@ -26,23 +27,30 @@ def _as_stats(mu, sigma, which):
     return mu, sigma
 
 
-def _psd_factor(sigma):
-    """A with A @ A.T == sigma: Cholesky when positive definite, else the symmetric square root."""
+def _congruence(sigma1, sigma2):
+    """A^T sigma2 A for some A with A A^T = sigma1.
+
+    Cholesky when sigma1 is positive definite (then A is triangular and the two products are
+    triangular multiplies, half the work of general ones); otherwise the symmetric square root.
+    """
     try:
-        return np.linalg.cholesky(sigma)
+        a = np.linalg.cholesky(sigma1)
     except np.linalg.LinAlgError:
         # Rank-deficient covariance (n <= d samples, constant features): the eigen-decomposition
         # always exists for a symmetric matrix; tiny negative eigenvalues are rounding noise.
-        w, v = np.linalg.eigh(sigma)
-        return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+        w, v = np.linalg.eigh(sigma1)
+        a = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+        return a.T @ sigma2 @ a
+    a = np.asfortranarray(a)
+    right = dtrmm(1.0, a, np.asfortranarray(sigma2), side=1, lower=1)  # sigma2 @ L
+    return dtrmm(1.0, a, right, side=0, lower=1, trans_a=1, overwrite_b=1)  # L^T @ (sigma2 @ L)
 
 
 def trace_sqrt_product(sigma1, sigma2):
     """Tr sqrt(sigma1 @ sigma2) for symmetric positive semi-definite sigma1, sigma2."""
     sigma1 = 0.5 * (sigma1 + sigma1.T)
     sigma2 = 0.5 * (sigma2 + sigma2.T)
-    a = _psd_factor(sigma1)
-    m = a.T @ sigma2 @ a
+    m = _congruence(sigma1, sigma2)
     eigenvalues = np.linalg.eigvalsh(0.5 * (m + m.T))
     return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
 

@@ -80,6 +80,7 @@ def main_sample(args):
         raise UserError(f"--num_samples {args.num_samples} must be positive")
     if args.batch_size < 1:
         raise UserError(f"--batch_size {args.batch_size} must be positive")
+    checkpoint.resolve(args.model_path)  # a missing path is the first thing to report
     o = model_options(args)
     script_util.check_model_options(o)
     train_dir = args.model_path.rstrip("/")

@@ -54,6 +54,8 @@ def create_parser():
     a("--resume", nargs="?", const="auto", default="",
       help="continue: bare flag = latest checkpoint of --logdir, or a run dir / checkpoint file")
     a("--max_steps", type=int, default=0, help="stop (with a checkpoint) after this many steps")
+    a("--save_interval", type=int, default=0,
+      help="also checkpoint every N steps (0: only at the epochs above)")
     a("--log_interval", type=int, default=100)
     run.add_run_args(p)
     p.set_defaults(seed=1024)  # the reference's default seed
@@ -80,6 +82,9 @@ def check_options(o):
     for flag in ("save_ckpt_every", "save_content_every", "log_interval"):
         if o[flag] < 1:
             raise UserError(f"--{flag} {o[flag]} must be at least 1")
+    for flag in ("save_interval", "max_steps"):
+        if o[flag] < 0:
+            raise UserError(f"--{flag} {o[flag]} must be 0 (off) or positive")
     if not 0.0 <= o["ema_decay"] < 1.0:
         raise UserError(f"--ema_decay {o['ema_decay']} is outside [0, 1)")
 
@@ -328,6 +333,7 @@ def train(args):
         due = epoch_done and (epoch % o["save_ckpt_every"] == 0
                               or (o["save_content"] and epoch % o["save_content_every"] == 0))
         at_max = o["max_steps"] and trainer.step >= o["max_steps"]
+        due = due or (o["save_interval"] and trainer.step % o["save_interval"] == 0)
         if due or stop or at_max:
             save()
             saved_at = trainer.step

@@ -129,3 +129,38 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (helpers.ROOT / ".ci" / "run").read_text()
     assert commands[1].strip() in ci
     assert "pytest" in commands[1] and "launch/quickstart.sh" in commands[0]
+
+
+def test_every_module_imports_without_mpi():
+    """mpi4py is imported only under an MPI launch: a machine without MPI imports everything."""
+    code = (
+        "import sys, pkgutil, importlib\n"
+        "sys.modules['mpi4py'] = None  # any import of mpi4py now fails\n"
+        "import trainkit, evaluations, improved_diffusion, ddgan, gans\n"
+        "for pkg in (trainkit, evaluations, improved_diffusion, ddgan, gans):\n"
+        "    for m in pkgutil.iter_modules(pkg.__path__):\n"
+        "        importlib.import_module(f'{pkg.__name__}.{m.name}')\n"
+        "from trainkit import dist\n"
+        "dist.init(); assert dist.world_size() == 1 and dist.launcher() == 'local'\n"
+        "print('ok')\n"
+    )
+    proc = helpers._run([__import__("sys").executable, "-c", code], 300, None, None)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), helpers.describe(proc)
+
+
+def test_digits_export_layout_split_and_reuse(tmp_path):
+    out = tmp_path / "digits"
+    proc = helpers.script("datasets/digits.py", "--out", out, "--size", "12")
+    assert proc.returncode == 0, helpers.describe(proc)
+    train, test = sorted(os.listdir(out / "train")), sorted(os.listdir(out / "test"))
+    assert len(train) == 1438 and len(test) == 359 and not set(train) & set(test)
+    assert all(re.fullmatch(r"\d_\d{5}\.png", n) for n in train + test)
+    indices = sorted(int(n[2:7]) for n in train + test)
+    assert indices == list(range(1797))
+    with Image.open(out / "train" / train[0]) as im:
+        assert im.size == (12, 12) and im.mode == "L"
+    stamp = (out / "train" / train[0]).stat().st_mtime_ns
+    again = helpers.script("datasets/digits.py", "--out", out, "--size", "12")
+    assert again.returncode == 0 and (out / "train" / train[0]).stat().st_mtime_ns == stamp
+    bad = helpers.script("datasets/digits.py", "--out", out, "--size", "4")
+    assert bad.returncode == 2 and "--size" in bad.stderr

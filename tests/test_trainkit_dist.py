@@ -196,3 +196,19 @@ def test_slurm_script_starts_one_torchrun_agent_per_node(digits, tmp_path):
     assert proc.returncode == 0, helpers.describe(proc)
     assert proc.stderr.count("--rdzv_backend c10d") == 2
     _assert_same_tensors(_params(run_dir, 0), _params(run_dir, 1))
+
+
+def test_deadline_stops_like_a_signal(digits, tmp_path):
+    """A deadline already past: the first step ends the run with a checkpoint and exit 0."""
+    import time
+
+    run_dir = tmp_path / "run"
+    proc = helpers.launch("torchrun", 2, "trainkit.selfcheck", "--data_dir", digits(16), "--logdir", run_dir,
+                          "--max_steps", "100000", "--save_interval", "100000",
+                          env=helpers.test_env(TRAINKIT_DEADLINE=str(time.time())))
+    assert proc.returncode == 0, helpers.describe(proc)
+    assert "stopped by signal at step 1" in proc.stdout
+    assert checkpoint.latest(str(run_dir)).step == 1
+    bad = helpers.py("trainkit.selfcheck", "--data_dir", digits(16), "--logdir", tmp_path / "b",
+                     env=helpers.test_env(TRAINKIT_DEADLINE="soon"))
+    assert bad.returncode == 2 and "TRAINKIT_DEADLINE" in bad.stderr

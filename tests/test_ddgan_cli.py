@@ -2,7 +2,9 @@
 digits, bit-exact resume, npz independent of the rank count, one-line refusals."""
 
 import csv
+import importlib
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -96,18 +98,32 @@ def test_two_ranks_train_resume_bit_exact_and_sample(launcher, digits, tmp_path)
         assert np.array_equal(one, two)
 
 
-def test_refusals_are_one_line(digits, tmp_path):
-    data = str(digits(16))
-    env = helpers.test_env()
-    base = ["--data_dir", data, "--ch_mult", "1", "2", "--image_size", "16", "--num_channels", "1",
-            "--logdir", tmp_path / "x"]
-    one_line_error(helpers.py("ddgan.train", *base, "--batch_size", "16", "--grad_accum", "3", env=env),
-                   "--grad_accum 3 does not divide --batch_size 16")
-    one_line_error(helpers.py("ddgan.train", *base, "--num_timesteps", "0", env=env),
-                   "--num_timesteps: 0 must be a positive")
-    one_line_error(helpers.py("ddgan.train", *base, "--lazy_reg", "0", env=env), "--lazy_reg 0")
-    one_line_error(helpers.py("ddgan.sample", "--model_path", tmp_path / "nothing", env=env),
-                   "no such checkpoint file or run directory")
+def run_main(module, argv, monkeypatch, capsys):
+    """An entry point in-process, as `python -m module argv...`: (exit code, stderr lines).
+    Only for refusals that happen before any process group or run directory exists."""
+    monkeypatch.setattr(sys, "argv", [module] + [str(a) for a in argv])
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(module).main()
+    return e.value.code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("module,argv,message", [
+    ("ddgan.train", ["--batch_size", "16", "--grad_accum", "3"],
+     "ddgan.train: error: --grad_accum 3 does not divide --batch_size 16"),
+    ("ddgan.train", ["--num_timesteps", "0"], "ddgan.train: error: --num_timesteps: 0 must be a positive"),
+    ("ddgan.train", ["--lazy_reg", "0"], "ddgan.train: error: --lazy_reg 0: must be a positive"),
+    ("ddgan.train", ["--ch_mult", "1", "2", "--fir_kernel", "1,x"], "is not an integer"),
+    ("ddgan.sample", ["--model_path", "NOWHERE"], "no such checkpoint file or run directory"),
+])
+def test_refusals_are_one_line(module, argv, message, monkeypatch, capsys, tmp_path):
+    if module == "ddgan.train":
+        argv = ["--data_dir", tmp_path, "--ch_mult", "1", "2", "--image_size", "16",
+                "--logdir", tmp_path / "x"] + argv
+    else:
+        argv = [str(a).replace("NOWHERE", str(tmp_path / "nothing")) for a in argv]
+    code, lines = run_main(module, argv, monkeypatch, capsys)
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "x").exists()  # nothing written
 
 
 def test_checkpoint_of_another_ch_mult_names_the_keys(digits, tmp_path):

@@ -13,6 +13,7 @@ One optimizer step ("update"):
 """
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -268,12 +269,14 @@ def resolve_resume(o, run_dir):
 def train(args):
     o = vars(args)
     check_options(o)
+    wanted = o["logdir"] or os.environ.get("OPENAI_LOGDIR", "")
+    if wanted and not o["resume"] and checkpoint.steps(wanted):
+        # refused before run.setup, which would overwrite the run's options.json
+        raise UserError(f"{wanted}: already holds checkpoints; pass --resume to continue it or "
+                        "choose another --logdir")
     r = run.setup(FAMILY, args)
     log = r.logger
     device = dist.device()
-    if not o["resume"] and checkpoint.latest(r.dir) is not None:
-        raise UserError(f"{r.dir}: already holds checkpoints; pass --resume to continue it or "
-                        "choose another --logdir")
     dataset = data.load_dataset(o["data_dir"], o["image_size"], channels=o["num_channels"])
     batches = data.Batches(dataset, o["batch_size"], seed=o["seed"], random_flip=o["random_flip"])
 

@@ -146,8 +146,10 @@ def test_checkpoint_of_another_ch_mult_names_the_keys(digits, tmp_path):
                        "--logdir", tmp_path / "r2", "--resume", run, "--ch_mult", "1", "1",
                        flag_files=[FLAGS]),
         "model000001.pt: generator weights do not fit", "shape (checkpoint vs flags): ")
-    # a new run into a directory with checkpoints must say --resume
+    # a new run into a directory with checkpoints must say --resume, and leave it untouched
+    options_before = (run / "options.json").read_bytes()
     one_line_error(
         helpers.launch("local", 1, "ddgan.train", "--data_dir", data, "--batch_size", "4", *SMALL,
                        "--logdir", run, "--max_steps", "1", flag_files=[FLAGS]),
         "already holds checkpoints")
+    assert (run / "options.json").read_bytes() == options_before

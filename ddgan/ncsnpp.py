@@ -9,7 +9,7 @@ PixelNorm at index 0 and activations between the dense layers).
 
 import functools
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn

@@ -113,9 +113,9 @@ def discriminator_class(o):
 
 def build_discriminator(o):
     cls = discriminator_class(o)
-    size, depth = o["image_size"], (4 if cls is DiscriminatorSmall else 6)
-    # the small net halves 3 times, the large 6 times; anything below 1 px cannot work
-    if size < 2 ** (depth - 1 if cls is DiscriminatorSmall else depth):
+    size = o["image_size"]
+    halvings = 3 if cls is DiscriminatorSmall else 6  # below 1 px the net cannot work
+    if size < 2 ** halvings:
         raise UserError(f"--image_size {size} is too small for the {cls.__name__} discriminator")
     return cls(nc=2 * o["num_channels"], ngf=o["ngf"], t_emb_dim=o["t_emb_dim"])
 

@@ -227,6 +227,10 @@ class Trainer:
         self.step += 1
         return stats
 
+    def weights_checksum(self):
+        with torch.no_grad():
+            return [float(sum(p.double().sum() for p in m.parameters())) for m in (self.g_raw, self.d_raw)]
+
     # checkpoint contents -----------------------------------------------------------------
     def ema_prefix(self):
         return f"ema_{ema.rate_name(self.o['ema_decay'])}_"
@@ -303,6 +307,11 @@ def train(args):
             f"{o['grad_accum']} micro-batch(es)")
 
     def save():
+        # replicas must hold the same weights; a difference means a broken gradient sync, so fail
+        # loudly rather than checkpoint one rank's diverged copy
+        sums = dist.all_gather_object(trainer.weights_checksum())
+        if any(v != sums[0] for v in sums):
+            raise RuntimeError(f"step {trainer.step}: ranks hold different weights {sums}")
         state = {"step": trainer.step, "epoch": batches.epoch, "rng": run.rng_state(),
                  "data": batches.state_dict(), "precision_d": trainer.prec_d.state_dict(),
                  "precision_g": trainer.prec_g.state_dict()}

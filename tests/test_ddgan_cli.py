@@ -153,3 +153,26 @@ def test_checkpoint_of_another_ch_mult_names_the_keys(digits, tmp_path):
                        "--logdir", run, "--max_steps", "1", flag_files=[FLAGS]),
         "already holds checkpoints")
     assert (run / "options.json").read_bytes() == options_before
+
+
+def test_export_writes_the_original_netG_layout(tmp_path, monkeypatch, capsys):
+    """A run's EMA generator as netG_<epoch>.pth: `module.`-prefixed keys, as test_ddgan.py expects
+    (it drops 7 characters from every key), loadable back into our generator."""
+    from ddgan import script_util
+    from ddgan.ncsnpp import GeneratorConfig, NCSNpp
+    from trainkit import checkpoint
+
+    cfg = GeneratorConfig(image_size=8, num_channels=1, num_channels_dae=8, ch_mult=(1, 2),
+                          num_res_blocks=1, attn_resolutions=(4,), nz=4, z_emb_dim=8, n_mlp=1)
+    g = NCSNpp(cfg)
+    checkpoint.save(str(tmp_path), 3, {"model": g.state_dict(), "ema_0.99_": g.state_dict()},
+                    {"rng": []})
+    out = tmp_path / "saved_info" / "netG_3.pth"
+    from ddgan import export
+    monkeypatch.setattr(sys, "argv", ["ddgan.export", "--model_path", str(tmp_path), "--out", str(out)])
+    export.main()
+    assert "ema_0.99_000003.pt" in capsys.readouterr().out
+    sd = torch.load(out, weights_only=True)
+    assert all(k.startswith("module.") for k in sd)
+    assert {k[7:] for k in sd} == set(g.state_dict())
+    script_util.load_weights(NCSNpp(cfg), sd, str(out))

@@ -247,16 +247,30 @@ def _load_strict(module, state_dict, path):
 # hinge: Lim & Ye 2017 / Miyato et al. 2018, the usual partner of a projection discriminator.
 
 
-def d_loss(real_logits, fake_logits, kind="bce"):
+def d_loss_real(real_logits, kind="bce"):
+    """D's loss on real images: -log D(x) (bce) or max(0, 1 - D(x)) (hinge), batch mean."""
     if kind == "bce":
-        # -log sigmoid(l) = softplus(-l); -log(1 - sigmoid(l)) = softplus(l)
-        return nn.functional.softplus(-real_logits).mean() + nn.functional.softplus(fake_logits).mean()
+        return nn.functional.softplus(-real_logits).mean()  # -log sigmoid(l) = softplus(-l)
     if kind == "hinge":
-        return torch.relu(1 - real_logits).mean() + torch.relu(1 + fake_logits).mean()
+        return torch.relu(1 - real_logits).mean()
     raise UserError(f"--loss {kind!r}: choose bce or hinge")
 
 
+def d_loss_fake(fake_logits, kind="bce"):
+    """D's loss on generated images: -log(1 - D(G(z))) (bce) or max(0, 1 + D(G(z))) (hinge)."""
+    if kind == "bce":
+        return nn.functional.softplus(fake_logits).mean()  # -log(1 - sigmoid(l)) = softplus(l)
+    if kind == "hinge":
+        return torch.relu(1 + fake_logits).mean()
+    raise UserError(f"--loss {kind!r}: choose bce or hinge")
+
+
+def d_loss(real_logits, fake_logits, kind="bce"):
+    return d_loss_real(real_logits, kind) + d_loss_fake(fake_logits, kind)
+
+
 def g_loss(fake_logits, kind="bce"):
+    """Non-saturating -log D(G(z)) for bce (the paper's practical choice); -D(G(z)) for hinge."""
     if kind == "bce":
         return nn.functional.softplus(-fake_logits).mean()
     if kind == "hinge":

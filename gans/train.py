@@ -67,6 +67,13 @@ def check_args(args):
             raise UserError(f"--{name} {getattr(args, name)}: must lie in [0, 1)")
     if args.num_channels not in (1, 3):
         raise UserError(f"--num_channels {args.num_channels}: must be 1 or 3")
+    if args.resume_checkpoint:
+        # a checkpoint of the other model kind (or not a GAN at all) fails here, before any
+        # run directory or data work
+        ck = checkpoint.resolve(args.resume_checkpoint)
+        kind = dcgan.generator_config(ck.load("model"), ck.path("model"))["model"]
+        if kind != args.model:
+            raise UserError(f"{ck.path('model')}: checkpoint holds a {kind} generator, but --model is {args.model}")
 
 
 def fixed_inputs(args, num_classes, device):

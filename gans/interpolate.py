@@ -14,7 +14,7 @@ from trainkit import dist, fileio, run
 from trainkit.errors import UserError
 
 from . import dcgan
-from .script_util import check_class_label, load_generator, seed_latent
+from .script_util import add_model_args, check_class_label, load_generator, seed_latent
 
 METHODS = {"lerp": dcgan.lerp, "slerp": dcgan.slerp}
 
@@ -22,12 +22,12 @@ METHODS = {"lerp": dcgan.lerp, "slerp": dcgan.slerp}
 def create_argparser():
     p = run.ArgumentParser(description="Interpolate a DCGAN / cDCGAN generator between seeds.")
     p.add_argument("--model_path", default="", help="model*.pt or ema_*.pt file, or a run directory (latest model)")
-    p.add_argument("--model", default="", choices=("", "dcgan", "cdcgan"), help="optional check of the file's kind")
     p.add_argument("--seeds", default="0,1", help="comma list of at least two seeds")
     p.add_argument("--num_steps", type=int, default=8, help="images per row, both ends included")
     p.add_argument("--method", default="both", choices=("lerp", "slerp", "both"))
     p.add_argument("--class_label", type=int, default=0, help="cdcgan: the class of every image")
     p.add_argument("--out", default="", help="PNG path (default <logdir>/interpolation.png)")
+    add_model_args(p)
     run.add_run_args(p)
     return p
 
@@ -59,7 +59,7 @@ def main():
     seeds = parse_seeds(args.seeds)
     if args.num_steps < 2:
         raise UserError(f"--num_steps {args.num_steps}: need at least 2 (the two ends)")
-    G, path = load_generator(args.model_path, args.model)
+    G, path = load_generator(args.model_path, args)
     check_class_label(G, args.class_label if G.num_classes else -1, allow_random=False)
     r = run.setup("gans", args)
     out = args.out or f"{r.dir}/interpolation.png"

@@ -11,16 +11,16 @@ import torch
 from trainkit import dist, npz, run, sampling
 from trainkit.errors import UserError
 
-from .script_util import check_class_label, load_generator
+from .script_util import add_model_args, check_class_label, load_generator
 
 
 def create_argparser():
     p = run.ArgumentParser(description="Sample a DCGAN / cDCGAN generator into an npz.")
     p.add_argument("--model_path", default="", help="model*.pt or ema_*.pt file, or a run directory (latest model)")
-    p.add_argument("--model", default="", choices=("", "dcgan", "cdcgan"), help="optional check of the file's kind")
     p.add_argument("--num_samples", type=int, default=10000)
     p.add_argument("--batch_size", type=int, default=256, help="per rank")
     p.add_argument("--class_label", type=int, default=-1, help="cdcgan: this class for every sample (-1: random per sample)")
+    add_model_args(p)
     run.add_run_args(p)
     return p
 
@@ -31,7 +31,7 @@ def main():
     if args.num_samples < 1 or args.batch_size < 1:
         raise UserError(f"--num_samples {args.num_samples} / --batch_size {args.batch_size}: must be at least 1")
     # read and check the generator before the run directory is created
-    G, path = load_generator(args.model_path, args.model)
+    G, path = load_generator(args.model_path, args)
     check_class_label(G, args.class_label, allow_random=True)
     r = run.setup("gans", args)
     device = dist.device()

@@ -20,14 +20,31 @@ def generator_path(model_path: str) -> str:
     return model_path
 
 
-def load_generator(model_path: str, model: str = "", device="cpu"):
+def add_model_args(parser):
+    """The training run's architecture flags, accepted so that one flag file's $MODEL_FLAGS
+    serve train, sample and interpolate. The architecture is read from the checkpoint; these
+    flags, when given, only check it (--ndf describes D and is not checked)."""
+    parser.add_argument("--model", default="", choices=("", "dcgan", "cdcgan"), help="check: the file's model kind")
+    for name in ("image_size", "nz", "ngf", "ndf", "num_channels"):
+        parser.add_argument(f"--{name}", type=int, default=None, help="check against the checkpoint (optional)")
+    return parser
+
+
+_CHECKED = {"model": "model", "image_size": "image_size", "nz": "nz", "ngf": "ngf", "num_channels": "channels"}
+
+
+def load_generator(model_path: str, args=None, device="cpu"):
     """(G in eval mode, its path). The architecture is read from the tensor shapes, so a bare
-    file is enough; `model`, when given, must match the file's kind."""
+    file is enough; architecture flags in `args`, when given, must match the file."""
     path = generator_path(model_path)
     sd = checkpoint.load(path)
     config = dcgan.generator_config(sd, path)
-    if model and model != config["model"]:
-        raise UserError(f"{path}: checkpoint holds a {config['model']} generator, but --model is {model}")
+    for flag, key in _CHECKED.items():
+        given = getattr(args, flag, None)
+        if given not in (None, "") and given != config[key]:
+            if flag == "model":
+                raise UserError(f"{path}: checkpoint holds a {config['model']} generator, but --model is {given}")
+            raise UserError(f"{path}: the generator was trained with --{flag} {config[key]}, but --{flag} is {given}")
     G = dcgan.Generator(config["image_size"], config["nz"], config["ngf"], config["channels"], config["num_classes"])
     dcgan.load_generator_state(G, sd, path)
     return G.to(device).eval(), path

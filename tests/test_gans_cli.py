@@ -114,3 +114,35 @@ def test_interpolation_rows_start_and_end_at_the_seed_latents():
     for row in (z[:4], z[4:]):
         assert torch.allclose(row[0], za, atol=1e-6) and torch.allclose(row[-1], zb, atol=1e-6)
     assert not torch.allclose(z[1], z[5])  # lerp and slerp differ inside the segment
+
+
+def test_sigterm_checkpoints_the_current_step_and_exits_0(tmp_path, digits, monkeypatch, capsys):
+    import os
+    import signal
+
+    from gans import trainer as trainer_module
+
+    calls = {"n": 0}
+    real_step = trainer_module.GANTrainer.step
+
+    def step_then_signal(self, micro_batches):
+        out = real_step(self, micro_batches)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler's preemption sends
+        return out
+
+    monkeypatch.setattr(trainer_module.GANTrainer, "step", step_then_signal)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code, err = _main(train, monkeypatch, capsys, "--model", "dcgan", "--data_dir", digits(16), "--image_size", 16,
+                          "--num_channels", 1, "--nz", 4, "--ngf", 4, "--ndf", 4, "--batch_size", 8,
+                          "--max_steps", 1000, "--save_interval", 1000, "--logdir", tmp_path / "r")
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+    assert code == 0, err
+    assert calls["n"] == 3
+    assert checkpoint.latest(str(tmp_path / "r")).step == 3
+    assert (tmp_path / "r" / "grid000003.png").exists()
+    assert "stopped by signal at step 3" in (tmp_path / "r" / "log.txt").read_text()

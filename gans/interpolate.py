@@ -8,7 +8,6 @@ the two rows side by side show the difference.
 """
 
 import torch
-from torchvision.utils import save_image
 
 from trainkit import dist, fileio, run
 from trainkit.errors import UserError
@@ -67,6 +66,8 @@ def main():
     z = interpolation_latents(seeds, G.nz, args.num_steps, methods)
     y = torch.full((len(z),), args.class_label, dtype=torch.long) if G.num_classes else None
     if dist.is_main():  # a few dozen images: one rank makes them, the others wait
+        from torchvision.utils import save_image  # ~2.5 s to import; only the writing rank needs it
+
         with torch.no_grad():
             images = G(z, y).float()
         with fileio.atomic_path(out) as tmp:

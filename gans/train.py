@@ -12,7 +12,6 @@ sample grid of G on fixed noise (fixed labels i mod classes for cdcgan).
 import math
 
 import torch
-from torchvision.utils import save_image
 
 from trainkit import checkpoint, data, dist, fileio, run, sampling
 from trainkit.errors import UserError
@@ -85,6 +84,9 @@ def fixed_inputs(args, num_classes, device):
 
 @torch.no_grad()
 def write_grid(G, z, y, path):
+    # imported here: torchvision costs ~2.5 s at start-up and only rank 0 writes grids
+    from torchvision.utils import save_image
+
     was_training = G.training
     G.eval()  # running statistics: the image does not depend on which z share the batch
     images = G(z, y).float()

@@ -1,5 +1,5 @@
 # Tiny class-conditional DCGAN on scikit-learn's digits (no download, trains on a CPU in minutes):
-#   python datasets/digits.py --out data/digits --size 16
+#   python datasets/digits.py --out data/digits --size 32   # the quickstart's export; the loader resizes to 16 px
 #   bash launch/run.sh mpiexec 2 flags/gans/cdcgan_digits.sh gans.train
 # Use --model dcgan for the unconditional baseline (the data set is the same).
 MODEL_FLAGS="--model cdcgan --image_size 16 --num_channels 1 --nz 32 --ngf 32 --ndf 32"

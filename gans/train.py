@@ -125,6 +125,8 @@ def main():
         run.set_rng_state(ck.state["rng"])
         step = ck.step
         log.log(f"resumed from {ck.dir} at step {step}")
+        if step >= total_steps:
+            log.log(f"step {step} is already at or past the last step {total_steps}: nothing to train")
 
     n_params = lambda m: sum(p.numel() for p in m.parameters())
     log.log(f"{args.model}: G {n_params(G):,} / D {n_params(D):,} parameters, {len(d)} images, "

@@ -47,7 +47,7 @@ def test_two_ranks_agree_shard_and_reduce(launcher, digits, tmp_path):
     run_dir = tmp_path / "run"
     proc = helpers.launch(launcher, 2, "trainkit.selfcheck", "--data_dir", digits(16), "--logdir", run_dir, "--dump", *STEPS)
     assert proc.returncode == 0, helpers.describe(proc)
-    assert f"+ " in proc.stderr  # run.sh printed the command it ran
+    assert "+ " in proc.stderr  # run.sh printed the command it ran
     # all ranks hold the same parameters after the steps
     _assert_same_tensors(_params(run_dir, 0), _params(run_dir, 1))
     # each global batch is split disjointly, and the two halves make up exactly that batch

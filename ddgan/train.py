@@ -1,0 +1,368 @@
+"""Train a Denoising Diffusion GAN: `python -m ddgan.train --data_dir DIR --ch_mult 1 2 2 2 ...`.
+
+Flags are train_ddgan.py's (same names and defaults) plus --data_dir, --grad_accum, --logdir,
+--precision, --resume, --max_steps, --log_interval, --dist_timeout. --batch_size is, as in the
+reference, the number of images each process uses for one optimizer step; --grad_accum K cuts
+it into K micro-batches whose gradients are averaged, so K only trades memory for time.
+
+One optimizer step ("update"):
+  D: real pairs (x_t, x_{t+1}) -> softplus(-D); every lazy_reg steps R1 = r1_gamma/2 E|grad_x_t D|^2;
+     fake x_t ~ q(x_t | x_{t+1}, G(x_{t+1}, z, t)) with G under no_grad -> softplus(D).
+  G: softplus(-D(fake)) with D frozen. Adam(beta1, beta2) each; EMA of G after the G step;
+  learning rates follow a cosine from lr to 1e-5 over num_epoch epochs (stepped per epoch).
+"""
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+from trainkit import checkpoint, data, dist, ema, precision, run
+from trainkit.errors import UserError
+
+from . import script_util
+
+FAMILY = "ddgan"
+ETA_MIN = 1e-5
+
+
+def create_parser():
+    p = run.ArgumentParser(description=__doc__.split("\n")[0])
+    script_util.add_model_args(p)
+    a = p.add_argument
+    a("--data_dir", default="", help="image folder or samples .npz")
+    a("--exp", default="experiment_cifar_default", help="name of experiment (recorded)")
+    a("--batch_size", type=int, default=128, help="images per process per optimizer step")
+    a("--grad_accum", type=int, default=1, help="micro-batches per step (must divide batch_size)")
+    a("--num_epoch", type=int, default=1200)
+    a("--lr_g", type=float, default=1.5e-4)
+    a("--lr_d", type=float, default=1e-4)
+    a("--beta1", type=float, default=0.5)
+    a("--beta2", type=float, default=0.9)
+    a("--no_lr_decay", action="store_true", default=False)
+    a("--use_ema", action="store_true", default=False)
+    a("--ema_decay", type=float, default=0.9999)
+    a("--r1_gamma", type=float, default=0.05)
+    a("--lazy_reg", type=int, default=None, help="apply R1 every N steps (default: every step)")
+    a("--save_content", action="store_true", default=False,
+      help="also checkpoint every --save_content_every epochs")
+    a("--save_content_every", type=int, default=50)
+    a("--save_ckpt_every", type=int, default=25, help="checkpoint every N epochs")
+    a("--random_flip", type=run.str2bool, default=True,
+      help="horizontal flips, as the reference's data transforms (false for digits)")
+    a("--precision", default="fp32", choices=precision.MODES)
+    a("--resume", nargs="?", const="auto", default="",
+      help="continue: bare flag = latest checkpoint of --logdir, or a run dir / checkpoint file")
+    a("--max_steps", type=int, default=0, help="stop (with a checkpoint) after this many steps")
+    a("--save_interval", type=int, default=0,
+      help="also checkpoint every N steps (0: only at the epochs above)")
+    a("--log_interval", type=int, default=100)
+    run.add_run_args(p)
+    p.set_defaults(seed=1024)  # the reference's default seed
+    return p
+
+
+def check_options(o):
+    script_util.check_model_options(o)
+    if o["batch_size"] < 1:
+        raise UserError(f"--batch_size: {o['batch_size']} must be positive")
+    k = o["grad_accum"]
+    if k < 1 or o["batch_size"] % k:
+        raise UserError(f"--grad_accum {k} does not divide --batch_size {o['batch_size']} "
+                        "into equal micro-batches")
+    micro = o["batch_size"] // k
+    if micro > 4 and micro % 4:
+        raise UserError(f"--batch_size {o['batch_size']} / --grad_accum {k} = {micro} images per "
+                        "micro-batch: the discriminator's minibatch-std needs a multiple of 4")
+    if o["lazy_reg"] is not None and o["lazy_reg"] <= 0:
+        raise UserError(f"--lazy_reg {o['lazy_reg']}: must be a positive number of steps "
+                        "(leave it out to apply R1 every step)")
+    if o["num_epoch"] < 1:
+        raise UserError(f"--num_epoch {o['num_epoch']} must be at least 1")
+    for flag in ("save_ckpt_every", "save_content_every", "log_interval"):
+        if o[flag] < 1:
+            raise UserError(f"--{flag} {o[flag]} must be at least 1")
+    for flag in ("save_interval", "max_steps"):
+        if o[flag] < 0:
+            raise UserError(f"--{flag} {o[flag]} must be 0 (off) or positive")
+    if not 0.0 <= o["ema_decay"] < 1.0:
+        raise UserError(f"--ema_decay {o['ema_decay']} is outside [0, 1)")
+
+
+def cosine_lr(base, epoch, num_epoch, decay=True):
+    """CosineAnnealingLR(T_max=num_epoch, eta_min=1e-5) after `epoch` scheduler steps."""
+    if not decay:
+        return base
+    return ETA_MIN + (base - ETA_MIN) * (1 + math.cos(math.pi * epoch / num_epoch)) / 2
+
+
+def set_lr(optimizer, lr):
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+
+
+def draw_step_noise(x, num_timesteps, nz):
+    """Every random number one D or G half-step uses, drawn for the whole per-process batch in
+    the reference's order (t, the q_sample_pairs noises, z, the posterior noise). Drawing them up
+    front, then slicing, makes K micro-batches see exactly the numbers one batch would."""
+    n = x.shape[0]
+    return {
+        "t": torch.randint(0, num_timesteps, (n,), device=x.device),
+        "noise_next": torch.randn_like(x),
+        "noise": torch.randn_like(x),
+        "z": torch.randn(n, nz, device=x.device),
+        "post_noise": torch.randn_like(x),
+    }
+
+
+def r1_penalty(d_real, x_t, gamma):
+    """gamma/2 * mean over the batch of |dD(x_t)/dx_t|^2 (R1 on real pairs), differentiable
+    in D's weights (create_graph) so that it trains D."""
+    grad, = torch.autograd.grad(d_real.float().sum(), x_t, create_graph=True)
+    return gamma / 2 * grad.pow(2).flatten(1).sum(1).mean()
+
+
+def _micro(tensors, i, k):
+    return {name: v.chunk(k)[i] for name, v in tensors.items()}
+
+
+class Trainer:
+    """The models, optimizers and one-update logic; train() below adds data, logs, checkpoints."""
+
+    def __init__(self, o, generator, discriminator, diffusion, device):
+        self.o = o
+        self.diffusion = diffusion
+        self.device = device
+        self.g_raw = generator.to(device)
+        self.d_raw = discriminator.to(device)
+        # Adam state and EMA are created from the raw modules; DDP broadcasts rank 0's weights
+        self.G = dist.wrap_ddp(self.g_raw)
+        self.D = dist.wrap_ddp(self.d_raw)
+        self.opt_g = torch.optim.Adam(self.g_raw.parameters(), lr=o["lr_g"], betas=(o["beta1"], o["beta2"]))
+        self.opt_d = torch.optim.Adam(self.d_raw.parameters(), lr=o["lr_d"], betas=(o["beta1"], o["beta2"]))
+        self.prec_d = precision.Precision(o["precision"], device)
+        self.prec_g = precision.Precision(o["precision"], device)
+        self.ema = ema.EMA(self.g_raw, [o["ema_decay"]]) if o["use_ema"] else None
+        self.step = 0
+
+    def r1_due(self):
+        lazy = self.o["lazy_reg"]
+        return lazy is None or self.step % lazy == 0
+
+    def _sync(self, module, last):
+        # DDP all-reduces gradients only on the last micro-step; the others accumulate locally
+        if last or not hasattr(module, "no_sync"):
+            return torch.enable_grad()
+        return module.no_sync()
+
+    def d_step(self, x):
+        o, diff, k = self.o, self.diffusion, self.o["grad_accum"]
+        for p in self.d_raw.parameters():
+            p.requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        rnd = draw_step_noise(x, diff.num_timesteps, o["nz"])
+        with_r1 = self.r1_due()
+        totals = {"errD_real": 0.0, "errD_fake": 0.0, "r1": 0.0}
+        for i, (xb, r) in enumerate(zip(x.chunk(k), [_micro(rnd, i, k) for i in range(k)])):
+            with self._sync(self.D, i == k - 1):
+                x_t, x_tp1 = diff.q_sample_pairs(xb, r["t"], r["noise"], r["noise_next"])
+                x_t.requires_grad_(True)
+                with self.prec_d.autocast():
+                    d_real = self.D(x_t, r["t"], x_tp1).view(-1)
+                    err_real = F.softplus(-d_real).mean()
+                loss = err_real
+                if with_r1:
+                    r1 = r1_penalty(d_real, x_t, o["r1_gamma"])
+                    loss = loss + r1
+                    totals["r1"] += r1.item() / k
+                with torch.no_grad():  # the generator is not trained by D's loss
+                    x0_pred = self.g_raw(x_tp1, r["t"], r["z"])
+                x_pos = diff.sample_posterior(x0_pred, x_tp1, r["t"], r["post_noise"])
+                with self.prec_d.autocast():
+                    err_fake = F.softplus(self.D(x_pos, r["t"], x_tp1).view(-1)).mean()
+                loss = loss + err_fake
+                self.prec_d.backward(loss / k)
+            totals["errD_real"] += err_real.item() / k
+            totals["errD_fake"] += err_fake.item() / k
+        self.prec_d.step(self.opt_d)
+        totals["errD"] = totals["errD_real"] + totals["errD_fake"]
+        if not with_r1:
+            del totals["r1"]
+        return totals
+
+    def g_step(self, x):
+        o, diff, k = self.o, self.diffusion, self.o["grad_accum"]
+        for p in self.d_raw.parameters():
+            p.requires_grad_(False)
+        self.opt_g.zero_grad(set_to_none=True)
+        rnd = draw_step_noise(x, diff.num_timesteps, o["nz"])
+        err_total = 0.0
+        for i, xb in enumerate(x.chunk(k)):
+            r = _micro(rnd, i, k)
+            with self._sync(self.G, i == k - 1):
+                _, x_tp1 = diff.q_sample_pairs(xb, r["t"], r["noise"], r["noise_next"])
+                with self.prec_g.autocast():
+                    x0_pred = self.G(x_tp1, r["t"], r["z"])
+                x_pos = diff.sample_posterior(x0_pred.float(), x_tp1, r["t"], r["post_noise"])
+                with self.prec_g.autocast():
+                    # D's own module: its weights are frozen here, nothing to synchronise
+                    err = F.softplus(-self.d_raw(x_pos, r["t"], x_tp1).view(-1)).mean()
+                self.prec_g.backward(err / k)
+            err_total += err.item() / k
+        self.prec_g.step(self.opt_g)
+        for p in self.d_raw.parameters():
+            p.requires_grad_(True)
+        if self.ema is not None:
+            if self.step == 0:
+                # the reference's EMA starts from the weights after the first update
+                self.ema = ema.EMA(self.g_raw, [self.o["ema_decay"]])
+            else:
+                self.ema.update(self.g_raw)
+        return {"errG": err_total}
+
+    def update(self, x):
+        stats = self.d_step(x)
+        stats.update(self.g_step(x))
+        self.step += 1
+        return stats
+
+    def weights_checksum(self):
+        with torch.no_grad():
+            return [float(sum(p.double().sum() for p in m.parameters())) for m in (self.g_raw, self.d_raw)]
+
+    # checkpoint contents -----------------------------------------------------------------
+    def ema_prefix(self):
+        return f"ema_{ema.rate_name(self.o['ema_decay'])}_"
+
+    def states(self):
+        s = {"model": self.g_raw.state_dict(), "opt": self.opt_g.state_dict(),
+             "disc": self.d_raw.state_dict(), "opt_disc": self.opt_d.state_dict()}
+        if self.ema is not None:
+            s[self.ema_prefix()] = self.ema.state_dict(self.o["ema_decay"], self.g_raw)
+        return s
+
+    def load(self, ck):
+        script_util.load_weights(self.g_raw, ck.load("model"), ck.path("model"))
+        script_util.load_weights(self.d_raw, ck.load("disc"), ck.path("disc"), "discriminator")
+        try:
+            self.opt_g.load_state_dict(ck.load("opt"))
+            self.opt_d.load_state_dict(ck.load("opt_disc"))
+        except (ValueError, KeyError) as e:
+            raise UserError(f"{ck.path('opt')}: optimizer state does not fit the model ({e})") from None
+        if self.ema is not None:
+            if ck.has(self.ema_prefix()):
+                self.ema.load_state_dict(self.o["ema_decay"],
+                                         script_util.strip_module_prefix(ck.load(self.ema_prefix())))
+            else:
+                raise UserError(f"{ck.dir}: step {ck.step} has no {self.ema_prefix()} file "
+                                "(trained without --use_ema or with another --ema_decay)")
+
+
+def resolve_resume(o, run_dir):
+    if not o["resume"]:
+        return None
+    if o["resume"] == "auto":
+        ck = checkpoint.latest(run_dir)
+        if ck is None:
+            raise UserError(f"--resume: no complete checkpoint in {run_dir} (set --logdir to the run)")
+        return ck
+    return checkpoint.resolve(o["resume"])
+
+
+def train(args):
+    o = vars(args)
+    check_options(o)
+    wanted = o["logdir"] or os.environ.get("OPENAI_LOGDIR", "")
+    if wanted and not o["resume"] and checkpoint.steps(wanted):
+        # refused before run.setup, which would overwrite the run's options.json
+        raise UserError(f"{wanted}: already holds checkpoints; pass --resume to continue it or "
+                        "choose another --logdir")
+    r = run.setup(FAMILY, args)
+    log = r.logger
+    device = dist.device()
+    dataset = data.load_dataset(o["data_dir"], o["image_size"], channels=o["num_channels"])
+    batches = data.Batches(dataset, o["batch_size"], seed=o["seed"], random_flip=o["random_flip"])
+
+    generator = script_util.build_generator(o)
+    discriminator = script_util.build_discriminator(o)
+    diffusion = script_util.build_diffusion(o)
+    ck = resolve_resume(o, r.dir)
+    trainer = Trainer(o, generator, discriminator, diffusion, device)
+    if ck is not None:
+        if ck.state is None:
+            raise UserError(f"{ck.dir}: step {ck.step} has no trainer state file; cannot resume")
+        trainer.load(ck)
+        trainer.step = int(ck.state["step"])
+        batches.load_state_dict(ck.state["data"])
+        trainer.prec_d.load_state_dict(ck.state["precision_d"])
+        trainer.prec_g.load_state_dict(ck.state["precision_g"])
+        run.set_rng_state(ck.state["rng"])
+        log.log(f"resumed from {ck.dir} at step {ck.step} (epoch {batches.epoch})")
+    n_g = sum(p.numel() for p in generator.parameters())
+    n_d = sum(p.numel() for p in discriminator.parameters())
+    log.log(f"generator {n_g:,} parameters, {type(discriminator).__name__} {n_d:,}; "
+            f"{len(dataset)} images, {batches.batches_per_epoch} steps per epoch, "
+            f"{o['batch_size']} x {dist.world_size()} images per step in "
+            f"{o['grad_accum']} micro-batch(es)")
+
+    def save():
+        # replicas must hold the same weights; a difference means a broken gradient sync, so fail
+        # loudly rather than checkpoint one rank's diverged copy
+        sums = dist.all_gather_object(trainer.weights_checksum())
+        if any(v != sums[0] for v in sums):
+            raise RuntimeError(f"step {trainer.step}: ranks hold different weights {sums}")
+        state = {"step": trainer.step, "epoch": batches.epoch, "rng": run.rng_state(),
+                 "data": batches.state_dict(), "precision_d": trainer.prec_d.state_dict(),
+                 "precision_g": trainer.prec_g.state_dict()}
+        checkpoint.save(r.dir, trainer.step, trainer.states(), state)
+        log.log(f"saved checkpoint of step {trainer.step} (epoch {batches.epoch})")
+
+    last_epoch = o["num_epoch"]  # the reference runs epochs 0..num_epoch inclusive
+    decay = not o["no_lr_decay"]
+    saved_at = trainer.step if ck is not None else None
+    while batches.epoch <= last_epoch:
+        epoch = batches.epoch
+        set_lr(trainer.opt_g, cosine_lr(o["lr_g"], epoch, o["num_epoch"], decay))
+        set_lr(trainer.opt_d, cosine_lr(o["lr_d"], epoch, o["num_epoch"], decay))
+        x, _ = next(batches)
+        stats = trainer.update(x.to(device))
+        for key, v in stats.items():
+            log.logkv_mean(key, v)
+        stop = run.should_stop()
+        finite = dist.all_reduce_sum(float(all(math.isfinite(v) for v in stats.values())))
+        if trainer.step % o["log_interval"] == 0 or stop:
+            log.logkv("step", trainer.step)
+            log.logkv("epoch", epoch)
+            log.logkv("lr_g", trainer.opt_g.param_groups[0]["lr"])
+            log.logkv("samples", trainer.step * o["batch_size"] * dist.world_size())
+            log.dumpkvs()
+        if finite < dist.world_size():
+            # every rank raises together; the last good checkpoint stays the latest one
+            raise UserError(f"step {trainer.step}: a loss is not finite ({stats}); lower the "
+                            "learning rates or use --precision fp32, then --resume")
+        epoch_done = batches.epoch != epoch
+        due = epoch_done and (epoch % o["save_ckpt_every"] == 0
+                              or (o["save_content"] and epoch % o["save_content_every"] == 0))
+        at_max = o["max_steps"] and trainer.step >= o["max_steps"]
+        due = due or (o["save_interval"] and trainer.step % o["save_interval"] == 0)
+        if due or stop or at_max:
+            save()
+            saved_at = trainer.step
+        if stop:
+            log.log("stopping on signal")
+            break
+        if at_max:
+            break
+    if saved_at != trainer.step:
+        save()
+    return r.dir
+
+
+@run.main
+def main():
+    train(create_parser().parse_args())
+
+
+if __name__ == "__main__":
+    main()

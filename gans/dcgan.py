@@ -1,0 +1,299 @@
+"""DCGAN (Radford, Metz & Chintala 2015) and its class-conditional variant.
+
+Architecture (the paper's, as in the PyTorch DCGAN tutorial seed 003 follows):
+  G: z (nz x 1 x 1) -> 4x4 by a 4x4 transposed conv, then one stride-2 transposed conv per
+     doubling, channel width halving each time down to `ngf`, BatchNorm + ReLU on every hidden
+     layer, tanh on the output.
+  D: the mirror image: stride-2 4x4 convs from `ndf` channels up, LeakyReLU(0.2), BatchNorm on
+     every hidden layer except the first, and a 4x4 valid conv to one logit.
+For 64 px this is exactly the tutorial's network (ngf*8 at 4x4); for 32 px it is the usual
+CIFAR variant with one stage fewer (ngf*4 at 4x4). Any power of two from 8 px up is accepted,
+so tests run at 8-16 px on a CPU.
+
+28 px data (MNIST, FashionMNIST) is not given its own architecture: the data loader resizes it
+to 32 px (as seed 000 does for FashionMNIST), so flag files use `--image_size 32`. Asking the
+network for 28 px is an error that says so.
+
+D returns raw logits; the losses apply sigmoid/softplus themselves, which is numerically safe
+and works under autocast (BCE-with-logits instead of Sigmoid + BCELoss).
+
+Conditional model ("cdcgan"):
+  G: a learned embedding of the label (nz numbers) is concatenated to z (cGAN, Mirza & Osindero).
+  D: projection discriminator (Miyato & Koyama 2018): logit = psi(h) + <embed(y), sum_hw h>,
+     where h is D's last feature map, so the label acts on D's output rather than its input.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+
+from trainkit.errors import UserError
+
+MODEL_KINDS = ("dcgan", "cdcgan")
+
+
+def num_stages(image_size: int) -> int:
+    """Stride-2 stages between 4x4 and `image_size`; UserError for sizes the network cannot make."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int):
+        raise UserError(f"--image_size {image_size!r}: must be an integer power of two >= 8")
+    if image_size == 28:
+        raise UserError(
+            "--image_size 28: DCGAN makes powers of two; use --image_size 32 "
+            "(the data loader resizes 28 px images to 32 px)"
+        )
+    if image_size < 8 or image_size & (image_size - 1):
+        raise UserError(f"--image_size {image_size}: DCGAN makes powers of two >= 8 (e.g. 32 or 64)")
+    return int(math.log2(image_size)) - 2
+
+
+def _check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"--{name} {value!r}: must be a positive integer")
+
+
+class Generator(nn.Module):
+    def __init__(self, image_size=64, nz=100, ngf=64, channels=3, num_classes=0):
+        super().__init__()
+        stages = num_stages(image_size)
+        for name, value in (("nz", nz), ("ngf", ngf), ("channels", channels)):
+            _check_positive(name, value)
+        self.image_size, self.nz, self.channels, self.num_classes = image_size, nz, channels, num_classes
+        if num_classes:
+            self.label_emb = nn.Embedding(num_classes, nz)
+        in_ch = nz * 2 if num_classes else nz
+        width = ngf * 2 ** (stages - 1)
+        layers = [
+            nn.ConvTranspose2d(in_ch, width, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),
+        ]
+        for _ in range(stages - 1):
+            layers += [
+                nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width // 2),
+                nn.ReLU(True),
+            ]
+            width //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+        init_weights(self)
+
+    def forward(self, z, y=None):
+        """z: (N, nz) or (N, nz, 1, 1); y: (N,) int64 labels for the conditional model."""
+        if z.dim() == 2:
+            z = z[:, :, None, None]
+        if self.num_classes:
+            check_labels(y, self.num_classes, len(z))
+            z = torch.cat([z, self.label_emb(y)[:, :, None, None].to(z.dtype)], dim=1)
+        elif y is not None:
+            raise UserError("labels given to an unconditional DCGAN generator (use --model cdcgan)")
+        return self.main(z)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, image_size=64, ndf=64, channels=3, num_classes=0):
+        super().__init__()
+        stages = num_stages(image_size)
+        _check_positive("ndf", ndf)
+        _check_positive("channels", channels)
+        self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
+        width = ndf
+        # The paper leaves BatchNorm off D's input layer (it made training unstable).
+        layers = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        for _ in range(stages - 1):
+            layers += [
+                nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(width * 2),
+                nn.LeakyReLU(0.2, True),
+            ]
+            width *= 2
+        self.features = nn.Sequential(*layers)
+        self.out = nn.Conv2d(width, 1, 4, 1, 0, bias=False)
+        if num_classes:
+            self.label_proj = nn.Embedding(num_classes, width)
+        init_weights(self)
+
+    def forward(self, x, y=None):
+        """x: (N, C, H, W) in [-1, 1]; returns (N,) logits."""
+        if x.shape[1:] != (self.channels, self.image_size, self.image_size):
+            raise UserError(
+                f"discriminator input {tuple(x.shape[1:])}: expected "
+                f"{(self.channels, self.image_size, self.image_size)}"
+            )
+        h = self.features(x)
+        logit = self.out(h).flatten()
+        if self.num_classes:
+            check_labels(y, self.num_classes, len(x))
+            logit = logit + (self.label_proj(y).to(h.dtype) * h.sum(dim=(2, 3))).sum(dim=1)
+        elif y is not None:
+            raise UserError("labels given to an unconditional DCGAN discriminator (use --model cdcgan)")
+        return logit
+
+
+def check_labels(y, num_classes, n):
+    if y is None:
+        raise UserError(f"the conditional model needs class labels (0..{num_classes - 1})")
+    if y.shape != (n,):
+        raise UserError(f"labels of shape {tuple(y.shape)}: expected ({n},)")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+        raise UserError(f"class label {bad} outside the model's classes 0..{num_classes - 1}")
+
+
+def init_weights(module):
+    """DCGAN paper init: every conv weight ~ N(0, 0.02); BatchNorm scale ~ N(1, 0.02), shift 0.
+
+    G's label embedding is left at N(0, 1) so it sits on the same scale as z; D's projection
+    embedding follows the paper's N(0, 0.02) like every other D weight.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    if isinstance(module, Discriminator) and module.num_classes:
+        nn.init.normal_(module.label_proj.weight, 0.0, 0.02)
+
+
+def create_models(model="dcgan", image_size=64, nz=100, ngf=64, ndf=64, channels=3, num_classes=0):
+    """(G, D) for `model` in {dcgan, cdcgan}; the conditional one needs num_classes >= 2."""
+    if model not in MODEL_KINDS:
+        raise UserError(f"--model {model!r}: choose one of {', '.join(MODEL_KINDS)}")
+    if model == "cdcgan":
+        if not num_classes or num_classes < 2:
+            raise UserError(
+                "--model cdcgan needs labelled data with at least 2 classes "
+                "(image files named <label>_<anything>.png, or an npz with arr_1)"
+            )
+    else:
+        num_classes = 0
+    G = Generator(image_size, nz, ngf, channels, num_classes)
+    D = Discriminator(image_size, ndf, channels, num_classes)
+    return G, D
+
+
+def generator_kind(state_dict) -> str:
+    """'dcgan' or 'cdcgan' from a generator state_dict's keys; '' if it is no DCGAN generator."""
+    if not isinstance(state_dict, dict) or "main.0.weight" not in state_dict:
+        return ""
+    return "cdcgan" if "label_emb.weight" in state_dict else "dcgan"
+
+
+def generator_config(state_dict, path="checkpoint") -> dict:
+    """Architecture of a saved generator, read from its tensor shapes (so a bare model file is
+    enough to sample from it): model, image_size, nz, ngf, channels, num_classes."""
+    kind = generator_kind(state_dict)
+    if not kind:
+        raise UserError(f"{path}: not a DCGAN generator state_dict (no 'main.0.weight')")
+    convs = sorted(
+        (int(k.split(".")[1]), v) for k, v in state_dict.items() if k.startswith("main.") and k.endswith(".weight")
+        and v.dim() == 4
+    )
+    first, last = convs[0][1], convs[-1][1]
+    in_ch = first.shape[0]
+    config = {
+        "model": kind,
+        "image_size": 2 ** (len(convs) + 1),
+        "nz": in_ch // 2 if kind == "cdcgan" else in_ch,
+        "ngf": last.shape[0],
+        "channels": last.shape[1],
+        "num_classes": state_dict["label_emb.weight"].shape[0] if kind == "cdcgan" else 0,
+    }
+    return config
+
+
+def load_generator_state(G, state_dict, path="checkpoint"):
+    """Load with strict key and shape checks, turning a mismatch into one line naming the file."""
+    kind = generator_kind(state_dict)
+    want = "cdcgan" if G.num_classes else "dcgan"
+    if not kind:
+        raise UserError(f"{path}: not a DCGAN generator state_dict (no 'main.0.weight')")
+    if kind != want:
+        raise UserError(f"{path}: checkpoint holds a {kind} generator, but --model is {want}")
+    _load_strict(G, state_dict, path)
+
+
+def load_discriminator_state(D, state_dict, path="checkpoint"):
+    if not isinstance(state_dict, dict) or "out.weight" not in state_dict:
+        raise UserError(f"{path}: not a DCGAN discriminator state_dict (no 'out.weight')")
+    kind = "cdcgan" if "label_proj.weight" in state_dict else "dcgan"
+    want = "cdcgan" if D.num_classes else "dcgan"
+    if kind != want:
+        raise UserError(f"{path}: checkpoint holds a {kind} discriminator, but --model is {want}")
+    _load_strict(D, state_dict, path)
+
+
+def _load_strict(module, state_dict, path):
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    if missing or unexpected:
+        raise UserError(f"{path}: state_dict keys do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for k, v in own.items():
+        if tuple(state_dict[k].shape) != tuple(v.shape):
+            raise UserError(
+                f"{path}: {k} has shape {tuple(state_dict[k].shape)}, the model built from the flags "
+                f"has {tuple(v.shape)} (check --image_size/--nz/--ngf/--ndf)"
+            )
+    module.load_state_dict(state_dict, strict=True)
+
+
+# --- losses ------------------------------------------------------------------------------
+# bce: the paper's minimax objective for D and the non-saturating -log D(G(z)) for G.
+# hinge: Lim & Ye 2017 / Miyato et al. 2018, the usual partner of a projection discriminator.
+
+
+def d_loss_real(real_logits, kind="bce"):
+    """D's loss on real images: -log D(x) (bce) or max(0, 1 - D(x)) (hinge), batch mean."""
+    if kind == "bce":
+        return nn.functional.softplus(-real_logits).mean()  # -log sigmoid(l) = softplus(-l)
+    if kind == "hinge":
+        return torch.relu(1 - real_logits).mean()
+    raise UserError(f"--loss {kind!r}: choose bce or hinge")
+
+
+def d_loss_fake(fake_logits, kind="bce"):
+    """D's loss on generated images: -log(1 - D(G(z))) (bce) or max(0, 1 + D(G(z))) (hinge)."""
+    if kind == "bce":
+        return nn.functional.softplus(fake_logits).mean()  # -log(1 - sigmoid(l)) = softplus(l)
+    if kind == "hinge":
+        return torch.relu(1 + fake_logits).mean()
+    raise UserError(f"--loss {kind!r}: choose bce or hinge")
+
+
+def d_loss(real_logits, fake_logits, kind="bce"):
+    return d_loss_real(real_logits, kind) + d_loss_fake(fake_logits, kind)
+
+
+def g_loss(fake_logits, kind="bce"):
+    """Non-saturating -log D(G(z)) for bce (the paper's practical choice); -D(G(z)) for hinge."""
+    if kind == "bce":
+        return nn.functional.softplus(-fake_logits).mean()
+    if kind == "hinge":
+        return -fake_logits.mean()
+    raise UserError(f"--loss {kind!r}: choose bce or hinge")
+
+
+# --- latent interpolation -----------------------------------------------------------------
+
+
+def lerp(a, b, t):
+    return (1 - t) * a + t * b
+
+
+def slerp(a, b, t, eps=1e-7):
+    """Spherical interpolation along the great circle between a and b (White 2016), which keeps
+    Gaussian latents at a typical norm where lerp passes through the low-norm middle."""
+    a_flat, b_flat = a.flatten().double(), b.flatten().double()
+    cos = torch.dot(a_flat, b_flat) / (a_flat.norm() * b_flat.norm()).clamp_min(eps)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    so = torch.sin(omega)
+    if so.abs() < eps:  # (anti)parallel: the great circle is not defined, lerp is the limit
+        return lerp(a, b, t)
+    wa = torch.sin((1 - t) * omega) / so
+    wb = torch.sin(t * omega) / so
+    return (wa * a.double() + wb * b.double()).to(a.dtype)

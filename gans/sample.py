@@ -1,0 +1,56 @@
+"""Sample a trained generator into an openai-layout npz: `python -m gans.sample --model_path F`.
+
+Writes <logdir>/samples_{N}x{H}x{W}x{C}.npz (arr_0 uint8 NHWC; arr_1 int64 labels for cdcgan).
+Sample i draws its z (then, for cdcgan without --class_label, its label) from its own generator
+seeded by (--seed, i), and G runs in eval mode (BatchNorm running statistics), so the file is
+the same whatever the number of ranks or --batch_size. The work is split over ranks.
+"""
+
+import torch
+
+from trainkit import dist, npz, run, sampling
+from trainkit.errors import UserError
+
+from .script_util import add_model_args, check_class_label, load_generator
+
+
+def create_argparser():
+    p = run.ArgumentParser(description="Sample a DCGAN / cDCGAN generator into an npz.")
+    p.add_argument("--model_path", default="", help="model*.pt or ema_*.pt file, or a run directory (latest model)")
+    p.add_argument("--num_samples", type=int, default=10000)
+    p.add_argument("--batch_size", type=int, default=256, help="per rank")
+    p.add_argument("--class_label", type=int, default=-1, help="cdcgan: this class for every sample (-1: random per sample)")
+    add_model_args(p)
+    run.add_run_args(p)
+    return p
+
+
+@run.main
+def main():
+    args = create_argparser().parse_args()
+    if args.num_samples < 1 or args.batch_size < 1:
+        raise UserError(f"--num_samples {args.num_samples} / --batch_size {args.batch_size}: must be at least 1")
+    # read and check the generator before the run directory is created
+    G, path = load_generator(args.model_path, args)
+    check_class_label(G, args.class_label, allow_random=True)
+    r = run.setup("gans", args)
+    device = dist.device()
+    G = G.to(device)
+    r.logger.log(f"sampling {args.num_samples} images from {path}")
+
+    @torch.no_grad()
+    def sample_fn(rnd, indices):
+        z = rnd.randn(G.nz, 1, 1)  # z first: the same latents with or without --class_label
+        y = None
+        if G.num_classes:
+            y = rnd.randint(G.num_classes) if args.class_label < 0 else torch.full((len(indices),), args.class_label)
+            y = y.to(device=device, dtype=torch.long)
+        images = npz.to_uint8(G(z, y).float())
+        return images, None if y is None else y.cpu().numpy()
+
+    out = sampling.sample_to_npz(sample_fn, args.num_samples, args.batch_size, args.seed, r.dir, device=device)
+    r.logger.log(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""What gans.sample and gans.interpolate share: finding and building a saved generator."""
+
+import blobfile as bf
+import torch
+
+from trainkit import checkpoint, sampling
+from trainkit.errors import UserError
+
+from . import dcgan
+
+
+def generator_path(model_path: str) -> str:
+    """A generator file (model*.pt, ema_*.pt, any single file) or a run directory's latest model."""
+    if not model_path:
+        raise UserError("--model_path is empty: name a model*.pt / ema_*.pt file or a run directory")
+    if bf.isdir(model_path):
+        return checkpoint.resolve(model_path).path("model")
+    if not bf.exists(model_path):
+        raise UserError(f"{model_path}: no such generator file or run directory")
+    return model_path
+
+
+def add_model_args(parser):
+    """The training run's architecture flags, accepted so that one flag file's $MODEL_FLAGS
+    serve train, sample and interpolate. The architecture is read from the checkpoint; these
+    flags, when given, only check it (--ndf describes D and is not checked)."""
+    parser.add_argument("--model", default="", choices=("", "dcgan", "cdcgan"), help="check: the file's model kind")
+    for name in ("image_size", "nz", "ngf", "ndf", "num_channels"):
+        parser.add_argument(f"--{name}", type=int, default=None, help="check against the checkpoint (optional)")
+    return parser
+
+
+_CHECKED = {"model": "model", "image_size": "image_size", "nz": "nz", "ngf": "ngf", "num_channels": "channels"}
+
+
+def load_generator(model_path: str, args=None, device="cpu"):
+    """(G in eval mode, its path). The architecture is read from the tensor shapes, so a bare
+    file is enough; architecture flags in `args`, when given, must match the file."""
+    path = generator_path(model_path)
+    sd = checkpoint.load(path)
+    config = dcgan.generator_config(sd, path)
+    for flag, key in _CHECKED.items():
+        given = getattr(args, flag, None)
+        if given not in (None, "") and given != config[key]:
+            if flag == "model":
+                raise UserError(f"{path}: checkpoint holds a {config['model']} generator, but --model is {given}")
+            raise UserError(f"{path}: the generator was trained with --{flag} {config[key]}, but --{flag} is {given}")
+    G = dcgan.Generator(config["image_size"], config["nz"], config["ngf"], config["channels"], config["num_classes"])
+    dcgan.load_generator_state(G, sd, path)
+    return G.to(device).eval(), path
+
+
+def check_class_label(G, class_label: int, allow_random: bool):
+    """-1 means "draw a label per sample" (when allowed); anything else must be a class of G."""
+    if not G.num_classes:
+        if class_label not in (-1, None):
+            raise UserError(f"--class_label {class_label}: the checkpoint is an unconditional dcgan")
+        return
+    if class_label == -1 and allow_random:
+        return
+    if not 0 <= class_label < G.num_classes:
+        raise UserError(f"--class_label {class_label}: outside the model's classes 0..{G.num_classes - 1}")
+
+
+def seed_latent(seed: int, nz: int, device="cpu") -> torch.Tensor:
+    """The latent of sample index 0 of `gans.sample --seed SEED`: interpolations start from
+    exactly the images the sampler showed."""
+    return sampling.PerSampleRandom(seed, [0], device).randn(nz, 1, 1)[0]

@@ -1,0 +1,158 @@
+"""One DCGAN optimisation step: a discriminator update, then a generator update.
+
+The two updates are kept strictly apart:
+- D step: G runs under no_grad as its raw module (outside DDP), so no G gradient exists and
+  only D's optimizer steps. G stays in train mode (batch statistics, as the paper trains it),
+  which also moves its BatchNorm running statistics: buffers, not weights.
+- G step: D's parameters are frozen (requires_grad False) and D runs as its raw module, so
+  the loss gradient flows through D into G without touching D's .grad or DDP's reducer, and
+  only G's optimizer steps.
+Real and fake images go through D as separate mini-batches (the DCGAN recipe: BatchNorm sees
+all-real or all-fake batches), each with its own backward; DDP's gradient all-reduce happens
+once, on the last backward of the step (`no_sync` on the others), which is also how
+--grad_accum micro-batches accumulate. Each micro-batch loss is divided by their number, so
+the gradient is the mean over the accumulated batch.
+
+Fakes in a conditional run use the labels of the real micro-batch they are paired with, so
+the class mix D sees on both sides is the data's.
+"""
+
+import contextlib
+
+import torch
+
+from trainkit import dist, ema, precision
+
+from . import dcgan, sync_bn
+
+
+def _sync_only_if(module, sync: bool):
+    """DDP's no_sync() unless `sync`; a plain module (one rank) has nothing to sync."""
+    if sync or not hasattr(module, "no_sync"):
+        return contextlib.nullcontext()
+    return module.no_sync()
+
+
+def grad_norm(params) -> float:
+    """L2 norm of all gradients together (after the all-reduce: every rank sees the same)."""
+    norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    return torch.stack(norms).norm().item() if norms else 0.0
+
+
+class GANTrainer:
+    def __init__(self, G, D, *, loss="bce", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
+                 precision_mode="fp32", ema_rates="", sync_batchnorm=False, device=None):
+        device = dist.device() if device is None else torch.device(device)
+        dcgan.d_loss_real(torch.zeros(1), loss)  # one-line error for a bad --loss before any work
+        self.loss = loss
+        self.device = device
+        if sync_batchnorm and dist.world_size() > 1:
+            sync_bn.convert(G, device)
+            sync_bn.convert(D, device)
+        self.G = G.to(device)
+        self.D = D.to(device)
+        # wrap_ddp broadcasts rank 0's weights, so every rank starts from the same networks
+        self.G_ddp = dist.wrap_ddp(self.G)
+        self.D_ddp = dist.wrap_ddp(self.D)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=(beta1, beta2))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=(beta1, beta2))
+        # one loss scale per player: their gradients live on different scales
+        self.prec_g = precision.Precision(precision_mode, device)
+        self.prec_d = precision.Precision(precision_mode, device)
+        self.ema_rates = ema.parse_rates(ema_rates)
+        # built after wrap_ddp, so the shadow copies start from rank 0's weights on every rank
+        self.ema = ema.EMA(self.G, self.ema_rates) if self.ema_rates else None
+
+    def noise(self, n):
+        return torch.randn(n, self.G.nz, 1, 1, device=self.device)
+
+    def d_step(self, micro_batches) -> dict:
+        """Update D on this rank's micro-batches [(x, y), ...]; returns local statistics."""
+        self.D.train(), self.G.train()
+        self.opt_d.zero_grad(set_to_none=True)
+        k = len(micro_batches)
+        loss_sum = d_real = d_fake = 0.0
+        for i, (x, y) in enumerate(micro_batches):
+            x = x.to(self.device)
+            y = None if y is None else y.to(self.device)
+            with torch.no_grad(), self.prec_d.autocast():
+                fake = self.G(self.noise(len(x)), y)
+            with _sync_only_if(self.D_ddp, False):
+                with self.prec_d.autocast():
+                    real_logits = self.D_ddp(x, y).float()
+                loss_real = dcgan.d_loss_real(real_logits, self.loss)
+                self.prec_d.backward(loss_real / k)
+            with _sync_only_if(self.D_ddp, i == k - 1):
+                with self.prec_d.autocast():
+                    fake_logits = self.D_ddp(fake.detach(), y).float()
+                loss_fake = dcgan.d_loss_fake(fake_logits, self.loss)
+                self.prec_d.backward(loss_fake / k)
+            loss_sum += (loss_real + loss_fake).item()
+            d_real += torch.sigmoid(real_logits).mean().item()
+            d_fake += torch.sigmoid(fake_logits).mean().item()
+        self.prec_d.unscale_(self.opt_d)
+        norm = grad_norm(self.D.parameters())
+        stepped = self.prec_d.step(self.opt_d)
+        return {"loss_d": loss_sum / k, "d_real": d_real / k, "d_fake": d_fake / k,
+                "grad_norm_d": norm, "skipped_d": float(not stepped)}
+
+    def g_step(self, labels) -> dict:
+        """Update G once, on one fake micro-batch per entry of `labels` (a tensor, or None for
+        the unconditional model, then one int batch size per entry); returns local statistics."""
+        self.D.train(), self.G.train()
+        self.opt_g.zero_grad(set_to_none=True)
+        self.D.requires_grad_(False)
+        k = len(labels)
+        loss_sum = d_fake = 0.0
+        try:
+            for i, (n, y) in enumerate(labels):
+                y = None if y is None else y.to(self.device)
+                with _sync_only_if(self.G_ddp, i == k - 1):
+                    with self.prec_g.autocast():
+                        logits = self.D(self.G_ddp(self.noise(n), y), y).float()
+                    loss = dcgan.g_loss(logits, self.loss)
+                    self.prec_g.backward(loss / k)
+                loss_sum += loss.item()
+                d_fake += torch.sigmoid(logits).mean().item()
+        finally:
+            self.D.requires_grad_(True)
+        self.prec_g.unscale_(self.opt_g)
+        norm = grad_norm(self.G.parameters())
+        stepped = self.prec_g.step(self.opt_g)
+        if self.ema is not None and stepped:
+            self.ema.update(self.G)
+        return {"loss_g": loss_sum / k, "d_fake_g": d_fake / k, "grad_norm_g": norm,
+                "skipped_g": float(not stepped)}
+
+    def step(self, micro_batches) -> dict:
+        stats = self.d_step(micro_batches)
+        stats.update(self.g_step([(len(x), y) for x, y in micro_batches]))
+        return stats
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def state_dicts(self) -> dict:
+        """Checkpoint files of one step, by prefix: model (G, so model*.pt samples like openai's),
+        ema_{rate}_ (G's averages), opt (G's Adam), disc (D), disc_opt (D's Adam)."""
+        states = {"model": self.G.state_dict(), "disc": self.D.state_dict(),
+                  "opt": self.opt_g.state_dict(), "disc_opt": self.opt_d.state_dict()}
+        for rate in self.ema_rates:
+            states[f"ema_{ema.rate_name(rate)}_"] = self.ema.state_dict(rate, self.G)
+        return states
+
+    def precision_state(self) -> dict:
+        return {"g": self.prec_g.state_dict(), "d": self.prec_d.state_dict()}
+
+    def load(self, ck) -> None:
+        """Restore networks, optimizers, EMAs and loss scales from a trainkit Checkpoint."""
+        dcgan.load_generator_state(self.G, ck.load("model"), ck.path("model"))
+        dcgan.load_discriminator_state(self.D, ck.load("disc"), ck.path("disc"))
+        self.opt_g.load_state_dict(ck.load("opt"))
+        self.opt_d.load_state_dict(ck.load("disc_opt"))
+        for rate in self.ema_rates:
+            prefix = f"ema_{ema.rate_name(rate)}_"
+            # a run resumed with a new EMA rate starts that average from the current weights
+            self.ema.load_state_dict(rate, ck.load(prefix) if ck.has(prefix) else self.G.state_dict())
+        if ck.state and "precision" in ck.state:
+            self.prec_g.load_state_dict(ck.state["precision"]["g"])
+            self.prec_d.load_state_dict(ck.state["precision"]["d"])

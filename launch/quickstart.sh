@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job, started by the README's first command: every family trained on the embedded
+# digits as a 2-process job, sampled with the same seeds, judged and compared in one report.
+#
+#   bash launch/quickstart.sh [--smoke] [OUT_DIR] [compare flags...]
+#
+# --smoke: a 3-minute budget and fewer samples (CI). Other flags go to evaluations.compare
+# (e.g. --minutes 30, --reuse). Ends by printing the report's path.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra=()
+if [[ "${1:-}" == "--smoke" ]]; then extra=(--minutes 3 --num_samples 100); shift; fi
+out="${1:-runs/quickstart-$(date +%Y%m%d-%H%M%S)}"
+[[ $# -gt 0 ]] && shift
+exec "${PYTHON:-python3}" -m evaluations.compare --config flags/compare/digits.sh --logdir "$out" "${extra[@]}" "$@"

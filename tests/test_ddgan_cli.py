@@ -1,0 +1,178 @@
+"""ddgan.train / ddgan.sample from the command line: 2 ranks under mpiexec and torchrun on the
+digits, bit-exact resume, npz independent of the rank count, one-line refusals."""
+
+import csv
+import importlib
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import helpers
+
+FLAGS = helpers.ROOT / "flags" / "ddgan" / "digits16.sh"
+# the digits flag file made smaller still: a few seconds per step on one core per rank
+SMALL_MODEL = ["--num_channels_dae", "8", "--ngf", "4", "--nz", "8", "--z_emb_dim", "16",
+               "--t_emb_dim", "16", "--n_mlp", "1"]
+SMALL = SMALL_MODEL + ["--lazy_reg", "2", "--log_interval", "1"]
+
+
+def ok(proc):
+    assert proc.returncode == 0, helpers.describe(proc)
+    return proc
+
+
+def rows(run_dir):
+    with open(run_dir / "progress.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def step_files(run_dir, step):
+    return sorted(p.name for p in run_dir.glob(f"*{step:06d}.pt"))
+
+
+def one_line_error(proc, *fragments):
+    assert proc.returncode == 2, helpers.describe(proc)
+    lines = helpers.error_lines(proc)
+    assert len(lines) >= 1 and ": error: " in lines[-1], helpers.describe(proc)
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+    return lines[-1]
+
+
+@pytest.mark.parametrize("launcher", ["mpiexec", "torchrun"])
+def test_two_ranks_train_resume_bit_exact_and_sample(launcher, digits, tmp_path):
+    data = str(digits(16))
+    common = ["--data_dir", data, "--batch_size", "8", "--grad_accum", "2", *SMALL]
+    a, b, s = tmp_path / "a", tmp_path / "b", tmp_path / "s"
+
+    # an uninterrupted run that checkpoints at steps 2 and 4 ...
+    ok(helpers.launch(launcher, 2, "ddgan.train", *common, "--logdir", b, "--max_steps", "4",
+                      "--save_interval", "2", flag_files=[FLAGS]))
+    assert step_files(b, 2) == ["disc000002.pt", "ema_0.99_000002.pt", "model000002.pt",
+                                "opt000002.pt", "opt_disc000002.pt", "state000002.pt"]
+    # ... and a run that starts from its step 2 (as after a preemption) and goes on to step 4
+    ok(helpers.launch(launcher, 2, "ddgan.train", *common, "--logdir", a, "--max_steps", "4",
+                      "--resume", b / "model000002.pt", flag_files=[FLAGS]))
+
+    # interrupted-and-resumed == uninterrupted, bit for bit, for every file of step 4
+    for name in step_files(b, 4):
+        if name.startswith("state"):
+            continue
+        x = torch.load(a / name, weights_only=True)
+        y = torch.load(b / name, weights_only=True)
+        flat_x = x if "opt" not in name else {k: v for k, v in x["state"].items()}
+        flat_y = y if "opt" not in name else {k: v for k, v in y["state"].items()}
+        assert str(flat_x.keys()) == str(flat_y.keys()), name
+        for k in flat_x:
+            vx, vy = flat_x[k], flat_y[k]
+            if isinstance(vx, dict):
+                for kk in vx:
+                    assert torch.equal(torch.as_tensor(vx[kk]), torch.as_tensor(vy[kk])), (name, k, kk)
+            else:
+                assert torch.equal(vx, vy), (name, k)
+    assert [int(float(r["step"])) for r in rows(a)] == [3, 4]
+    losses = rows(b)
+    assert [int(float(r["step"])) for r in losses] == [1, 2, 3, 4]
+    for r in losses:
+        for key in ("errD", "errG", "errD_real", "errD_fake"):
+            assert math.isfinite(float(r[key])), r
+
+    ok(helpers.launch(launcher, 2, "ddgan.sample", "--model_path", a, "--num_samples", "6",
+                      "--batch_size", "2", "--logdir", s, "--seed", "7"))
+    two = np.load(s / "samples_6x16x16x1.npz")["arr_0"]
+    assert two.shape == (6, 16, 16, 1) and two.dtype == np.uint8
+    if launcher == "mpiexec":
+        # one process, another batch size, the EMA weights saved the way the released netG_*.pth
+        # files are (DDP's `module.` prefix, free-form name, no options.json: model flags given)
+        released = tmp_path / "released"
+        released.mkdir()
+        sd = torch.load(a / "ema_0.99_000004.pt", weights_only=True)
+        torch.save({"module." + k: v for k, v in sd.items()}, released / "netG_4.pth")
+        ok(helpers.launch("local", 1, "ddgan.sample", "--model_path", released / "netG_4.pth",
+                          *SMALL_MODEL, "--num_samples", "6", "--batch_size", "4",
+                          "--logdir", tmp_path / "s1", "--seed", "7", flag_files=[FLAGS]))
+        one = np.load(tmp_path / "s1" / "samples_6x16x16x1.npz")["arr_0"]
+        assert np.array_equal(one, two)
+
+
+def run_main(module, argv, monkeypatch, capsys):
+    """An entry point in-process, as `python -m module argv...`: (exit code, stderr lines).
+    Only for refusals that happen before any process group or run directory exists."""
+    monkeypatch.setattr(sys, "argv", [module] + [str(a) for a in argv])
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(module).main()
+    return e.value.code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("module,argv,message", [
+    ("ddgan.train", ["--batch_size", "16", "--grad_accum", "3"],
+     "ddgan.train: error: --grad_accum 3 does not divide --batch_size 16"),
+    ("ddgan.train", ["--num_timesteps", "0"], "ddgan.train: error: --num_timesteps: 0 must be a positive"),
+    ("ddgan.train", ["--lazy_reg", "0"], "ddgan.train: error: --lazy_reg 0: must be a positive"),
+    ("ddgan.train", ["--ch_mult", "1", "2", "--fir_kernel", "1,x"], "is not an integer"),
+    ("ddgan.sample", ["--model_path", "NOWHERE"], "no such checkpoint file or run directory"),
+])
+def test_refusals_are_one_line(module, argv, message, monkeypatch, capsys, tmp_path):
+    if module == "ddgan.train":
+        argv = ["--data_dir", tmp_path, "--ch_mult", "1", "2", "--image_size", "16",
+                "--logdir", tmp_path / "x"] + argv
+    else:
+        argv = [str(a).replace("NOWHERE", str(tmp_path / "nothing")) for a in argv]
+    code, lines = run_main(module, argv, monkeypatch, capsys)
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "x").exists()  # nothing written
+
+
+def test_checkpoint_of_another_ch_mult_names_the_keys(digits, tmp_path):
+    data = str(digits(16))
+    env = helpers.test_env()
+    run = tmp_path / "run"
+    # a deadline already past stops the run like SIGTERM: after one step, with a checkpoint
+    proc = ok(helpers.launch("local", 1, "ddgan.train", "--data_dir", data, "--batch_size", "4",
+                             *SMALL, "--logdir", run, flag_files=[FLAGS],
+                             env=helpers.test_env(TRAINKIT_DEADLINE="1")))
+    assert step_files(run, 1) and not step_files(run, 2), proc.stderr
+    line = one_line_error(
+        helpers.py("ddgan.sample", "--model_path", run, "--ch_mult", "1", "2", "2",
+                   "--num_samples", "2", "--logdir", tmp_path / "s", env=env),
+        "ema_0.99_000001.pt: generator weights do not fit", "missing: all_modules.")
+    assert "--ch_mult" in line
+    # resuming training with another --ch_mult is refused the same way
+    one_line_error(
+        helpers.launch("local", 1, "ddgan.train", "--data_dir", data, "--batch_size", "4", *SMALL,
+                       "--logdir", tmp_path / "r2", "--resume", run, "--ch_mult", "1", "1",
+                       flag_files=[FLAGS]),
+        "model000001.pt: generator weights do not fit", "shape (checkpoint vs flags): ")
+    # a new run into a directory with checkpoints must say --resume, and leave it untouched
+    options_before = (run / "options.json").read_bytes()
+    one_line_error(
+        helpers.launch("local", 1, "ddgan.train", "--data_dir", data, "--batch_size", "4", *SMALL,
+                       "--logdir", run, "--max_steps", "1", flag_files=[FLAGS]),
+        "already holds checkpoints")
+    assert (run / "options.json").read_bytes() == options_before
+
+
+def test_export_writes_the_original_netG_layout(tmp_path, monkeypatch, capsys):
+    """A run's EMA generator as netG_<epoch>.pth: `module.`-prefixed keys, as test_ddgan.py expects
+    (it drops 7 characters from every key), loadable back into our generator."""
+    from ddgan import script_util
+    from ddgan.ncsnpp import GeneratorConfig, NCSNpp
+    from trainkit import checkpoint
+
+    cfg = GeneratorConfig(image_size=8, num_channels=1, num_channels_dae=8, ch_mult=(1, 2),
+                          num_res_blocks=1, attn_resolutions=(4,), nz=4, z_emb_dim=8, n_mlp=1)
+    g = NCSNpp(cfg)
+    checkpoint.save(str(tmp_path), 3, {"model": g.state_dict(), "ema_0.99_": g.state_dict()},
+                    {"rng": []})
+    out = tmp_path / "saved_info" / "netG_3.pth"
+    from ddgan import export
+    monkeypatch.setattr(sys, "argv", ["ddgan.export", "--model_path", str(tmp_path), "--out", str(out)])
+    export.main()
+    assert "ema_0.99_000003.pt" in capsys.readouterr().out
+    sd = torch.load(out, weights_only=True)
+    assert all(k.startswith("module.") for k in sd)
+    assert {k[7:] for k in sd} == set(g.state_dict())
+    script_util.load_weights(NCSNpp(cfg), sd, str(out))

@@ -1,0 +1,240 @@
+"""The DDGAN update in-process: R1, gradient accumulation, lr schedule, refusals, weight loading."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from ddgan import script_util, train
+from ddgan.diffusion import Diffusion
+from ddgan.discriminator import DiscriminatorSmall
+from ddgan.ncsnpp import GeneratorConfig, NCSNpp
+from trainkit.errors import UserError
+
+TINY_FLAGS = ["--image_size", "8", "--num_channels", "1", "--num_channels_dae", "8",
+              "--ch_mult", "1", "2", "--num_res_blocks", "1", "--attn_resolutions", "4",
+              "--nz", "4", "--z_emb_dim", "8", "--t_emb_dim", "8", "--n_mlp", "1", "--ngf", "2",
+              "--num_timesteps", "3", "--dataset", "digits"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny networks on a shared 2-core machine: more threads only add contention
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def options(*extra):
+    return vars(train.create_parser().parse_args(TINY_FLAGS + list(extra)))
+
+
+def test_parser_keeps_reference_names_defaults_and_quirks():
+    o = vars(train.create_parser().parse_args(["--ch_mult", "1", "2", "2", "2"]))
+    expected = dict(seed=1024, image_size=32, num_channels=3, centered=True, use_geometric=False,
+                    beta_min=0.1, beta_max=20.0, num_channels_dae=128, n_mlp=3, num_res_blocks=2,
+                    attn_resolutions=[16], dropout=0.0, resamp_with_conv=True, conditional=True,
+                    fir=True, fir_kernel=[1, 3, 3, 1], skip_rescale=True, resblock_type="biggan",
+                    progressive="none", progressive_input="residual", progressive_combine="sum",
+                    embedding_type="positional", fourier_scale=16.0, not_use_tanh=False,
+                    exp="experiment_cifar_default", dataset="cifar10", nz=100, num_timesteps=4,
+                    z_emb_dim=256, t_emb_dim=256, batch_size=128, num_epoch=1200, ngf=64,
+                    lr_g=1.5e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, no_lr_decay=False,
+                    use_ema=False, ema_decay=0.9999, r1_gamma=0.05, lazy_reg=None,
+                    save_content=False, save_content_every=50, save_ckpt_every=25,
+                    ch_mult=[1, 2, 2, 2], grad_accum=1, resume="")
+    assert {k: o[k] for k in expected} == expected
+    # store_false flags: passing them turns the option off, as in train_ddgan.py
+    o = vars(train.create_parser().parse_args(["--ch_mult", "1", "--fir", "--centered"]))
+    assert o["fir"] is False and o["centered"] is False
+    # typed lists (the reference left these as strings)
+    o = vars(train.create_parser().parse_args(["--ch_mult", "1", "--attn_resolutions", "16,8",
+                                               "--fir_kernel", "1", "3", "3", "1"]))
+    assert o["attn_resolutions"] == [16, 8] and o["fir_kernel"] == [1, 3, 3, 1]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--batch_size", "16", "--grad_accum", "3"], "--grad_accum 3 does not divide --batch_size 16"),
+    (["--grad_accum", "0"], "--grad_accum 0 does not divide"),
+    (["--num_timesteps", "0"], "--num_timesteps: 0 must be a positive"),
+    (["--num_timesteps", "-2"], "--num_timesteps: -2 must be a positive"),
+    (["--lazy_reg", "0"], "--lazy_reg 0: must be a positive"),
+    (["--batch_size", "12", "--grad_accum", "2"], "multiple of 4"),
+    (["--num_epoch", "0"], "--num_epoch 0"),
+])
+def test_bad_options_refused(extra, message):
+    with pytest.raises(UserError, match=message.replace("-", r"\-")):
+        train.check_options(options(*extra))
+
+
+def test_r1_penalty_equals_hand_computed_gradient_norm():
+    """D(x) = sum(a * x^2) + sum(b * x): dD/dx = 2 a x + b, so R1 = g/2 mean_i |2 a x_i + b|^2;
+    and its gradient in a is what autograd gives through create_graph."""
+    torch.manual_seed(0)
+    a = torch.randn(1, 2, 3, 3, requires_grad=True)
+    b = torch.randn(1, 2, 3, 3)
+    x = torch.randn(5, 2, 3, 3, requires_grad=True)
+    d_out = (a * x ** 2 + b * x).flatten(1).sum(1)
+    r1 = train.r1_penalty(d_out, x, gamma=0.3)
+    grad = (2 * a * x + b).detach()
+    hand = 0.3 / 2 * grad.pow(2).flatten(1).sum(1).mean()
+    assert r1.item() == pytest.approx(hand.item(), rel=1e-6)
+    r1.backward()
+    # d/da of g/2 mean |2 a x + b|^2 = g/2 * mean_i 2 (2 a x_i + b) 2 x_i
+    hand_grad = (0.3 / 2 * 2 * (2 * a * x + b) * 2 * x).mean(0, keepdim=True).detach()
+    assert torch.allclose(a.grad, hand_grad, atol=1e-5)
+
+
+def test_cosine_lr_matches_torch_scheduler():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=1.6e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 10, eta_min=1e-5)
+    for epoch in range(11):
+        assert train.cosine_lr(1.6e-4, epoch, 10) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+        opt.step()
+        sched.step()
+    assert train.cosine_lr(1.6e-4, 3, 10, decay=False) == 1.6e-4
+
+
+def make_trainer(o, seed=0):
+    torch.manual_seed(seed)
+    g = NCSNpp(GeneratorConfig.from_options(o))
+    d = DiscriminatorSmall(nc=2 * o["num_channels"], ngf=o["ngf"], t_emb_dim=o["t_emb_dim"])
+    with torch.no_grad():  # fresh init is ~0 at the outputs; random weights give real gradients
+        for p in list(g.parameters()) + list(d.parameters()):
+            p.normal_(0, 0.3)
+    return train.Trainer(o, g, d, Diffusion(o["num_timesteps"]), torch.device("cpu"))
+
+
+def test_gradient_accumulation_equals_one_batch():
+    """K = 4 micro-batches of 2 and one batch of 8, same seeds: the same gradients and the same
+    parameters after two updates (R1 included). The discriminator's minibatch-std couples the
+    images of one micro-batch by design; it is switched off (group of 1) to compare the rest."""
+    results = []
+    x = torch.rand(8, 1, 8, 8) * 2 - 1
+    for k in (1, 4):
+        o = options("--batch_size", "8", "--grad_accum", str(k), "--lazy_reg", "1",
+                    "--r1_gamma", "0.5", "--use_ema", "--ema_decay", "0.9")
+        tr = make_trainer(o)
+        tr.d_raw.stddev_group = 1
+        torch.manual_seed(123)
+        stats = [tr.update(x)]
+        grads = {n: p.grad.clone() for n, p in list(tr.g_raw.named_parameters())
+                 + [("D." + n, p) for n, p in tr.d_raw.named_parameters()]}
+        stats.append(tr.update(x))
+        params = {n: p.detach().clone() for n, p in list(tr.g_raw.named_parameters())
+                  + [("D." + n, p) for n, p in tr.d_raw.named_parameters()]}
+        ema = tr.ema.state_dict(0.9, tr.g_raw)
+        results.append((stats, grads, params, ema))
+    (s1, g1, p1, e1), (s4, g4, p4, e4) = results
+    for a, b in zip(s1, s4):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+    assert "r1" in s1[0] and s1[0]["r1"] > 0
+    for n in g1:
+        assert torch.allclose(g1[n], g4[n], rtol=1e-4, atol=1e-6), n
+    for n in p1:
+        assert torch.allclose(p1[n], p4[n], rtol=0, atol=1e-6), n
+    for n in e1:
+        assert torch.allclose(e1[n], e4[n], rtol=0, atol=1e-6), n
+
+
+def test_lazy_r1_schedule_and_detached_generator_in_d_step():
+    o = options("--batch_size", "4", "--lazy_reg", "3", "--r1_gamma", "1.0")
+    tr = make_trainer(o)
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    with_r1 = []
+    for _ in range(5):
+        for p in tr.g_raw.parameters():
+            p.grad = None
+        stats = tr.d_step(x)
+        with_r1.append("r1" in stats)
+        # D's loss never reaches the generator
+        assert all(p.grad is None for p in tr.g_raw.parameters())
+        tr.g_step(x)
+        tr.step += 1
+    assert with_r1 == [True, False, False, True, False]
+    # in the G step D is frozen: no D gradients from errG
+    tr.opt_d.zero_grad(set_to_none=True)
+    tr.g_step(x)
+    assert all(p.grad is None for p in tr.d_raw.parameters())
+    assert all(p.requires_grad for p in tr.d_raw.parameters())
+
+
+def test_ema_starts_from_weights_after_first_update():
+    o = options("--batch_size", "4", "--use_ema", "--ema_decay", "0.5")
+    tr = make_trainer(o)
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    tr.update(x)
+    after_first = {n: p.detach().clone() for n, p in tr.g_raw.named_parameters()}
+    sd = tr.ema.state_dict(0.5, tr.g_raw)
+    assert all(torch.equal(sd[n], after_first[n]) for n in after_first)
+    tr.update(x)
+    sd = tr.ema.state_dict(0.5, tr.g_raw)
+    for n, p in tr.g_raw.named_parameters():
+        assert torch.allclose(sd[n], 0.5 * after_first[n] + 0.5 * p.detach(), atol=1e-7)
+
+
+def test_load_weights_strips_module_prefix_and_names_mismatching_keys():
+    o = options()
+    g = script_util.build_generator(o)
+    released = {"module." + k: v.clone() for k, v in g.state_dict().items()}
+    g2 = script_util.build_generator(o)
+    script_util.load_weights(g2, released, "netG_1200.pth")
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), g2.state_dict().values()))
+    other = script_util.build_generator(options("--ch_mult", "1", "2", "2"))
+    with pytest.raises(UserError) as e:
+        script_util.load_weights(other, g.state_dict(), "model000010.pt")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("model000010.pt: generator weights do not fit")
+    assert "missing: all_modules." in msg and "--ch_mult" in msg
+
+
+def test_discriminator_choice_follows_reference_datasets():
+    assert script_util.discriminator_class(options("--dataset", "cifar10")).__name__ == "DiscriminatorSmall"
+    big = dict(options(), dataset="celeba_256", image_size=256)
+    assert script_util.discriminator_class(big).__name__ == "DiscriminatorLarge"
+    assert script_util.discriminator_class(dict(big, dataset="faces")).__name__ == "DiscriminatorLarge"
+    with pytest.raises(UserError, match="too small"):
+        script_util.build_discriminator(dict(options(), image_size=4))
+
+
+def test_trainer_state_round_trip_is_exact(tmp_path):
+    """Save -> load -> next update equals an uninterrupted run (the core of bit-exact resume)."""
+    o = options("--batch_size", "4", "--use_ema", "--ema_decay", "0.9")
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    tr = make_trainer(o)
+    torch.manual_seed(1)
+    tr.update(x)
+    saved = copy.deepcopy(tr.states())
+    rng = torch.get_rng_state()
+    tr.update(x)
+    want = {k: v.clone() for k, v in tr.g_raw.state_dict().items()}
+
+    tr2 = make_trainer(o, seed=99)
+    tr2.g_raw.load_state_dict(saved["model"])
+    tr2.d_raw.load_state_dict(saved["disc"])
+    tr2.opt_g.load_state_dict(saved["opt"])
+    tr2.opt_d.load_state_dict(saved["opt_disc"])
+    tr2.ema.load_state_dict(0.9, saved["ema_0.9_"])
+    tr2.step = 1
+    torch.set_rng_state(rng)
+    tr2.update(x)
+    for k, v in tr2.g_raw.state_dict().items():
+        assert torch.equal(v, want[k]), k
+    assert math.isfinite(sum(v.float().sum().item() for v in want.values()))
+
+
+@pytest.mark.parametrize("mode", ["bf16", "fp16"])
+def test_reduced_precision_update_is_finite(mode):
+    o = options("--batch_size", "4", "--precision", mode, "--lazy_reg", "1")
+    tr = make_trainer(o)
+    before = [p.detach().clone() for p in tr.g_raw.parameters()]
+    stats = tr.update(torch.rand(4, 1, 8, 8) * 2 - 1)
+    assert all(math.isfinite(v) for v in stats.values()), stats
+    assert all(p.dtype == torch.float32 for p in tr.g_raw.parameters())  # master weights stay fp32
+    if mode == "bf16":  # fp16 may skip its first steps while the loss scale settles
+        assert any(not torch.equal(a, p) for a, p in zip(before, tr.g_raw.parameters()))

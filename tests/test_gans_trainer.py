@@ -1,0 +1,110 @@
+"""The optimisation step in one process: each player's update touches only its own weights."""
+
+import pytest
+import torch
+
+from gans import dcgan
+from gans.trainer import GANTrainer
+from trainkit.errors import UserError
+
+
+def _trainer(model="cdcgan", **kw):
+    torch.manual_seed(0)
+    G, D = dcgan.create_models(model, 8, nz=4, ngf=4, ndf=4, channels=1, num_classes=3)
+    return GANTrainer(G, D, device="cpu", **kw)
+
+
+def _batch(n=6, labelled=True):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(n, 1, 8, 8, generator=g) * 2 - 1
+    y = torch.randint(3, (n,), generator=g) if labelled else None
+    return x, y
+
+
+def _params(m):
+    return {k: v.detach().clone() for k, v in m.named_parameters()}
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan"])
+def test_d_step_does_not_update_g(model):
+    t = _trainer(model)
+    g0, d0 = _params(t.G), _params(t.D)
+    stats = t.d_step([_batch(labelled=model == "cdcgan")])
+    assert _same(_params(t.G), g0)
+    assert all(p.grad is None for p in t.G.parameters())  # G ran under no_grad
+    assert not _same(_params(t.D), d0)
+    assert stats["grad_norm_d"] > 0 and all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+    assert 0 < stats["d_real"] < 1 and 0 < stats["d_fake"] < 1
+
+
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan"])
+def test_g_step_does_not_update_d(model):
+    t = _trainer(model)
+    x, y = _batch(labelled=model == "cdcgan")
+    t.d_step([(x, y)])
+    d0 = _params(t.D)
+    d_grads = [p.grad.clone() for p in t.D.parameters()]
+    g0 = _params(t.G)
+    stats = t.g_step([(len(x), y)])
+    assert _same(_params(t.D), d0)
+    assert all(torch.equal(p.grad, g) for p, g in zip(t.D.parameters(), d_grads))  # no D gradient added
+    assert all(p.requires_grad for p in t.D.parameters())  # D unfrozen again
+    assert not _same(_params(t.G), g0)
+    assert stats["grad_norm_g"] > 0 and stats["skipped_g"] == 0
+
+
+def test_grad_norm_is_the_norm_of_all_gradients():
+    t = _trainer("dcgan")
+    stats = t.d_step([_batch(labelled=False)])
+    # Adam has stepped, but the .grad tensors it used are still there
+    expected = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in t.D.parameters())).item()
+    assert stats["grad_norm_d"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_accumulation_averages_micro_batches():
+    # Two identical micro-batches must give the gradient of one (losses are divided by k).
+    # BatchNorm sees the same batch either way, and G's noise is drawn from the same seed.
+    x, _ = _batch(labelled=False)
+    grads = []
+    for k in (1, 2):
+        t = _trainer("dcgan", lr_d=1e-30)
+        torch.manual_seed(5)
+        z = t.noise(len(x))
+        t.noise = lambda n, z=z: z.clone()  # the same fakes in every micro-batch
+        t.d_step([(x, None)] * k)
+        grads.append(torch.cat([p.grad.flatten() for p in t.D.parameters()]))
+    assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-8)
+
+
+def test_ema_follows_g_and_saves_in_model_layout():
+    t = _trainer("cdcgan", ema_rates="0.5")
+    x, y = _batch()
+    before = _params(t.G)
+    t.step([(x, y)])
+    after = _params(t.G)
+    states = t.state_dicts()
+    assert sorted(states) == ["disc", "disc_opt", "ema_0.5_", "model", "opt"]
+    ema_sd = states["ema_0.5_"]
+    for k in before:  # one update at rate 0.5 from the initial weights
+        assert torch.allclose(ema_sd[k], 0.5 * before[k] + 0.5 * after[k], atol=1e-7)
+    G2, _ = dcgan.create_models("cdcgan", 8, nz=4, ngf=4, ndf=4, channels=1, num_classes=3)
+    dcgan.load_generator_state(G2, ema_sd, "ema.pt")
+
+
+@pytest.mark.parametrize("mode", ["bf16", "fp16"])
+def test_reduced_precision_steps_are_finite(mode):
+    t = _trainer("cdcgan", precision_mode=mode)
+    stats = t.step([_batch()])
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+    assert all(p.dtype == torch.float32 for p in t.G.parameters())  # master weights stay fp32
+
+
+def test_hinge_loss_and_bad_loss():
+    t = _trainer("dcgan", loss="hinge")
+    assert torch.isfinite(torch.tensor(t.step([_batch(labelled=False)])["loss_g"]))
+    with pytest.raises(UserError, match="--loss 'ls'"):
+        _trainer("dcgan", loss="ls")

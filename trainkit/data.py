@@ -1,0 +1,217 @@
+"""Training data: image folders (openai's conventions) and sample npz files.
+
+Images are decoded once, when the dataset is loaded, into one uint8 tensor per rank. That is
+why a corrupt or truncated file is reported by name before the first step, rather than from a
+loader worker mid-run, and why the training step's data cost is one tensor index. (CIFAR-10 at
+32 px is 150 MB; a data set too big for that needs a streaming loader, which we do not have yet.)
+
+Folder conventions, as openai/improved-diffusion: files found recursively by extension
+(jpg, jpeg, png, gif), sorted; the class label is the file name before its first "_", classes
+numbered in sorted order; an image is halved with BOX filtering while its short side is at
+least twice the target, then resized with BICUBIC so the short side matches, then centre
+cropped.
+
+`Batches` is an infinite, resumable iterator. Epoch e visits a permutation of all images drawn
+from (seed, e); each global batch is cut into one disjoint slice per rank; the position is just
+the number of batches taken, so `state_dict()` restores it exactly.
+"""
+
+import concurrent.futures
+import os
+
+import blobfile as bf
+import numpy as np
+import torch
+from PIL import Image
+
+from . import dist, npz
+from .errors import UserError
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif")
+
+
+def list_image_files(data_dir: str) -> list:
+    """Image files under `data_dir`, recursively, in sorted order."""
+    if not data_dir:
+        raise UserError("--data_dir is empty: name an image folder or a samples .npz")
+    if not bf.isdir(data_dir):
+        raise UserError(f"{data_dir}: no such data directory")
+    out = []
+    for entry in sorted(bf.listdir(data_dir)):
+        path = bf.join(data_dir, entry)
+        if "." in entry and entry.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS:
+            out.append(path)
+        elif bf.isdir(path):
+            out.extend(list_image_files(path))
+    return out
+
+
+def center_crop_resize(image: Image.Image, resolution: int) -> Image.Image:
+    while min(image.size) >= 2 * resolution:
+        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
+    scale = resolution / min(image.size)
+    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
+    left = (image.size[0] - resolution) // 2
+    top = (image.size[1] - resolution) // 2
+    return image.crop((left, top, left + resolution, top + resolution))
+
+
+def _mode(channels: int) -> str:
+    if channels not in (1, 3):
+        raise UserError(f"--num_channels: {channels} is not 1 or 3")
+    return "L" if channels == 1 else "RGB"
+
+
+def load_image(path: str, resolution: int, channels: int = 3) -> np.ndarray:
+    """One image as uint8 H,W,C at `resolution`, or a UserError naming the file."""
+    try:
+        with bf.BlobFile(path, "rb") as f:
+            image = Image.open(f)
+            image.load()
+        image = image.convert(_mode(channels))
+    except UserError:
+        raise
+    except Exception as e:  # PIL raises many types for bad files; all mean the same here
+        raise UserError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+    if image.size[0] < 1 or image.size[1] < 1:
+        raise UserError(f"{path}: empty image")
+    arr = np.asarray(center_crop_resize(image, resolution))
+    return arr.reshape(resolution, resolution, channels)
+
+
+def class_index(names: list):
+    """Labels for file names by openai's rule (text before the first '_', sorted classes)."""
+    keys = [bf.basename(n).split("_")[0] for n in names]
+    classes = sorted(set(keys))
+    lookup = {c: i for i, c in enumerate(classes)}
+    return np.array([lookup[k] for k in keys], dtype=np.int64), classes
+
+
+class ImageData:
+    """Decoded images (uint8 N,C,H,W) with optional int64 labels."""
+
+    def __init__(self, images: torch.Tensor, labels, source: str, classes=None):
+        self.images = images
+        self.labels = labels
+        self.source = source
+        self.classes = classes
+        self.num_classes = len(classes) if classes is not None else 0
+
+    def __len__(self):
+        return self.images.shape[0]
+
+
+def load_dataset(data_dir: str, image_size: int, class_cond: bool = False, channels: int = 3) -> ImageData:
+    """An image folder or a samples .npz, decoded to `image_size` and `channels`."""
+    if image_size < 1:
+        raise UserError(f"--image_size: {image_size} must be positive")
+    _mode(channels)
+    if str(data_dir).endswith(".npz"):
+        return _load_npz(data_dir, image_size, class_cond, channels)
+    files = list_image_files(data_dir)
+    if not files:
+        raise UserError(f"{data_dir}: no images (.jpg, .jpeg, .png, .gif) in this folder")
+    workers = min(8, os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        arrays = list(pool.map(lambda p: load_image(p, image_size, channels), files))
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    labels, classes = (None, None)
+    if class_cond:
+        labels, classes = class_index(files)
+        labels = torch.from_numpy(labels)
+    return ImageData(images, labels, data_dir, classes)
+
+
+def _fit(a: np.ndarray, image_size: int, channels: int) -> np.ndarray:
+    image = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+    if image.size != (image_size, image_size):
+        image = center_crop_resize(image, image_size)
+    return np.asarray(image.convert(_mode(channels))).reshape(image_size, image_size, channels)
+
+
+def _load_npz(path, image_size, class_cond, channels):
+    images, labels = npz.read_samples(path)
+    if images.shape[1:] != (image_size, image_size, channels):
+        images = np.stack([_fit(a, image_size, channels) for a in images])
+    classes = None
+    if class_cond:
+        if labels is None:
+            raise UserError(f"{path}: --class_cond needs labels but the npz has no arr_1")
+        classes = [str(c) for c in range(int(labels.max()) + 1)]
+        labels = torch.from_numpy(labels.astype(np.int64))
+    else:
+        labels = None
+    return ImageData(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous(), labels, path, classes)
+
+
+def shard(n: int, rank=None, world=None) -> list:
+    """This rank's share of range(n): disjoint between ranks, complete together."""
+    rank = dist.rank() if rank is None else rank
+    world = dist.world_size() if world is None else world
+    return list(range(rank, n, world))
+
+
+def _mix(*parts) -> int:
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+
+
+class Batches:
+    """Infinite per-rank batches (x in [-1, 1] float32 N,C,H,W, y int64 or None)."""
+
+    def __init__(self, data: ImageData, batch_size: int, seed: int = 0, random_flip: bool = False,
+                 rank=None, world=None):
+        self.data = data
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.random_flip = random_flip
+        self.rank = dist.rank() if rank is None else rank
+        self.world = dist.world_size() if world is None else world
+        if self.batch_size < 1:
+            raise UserError(f"--batch_size: {batch_size} must be positive")
+        global_batch = self.batch_size * self.world
+        if len(data) < global_batch:
+            raise UserError(
+                f"{data.source}: {len(data)} images, fewer than one global batch of {global_batch} "
+                f"(batch size {self.batch_size} x {self.world} ranks)"
+            )
+        self.batches_per_epoch = len(data) // global_batch
+        self.taken = 0
+        self._perm_epoch = None
+        self._perm = None
+
+    def _permutation(self, epoch):
+        if self._perm_epoch != epoch:
+            g = torch.Generator().manual_seed(_mix(self.seed, epoch))
+            self._perm = torch.randperm(len(self.data), generator=g)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def indices(self, k: int) -> torch.Tensor:
+        """Data indices of this rank's part of global batch k."""
+        epoch, j = divmod(k, self.batches_per_epoch)
+        start = j * self.batch_size * self.world + self.rank * self.batch_size
+        return self._permutation(epoch)[start : start + self.batch_size]
+
+    @property
+    def epoch(self) -> int:
+        return self.taken // self.batches_per_epoch
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        idx = self.indices(self.taken)
+        x = self.data.images[idx].float().div_(127.5).sub_(1.0)
+        if self.random_flip:
+            g = torch.Generator().manual_seed(_mix(self.seed, self.taken, self.rank, 1))
+            flip = torch.rand(len(idx), generator=g) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        y = self.data.labels[idx] if self.data.labels is not None else None
+        self.taken += 1
+        return x, y
+
+    def state_dict(self) -> dict:
+        return {"batches": self.taken}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.taken = int(state["batches"])

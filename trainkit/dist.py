@@ -1,0 +1,207 @@
+"""One process group for every launcher: a plain process, `mpiexec -n N`, or `torchrun`.
+
+`init()` works out who started us from the environment:
+
+- torchrun (and Slurm scripts that export the same names): RANK, WORLD_SIZE, LOCAL_RANK,
+  MASTER_ADDR, MASTER_PORT are already set; we join with `env://`.
+- mpiexec with more than one rank: mpi4py (imported only here, only then) tells rank, size and
+  the node-local rank; rank 0 picks a free port and broadcasts it, then everyone joins the same
+  `env://` group. Nothing else in the project talks to MPI.
+- otherwise a single process: no process group is created and every collective below is a
+  no-op, so a laptop run needs no network at all.
+
+The group's timeout makes a rank that waits on a dead peer fail instead of hanging forever.
+"""
+
+import datetime
+import os
+import socket
+
+import torch
+import torch.distributed as td
+
+DEFAULT_TIMEOUT_S = 1800.0
+
+_MPI_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+_MPI_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+
+
+def launcher() -> str:
+    """'torchrun', 'mpi' or 'local', judged from the environment alone."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        return "torchrun"
+    if any(v in os.environ for v in _MPI_SIZE_VARS + _MPI_RANK_VARS):
+        return "mpi"
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return "torchrun"  # same variables exported by hand or by a Slurm script
+    return "local"
+
+
+def _timeout_seconds(timeout_s):
+    if timeout_s is None:
+        timeout_s = float(os.environ.get("TRAINKIT_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+    return float(timeout_s)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _env_from_mpi() -> bool:
+    """Fill torchrun's variables from MPI. Returns False when the MPI world has one rank."""
+    from mpi4py import MPI  # imported lazily: importing it initialises MPI
+
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() == 1:
+        return False
+    local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+    hosts = comm.allgather(socket.gethostname())
+    if "MASTER_ADDR" in os.environ:
+        addr = os.environ["MASTER_ADDR"]
+    elif len(set(hosts)) == 1:
+        addr = "127.0.0.1"
+    else:
+        addr = hosts[0]
+    port = comm.bcast(int(os.environ.get("MASTER_PORT", 0)) or _free_port() if comm.Get_rank() == 0 else None, root=0)
+    os.environ.update(
+        RANK=str(comm.Get_rank()),
+        WORLD_SIZE=str(comm.Get_size()),
+        LOCAL_RANK=str(local_rank),
+        MASTER_ADDR=addr,
+        MASTER_PORT=str(port),
+    )
+    return True
+
+
+def init(timeout_s=None) -> None:
+    """Join the process group of whatever launcher started us. Safe to call twice."""
+    if td.is_initialized():
+        return
+    kind = launcher()
+    if kind == "mpi":
+        if not _env_from_mpi():
+            kind = "local"
+        elif "OMP_NUM_THREADS" in os.environ:
+            # Open MPI pins each rank to one core; honour the thread count the launcher chose.
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    if kind == "local" or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(0)
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank())
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    td.init_process_group(
+        backend=backend,
+        init_method="env://",
+        timeout=datetime.timedelta(seconds=_timeout_seconds(timeout_s)),
+    )
+
+
+def is_initialized() -> bool:
+    return td.is_initialized()
+
+
+def rank() -> int:
+    return td.get_rank() if td.is_initialized() else 0
+
+
+def world_size() -> int:
+    return td.get_world_size() if td.is_initialized() else 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank() % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _collective_device() -> torch.device:
+    # gloo reduces CPU tensors; nccl only CUDA ones.
+    if td.is_initialized() and td.get_backend() == "nccl":
+        return device()
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    if td.is_initialized():
+        td.barrier()
+
+
+def _all_reduce(x, mean: bool):
+    if not td.is_initialized():
+        return x
+    as_float = not torch.is_tensor(x)
+    t = torch.as_tensor(x, dtype=torch.float64 if as_float else None)
+    orig_device = t.device
+    t = t.detach().clone().to(_collective_device())
+    td.all_reduce(t, op=td.ReduceOp.SUM)
+    if mean:
+        t = t / td.get_world_size()
+    return float(t) if as_float else t.to(orig_device)
+
+
+def all_reduce_mean(x):
+    """Mean over ranks of a tensor (returns a new tensor) or a number (returns a float)."""
+    return _all_reduce(x, mean=True)
+
+
+def all_reduce_sum(x):
+    """Sum over ranks of a tensor (returns a new tensor) or a number (returns a float)."""
+    return _all_reduce(x, mean=False)
+
+
+def broadcast_object(obj, src: int = 0):
+    if not td.is_initialized():
+        return obj
+    box = [obj]
+    td.broadcast_object_list(box, src=src, device=_collective_device())
+    return box[0]
+
+
+def all_gather_object(obj) -> list:
+    if not td.is_initialized():
+        return [obj]
+    out = [None] * td.get_world_size()
+    td.all_gather_object(out, obj)
+    return out
+
+
+def gather_object(obj, dst: int = 0):
+    """The list of every rank's `obj` on rank `dst`, None elsewhere (rank 0 alone holds it all)."""
+    if not td.is_initialized():
+        return [obj]
+    out = [None] * td.get_world_size() if td.get_rank() == dst else None
+    td.gather_object(obj, out, dst=dst)
+    return out
+
+
+def wrap_ddp(module: torch.nn.Module, **ddp_kwargs) -> torch.nn.Module:
+    """DistributedDataParallel when there is more than one rank, else the module itself."""
+    if world_size() == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device().type == "cuda":
+        ddp_kwargs.setdefault("device_ids", [device().index])
+        ddp_kwargs.setdefault("output_device", device().index)
+    return DistributedDataParallel(module, **ddp_kwargs)
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return getattr(module, "module", module)
+
+
+def shutdown() -> None:
+    if td.is_initialized():
+        td.destroy_process_group()

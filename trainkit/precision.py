@@ -1,0 +1,60 @@
+"""--precision fp32 | fp16 | bf16 in a few lines, the same for every family.
+
+fp16 is autocast plus a dynamic loss scale: parameters and optimizer state stay fp32 (the
+"master weights"), a step whose gradients overflow is skipped and the scale lowered, and the
+scale is saved with the checkpoint so a resumed run does not start the search over. bf16 needs
+no scaling. fp32 is a pass-through.
+"""
+
+import contextlib
+
+import torch
+
+from .errors import UserError
+
+MODES = ("fp32", "fp16", "bf16")
+
+
+class Precision:
+    def __init__(self, mode: str, device, init_scale: float = 2.0**16, growth_interval: int = 2000):
+        if mode not in MODES:
+            raise UserError(f"--precision: {mode!r} is not one of {', '.join(MODES)}")
+        self.mode = mode
+        self.device = torch.device(device)
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mode)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=(mode == "fp16"), init_scale=init_scale, growth_interval=growth_interval
+        )
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def unscale_(self, optimizer) -> None:
+        """Bring gradients back to their true size (before clipping or measuring them)."""
+        self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer) -> bool:
+        """Optimizer step; False when fp16 found inf/NaN gradients and skipped it."""
+        if not self.scaler.is_enabled():
+            optimizer.step()
+            return True
+        before = self.scaler.get_scale()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        return self.scaler.get_scale() >= before
+
+    @property
+    def scale(self) -> float:
+        return float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0
+
+    def state_dict(self) -> dict:
+        return {"mode": self.mode, "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])

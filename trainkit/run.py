@@ -1,0 +1,217 @@
+"""Entry-point plumbing shared by every family: flags, run directory, seeds, signals, errors.
+
+A run directory holds `options.json` (every flag as resolved, plus how the run was launched),
+the logs and the checkpoints; `load_options` reads the flags back, so a run directory alone is
+enough to resume, sample or evaluate.
+
+SIGTERM/SIGINT only set a flag. `should_stop()` all-reduces that flag, so every rank sees the
+same answer at the same step, finishes it, checkpoints and exits 0: a preempted job loses
+nothing. A second signal stops at once.
+"""
+
+import argparse
+import datetime
+import functools
+import json
+import os
+import random
+import signal
+import sys
+
+import blobfile as bf
+import numpy as np
+import torch
+
+from . import dist
+from .errors import UserError
+from .fileio import write_text
+from .logger import Logger
+
+
+def program_name() -> str:
+    """'improved_diffusion.train' under `python -m improved_diffusion.train`, else the script name."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.name if spec is not None else os.path.basename(sys.argv[0] or "main")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `prog: error: ...`, exit status 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("prog", program_name())
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def str2bool(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    if v.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if v.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"boolean value expected, got {v!r}")
+
+
+def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--logdir", default="", help="run directory (default: $OPENAI_LOGDIR, else runs/<family>-<time>)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dist_timeout", type=float, default=None,
+                        help="seconds a collective waits for a peer before failing (default $TRAINKIT_DIST_TIMEOUT or 1800)")
+    return parser
+
+
+class Run:
+    def __init__(self, dir: str, logger: Logger, options: dict):
+        self.dir = dir
+        self.logger = logger
+        self.options = options
+
+
+def _default_dir(family: str) -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return os.path.join("runs", f"{family}-{stamp}")
+
+
+def resolve_logdir(family: str, logdir: str = "") -> str:
+    """--logdir, else $OPENAI_LOGDIR, else runs/<family>-<time>; the same on every rank."""
+    chosen = logdir or os.environ.get("OPENAI_LOGDIR") or _default_dir(family)
+    return dist.broadcast_object(chosen)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup(family: str, args, logdir=None, stdout=True) -> Run:
+    """Join the process group, create the run directory, write options.json, seed, trap signals.
+
+    Seeds are seed + rank so ranks draw different noise; models built after this differ between
+    ranks until `dist.wrap_ddp` broadcasts rank 0's weights, so build EMA copies after wrapping.
+    """
+    dist.init(getattr(args, "dist_timeout", None))
+    options = dict(vars(args))
+    run_dir = resolve_logdir(family, logdir if logdir is not None else options.get("logdir", ""))
+    if dist.is_main():
+        try:
+            bf.makedirs(run_dir)
+        except OSError as e:
+            raise UserError(f"{run_dir}: cannot create the run directory ({e.strerror or e})") from None
+        record = dict(options)
+        record["_run"] = {
+            "family": family,
+            "launcher": dist.launcher(),
+            "world_size": dist.world_size(),
+            "argv": sys.argv,
+            "torch": torch.__version__,
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
+        write_text(bf.join(run_dir, "options.json"), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    dist.barrier()
+    seed_all(int(options.get("seed", 0) or 0) + dist.rank())
+    install_signal_handlers()
+    logger = Logger(run_dir, stdout=stdout)
+    logger.log(f"Logging to {run_dir} ({dist.launcher()}, {dist.world_size()} rank(s), device {dist.device()})")
+    return Run(run_dir, logger, options)
+
+
+def load_options(path: str) -> dict:
+    """The flags saved in a run directory (or in the directory of a checkpoint file)."""
+    directory = path if bf.isdir(path) else bf.dirname(path)
+    f = bf.join(directory, "options.json")
+    if not bf.exists(f):
+        raise UserError(f"{directory}: no options.json (not a run directory of this project)")
+    try:
+        with bf.BlobFile(f, "r") as fh:
+            options = json.load(fh)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{f}: not valid JSON ({e})") from None
+    options.pop("_run", None)
+    return options
+
+
+# --- stopping on signals ----------------------------------------------------------------
+
+_signals = {"count": 0}
+
+
+def _on_signal(signum, frame):
+    _signals["count"] += 1
+    if _signals["count"] > 1:
+        # A second Ctrl-C means "now": fall back to the default behaviour.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+def install_signal_handlers() -> None:
+    _signals["count"] = 0
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, _on_signal)
+
+
+def stop_requested() -> bool:
+    """This rank's own flag (no communication)."""
+    return _signals["count"] > 0
+
+
+def should_stop() -> bool:
+    """True once any rank has received SIGTERM/SIGINT. Collective: call on every rank."""
+    return dist.all_reduce_sum(1.0 if stop_requested() else 0.0) > 0
+
+
+# --- RNG state --------------------------------------------------------------------------
+
+def _local_rng_state() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state().cpu()
+    return state
+
+
+def rng_state() -> list:
+    """Every rank's RNG states (torch, cuda, numpy, python), in rank order. Collective."""
+    return dist.all_gather_object(_local_rng_state())
+
+
+def set_rng_state(states: list) -> None:
+    """Restore this rank's entry of `rng_state()`'s list (weights_only-loadable)."""
+    s = states[dist.rank() % len(states)]
+    torch.set_rng_state(s["torch"])
+    n = s["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = s["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state(s["cuda"])
+
+
+# --- entry points -----------------------------------------------------------------------
+
+def main(fn):
+    """Wrap an entry point: a UserError becomes `module: error: message` and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        prog = program_name() if fn.__module__ == "__main__" else fn.__module__
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            sys.stdout.flush()
+            print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
+            code = 2
+        finally:
+            dist.shutdown()
+        sys.exit(code)
+
+    return wrapper

@@ -1,0 +1,74 @@
+"""Sampling that gives the same npz whatever the number of ranks or the batch size.
+
+Every sample index i owns a random generator seeded from (seed, i), and every random draw a
+sampler makes for that sample (initial noise, per-step noise, latent z, a random label) comes
+from it. Which rank draws sample i, and next to which other samples, then no longer matters.
+Generators live on the CPU so a CPU run and a GPU run of the same seed start from the same
+noise; the draws are moved to the device afterwards.
+"""
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import dist, npz
+
+
+def sample_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class PerSampleRandom:
+    """One generator per sample index; each draw returns a batch stacked in index order."""
+
+    def __init__(self, seed: int, indices, device=None):
+        self.indices = [int(i) for i in indices]
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.generators = [torch.Generator().manual_seed(sample_seed(seed, i)) for i in self.indices]
+
+    def __len__(self):
+        return len(self.indices)
+
+    def _stack(self, draw):
+        return torch.stack([draw(g) for g in self.generators]).to(self.device)
+
+    def randn(self, *shape) -> torch.Tensor:
+        return self._stack(lambda g: torch.randn(shape, generator=g))
+
+    def rand(self, *shape) -> torch.Tensor:
+        return self._stack(lambda g: torch.rand(shape, generator=g))
+
+    def randint(self, high: int, *shape) -> torch.Tensor:
+        return self._stack(lambda g: torch.randint(high, shape, generator=g))
+
+
+def rank_indices(num_samples: int) -> list:
+    return list(range(dist.rank(), num_samples, dist.world_size()))
+
+
+def sample_to_npz(sample_fn, num_samples: int, batch_size: int, seed: int, out_dir: str,
+                  device=None, desc: str = "sampling"):
+    """Run `sample_fn(rnd, indices) -> (uint8 N,H,W,C, labels or None)` over this rank's share of
+    the indices, gather everything on rank 0 in index order and write one npz there.
+    Collective; returns the npz path on every rank."""
+    device = dist.device() if device is None else device
+    mine = rank_indices(num_samples)
+    parts = []
+    bar = tqdm(total=len(mine) * dist.world_size(), desc=desc, disable=not dist.is_main(), unit="img")
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start : start + batch_size]
+        images, labels = sample_fn(PerSampleRandom(seed, chunk, device), chunk)
+        parts.append((chunk, np.asarray(images), None if labels is None else np.asarray(labels)))
+        bar.update(len(chunk) * dist.world_size())
+    bar.close()
+    gathered = dist.gather_object(parts)
+    path = None
+    if dist.is_main():
+        everything = [p for rank_parts in gathered for p in rank_parts]
+        order = np.argsort(np.concatenate([np.asarray(c, dtype=np.int64) for c, _, _ in everything]))
+        images = np.concatenate([im for _, im, _ in everything])[order]
+        labels = None
+        if everything and everything[0][2] is not None:
+            labels = np.concatenate([lb for _, _, lb in everything])[order]
+        path = npz.write_samples(out_dir, images, labels)
+    return dist.broadcast_object(path)

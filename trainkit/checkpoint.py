@@ -15,7 +15,6 @@ and a pickle that would run code is refused with a one-line error.
 import os
 import pickle
 import re
-import zipfile
 
 import blobfile as bf
 import torch
@@ -46,9 +45,11 @@ def load(path):
     try:
         with bf.BlobFile(path, "rb") as f:
             return torch.load(f, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"{path}: refused: not a plain tensor checkpoint (loading it would run code)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" in str(e):  # torch refused a pickle that names a function to call on load
+            raise UserError(f"{path}: refused: not a plain tensor checkpoint (loading it would run code)") from None
+        raise UserError(f"{path}: not a readable checkpoint (not a torch file)") from None
+    except Exception as e:  # the unpickler raises many types on garbage; all mean the same here
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: not a readable checkpoint ({reason})") from None
 

@@ -4,7 +4,7 @@ A run directory holds `options.json` (every flag as resolved, plus how the run w
 the logs and the checkpoints; `load_options` reads the flags back, so a run directory alone is
 enough to resume, sample or evaluate.
 
-SIGTERM/SIGINT only set a flag. `should_stop()` all-reduces that flag, so every rank sees the
+SIGTERM/SIGINT only set a flag (and so does passing $TRAINKIT_DEADLINE). `should_stop()` all-reduces that flag, so every rank sees the
 same answer at the same step, finishes it, checkpoints and exits 0: a preempted job loses
 nothing. A second signal stops at once.
 """
@@ -17,6 +17,7 @@ import os
 import random
 import signal
 import sys
+import time
 
 import blobfile as bf
 import numpy as np
@@ -109,6 +110,7 @@ def setup(family: str, args, logdir=None, stdout=True) -> Run:
             "argv": sys.argv,
             "torch": torch.__version__,
             "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "deadline": deadline(),
         }
         write_text(bf.join(run_dir, "options.json"), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     dist.barrier()
@@ -153,9 +155,28 @@ def install_signal_handlers() -> None:
         signal.signal(s, _on_signal)
 
 
+def deadline():
+    """$TRAINKIT_DEADLINE (unix seconds) or None: a time budget for the whole run.
+
+    Past it, `should_stop()` turns true exactly as after SIGTERM, so any family stops at the
+    current step, checkpoints and exits 0. The comparison uses it to give each family a share
+    of `--minutes`; a batch job can set it a little before its time limit.
+    """
+    value = os.environ.get("TRAINKIT_DEADLINE", "")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise UserError(f"TRAINKIT_DEADLINE: {value!r} is not a unix time in seconds") from None
+
+
 def stop_requested() -> bool:
-    """This rank's own flag (no communication)."""
-    return _signals["count"] > 0
+    """This rank's own view: a signal arrived or the deadline passed (no communication)."""
+    if _signals["count"] > 0:
+        return True
+    limit = deadline()
+    return limit is not None and time.time() >= limit
 
 
 def should_stop() -> bool:

@@ -106,7 +106,7 @@ def main(argv=None):
         if step % args.save_interval == 0 or stop or step == args.max_steps:
             save(r, step, model, opt, averages, batches)
         if stop:
-            r.logger.log(f"stopped by signal at step {step}; checkpoint written")
+            r.logger.log(f"stopped by signal at step {step}; checkpoint written")  # or by the deadline
             break
 
     if args.dump:

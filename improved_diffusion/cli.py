@@ -1,0 +1,68 @@
+"""Flag handling shared by the entry points: openai's flags, our extensions, run-dir defaults."""
+
+import sys
+
+import blobfile as bf
+
+from trainkit import checkpoint, run
+from trainkit.errors import UserError
+
+from .script_util import add_dict_to_argparser, model_and_diffusion_defaults, model_extension_defaults
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def model_keys():
+    return list(model_and_diffusion_defaults()) + list(model_extension_defaults())
+
+
+def build_parser(description, defaults):
+    """openai's flags (`defaults` + model/diffusion flags, typed like openai), our model
+    extensions, then --logdir/--seed/--dist_timeout."""
+    parser = run.ArgumentParser(description=description)
+    merged = dict(defaults)
+    merged.update(model_and_diffusion_defaults())
+    merged.update(model_extension_defaults())
+    add_dict_to_argparser(parser, merged)
+    run.add_run_args(parser)
+    return parser
+
+
+def explicit_flags(argv):
+    """Names of the --flags present on the command line (both --k v and --k=v forms)."""
+    return {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+
+
+def apply_saved_model_flags(args, saved, argv):
+    """Take model/diffusion flags from a training run's options.json unless given explicitly,
+    so `--model_path RUN_DIR` alone samples with the architecture the run trained."""
+    given = explicit_flags(argv)
+    for key in model_keys():
+        if key in saved and key not in given and key != "timestep_respacing":
+            setattr(args, key, saved[key])
+    return args
+
+
+def resolve_model_file(path, ema_first=True):
+    """A .pt file as given, or for a run directory its newest checkpoint's first EMA (else model)."""
+    if not path:
+        raise UserError("--model_path is required (a model .pt file or a training run directory)")
+    if bf.isdir(path):
+        ck = checkpoint.resolve(path)
+        emas = sorted(p for p in ck.prefixes() if p.startswith("ema_"))
+        return ck.path(emas[0] if (ema_first and emas) else "model")
+    if not bf.exists(path):
+        raise UserError(f"--model_path {path}: no such file or directory")
+    return path
+
+
+def saved_options(path):
+    """options.json of the run a model path belongs to, or {} (e.g. a released checkpoint)."""
+    try:
+        return run.load_options(path)
+    except UserError:
+        return {}
+
+
+def argv():
+    return sys.argv[1:]

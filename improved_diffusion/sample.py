@@ -1,0 +1,131 @@
+"""Sample a trained model into an npz: `python -m improved_diffusion.sample --model_path PATH`.
+
+Accepts every flag of openai's scripts/image_sample.py with the same defaults. Extensions:
+--model_path may be a training run directory (its newest EMA; model flags are then read
+from the run's options.json unless given), --seed, --logdir, --ddim_eta, --class_labels,
+--precision. Each sample index owns a generator seeded from (--seed, index) that draws its
+label, x_T and every step's noise, so the npz does not depend on --batch_size or the number
+of ranks.
+"""
+
+import numpy as np
+import torch
+
+from trainkit import checkpoint, dist, npz, precision, run, sampling
+from trainkit.errors import UserError
+
+from .cli import PRECISIONS, apply_saved_model_flags, argv, build_parser, resolve_model_file, saved_options
+from .train import create_model_and_diffusion_checked
+
+
+def create_argparser():
+    defaults = dict(
+        clip_denoised=True,
+        num_samples=10000,
+        batch_size=16,
+        use_ddim=False,
+        model_path="",
+        # extensions
+        ddim_eta=0.0,
+        class_labels="",  # comma list of labels, repeated over the samples; empty: random labels
+        precision="fp32",
+        batch_invariant=True,  # CPU: evaluate one sample at a time so the npz ignores batch size / ranks
+    )
+    return build_parser("Sample an improved-diffusion model into samples_NxHxWxC.npz.", defaults)
+
+
+def parse_labels(text, num_classes):
+    try:
+        labels = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--class_labels {text!r}: expected comma-separated integers") from None
+    bad = [v for v in labels if not 0 <= v < num_classes]
+    if bad:
+        raise UserError(f"--class_labels: {bad[0]} is outside 0..{num_classes - 1}")
+    return labels
+
+
+def load_model(args, log):
+    """The model of args.model_path (a .pt state dict or a run directory), in eval mode."""
+    path = resolve_model_file(args.model_path)
+    model, diffusion = create_model_and_diffusion_checked(args)
+    state = checkpoint.load(path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise UserError(f"{path}: does not match the model flags ({first[1].strip() if len(first) > 1 else first[0]})") \
+            from None
+    log.log(f"loaded {path}")
+    return model.to(dist.device()).eval(), diffusion
+
+
+class OneAtATime:
+    """Calls the model on one sample at a time.
+
+    CPU convolution and GEMM kernels pick their blocking from the batch size, so a sample's
+    output changes in the last bits with the batch it shares (measured: 1e-7, enough to flip
+    uint8 pixels after a few hundred steps). With every call of batch 1 the computation of a
+    sample is the same whatever --batch_size or the number of ranks. Used on the CPU, where
+    batching gains little; on GPUs the batch is kept (and bitwise equality is not promised).
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x, t, **kwargs):
+        if x.shape[0] == 1:
+            return self.model(x, t, **kwargs)
+        return torch.cat([self.model(x[i:i + 1], t[i:i + 1], **{k: v[i:i + 1] for k, v in kwargs.items()})
+                          for i in range(x.shape[0])])
+
+
+def make_sample_fn(model, diffusion, args, prec):
+    if args.batch_invariant and dist.device().type == "cpu":
+        model = OneAtATime(model)
+    labels = parse_labels(args.class_labels, args.num_classes) if args.class_labels else None
+    shape = (3, args.image_size, args.image_size)
+    loop = diffusion.ddim_sample_loop if args.use_ddim else diffusion.p_sample_loop
+    extra = {"eta": args.ddim_eta} if args.use_ddim else {}
+
+    def sample_fn(rnd, indices):
+        kwargs = {}
+        y = None
+        if args.class_cond:
+            # Drawn first from each sample's generator; chosen labels draw nothing.
+            y = (torch.tensor([labels[i % len(labels)] for i in indices], device=rnd.device) if labels
+                 else rnd.randint(args.num_classes))
+            kwargs["y"] = y
+        noise = rnd.randn(*shape)
+        with prec.autocast():
+            x = loop(model, (len(indices), *shape), noise=noise, clip_denoised=args.clip_denoised,
+                     model_kwargs=kwargs, device=rnd.device, noise_fn=lambda like: rnd.randn(*like.shape[1:]),
+                     **extra)
+        return npz.to_uint8(x.float()), (None if y is None else y.cpu().numpy().astype(np.int64))
+
+    return sample_fn
+
+
+@run.main
+def main():
+    args = create_argparser().parse_args()
+    if args.precision not in PRECISIONS:
+        raise UserError(f"--precision: {args.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if args.num_samples < 1 or args.batch_size < 1:
+        raise UserError("--num_samples and --batch_size must be positive")
+    if args.model_path:
+        apply_saved_model_flags(args, saved_options(args.model_path), argv())
+    r = run.setup("improved_diffusion", args)
+    model, diffusion = load_model(args, r.logger)
+    prec = precision.Precision(args.precision, dist.device())
+    r.logger.log(f"sampling {args.num_samples} images, {diffusion.num_timesteps} steps "
+                 f"({'DDIM eta=%g' % args.ddim_eta if args.use_ddim else 'ancestral'})...")
+    with torch.no_grad():
+        path = sampling.sample_to_npz(make_sample_fn(model, diffusion, args, prec), args.num_samples, args.batch_size,
+                                      args.seed, r.dir)
+    r.logger.log(f"saved {path}")
+    r.logger.log("sampling complete")
+
+
+if __name__ == "__main__":
+    main()

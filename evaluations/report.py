@@ -1,0 +1,322 @@
+"""The comparison report: `report.md` and a self-contained `report.html` (figures inlined).
+
+Written by `evaluations.compare`: the results table (every number links to the run directory it
+came from), the loss curves of each family (GAN losses with their spread, the stability picture
+seeds 000 and 001 draw), sample grids side by side, and FD against sampling cost. Hardware,
+sample counts and the feature network are stated under the table.
+"""
+
+import base64
+import html
+import math
+import os
+import platform
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from trainkit import fileio, logger, npz  # noqa: E402
+
+COLUMNS = [
+    ("run", None), ("sampler", None), ("steps", "train"), ("train s", "train"), ("train img/s", "train"),
+    ("parameters", "train"), ("samples", "sample"), ("NFE/img", "sample"), ("sampling s/img", "sample"),
+    ("FD-digits", "sample"), ("FD untrained", "untrained"), ("class acc.", "sample"),
+]
+
+
+def environment(launcher: str, nproc: int) -> dict:
+    env = {
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpu_cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only",
+        "launcher": f"{launcher} x {nproc}",
+    }
+    try:
+        from . import digits_features
+
+        acc = digits_features.test_accuracy()
+        env["feature_network"] = "digits CNN, 64-d penultimate features; test accuracy " + ", ".join(
+            f"{acc[s]:.3f} at {s} px" for s in sorted(acc))
+    except Exception as e:  # the report must still be written if the metric network cannot load
+        env["feature_network"] = f"digits CNN (accuracy unavailable: {e})"
+    return env
+
+
+def _fmt(v, kind=None):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if kind == "int":
+        return f"{int(v):,}"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def table_rows(results: list, out: str) -> list:
+    """One row per (run, sampler): list of (text, link or None) cells."""
+    rows = []
+    for r in results:
+        rel = lambda p: os.path.relpath(p, out) if p else None  # noqa: E731
+        train_dir = os.path.join(r["dir"], "train")
+        untrained = os.path.join(r["dir"], "untrained-samples")
+        samplers = r["rows"] or [{"sampler": "–"}]
+        for row in samplers:
+            cells = [(r["name"], rel(r["dir"])), (row["sampler"], rel(row.get("dir")))]
+            if "error" in row:  # this sampler failed
+                cells.append((f"FAILED (samples {row['sampler']}): {row['error']}", rel(row.get("log"))))
+                rows.append(cells)
+                continue
+            if not r["rows"] and r["failed"]:  # the run failed before sampling
+                what, rec = r["failed"][-1]
+                cells.append((f"FAILED ({what}): {rec.get('error') or 'failed'}", rel(rec.get("log"))))
+                rows.append(cells)
+                continue
+            cells += [
+                (_fmt(r.get("steps"), "int"), rel(train_dir)),
+                (_fmt(r.get("train_seconds")), rel(train_dir)),
+                (_fmt(r.get("train_img_per_s")), rel(train_dir)),
+                (_fmt(r.get("parameters"), "int"), rel(train_dir)),
+                (_fmt(row.get("num_samples"), "int"), rel(row.get("npz"))),
+                (_fmt(row.get("nfe"), "int"), rel(row.get("dir"))),
+                (_fmt(row.get("sample_s_per_image")), rel(row.get("dir"))),
+                (_fmt(row.get("fd_digits")), rel(row.get("npz"))),
+                (_fmt(row.get("fd_untrained")), rel(untrained)),
+                (_fmt(row.get("class_accuracy")), rel(row.get("npz"))),
+            ]
+            rows.append(cells)
+    return rows
+
+
+# --- figures ----------------------------------------------------------------------------
+
+def _loss_columns(rows: list) -> list:
+    keys = sorted({k for row in rows for k in row})
+    return [k for k in keys if ("loss" in k.lower() or k.lower().startswith("err")) and "_q" not in k]
+
+
+def loss_figure(results: list, path: str):
+    with_progress = [r for r in results if r.get("progress") and os.path.exists(r["progress"])]
+    if not with_progress:
+        return None
+    fig, axes = plt.subplots(1, len(with_progress), figsize=(4.2 * len(with_progress), 3.2), squeeze=False)
+    for ax, r in zip(axes[0], with_progress):
+        rows = logger.read_progress(r["progress"])
+        steps = np.array([row.get("step", i) for i, row in enumerate(rows)], dtype=float)
+        for key in _loss_columns(rows):
+            ys = np.array([row.get(key, np.nan) for row in rows], dtype=float)
+            ok = np.isfinite(ys)
+            if ok.sum() < 1:
+                continue
+            ax.plot(steps[ok], ys[ok], label=key, lw=1.2)
+            if ok.sum() >= 5:  # spread over a sliding window: the stability picture
+                window = max(3, ok.sum() // 15)
+                s = np.array([ys[ok][max(0, i - window): i + 1].std() for i in range(ok.sum())])
+                ax.fill_between(steps[ok], ys[ok] - s, ys[ok] + s, alpha=0.2)
+        ax.set_title(r["name"])
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    return path
+
+
+def grid_png(npz_path: str, path: str, count: int = 64, scale: int = 3):
+    from .grid import grid_image
+
+    images, _ = npz.read_samples(npz_path)
+    nrow = int(math.sqrt(min(count, len(images))))
+    g = grid_image(images[: nrow * nrow], nrow=nrow)
+    img = Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g)
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    with fileio.atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return path
+
+
+def cost_figure(results: list, path: str):
+    points = [(r["name"], row) for r in results for row in r["rows"] if row.get("fd_digits") is not None]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, row in points:
+        label = name if row["sampler"] == "default" else f"{name} ({row['sampler']})"
+        ax.scatter(row["nfe"], row["fd_digits"], s=40, zorder=3)
+        ax.annotate(label, (row["nfe"], row["fd_digits"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        if row.get("fd_untrained") is not None:
+            ax.scatter(row["nfe"], row["fd_untrained"], s=40, facecolors="none", edgecolors="gray", zorder=2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("network evaluations per image (sampling cost)")
+    ax.set_ylabel("FD-digits (lower is better)")
+    ax.set_title("quality vs sampling cost (hollow: untrained)")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    _save_figure(fig, path)
+    return path
+
+
+def _save_figure(fig, path):
+    with fileio.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+# --- documents --------------------------------------------------------------------------
+
+def _md_cell(text, link):
+    text = str(text).replace("|", "\\|")
+    return f"[{text}]({link})" if link else text
+
+
+def _html_cell(text, link):
+    t = html.escape(str(text))
+    return f'<a href="{html.escape(link)}">{t}</a>' if link else t
+
+
+def _data_uri(path):
+    with open(path, "rb") as f:
+        return "data:image/png;base64," + base64.b64encode(f.read()).decode()
+
+
+def write(out: str, results: list, meta: dict) -> dict:
+    fig_dir = os.path.join(out, "figures")
+    os.makedirs(fig_dir, exist_ok=True)
+    losses = loss_figure(results, os.path.join(fig_dir, "losses.png"))
+    cost = cost_figure(results, os.path.join(fig_dir, "fd_vs_cost.png"))
+    grids = []
+    for r in results:
+        for row in r["rows"]:
+            if row.get("npz"):
+                label = r["name"] if row["sampler"] == "default" else f"{r['name']} ({row['sampler']})"
+                grids.append((label, grid_png(row["npz"], os.path.join(fig_dir, f"grid-{r['name']}-{row['sampler']}.png"))))
+    rows = table_rows(results, out)
+    header = [c for c, _ in COLUMNS]
+    under = [
+        f"Hardware: {meta['machine']}, {meta['cpu_cores']} cores, {meta['device']}; torch {meta['torch']}, "
+        f"Python {meta['python']}; every job ran as {meta['launcher']}.",
+        f"Samples: {meta['num_samples']} per family and sampler, seeds 0..{meta['num_samples'] - 1} (one generator per "
+        f"sample index). FD-digits: Fréchet distance to the real digits (train split) in the feature space of the "
+        f"{meta['feature_network']}. FD untrained: the same sampler after one training step.",
+        f"Train s and img/s: wall time of the training job (process start included) and images seen per second "
+        f"over it; sampling s/img: wall time of the sampling job over the sample count. NFE/img: network "
+        f"evaluations per image. Budget {meta['minutes']:g} min ({meta['config']}); the whole job took "
+        f"{meta['wall_seconds'] / 60:.1f} min.",
+    ]
+
+    md = ["# Comparison report", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cells in rows:
+        md.append("| " + " | ".join(_md_cell(t, l) for t, l in cells) + " |")
+    md += [""] + under + [""]
+    rel = lambda p: os.path.relpath(p, out)  # noqa: E731
+    if losses:
+        md += ["## Loss curves", "", f"![losses]({rel(losses)})", ""]
+    if grids:
+        md += ["## Samples", ""] + [f"**{label}**\n\n![{label}]({rel(p)})\n" for label, p in grids]
+    if cost:
+        md += ["## FD against sampling cost", "", f"![cost]({rel(cost)})", ""]
+    md_path = os.path.join(out, "report.md")
+    fileio.write_text(md_path, "\n".join(md) + "\n")
+
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
+        "table{border-collapse:collapse;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}a{color:#0645ad;text-decoration:none}"
+        "img{max-width:100%}.grids{display:flex;flex-wrap:wrap;gap:18px}.grids figure{margin:0}.grids img{image-rendering:pixelated}"
+        "figcaption{font-size:13px;text-align:center}.note{font-size:13px;color:#555;max-width:1100px}"
+        "td.failed{color:#b00;text-align:left}"
+    )
+    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>Comparison report</title><style>{style}</style></head><body>",
+         "<h1>Comparison report</h1><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"]
+    for cells in rows:
+        if len(cells) == 3:  # a failed run: one wide cell
+            h.append(f"<tr><td>{_html_cell(*cells[0])}</td><td>{_html_cell(*cells[1])}</td>"
+                     f"<td class='failed' colspan='{len(header) - 2}'>{_html_cell(*cells[2])}</td></tr>")
+        else:
+            h.append("<tr>" + "".join(f"<td>{_html_cell(t, l)}</td>" for t, l in cells) + "</tr>")
+    h.append("</table>" + "".join(f"<p class='note'>{html.escape(u)}</p>" for u in under))
+    if losses:
+        h.append(f"<h2>Loss curves</h2><img src='{_data_uri(losses)}' alt='loss curves'>")
+    if grids:
+        h.append("<h2>Samples</h2><div class='grids'>" + "".join(
+            f"<figure><img src='{_data_uri(p)}' alt='{html.escape(label)}'><figcaption>{html.escape(label)}</figcaption></figure>"
+            for label, p in grids) + "</div>")
+    if cost:
+        h.append(f"<h2>FD against sampling cost</h2><img src='{_data_uri(cost)}' alt='FD vs cost'>")
+    h.append("</body></html>")
+    html_path = os.path.join(out, "report.html")
+    fileio.write_text(html_path, "\n".join(h) + "\n")
+    return {"md": md_path, "html": html_path}
+
+
+# --- checking a written report (CI, tests) ----------------------------------------------
+
+NUMERIC = ["steps", "train s", "train img/s", "parameters", "samples", "NFE/img", "sampling s/img", "FD-digits", "FD untrained"]
+
+
+def read_table(md_text: str) -> list:
+    """The results table of a report.md as a list of {column: text} (links stripped)."""
+    import re
+
+    lines = [l for l in md_text.splitlines() if l.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = []
+    for l in lines[2:]:
+        cells = [re.sub(r"^\[(.*)\]\(.*\)$", r"\1", c.strip()) for c in re.split(r"(?<!\\)\|", l.strip().strip("|"))]
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def check(out: str, runs=None) -> list:
+    """Problems with the report in `out`: missing runs, failed or non-finite cells, missing images."""
+    import re
+
+    md_path = os.path.join(out, "report.md")
+    if not os.path.exists(md_path):
+        return [f"{md_path}: no report"]
+    with open(md_path) as f:
+        md = f.read()
+    rows = read_table(md)
+    problems = []
+    names = {r.get("run") for r in rows}
+    for name in sorted(set(runs or []) - names):
+        problems.append(f"no row for run {name}")
+    for r in rows:
+        for col in NUMERIC:
+            try:
+                ok = math.isfinite(float(r.get(col, "").replace(",", "")))
+            except ValueError:
+                ok = False
+            if not ok:
+                problems.append(f"run {r.get('run')} ({r.get('sampler')}): {col} is {r.get(col, '')!r}")
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        if not os.path.isfile(os.path.join(out, image)):
+            problems.append(f"image {image} does not exist")
+    return problems
+
+
+def main(argv=None):
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(description="Check a comparison report: a row per run, finite numbers, images present.")
+    p.add_argument("--check", required=True, metavar="DIR", help="the comparison's run directory")
+    p.add_argument("--runs", default="", help="comma-separated run names that must have a row")
+    a = p.parse_args(argv)
+    problems = check(a.check, [r for r in a.runs.split(",") if r])
+    for line in problems:
+        print(f"evaluations.report: {line}", file=sys.stderr)
+    if problems:
+        sys.exit(1)
+    print(f"{a.check}/report.md: every row complete, every image present")
+
+
+if __name__ == "__main__":
+    main()

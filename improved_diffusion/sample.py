@@ -1,7 +1,7 @@
 """Sample a trained model into an npz: `python -m improved_diffusion.sample --model_path PATH`.
 
 Accepts every flag of openai's scripts/image_sample.py with the same defaults. Extensions:
---model_path may be a training run directory (its newest EMA; model flags are then read
+--model_path may be a training run directory (its newest checkpoint's settled EMA, see cli.settled_ema; model flags are then read
 from the run's options.json unless given), --seed, --logdir, --ddim_eta, --class_labels,
 --precision. Each sample index owns a generator seeded from (--seed, index) that draws its
 label, x_T and every step's noise, so the npz does not depend on --batch_size or the number

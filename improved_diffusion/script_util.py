@@ -7,8 +7,9 @@ for image sizes other than 32/64/256, e.g. tiny test models) and `num_classes` (
 label embedding size of class-conditional models).
 """
 
-import argparse
 import inspect
+
+from trainkit.run import str2bool  # openai's public name, kept importable from here
 
 from . import gaussian_diffusion as gd
 from .respace import SpacedDiffusion, space_timesteps
@@ -184,11 +185,3 @@ def args_to_dict(args, keys):
     return {k: getattr(args, k) for k in keys}
 
 
-def str2bool(v):
-    if isinstance(v, bool):
-        return v
-    if v.lower() in ("yes", "true", "t", "y", "1"):
-        return True
-    if v.lower() in ("no", "false", "f", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError("boolean value expected")

@@ -371,3 +371,16 @@ def test_class_conditional_unet_and_checkpointing_give_same_gradients():
         torch.testing.assert_close(g0, g1, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError):
         model(x, t)  # a class-conditional model needs y
+
+
+def test_run_directory_samples_the_settled_ema():
+    """rate**step is the EMA's leftover share of the initial weights: pick the highest rate under 1%."""
+    from trainkit.checkpoint import Checkpoint
+    from improved_diffusion.cli import settled_ema
+
+    files = {"model": "m", "ema_0.99_": "a", "ema_0.999_": "b", "ema_0.9999_": "c"}
+    assert settled_ema(Checkpoint("d", 600, files)) == "ema_0.99_"        # 0.999**600 = 0.55
+    assert settled_ema(Checkpoint("d", 5000, files)) == "ema_0.999_"      # 0.999**5000 = 0.007
+    assert settled_ema(Checkpoint("d", 500000, files)) == "ema_0.9999_"   # the paper's long run
+    assert settled_ema(Checkpoint("d", 100, files)) == "model"            # none settled yet
+    assert settled_ema(Checkpoint("d", 100, {"model": "m"})) == "model"

@@ -10,10 +10,8 @@ complete. Bad input is one line naming the file, exit status 2 (trainkit's `run.
 
 import gzip
 import os
-import shutil
 import struct
 import sys
-import tempfile
 
 import numpy as np
 from PIL import Image
@@ -23,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from trainkit import run  # noqa: E402
+from trainkit import fileio, run  # noqa: E402
 from trainkit.errors import UserError  # noqa: E402
 
 
@@ -48,25 +46,13 @@ def check_new_split(out: str, split: str) -> None:
 def write_split(out: str, split: str, items) -> int:
     """Write (image: PIL.Image | uint8 H,W[,C] array, label: int) pairs as OUT/split/{label}_{index:05d}.png."""
     check_new_split(out, split)
-    folder = os.path.join(out, split)
-    try:
-        os.makedirs(out, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{split}-", dir=out)
-    except OSError as e:
-        raise UserError(f"{out}: cannot write here ({e.strerror or e})") from None
     count = 0
-    try:
+    with fileio.atomic_dir(os.path.join(out, split)) as tmp:
         for index, (image, label) in enumerate(items):
             if not isinstance(image, Image.Image):
                 image = Image.fromarray(np.asarray(image, dtype=np.uint8))
             image.save(os.path.join(tmp, f"{int(label)}_{index:05d}.png"))
             count += 1
-        if os.path.isdir(folder):
-            os.rmdir(folder)  # empty, checked above
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return count
 
 

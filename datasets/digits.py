@@ -10,13 +10,17 @@ so an interrupted export never looks complete; an existing complete export is le
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 
 import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
+
+# `python datasets/digits.py` puts datasets/ on sys.path, not the repository: add it for trainkit.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from trainkit import fileio  # noqa: E402
+from trainkit.errors import UserError  # noqa: E402
 
 
 def split_indices(n: int, test_fraction: float, seed: int):
@@ -44,21 +48,12 @@ def export(out: str, size: int = 32, test_fraction: float = 0.2, seed: int = 0) 
     expected = {"train": len(train), "test": len(test)}
     if _complete(out, expected, size):
         return expected
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".digits-", dir=parent)
-    try:
+    with fileio.atomic_dir(out, replace=True) as tmp:
         for split, idx in (("train", train), ("test", test)):
             os.makedirs(os.path.join(tmp, split))
             for i in idx:
                 img = Image.fromarray(images[i], mode="L").resize((size, size), resample=Image.BICUBIC)
                 img.save(os.path.join(tmp, split, f"{digits.target[i]}_{i:05d}.png"))
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return expected
 
 
@@ -75,6 +70,8 @@ def main(argv=None):
         p.error(f"--test_fraction: {a.test_fraction} is not between 0 and 1")
     try:
         counts = export(a.out, a.size, a.test_fraction, a.seed)
+    except UserError as e:
+        sys.exit(f"digits.py: error: {e}")
     except OSError as e:
         sys.exit(f"digits.py: error: {a.out}: cannot write ({e.strerror or e})")
     print(f"{a.out}: {counts['train']} train, {counts['test']} test images at {a.size}x{a.size}")

@@ -9,14 +9,12 @@ name and renamed into place: an interrupted export never looks complete.
 """
 
 import os
-import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from trainkit import npz, run
+from trainkit import fileio, npz, run
 from trainkit.errors import UserError
 
 
@@ -32,21 +30,9 @@ def to_pil(image: np.ndarray) -> Image.Image:
 def write_folder(images: np.ndarray, labels, out_dir: str) -> int:
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
         raise UserError(f"{out_dir}: exists and is not an empty folder")
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    try:
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".npz_to_images-", dir=parent)
-    except OSError as e:
-        raise UserError(f"{out_dir}: cannot write here ({e.strerror or e})") from None
-    try:
+    with fileio.atomic_dir(out_dir) as tmp:
         for i in tqdm(range(len(images)), desc=os.path.basename(out_dir), leave=False, disable=None):
             to_pil(images[i]).save(os.path.join(tmp, image_name(i, None if labels is None else labels[i])))
-        if os.path.isdir(out_dir):
-            os.rmdir(out_dir)  # empty, checked above
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return len(images)
 
 

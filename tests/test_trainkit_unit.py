@@ -340,3 +340,22 @@ def test_argument_parser_errors_are_one_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "--n" in err and "abc" in err
+
+
+def test_atomic_dir_swaps_whole_folders_only(tmp_path):
+    out = tmp_path / "out"
+    with fileio.atomic_dir(str(out)) as tmp:
+        open(os.path.join(tmp, "a.png"), "w").write("x")
+        assert not out.exists()  # nothing visible until the folder is complete
+    assert os.listdir(out) == ["a.png"]
+    with pytest.raises(UserError, match="exists and is not empty"):
+        with fileio.atomic_dir(str(out)):
+            pass
+    with pytest.raises(RuntimeError):
+        with fileio.atomic_dir(str(out), replace=True) as tmp:
+            open(os.path.join(tmp, "b.png"), "w").write("half")
+            raise RuntimeError("interrupted")
+    assert os.listdir(out) == ["a.png"] and os.listdir(tmp_path) == ["out"]
+    with fileio.atomic_dir(str(out), replace=True) as tmp:
+        open(os.path.join(tmp, "c.png"), "w").write("y")
+    assert os.listdir(out) == ["c.png"]

@@ -7,6 +7,7 @@ later step would trust.
 
 import contextlib
 import os
+import shutil
 import tempfile
 
 import blobfile as bf
@@ -51,6 +52,33 @@ def atomic_path(final_path):
         raise UserError(f"{final_path}: cannot write ({e.strerror or e})") from None
     except BaseException:
         _remove_quietly(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(final_dir, replace: bool = False):
+    """Yield a temporary folder beside `final_dir`; on success it becomes `final_dir`.
+
+    For outputs that are folders of files (exported data sets, images from an npz): a reader
+    sees the whole folder or none of it. An existing `final_dir` must be empty unless `replace`,
+    in which case it is removed at the swap. Local paths only.
+    """
+    final_dir = str(final_dir)
+    if os.path.exists(final_dir) and not replace and (not os.path.isdir(final_dir) or os.listdir(final_dir)):
+        raise UserError(f"{final_dir}: exists and is not empty; remove it or choose another output")
+    parent = os.path.dirname(os.path.abspath(final_dir))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final_dir)}-", dir=parent)
+    except OSError as e:
+        raise UserError(f"{final_dir}: cannot write here ({e.strerror or e})") from None
+    try:
+        yield tmp
+        if os.path.isdir(final_dir):
+            shutil.rmtree(final_dir) if replace else os.rmdir(final_dir)
+        os.replace(tmp, final_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

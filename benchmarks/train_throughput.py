@@ -1,0 +1,175 @@
+"""Training throughput of improved_diffusion's trainer, optionally side by side with openai's.
+
+    python benchmarks/train_throughput.py [--reference PATH/TO/openai-improved-diffusion]
+        [--steps 5] [--warmup 2] [--batch_size 32] [--precision fp32] [--rounds 1]
+
+Config (the issue's): 32 px, 64 channels, 2 res blocks, attention at 16 and 8, learn_sigma,
+cosine schedule, 4000 steps, hybrid loss, batch 32, one process. Each implementation runs in
+its own child process (so its peak RSS is its own) on the same synthetic batches, through
+its real training step: loss, backward, AdamW, EMA, loss logging. Children alternate for
+--rounds rounds so that a machine whose load drifts hurts both alike. Printed: img/s from the
+median step time after warm-up, peak RSS, and ours/openai ratios.
+
+The reference is imported from PATH as it is (never edited). It needs mpi4py; the one runtime
+shim it needs on NumPy >= 1.24 (np.int, used by its loss-aware sampler) is applied here at
+import time.
+"""
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+CONFIG = dict(image_size=32, num_channels=64, num_res_blocks=2, attention_resolutions="16,8", learn_sigma=True,
+              noise_schedule="cosine", diffusion_steps=4000)
+
+
+def synthetic_batches(batch_size, n, seed=0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(batch_size, 3, 32, 32, generator=g) * 2 - 1 for _ in range(n)]
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def time_steps(step_fn, batches, warmup):
+    times = []
+    for i, batch in enumerate(batches):
+        t0 = time.perf_counter()
+        step_fn(batch)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def child_ours(args):
+    sys.path.insert(0, ROOT)
+    import torch
+
+    from improved_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults
+    from improved_diffusion.train_util import TrainLoop
+    from trainkit import dist
+    from trainkit.logger import Logger
+
+    dist.init()
+    torch.manual_seed(0)
+    kw = model_and_diffusion_defaults()
+    kw.update(CONFIG)
+    model, diffusion = create_model_and_diffusion(**kw)
+    loop = TrainLoop(model=model, diffusion=diffusion, data=iter(()), batch_size=args.batch_size, microbatch=-1,
+                     lr=1e-4, ema_rate="0.9999", log_interval=10**9, save_interval=10**9, resume_checkpoint="",
+                     logger=Logger(tempfile.mkdtemp(prefix="bench-ours-"), stdout=False), run_dir="",
+                     precision_mode=args.precision)
+    batches = synthetic_batches(args.batch_size, args.warmup + args.steps)
+    times = time_steps(lambda b: loop.run_step(b, None), batches, args.warmup)
+    return times, sum(p.numel() for p in model.parameters())
+
+
+def child_openai(args):
+    import numpy as np
+
+    if not hasattr(np, "int"):  # removed in NumPy 1.24; the reference's resample.py uses it
+        np.int = int
+    sys.path.insert(0, os.path.abspath(args.reference))
+    import torch
+    import torch.distributed as td
+
+    if not td.is_initialized():  # one process: a gloo group, as its dist_util would make
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        td.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    from improved_diffusion import logger
+    from improved_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults
+    from improved_diffusion.train_util import TrainLoop
+
+    logger.configure(dir=tempfile.mkdtemp(prefix="bench-openai-"), format_strs=[])
+    torch.manual_seed(0)
+    kw = model_and_diffusion_defaults()
+    kw.update(CONFIG)
+    model, diffusion = create_model_and_diffusion(**kw)
+    if args.precision == "fp16":
+        use_fp16 = True
+    elif args.precision == "fp32":
+        use_fp16 = False
+    else:
+        raise SystemExit("the reference trains in fp32 or fp16 only")
+    loop = TrainLoop(model=model, diffusion=diffusion, data=iter(()), batch_size=args.batch_size, microbatch=-1,
+                     lr=1e-4, ema_rate="0.9999", log_interval=10**9, save_interval=10**9, resume_checkpoint="",
+                     use_fp16=use_fp16)
+    batches = synthetic_batches(args.batch_size, args.warmup + args.steps)
+    times = time_steps(lambda b: loop.run_step(b, {}), batches, args.warmup)
+    return times, sum(p.numel() for p in model.parameters())
+
+
+def run_child(impl, args):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--batch_size", str(args.batch_size), "--precision", args.precision]
+    if args.reference:
+        cmd += ["--reference", args.reference]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit(f"train_throughput: error: the {impl} run failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reference", default="", help="checkout of openai/improved-diffusion to compare with")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--rounds", type=int, default=1, help="alternate the implementations this many times")
+    p.add_argument("--child", default="", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.reference and not os.path.isfile(os.path.join(args.reference, "improved_diffusion", "train_util.py")):
+        p.error(f"--reference {args.reference}: not a checkout of openai/improved-diffusion "
+                "(no improved_diffusion/train_util.py)")
+
+    if args.child:
+        times, params = (child_ours if args.child == "ours" else child_openai)(args)
+        print(json.dumps({"times": times, "params": params, "peak_rss_mb": peak_rss_mb()}))
+        return
+
+    import torch
+
+    impls = ["ours"] + (["openai"] if args.reference else [])
+    results = {impl: {"times": [], "peak_rss_mb": 0.0, "params": 0} for impl in impls}
+    for _ in range(args.rounds):
+        for impl in impls:
+            r = run_child(impl, args)
+            results[impl]["times"] += r["times"]
+            results[impl]["peak_rss_mb"] = max(results[impl]["peak_rss_mb"], r["peak_rss_mb"])
+            results[impl]["params"] = r["params"]
+    print(f"config: {CONFIG}, batch {args.batch_size}, {args.precision}, "
+          f"{os.environ.get('OMP_NUM_THREADS') or torch.get_num_threads()} threads, "
+          f"{args.rounds} round(s) x {args.steps} timed steps")
+    for impl, r in results.items():
+        med = statistics.median(r["times"])
+        r["img_per_s"] = args.batch_size / med
+        print(f"{impl:7s} params {r['params']:,}  step {med:.3f} s (median; min {min(r['times']):.3f})  "
+              f"{r['img_per_s']:.2f} img/s  peak RSS {r['peak_rss_mb']:.0f} MB")
+    if "openai" in results:
+        o, b = results["ours"], results["openai"]
+        print(f"ratio ours/openai: {o['img_per_s'] / b['img_per_s']:.2f}x img/s, "
+              f"{o['peak_rss_mb'] / b['peak_rss_mb']:.2f}x peak RSS")
+
+
+if __name__ == "__main__":
+    main()

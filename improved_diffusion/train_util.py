@@ -131,15 +131,18 @@ class TrainLoop:
         """Train until --max_steps / --lr_anneal_steps (never, like openai, when both are 0)
         or a signal; the final step is always checkpointed."""
         while not self._done():
-            if run.should_stop():  # collective
-                self.logger.log(f"signal received: stopping after step {self.step}")
-                break
             batch, cond = next(self.data)
             self.run_step(batch, cond)
-            if self.step % self.log_interval == 0:
+            # Checked after the step, as every family does: a signal or $TRAINKIT_DEADLINE ends
+            # the run at a completed step, so a deadline already past still trains one step.
+            stop = run.should_stop()  # collective
+            if self.step % self.log_interval == 0 or stop:
                 self.logger.dumpkvs()
             if self.step % self.save_interval == 0:
                 self.save()
+            if stop:
+                self.logger.log(f"signal received: stopping after step {self.step}")
+                break
         if self.last_saved != self.step:
             self.save()
 

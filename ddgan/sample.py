@@ -33,6 +33,9 @@ def create_parser():
       help="EMA or raw generator weights (auto: EMA when the checkpoint has it)")
     a("--num_samples", type=int, default=50000)
     a("--batch_size", type=int, default=200, help="sample generating batch size (per process)")
+    a("--fid_stats", default="", help="FID statistics npz (mu, sigma): compute the samples' FID against it "
+      "at the end (test_ddgan.py's --compute_fid), with its dimension choosing the Inception block")
+    a("--inception_weights", default="", help="local pytorch-fid Inception weights file (offline machines)")
     run.add_run_args(p)
     return p
 
@@ -81,6 +84,7 @@ def main_sample(args):
     if args.batch_size < 1:
         raise UserError(f"--batch_size {args.batch_size} must be positive")
     checkpoint.resolve(args.model_path)  # a missing path is the first thing to report
+    fid_dims = len(npz.read_stats(args.fid_stats)[0]) if args.fid_stats else None  # fail before sampling
     o = model_options(args)
     script_util.check_model_options(o)
     train_dir = args.model_path.rstrip("/")
@@ -105,6 +109,14 @@ def main_sample(args):
     out = sampling.sample_to_npz(sample_fn, args.num_samples, args.batch_size, args.seed, r.dir,
                                  device=device)
     r.logger.log(f"wrote {out}")
+    if args.fid_stats:
+        from evaluations import fid  # only when asked: sampling itself needs no Inception network
+
+        value = fid.fid_of_paths(out, args.fid_stats, dims=fid_dims, weights=args.inception_weights or None)
+        r.logger.logkv("fid", value)
+        r.logger.logkv("fid_dims", fid_dims)
+        r.logger.dumpkvs()
+        r.logger.log(f"FID: {value:.6f} against {args.fid_stats}")
     return out
 
 

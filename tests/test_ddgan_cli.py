@@ -4,6 +4,7 @@ digits, bit-exact resume, npz independent of the rank count, one-line refusals."
 import csv
 import importlib
 import math
+import re
 import sys
 
 import numpy as np
@@ -176,3 +177,31 @@ def test_export_writes_the_original_netG_layout(tmp_path, monkeypatch, capsys):
     assert all(k.startswith("module.") for k in sd)
     assert {k[7:] for k in sd} == set(g.state_dict())
     script_util.load_weights(NCSNpp(cfg), sd, str(out))
+
+
+def test_sample_computes_fid_against_statistics(digits, tmp_path):
+    """--fid_stats: FID of the written npz through evaluations (offline, random Inception weights),
+    equal to evaluations.fid on the same files; a bad statistics file fails before sampling."""
+    import time
+
+    from evaluations import fid, inception
+
+    weights = inception.make_random_weights(str(tmp_path / "inception.pth"), seed=0, calibration_batches=1, batch_size=2)
+    stats = tmp_path / "stats.npz"
+    fid.save_statistics(str(digits(16)), str(stats), dims=64, weights=weights)
+    run = tmp_path / "run"
+    ok(helpers.launch("local", 1, "ddgan.train", "--data_dir", digits(16), "--logdir", run, "--batch_size", "4",
+                      flag_files=[FLAGS], env=helpers.test_env(TRAINKIT_DEADLINE=str(time.time()))))
+    out = tmp_path / "samples"
+    proc = helpers.launch("local", 1, "ddgan.sample", "--model_path", run, "--num_samples", "6", "--batch_size", "3",
+                          "--logdir", out, "--fid_stats", stats, "--inception_weights", weights, flag_files=[FLAGS])
+    ok(proc)
+    reported = float(re.search(r"^FID: (\S+) against", proc.stdout, re.M)[1])
+    direct = fid.fid_of_paths(str(out / "samples_6x16x16x1.npz"), str(stats), dims=64, weights=weights)
+    assert reported == pytest.approx(direct, rel=1e-6) and reported > 0
+    junk = tmp_path / "junk.npz"
+    np.savez(junk, arr_0=np.zeros((1, 2, 2, 3), np.uint8))
+    bad = helpers.launch("local", 1, "ddgan.sample", "--model_path", run, "--logdir", tmp_path / "s2",
+                         "--fid_stats", junk, flag_files=[FLAGS])
+    assert bad.returncode == 2 and "junk.npz: not FID statistics" in bad.stderr
+    assert not (tmp_path / "s2").exists()

@@ -13,7 +13,6 @@ One optimizer step ("update"):
 """
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +52,8 @@ def create_parser():
       help="horizontal flips, as the reference's data transforms (false for digits)")
     a("--precision", default="fp32", choices=precision.MODES)
     a("--resume", nargs="?", const="auto", default="",
-      help="continue: bare flag = latest checkpoint of --logdir, or a run dir / checkpoint file")
+      help="continue: bare flag or auto = the newest checkpoint of --logdir (a fresh start when it "
+           "has none), or a run dir / checkpoint file")
     a("--max_steps", type=int, default=0, help="stop (with a checkpoint) after this many steps")
     a("--save_interval", type=int, default=0,
       help="also checkpoint every N steps (0: only at the epochs above)")
@@ -259,26 +259,10 @@ class Trainer:
                                 "(trained without --use_ema or with another --ema_decay)")
 
 
-def resolve_resume(o, run_dir):
-    if not o["resume"]:
-        return None
-    if o["resume"] == "auto":
-        ck = checkpoint.latest(run_dir)
-        if ck is None:
-            raise UserError(f"--resume: no complete checkpoint in {run_dir} (set --logdir to the run)")
-        return ck
-    return checkpoint.resolve(o["resume"])
-
-
 def train(args):
     o = vars(args)
     check_options(o)
-    wanted = o["logdir"] or os.environ.get("OPENAI_LOGDIR", "")
-    if wanted and not o["resume"] and checkpoint.steps(wanted):
-        # refused before run.setup, which would overwrite the run's options.json
-        raise UserError(f"{wanted}: already holds checkpoints; pass --resume to continue it or "
-                        "choose another --logdir")
-    r = run.setup(FAMILY, args)
+    r = run.setup(FAMILY, args, resume=o["resume"], resume_flag="--resume")
     log = r.logger
     device = dist.device()
     dataset = data.load_dataset(o["data_dir"], o["image_size"], channels=o["num_channels"])
@@ -287,7 +271,7 @@ def train(args):
     generator = script_util.build_generator(o)
     discriminator = script_util.build_discriminator(o)
     diffusion = script_util.build_diffusion(o)
-    ck = resolve_resume(o, r.dir)
+    ck = r.resume
     trainer = Trainer(o, generator, discriminator, diffusion, device)
     if ck is not None:
         if ck.state is None:

@@ -15,7 +15,6 @@ import torch
 import torch.distributed as td
 import torch.distributed.nn.functional as dist_fn
 import torch.nn as nn
-import torch.nn.functional as F
 
 
 class CrossRankBatchNorm2d(nn.BatchNorm2d):

@@ -37,7 +37,8 @@ def create_argparser():
     p.add_argument("--beta1", type=float, default=0.5)
     p.add_argument("--beta2", type=float, default=0.999)
     p.add_argument("--loss", default="bce", choices=("bce", "hinge"))
-    p.add_argument("--resume_checkpoint", default="", help="a run directory (its latest step) or any file of a step")
+    p.add_argument("--resume_checkpoint", default="", help="a run directory (its latest step), any file of a step, or auto "
+                   "(the newest checkpoint of --logdir, or a fresh start when it has none)")
     p.add_argument("--save_interval", type=int, default=1000, help="steps between checkpoints and grids")
     p.add_argument("--log_interval", type=int, default=10, help="steps averaged into one log row")
     p.add_argument("--ema_rate", default="", help="comma list of EMA rates of G, e.g. 0.999 ('' = none)")
@@ -66,13 +67,16 @@ def check_args(args):
             raise UserError(f"--{name} {getattr(args, name)}: must lie in [0, 1)")
     if args.num_channels not in (1, 3):
         raise UserError(f"--num_channels {args.num_channels}: must be 1 or 3")
-    if args.resume_checkpoint:
+    if args.resume_checkpoint not in ("", "auto"):
         # a checkpoint of the other model kind (or not a GAN at all) fails here, before any
         # run directory or data work
-        ck = checkpoint.resolve(args.resume_checkpoint)
-        kind = dcgan.generator_config(ck.load("model"), ck.path("model"))["model"]
-        if kind != args.model:
-            raise UserError(f"{ck.path('model')}: checkpoint holds a {kind} generator, but --model is {args.model}")
+        check_kind(checkpoint.resolve(args.resume_checkpoint), args.model)
+
+
+def check_kind(ck, model):
+    kind = dcgan.generator_config(ck.load("model"), ck.path("model"))["model"]
+    if kind != model:
+        raise UserError(f"{ck.path('model')}: checkpoint holds a {kind} generator, but --model is {model}")
 
 
 def fixed_inputs(args, num_classes, device):
@@ -100,7 +104,7 @@ def write_grid(G, z, y, path):
 def main():
     args = create_argparser().parse_args()
     check_args(args)
-    r = run.setup("gans", args)
+    r = run.setup("gans", args, resume=args.resume_checkpoint)
     log = r.logger
     d = data.load_dataset(args.data_dir, args.image_size, class_cond=args.model == "cdcgan",
                           channels=args.num_channels)
@@ -116,10 +120,11 @@ def main():
     total_steps = args.max_steps or args.epochs * steps_per_epoch
 
     step = 0
-    if args.resume_checkpoint:
-        ck = checkpoint.resolve(args.resume_checkpoint)
+    ck = r.resume
+    if ck is not None:
+        check_kind(ck, args.model)
         if ck.state is None or "data" not in ck.state:
-            raise UserError(f"{args.resume_checkpoint}: step {ck.step} has no gans trainer state (state{ck.step:06d}.pt)")
+            raise UserError(f"{ck.dir}: step {ck.step} has no gans trainer state (state{ck.step:06d}.pt)")
         trainer.load(ck)
         batches.load_state_dict(ck.state["data"])
         run.set_rng_state(ck.state["rng"])

@@ -2,7 +2,8 @@
 
 Accepts every flag of openai's scripts/image_train.py with the same defaults, plus
 --max_steps, --precision fp32|fp16|bf16, --seed, --logdir, --channel_mult, --num_classes.
---ema_rate takes a comma list; --resume_checkpoint a checkpoint file or a run directory.
+--ema_rate takes a comma list; --resume_checkpoint a checkpoint file, a run directory, or `auto`
+(the newest checkpoint of --logdir, or a fresh start when it has none).
 """
 
 from trainkit import data, dist, run
@@ -65,7 +66,7 @@ def create_model_and_diffusion_checked(args):
 def main():
     args = create_argparser().parse_args()
     check_args(args)
-    r = run.setup("improved_diffusion", args)
+    r = run.setup("improved_diffusion", args, resume=args.resume_checkpoint)
     log = r.logger
     log.log("creating model and diffusion...")
     model, diffusion = create_model_and_diffusion_checked(args)
@@ -89,7 +90,7 @@ def main():
         ema_rate=args.ema_rate,
         log_interval=args.log_interval,
         save_interval=args.save_interval,
-        resume_checkpoint=args.resume_checkpoint,
+        resume_checkpoint=r.resume,
         logger=log,
         run_dir=r.dir,
         precision_mode=args.precision or ("fp16" if args.use_fp16 else "fp32"),

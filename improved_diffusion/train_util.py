@@ -57,8 +57,9 @@ class TrainLoop:
 
     # ----- checkpoints ---------------------------------------------------------------------
 
-    def _resume(self, path):
-        ck = checkpoint.resolve(path)
+    def _resume(self, ck):
+        if not isinstance(ck, checkpoint.Checkpoint):  # a path: a run directory or a step's file
+            ck = checkpoint.resolve(ck)
         self.logger.log(f"resuming from {ck.dir} step {ck.step} ({', '.join(ck.prefixes())})")
         self._load_model_state(ck.path("model"))
         for rate in self.ema.rates:

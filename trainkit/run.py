@@ -23,7 +23,7 @@ import blobfile as bf
 import numpy as np
 import torch
 
-from . import dist
+from . import checkpoint, dist
 from .errors import UserError
 from .fileio import write_text
 from .logger import Logger
@@ -65,10 +65,11 @@ def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 class Run:
-    def __init__(self, dir: str, logger: Logger, options: dict):
+    def __init__(self, dir: str, logger: Logger, options: dict, resume=None):
         self.dir = dir
         self.logger = logger
         self.options = options
+        self.resume = resume  # the checkpoint.Checkpoint to continue from, or None
 
 
 def _default_dir(family: str) -> str:
@@ -88,8 +89,46 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup(family: str, args, logdir=None, stdout=True) -> Run:
+def resume_point(value: str, run_dir: str, flag: str = "--resume_checkpoint"):
+    """What a training run continues from: a checkpoint.Checkpoint, or None to start at step 0.
+
+    `value` is the resume flag: "" (a new run), "auto" (the newest complete checkpoint of the
+    run directory itself, or a fresh start when it has none: the same command line serves the
+    first start and every restart, as torchrun --max-restarts and Slurm --requeue need), or a
+    run directory / checkpoint file. A new run into a directory that already holds checkpoints
+    is refused so that it cannot overwrite them.
+    """
+    if value == "auto":
+        return checkpoint.latest(run_dir)
+    if value:
+        return checkpoint.resolve(value)
+    existing = checkpoint.steps(run_dir)
+    if existing:
+        raise UserError(f"{run_dir}: already holds checkpoints (newest step {existing[0]}); pass "
+                        f"{flag} auto to continue it, or choose another --logdir")
+    return None
+
+
+def _agreed(fn, *args):
+    """fn(*args) on rank 0, its result or UserError raised on every rank alike (no rank is
+    left waiting in a collective for one that failed)."""
+    outcome = None
+    if dist.is_main():
+        try:
+            outcome = ("ok", fn(*args))
+        except UserError as e:
+            outcome = ("error", str(e))
+    kind, value = dist.broadcast_object(outcome)
+    if kind == "error":
+        raise UserError(value)
+    return value
+
+
+def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag="--resume_checkpoint") -> Run:
     """Join the process group, create the run directory, write options.json, seed, trap signals.
+
+    With `resume` (the value of the family's resume flag, see `resume_point`), the checkpoint to
+    continue from is found before anything is written, and returned as `Run.resume`.
 
     Seeds are seed + rank so ranks draw different noise; models built after this differ between
     ranks until `dist.wrap_ddp` broadcasts rank 0's weights, so build EMA copies after wrapping.
@@ -97,6 +136,7 @@ def setup(family: str, args, logdir=None, stdout=True) -> Run:
     dist.init(getattr(args, "dist_timeout", None))
     options = dict(vars(args))
     run_dir = resolve_logdir(family, logdir if logdir is not None else options.get("logdir", ""))
+    ck = _agreed(resume_point, resume, run_dir, resume_flag) if resume is not None else None
     if dist.is_main():
         try:
             bf.makedirs(run_dir)
@@ -118,7 +158,9 @@ def setup(family: str, args, logdir=None, stdout=True) -> Run:
     install_signal_handlers()
     logger = Logger(run_dir, stdout=stdout)
     logger.log(f"Logging to {run_dir} ({dist.launcher()}, {dist.world_size()} rank(s), device {dist.device()})")
-    return Run(run_dir, logger, options)
+    if ck is None and resume == "auto":
+        logger.log(f"no complete checkpoint in {run_dir} yet: starting at step 0")
+    return Run(run_dir, logger, options, ck)
 
 
 def load_options(path: str) -> dict:

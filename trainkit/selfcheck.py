@@ -60,12 +60,12 @@ def save(r, step, model, opt, averages, batches):
 @run.main
 def main(argv=None):
     args = parse_args(argv)
-    r = run.setup("selfcheck", args)
+    r = run.setup("selfcheck", args, resume=args.resume_checkpoint)
     images = data.load_dataset(args.data_dir, args.image_size, channels=1)
     batches = data.Batches(images, args.batch_size, seed=args.seed, random_flip=True)
     model = TinyAutoencoder(args.image_size**2).to(dist.device())
     start = 0
-    ck = checkpoint.resolve(args.resume_checkpoint) if args.resume_checkpoint else None
+    ck = r.resume
     if ck is not None:
         model.load_state_dict(ck.load("model"))
     net = dist.wrap_ddp(model)  # broadcasts rank 0's weights: every rank starts equal

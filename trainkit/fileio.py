@@ -14,6 +14,8 @@ import blobfile as bf
 
 from .errors import UserError
 
+TMP_PREFIX = ".tmp-"  # files being written; never read, removed when a run restarts
+
 
 def is_local(path: str) -> bool:
     return "://" not in str(path)
@@ -31,7 +33,7 @@ def atomic_path(final_path):
         directory = os.path.dirname(os.path.abspath(final_path))
         try:
             os.makedirs(directory, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(final_path), dir=directory)
+            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=os.path.basename(final_path), dir=directory)
         except OSError as e:
             raise UserError(f"{directory}: cannot write here ({e.strerror or e})") from None
         os.close(fd)
@@ -80,6 +82,17 @@ def atomic_dir(final_dir, replace: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_leftovers(directory) -> int:
+    """Delete the temporary files of writes that a kill interrupted (`.tmp-*` in `directory`);
+    the number removed. Only for a directory that nothing else is writing to right now."""
+    if not is_local(directory) or not os.path.isdir(directory):
+        return 0
+    names = [n for n in os.listdir(directory) if n.startswith(TMP_PREFIX)]
+    for name in names:
+        _remove_quietly(os.path.join(directory, name))
+    return len(names)
 
 
 def _remove_quietly(path):

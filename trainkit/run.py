@@ -25,7 +25,7 @@ import torch
 
 from . import checkpoint, dist
 from .errors import UserError
-from .fileio import write_text
+from .fileio import remove_leftovers, write_text
 from .logger import Logger
 
 
@@ -137,6 +137,10 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
     options = dict(vars(args))
     run_dir = resolve_logdir(family, logdir if logdir is not None else options.get("logdir", ""))
     ck = _agreed(resume_point, resume, run_dir, resume_flag) if resume is not None else None
+    # A killed run may have left half-written temporaries. A training run (one that passes
+    # `resume`) is its directory's only writer, so they can go; the complete files they would
+    # have replaced are untouched. Samplers may share a directory with a live run: not them.
+    leftovers = remove_leftovers(run_dir) if dist.is_main() and resume is not None else 0
     if dist.is_main():
         try:
             bf.makedirs(run_dir)
@@ -158,6 +162,8 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
     install_signal_handlers()
     logger = Logger(run_dir, stdout=stdout)
     logger.log(f"Logging to {run_dir} ({dist.launcher()}, {dist.world_size()} rank(s), device {dist.device()})")
+    if leftovers:
+        logger.log(f"removed {leftovers} temporary file(s) of an interrupted write")
     if ck is None and resume == "auto":
         logger.log(f"no complete checkpoint in {run_dir} yet: starting at step 0")
     return Run(run_dir, logger, options, ck)

@@ -334,7 +334,7 @@ def train(args):
             save()
             saved_at = trainer.step
         if stop:
-            log.log("stopping on signal")
+            log.log(run.stopped_message(trainer.step, r.dir, "--resume"))
             break
         if at_max:
             break

@@ -163,7 +163,7 @@ def main():
         if step % args.save_interval == 0 or step == total_steps or stop:
             save(step)
         if stop:
-            log.log(f"stopped by signal or $TRAINKIT_DEADLINE at step {step}; resume with --resume_checkpoint {r.dir}")
+            log.log(run.stopped_message(step, r.dir))
             break
     dist.barrier()
 

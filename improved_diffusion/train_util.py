@@ -139,10 +139,10 @@ class TrainLoop:
             stop = run.should_stop()  # collective
             if self.step % self.log_interval == 0 or stop:
                 self.logger.dumpkvs()
-            if self.step % self.save_interval == 0:
+            if self.step % self.save_interval == 0 or stop:
                 self.save()
             if stop:
-                self.logger.log(f"signal received: stopping after step {self.step}")
+                self.logger.log(run.stopped_message(self.step, self.run_dir))
                 break
         if self.last_saved != self.step:
             self.save()

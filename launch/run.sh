@@ -15,7 +15,10 @@
 #   --nnodes N --node_rank R --rdzv_endpoint HOST:PORT [--rdzv_id ID]
 #
 # Environment: PYTHON (default: python3 on PATH), OMP_NUM_THREADS (default: cores / NPROC),
-# MPIEXEC_ARGS (extra mpiexec arguments). The exact command is printed before it runs.
+# MPIEXEC_ARGS / TORCHRUN_ARGS (extra launcher arguments, e.g. TORCHRUN_ARGS="--max-restarts 3"
+# with --resume_checkpoint auto: restarted workers continue from the newest checkpoint).
+# The exact command is printed before it runs.
+# SIGTERM / SIGINT / SIGHUP to this script stop the run gracefully at the next step (see below).
 set -euo pipefail
 
 die() { echo "run.sh: error: $*" >&2; exit 2; }
@@ -81,8 +84,40 @@ case "$launcher" in
     else
       rdzv=(--standalone --nnodes 1)
     fi
-    cmd=("$python" -m torch.distributed.run "${rdzv[@]}" --nproc_per_node "$nproc" -m "$module") ;;
+    # shellcheck disable=SC2206
+    cmd=("$python" -m torch.distributed.run "${rdzv[@]}" --nproc_per_node "$nproc" ${TORCHRUN_ARGS:-} -m "$module") ;;
 esac
 
 printf '+' >&2; printf ' %q' "${cmd[@]}" "${flags[@]}" >&2; printf '\n' >&2
-exec "${cmd[@]}" "${flags[@]}"
+[[ "$launcher" == local ]] && exec "${cmd[@]}" "${flags[@]}"  # the one process gets signals itself
+
+# Neither launcher turns a signal into a graceful stop: mpiexec answers SIGTERM by killing its
+# ranks within a second, and torchrun's agent by terminating its workers itself. So the launcher
+# runs in a session of its own (a Ctrl-C reaches only this script), and SIGTERM, SIGINT or SIGHUP
+# here is passed on as a stop request: SIGUSR1 to mpiexec, which forwards it to every rank on
+# every node; SIGTERM to torchrun's workers, this node's children of the agent. The ranks finish
+# the step, checkpoint and exit 0, and so does the launcher. A second signal stops the launcher
+# itself (its own hard shutdown).
+setsid_cmd=()
+command -v setsid >/dev/null && setsid_cmd=(setsid)
+"${setsid_cmd[@]}" "${cmd[@]}" "${flags[@]}" &
+child=$!
+signals=0
+stop_request() {
+  signals=$((signals + 1))
+  if [[ $signals -gt 1 ]]; then
+    kill -TERM "$child" 2>/dev/null || true
+  elif [[ "$launcher" == mpiexec ]]; then
+    kill -USR1 "$child" 2>/dev/null || true
+  else
+    pkill -TERM -P "$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null || true
+  fi
+}
+trap stop_request TERM INT HUP
+set +e
+while :; do
+  wait "$child"
+  status=$?
+  kill -0 "$child" 2>/dev/null || break  # wait returned for a trapped signal: keep waiting
+done
+exit "$status"

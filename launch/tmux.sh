@@ -15,8 +15,9 @@ tmux has-session -t "=$session" 2>/dev/null && die "tmux session '$session' alre
 mkdir -p "$run_dir" || die "$run_dir: cannot create"
 printf -v cmd ' %q' "$@"
 log=$(cd "$run_dir" && pwd)/launch.log
-# pipefail inside the session so the recorded exit status is the job's, not tee's.
+# pipefail inside the session so the recorded exit status is the job's, not tee's; tee ignores
+# Ctrl-C (-i) so that the job, which stops gracefully on it, can still print its last lines.
 # When the job ends, the session signals the channel SESSION-done: `tmux wait-for SESSION-done`
 # blocks until then (handy in scripts and tests).
-tmux new-session -d -s "$session" -c "$PWD" "set -o pipefail; {$cmd; } 2>&1 | tee -a $(printf %q "$log"); echo \"exit status \$?\" >> $(printf %q "$log"); tmux wait-for -S $(printf %q "$session-done")"
+tmux new-session -d -s "$session" -c "$PWD" "set -o pipefail; {$cmd; } 2>&1 | tee -i -a $(printf %q "$log"); echo \"exit status \$?\" >> $(printf %q "$log"); tmux wait-for -S $(printf %q "$session-done")"
 echo "started tmux session '$session'; log: $log; wait with: tmux wait-for $session-done"

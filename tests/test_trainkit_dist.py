@@ -131,7 +131,7 @@ def test_sigterm_to_a_plain_process_checkpoints_and_exits_zero(digits, tmp_path)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    stopped = re.search(r"^stopped by signal at step (\d+);", out, re.M)
+    stopped = re.search(r"^stopped at step (\d+) by a signal", out, re.M)
     assert stopped, out[-2000:]
     step = int(stopped[1])
     ck = checkpoint.latest(str(run_dir))
@@ -143,7 +143,7 @@ def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step(digits, tmp_path)
     proc = helpers.launch("torchrun", 2, "trainkit.selfcheck", "--data_dir", digits(16), "--logdir", run_dir,
                           "--max_steps", "1000", "--save_interval", "1000", "--selfterm_step", "4", "--dump")
     assert proc.returncode == 0, helpers.describe(proc)
-    assert "stopped by signal at step 4" in proc.stdout
+    assert "stopped at step 4 by a signal" in proc.stdout
     assert checkpoint.latest(str(run_dir)).step == 4
     assert len(_indices(run_dir, 0)["batches"]) == len(_indices(run_dir, 1)["batches"]) == 4
 
@@ -207,7 +207,7 @@ def test_deadline_stops_like_a_signal(digits, tmp_path):
                           "--max_steps", "100000", "--save_interval", "100000",
                           env=helpers.test_env(TRAINKIT_DEADLINE=str(time.time())))
     assert proc.returncode == 0, helpers.describe(proc)
-    assert "stopped by signal at step 1" in proc.stdout
+    assert "stopped at step 1 by a signal" in proc.stdout
     assert checkpoint.latest(str(run_dir)).step == 1
     bad = helpers.py("trainkit.selfcheck", "--data_dir", digits(16), "--logdir", tmp_path / "b",
                      env=helpers.test_env(TRAINKIT_DEADLINE="soon"))

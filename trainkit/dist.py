@@ -93,11 +93,17 @@ def init(timeout_s=None) -> None:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank())
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    td.init_process_group(
-        backend=backend,
-        init_method="env://",
-        timeout=datetime.timedelta(seconds=_timeout_seconds(timeout_s)),
-    )
+    timeout = datetime.timedelta(seconds=_timeout_seconds(timeout_s))
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if restart not in ("", "0"):
+        # torchrun --max-restarts: the agent's store outlives the failed attempt, and the
+        # addresses its dead workers published there would be read again (gloo then fails with
+        # "connection refused"). A key prefix per attempt keeps each attempt's group apart.
+        store, rank_, size = next(td.rendezvous("env://", timeout=timeout))
+        td.init_process_group(backend=backend, store=td.PrefixStore(f"trainkit/attempt{restart}", store),
+                              rank=rank_, world_size=size, timeout=timeout)
+        return
+    td.init_process_group(backend=backend, init_method="env://", timeout=timeout)
 
 
 def is_initialized() -> bool:

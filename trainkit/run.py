@@ -4,9 +4,9 @@ A run directory holds `options.json` (every flag as resolved, plus how the run w
 the logs and the checkpoints; `load_options` reads the flags back, so a run directory alone is
 enough to resume, sample or evaluate.
 
-SIGTERM/SIGINT only set a flag (and so does passing $TRAINKIT_DEADLINE). `should_stop()` all-reduces that flag, so every rank sees the
-same answer at the same step, finishes it, checkpoints and exits 0: a preempted job loses
-nothing. A second signal stops at once.
+SIGTERM/SIGINT/SIGUSR1 only set a flag (and so does passing $TRAINKIT_DEADLINE).
+`should_stop()` all-reduces that flag, so every rank sees the same answer at the same step,
+finishes it, checkpoints and exits 0: a preempted job loses nothing. A second Ctrl-C stops at once.
 """
 
 import argparse
@@ -186,20 +186,30 @@ def load_options(path: str) -> dict:
 
 # --- stopping on signals ----------------------------------------------------------------
 
-_signals = {"count": 0}
+_signals = {"count": 0, "interrupts": 0}
 
 
 def _on_signal(signum, frame):
     _signals["count"] += 1
-    if _signals["count"] > 1:
-        # A second Ctrl-C means "now": fall back to the default behaviour.
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+    if signum == signal.SIGINT:
+        _signals["interrupts"] += 1
+        if _signals["interrupts"] > 1:
+            # A second Ctrl-C means "now": fall back to the default behaviour.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
 
 def install_signal_handlers() -> None:
+    """SIGTERM, SIGINT and SIGUSR1 ask for a stop at the end of the current step.
+
+    SIGUSR1 is what launch/run.sh sends through mpiexec (which kills ranks on SIGTERM but
+    forwards SIGUSR1). Only a second SIGINT stops at once: SIGTERM often arrives twice (Slurm
+    signals every process of a job step and torchrun's agent signals its workers again), and
+    that must not cut a checkpoint short.
+    """
     _signals["count"] = 0
-    for s in (signal.SIGTERM, signal.SIGINT):
+    _signals["interrupts"] = 0
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(s, _on_signal)
 
 
@@ -225,6 +235,13 @@ def stop_requested() -> bool:
         return True
     limit = deadline()
     return limit is not None and time.time() >= limit
+
+
+def stopped_message(step: int, run_dir: str, resume_flag: str = "--resume_checkpoint") -> str:
+    """The line every family logs when a signal or the deadline ends training (after it wrote
+    the step's checkpoint): the step, and the command-line change that continues the run."""
+    return (f"stopped at step {step} by a signal or $TRAINKIT_DEADLINE, checkpoint written; "
+            f"continue with {resume_flag} auto --logdir {run_dir}")
 
 
 def should_stop() -> bool:

@@ -13,6 +13,7 @@ makes rank 0 send itself SIGTERM (a deterministic preemption).
 import json
 import os
 import signal
+import time
 
 import torch
 import torch.nn.functional as F
@@ -45,12 +46,16 @@ def parse_args(argv=None):
     p.add_argument("--resume_checkpoint", default="")
     p.add_argument("--dump", action="store_true")
     p.add_argument("--selfkill_rank", type=int, default=-1)
-    p.add_argument("--selfkill_step", type=int, default=-1)
+    p.add_argument("--selfkill_step", type=int, default=-1,
+                   help="rank --selfkill_rank kills itself (SIGKILL) after this step; not in a torchrun restart")
     p.add_argument("--selfterm_step", type=int, default=-1)
+    p.add_argument("--save_delay", type=float, default=0.0,
+                   help="seconds each checkpoint takes longer, standing in for a large model's")
     return p.parse_args(argv)
 
 
-def save(r, step, model, opt, averages, batches):
+def save(r, step, model, opt, averages, batches, delay=0.0):
+    time.sleep(delay)
     states = {"model": model.state_dict(), "opt": opt.state_dict()}
     for rate in averages.rates:
         states[f"ema_{ema.rate_name(rate)}_"] = averages.state_dict(rate, model)
@@ -94,7 +99,8 @@ def main(argv=None):
         step += 1
         r.logger.logkv_mean("loss", loss.item())
         r.logger.logkv_mean("rank", float(dist.rank()))  # its reduced mean proves the reduction
-        if step == args.selfkill_step and dist.rank() == args.selfkill_rank:
+        first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0  # torchrun --max-restarts
+        if step == args.selfkill_step and dist.rank() == args.selfkill_rank and first_attempt:
             os.kill(os.getpid(), signal.SIGKILL)
         if step == args.selfterm_step and dist.is_main():
             os.kill(os.getpid(), signal.SIGTERM)
@@ -104,9 +110,9 @@ def main(argv=None):
             r.logger.logkv("epoch", batches.epoch)
             r.logger.dumpkvs()
         if step % args.save_interval == 0 or stop or step == args.max_steps:
-            save(r, step, model, opt, averages, batches)
+            save(r, step, model, opt, averages, batches, args.save_delay)
         if stop:
-            r.logger.log(f"stopped by signal at step {step}; checkpoint written")  # or by the deadline
+            r.logger.log(run.stopped_message(step, r.dir))
             break
 
     if args.dump:

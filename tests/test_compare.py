@@ -66,7 +66,7 @@ def test_failed_run_shows_in_report_and_the_rest_go_on(tmp_path, digits):
     data_root = digits(16).parent
     config = tmp_path / "broken.sh"
     config.write_text(
-        f'DATA_DIR="{data_root}"\nNPROC=1\nMINUTES=0.5\nNUM_SAMPLES=20\nSAMPLE_BATCH=20\n'
+        f'DATA_DIR="{data_root}"\nNPROC=1\nMINUTES=0.1\nNUM_SAMPLES=20\nSAMPLE_BATCH=20\n'
         'RUNS="\n'
         "broken | flags/gans/cdcgan_digits.sh | gans | 1 | --model dcgan --image_size 17 |\n"
         "dcgan | flags/gans/dcgan_digits.sh | gans | 1 | --max_steps 100000 |\n"

@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=()
 if [[ "${1:-}" == "--smoke" ]]; then extra=(--minutes 3 --num_samples 100); shift; fi
-out="${1:-runs/quickstart-$(date +%Y%m%d-%H%M%S)}"
-[[ $# -gt 0 ]] && shift
+out="runs/quickstart-$(date +%Y%m%d-%H%M%S)"
+# OUT_DIR is optional: a first argument that looks like a flag belongs to evaluations.compare
+if [[ $# -gt 0 && "$1" != -* ]]; then out="$1"; shift; fi
 exec "${PYTHON:-python3}" -m evaluations.compare --config flags/compare/digits.sh --logdir "$out" "${extra[@]}" "$@"

@@ -12,6 +12,7 @@ Loading uses `torch.load(weights_only=True)`: a checkpoint holds tensors and pla
 and a pickle that would run code is refused with a one-line error.
 """
 
+import errno
 import os
 import pickle
 import re
@@ -54,6 +55,16 @@ def load(path):
         raise UserError(f"{path}: not a readable checkpoint ({reason})") from None
 
 
+def _torch_save(obj, path):
+    try:
+        torch.save(obj, path)
+    except RuntimeError as e:
+        # torch's zip writer reports a failed write (full disk, quota, file-size limit) as a
+        # RuntimeError; as an OSError, atomic_path removes the temporary and names the file.
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else "write failed"
+        raise OSError(errno.EIO, f"{reason}; is the disk full?") from None
+
+
 def save(run_dir: str, step: int, states: dict, trainer_state: dict) -> None:
     """Write every state under its prefix, then the trainer state. Call on every rank."""
     if dist.is_main():
@@ -61,13 +72,13 @@ def save(run_dir: str, step: int, states: dict, trainer_state: dict) -> None:
         for prefix, obj in states.items():
             path = bf.join(run_dir, filename(prefix, step))
             with atomic_path(path) as tmp:
-                torch.save(obj, tmp)
+                _torch_save(obj, tmp)
                 sizes[prefix] = os.path.getsize(tmp)
         record = dict(trainer_state)
         record["step"] = int(step)
         record["files"] = sizes
         with atomic_path(bf.join(run_dir, filename(STATE_PREFIX, step))) as tmp:
-            torch.save(record, tmp)
+            _torch_save(record, tmp)
     dist.barrier()
 
 

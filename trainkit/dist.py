@@ -208,6 +208,16 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return getattr(module, "module", module)
 
 
-def shutdown() -> None:
-    if td.is_initialized():
-        td.destroy_process_group()
+def shutdown(wait_for_peers: bool = False) -> None:
+    """Leave the process group. With `wait_for_peers` (a run that ended normally), meet every
+    rank at a barrier first: a rank that tears its group down while a peer still talks to it
+    can make gloo abort the peer at exit ("terminate called without an active exception").
+    Error paths skip the barrier, which could wait on a dead peer for the whole timeout."""
+    if not td.is_initialized():
+        return
+    if wait_for_peers:
+        try:
+            td.barrier()
+        except RuntimeError:
+            pass  # a peer failed after this rank finished; its own exit reports that
+    td.destroy_process_group()

@@ -291,7 +291,9 @@ def main(fn):
     def wrapper(*args, **kwargs):
         prog = program_name() if fn.__module__ == "__main__" else fn.__module__
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            dist.shutdown(wait_for_peers=True)
+            return result
         except UserError as e:
             sys.stdout.flush()
             print(f"{prog}: error: {e}", file=sys.stderr, flush=True)

@@ -345,6 +345,21 @@ def test_attention_uses_the_legacy_head_order():
     torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_attention_is_eligible_for_the_fused_sdpa_kernel():
+    """q, k, v reach SDPA with a unit last stride: restricted to the fused (flash) backend,
+    forward and backward still run. On strided views SDPA raises 'No available kernel' here
+    (and silently takes the 2x slower math path otherwise)."""
+    attention = pytest.importorskip("torch.nn.attention")
+    block = AttentionBlock(64, num_heads=4)
+    x = torch.randn(2, 64, 8, 8, requires_grad=True)
+    expected = block(x)
+    with attention.sdpa_kernel(attention.SDPBackend.FLASH_ATTENTION):
+        out = block(x)
+        out.sum().backward()
+    torch.testing.assert_close(out, expected)
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_class_conditional_unet_and_checkpointing_give_same_gradients():
     kw = model_and_diffusion_defaults()
     kw.update(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",

@@ -1,7 +1,8 @@
 """Training throughput of improved_diffusion's trainer, optionally side by side with openai's.
 
     python benchmarks/train_throughput.py [--reference PATH/TO/openai-improved-diffusion]
-        [--steps 5] [--warmup 2] [--batch_size 32] [--precision fp32] [--rounds 1]
+        [--steps 5] [--warmup 2] [--batch_size 32] [--precision fp32] [--reference_precision P]
+        [--rounds 1] [--profile]
 
 Config (the issue's): 32 px, 64 channels, 2 res blocks, attention at 16 and 8, learn_sigma,
 cosine schedule, 4000 steps, hybrid loss, batch 32, one process. Each implementation runs in
@@ -9,6 +10,12 @@ its own child process (so its peak RSS is its own) on the same synthetic batches
 its real training step: loss, backward, AdamW, EMA, loss logging. Children alternate for
 --rounds rounds so that a machine whose load drifts hurts both alike. Printed: img/s from the
 median step time after warm-up, peak RSS, and ours/openai ratios.
+
+`--precision` is ours; the reference runs `--reference_precision` (default: the same, or
+fp32 when ours is bf16, which openai's code does not have; on a GPU compare bf16 with its
+fp16). `--profile` adds one profiled step per child and prints the share of its CPU time spent
+in convolution kernels (forward and backward): both implementations call the same oneDNN
+convolutions, so 1 / (openai's share) bounds the speed-up any rewrite of the rest can give.
 
 The reference is imported from PATH as it is (never edited). It needs mpi4py; the one runtime
 shim it needs on NumPy >= 1.24 (np.int, used by its loss-aware sampler) is applied here at
@@ -44,14 +51,26 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def time_steps(step_fn, batches, warmup):
+def time_steps(step_fn, batches, warmup, profile=False):
+    """Step times after `warmup`; with `profile`, also the share of one more (profiled) step's
+    CPU time that went to convolution kernels."""
     times = []
     for i, batch in enumerate(batches):
         t0 = time.perf_counter()
         step_fn(batch)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return times
+    if not profile:
+        return times, None
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        step_fn(batches[-1])
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    conv = sum(e.self_cpu_time_total for e in events if "convolution" in e.key)
+    return times, conv / total
 
 
 def child_ours(args):
@@ -73,8 +92,8 @@ def child_ours(args):
                      logger=Logger(tempfile.mkdtemp(prefix="bench-ours-"), stdout=False), run_dir="",
                      precision_mode=args.precision)
     batches = synthetic_batches(args.batch_size, args.warmup + args.steps)
-    times = time_steps(lambda b: loop.run_step(b, None), batches, args.warmup)
-    return times, sum(p.numel() for p in model.parameters())
+    times, conv_share = time_steps(lambda b: loop.run_step(b, None), batches, args.warmup, args.profile)
+    return times, conv_share, sum(p.numel() for p in model.parameters())
 
 
 def child_openai(args):
@@ -100,25 +119,22 @@ def child_openai(args):
     kw = model_and_diffusion_defaults()
     kw.update(CONFIG)
     model, diffusion = create_model_and_diffusion(**kw)
-    if args.precision == "fp16":
-        use_fp16 = True
-    elif args.precision == "fp32":
-        use_fp16 = False
-    else:
-        raise SystemExit("the reference trains in fp32 or fp16 only")
+    use_fp16 = args.reference_precision == "fp16"
     loop = TrainLoop(model=model, diffusion=diffusion, data=iter(()), batch_size=args.batch_size, microbatch=-1,
                      lr=1e-4, ema_rate="0.9999", log_interval=10**9, save_interval=10**9, resume_checkpoint="",
                      use_fp16=use_fp16)
     batches = synthetic_batches(args.batch_size, args.warmup + args.steps)
-    times = time_steps(lambda b: loop.run_step(b, {}), batches, args.warmup)
-    return times, sum(p.numel() for p in model.parameters())
+    times, conv_share = time_steps(lambda b: loop.run_step(b, {}), batches, args.warmup, args.profile)
+    return times, conv_share, sum(p.numel() for p in model.parameters())
 
 
 def run_child(impl, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--batch_size", str(args.batch_size), "--precision", args.precision]
     if args.reference:
-        cmd += ["--reference", args.reference]
+        cmd += ["--reference", args.reference, "--reference_precision", args.reference_precision]
+    if args.profile:
+        cmd.append("--profile")
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -135,41 +151,52 @@ def main():
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--reference_precision", default="", choices=["", "fp32", "fp16"],
+                   help="the reference's precision (default: --precision, or fp32 when that is bf16)")
     p.add_argument("--rounds", type=int, default=1, help="alternate the implementations this many times")
+    p.add_argument("--profile", action="store_true", help="print the share of a step spent in convolutions")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.reference and not os.path.isfile(os.path.join(args.reference, "improved_diffusion", "train_util.py")):
         p.error(f"--reference {args.reference}: not a checkout of openai/improved-diffusion "
                 "(no improved_diffusion/train_util.py)")
+    if not args.reference_precision:
+        args.reference_precision = "fp32" if args.precision == "bf16" else args.precision
 
     if args.child:
-        times, params = (child_ours if args.child == "ours" else child_openai)(args)
-        print(json.dumps({"times": times, "params": params, "peak_rss_mb": peak_rss_mb()}))
+        times, conv_share, params = (child_ours if args.child == "ours" else child_openai)(args)
+        print(json.dumps({"times": times, "conv_share": conv_share, "params": params, "peak_rss_mb": peak_rss_mb()}))
         return
 
     import torch
 
     impls = ["ours"] + (["openai"] if args.reference else [])
-    results = {impl: {"times": [], "peak_rss_mb": 0.0, "params": 0} for impl in impls}
+    precision = {"ours": args.precision, "openai": args.reference_precision}
+    results = {impl: {"times": [], "conv_share": [], "peak_rss_mb": 0.0, "params": 0} for impl in impls}
     for _ in range(args.rounds):
         for impl in impls:
             r = run_child(impl, args)
             results[impl]["times"] += r["times"]
+            if r["conv_share"] is not None:
+                results[impl]["conv_share"].append(r["conv_share"])
             results[impl]["peak_rss_mb"] = max(results[impl]["peak_rss_mb"], r["peak_rss_mb"])
             results[impl]["params"] = r["params"]
-    print(f"config: {CONFIG}, batch {args.batch_size}, {args.precision}, "
+    print(f"config: {CONFIG}, batch {args.batch_size}, "
           f"{os.environ.get('OMP_NUM_THREADS') or torch.get_num_threads()} threads, "
           f"{args.rounds} round(s) x {args.steps} timed steps")
     for impl, r in results.items():
         med = statistics.median(r["times"])
         r["img_per_s"] = args.batch_size / med
-        print(f"{impl:7s} params {r['params']:,}  step {med:.3f} s (median; min {min(r['times']):.3f})  "
-              f"{r['img_per_s']:.2f} img/s  peak RSS {r['peak_rss_mb']:.0f} MB")
+        conv = (f"  convolutions {statistics.median(r['conv_share']):.0%} of a step" if r["conv_share"] else "")
+        print(f"{impl:7s} {precision[impl]}  params {r['params']:,}  step {med:.3f} s (median; "
+              f"min {min(r['times']):.3f})  {r['img_per_s']:.2f} img/s  peak RSS {r['peak_rss_mb']:.0f} MB{conv}")
     if "openai" in results:
         o, b = results["ours"], results["openai"]
         print(f"ratio ours/openai: {o['img_per_s'] / b['img_per_s']:.2f}x img/s, "
               f"{o['peak_rss_mb'] / b['peak_rss_mb']:.2f}x peak RSS")
-
+        if b["conv_share"] and precision["ours"] == precision["openai"]:
+            print(f"bound with the same convolution kernels: {1 / statistics.median(b['conv_share']):.2f}x "
+                  "(openai's step time over its convolution time)")
 
 if __name__ == "__main__":
     main()

@@ -345,7 +345,7 @@ def test_attention_uses_the_legacy_head_order():
     torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_attention_is_eligible_for_the_fused_sdpa_kernel():
+def test_attention_is_eligible_for_the_fused_sdpa_kernel(monkeypatch):
     """q, k, v reach SDPA with a unit last stride: restricted to the fused (flash) backend,
     forward and backward still run. On strided views SDPA raises 'No available kernel' here
     (and silently takes the 2x slower math path otherwise)."""
@@ -358,6 +358,21 @@ def test_attention_is_eligible_for_the_fused_sdpa_kernel():
         out.sum().backward()
     torch.testing.assert_close(out, expected)
     assert x.grad is not None and torch.isfinite(x.grad).all()
+    # bf16 autocast on CPU attends in fp32 (faster there than bf16) and hands bf16 on.
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v):
+        seen.append((q.dtype, q.stride()[-1]))
+        out = sdpa(q, k, v)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16), attention.sdpa_kernel(attention.SDPBackend.FLASH_ATTENTION):
+        out16 = block(x)
+    assert seen == [(torch.float32, 1), torch.float32]
+    torch.testing.assert_close(out16, expected, rtol=0.05, atol=0.05)
 
 
 def test_class_conditional_unet_and_checkpointing_give_same_gradients():

@@ -24,3 +24,6 @@ def digits(tmp_path_factory):
 def _no_inherited_logdir(monkeypatch):
     # A run directory from the user's shell must not leak into tests.
     monkeypatch.delenv("OPENAI_LOGDIR", raising=False)
+    # Nor may a shell's data-cache settings (trainkit/data.py).
+    monkeypatch.delenv("TRAINKIT_DATA_CACHE", raising=False)
+    monkeypatch.delenv("TRAINKIT_DATA_CACHE_MB", raising=False)

@@ -4,6 +4,7 @@ resume, a dead rank, SIGTERM. Every run is a subprocess started through launch/r
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,6 +107,42 @@ def test_multinode_torchrun_on_one_machine(digits, tmp_path):
     assert "--rdzv_backend c10d" in outs[0][1]
     _assert_same_tensors(_params(run_dir, 0), _params(run_dir, 1))
     assert all(r["rank"] == 0.5 for r in logger.read_progress(str(run_dir)))
+
+
+def test_a_large_folder_is_decoded_once_per_node_and_mapped_by_every_rank(digits, tmp_path):
+    folder = tmp_path / "images"
+    shutil.copytree(digits(16), folder)
+    cache = tmp_path / "cache"
+    env = helpers.test_env(TRAINKIT_DATA_CACHE=cache, TRAINKIT_DATA_CACHE_MB=0)
+
+    def train(name, launcher="mpiexec", **kw):
+        return helpers.launch(launcher, 2, "trainkit.selfcheck", "--data_dir", folder, "--logdir", tmp_path / name,
+                              "--dump", *STEPS, **kw)
+
+    plain = train("plain")
+    assert plain.returncode == 0, helpers.describe(plain)
+    cached = train("cached", env=env)
+    assert cached.returncode == 0, helpers.describe(cached)
+    (name,) = os.listdir(cache)  # one file, no temporary left
+    assert name.endswith(f"-{len(os.listdir(folder))}x1x16x16.u8")
+    _assert_same_tensors(_params(tmp_path / "cached", 0), _params(tmp_path / "plain", 0))
+    # Blank every image but keep its size and time: both ranks of the next run read the cache,
+    # not the folder, so they train exactly as before.
+    for path in folder.iterdir():
+        st = path.stat()
+        path.write_bytes(bytes(st.st_size))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    reused = train("reused", "torchrun", env=env)
+    assert reused.returncode == 0, helpers.describe(reused)
+    _assert_same_tensors(_params(tmp_path / "reused", 1), _params(tmp_path / "plain", 1))
+    # A changed image makes a new file: local rank 0 fails to decode the blanked images, and
+    # every rank stops with its error.
+    sorted(folder.iterdir())[3].write_bytes(b"not an image")
+    failed = train("failed", env=env)
+    assert failed.returncode != 0, helpers.describe(failed)
+    errors = [line for line in helpers.error_lines(failed) if "error:" in line]
+    assert len(errors) == 2 and all(f"{folder}/0_00000.png: cannot read image" in e for e in errors), errors
+    assert os.listdir(cache) == [name]
 
 
 # A dead rank: tests/faults/test_signals.py kills one rank of every family under both launchers.

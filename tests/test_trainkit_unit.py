@@ -231,6 +231,51 @@ def test_data_errors_name_the_input(tmp_path):
         data.Batches(few, 2, rank=0, world=2)
 
 
+def _image_folder(root, n=6, size=(12, 10)):
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(root / f"{i % 2}_{i}.png")
+    return root
+
+
+def test_large_folders_are_decoded_once_into_a_mapped_cache_file(tmp_path, monkeypatch):
+    folder = _image_folder(tmp_path / "images")
+    in_memory = data.load_dataset(str(folder), 8, class_cond=True)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(data.CACHE_ENV, str(cache))
+    monkeypatch.setenv(data.CACHE_MB_ENV, "0")  # every folder counts as large
+    cached = data.load_dataset(str(folder), 8, class_cond=True)
+    assert torch.equal(cached.images, in_memory.images) and torch.equal(cached.labels, in_memory.labels)
+    (name,) = os.listdir(cache)
+    assert name.endswith("-6x3x8x8.u8") and os.path.getsize(cache / name) == 6 * 3 * 8 * 8
+    # The next load maps the file without decoding anything.
+    monkeypatch.setattr(data, "load_image", lambda *a: pytest.fail("decoded again"))
+    assert torch.equal(data.load_dataset(str(folder), 8).images, in_memory.images)
+    monkeypatch.undo()
+    monkeypatch.setenv(data.CACHE_ENV, str(cache))
+    monkeypatch.setenv(data.CACHE_MB_ENV, "0")
+    # Another resolution or channel count, or an edited image, gets its own file.
+    assert data.load_dataset(str(folder), 4, channels=1).images.shape == (6, 1, 4, 4)
+    Image.new("RGB", (12, 10), (255, 0, 0)).save(folder / "0_0.png")
+    edited = data.load_dataset(str(folder), 8)
+    assert (edited.images[0] != in_memory.images[0]).any() and len(os.listdir(cache)) == 3
+    # A corrupt image: one error naming it, and nothing written (no cache, no temporary file).
+    (folder / "1_9.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="1_9.png: cannot read image"):
+        data.load_dataset(str(folder), 8)
+    assert len(os.listdir(cache)) == 3
+    monkeypatch.setenv(data.CACHE_MB_ENV, "lots")
+    with pytest.raises(UserError, match=r"\$TRAINKIT_DATA_CACHE_MB: 'lots' is not a number of MB"):
+        data.load_dataset(str(folder), 8)
+    monkeypatch.setenv(data.CACHE_MB_ENV, "0")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "file" / "sub"))
+    (folder / "1_9.png").unlink()
+    with pytest.raises(UserError, match="cannot write here"):
+        data.load_dataset(str(folder), 8)
+
+
 def test_npz_dataset(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
     path = npz.write_samples(str(tmp_path), images, labels=[0, 1, 2, 1, 0])

@@ -1,9 +1,15 @@
 """Training data: image folders (openai's conventions) and sample npz files.
 
-Images are decoded once, when the dataset is loaded, into one uint8 tensor per rank. That is
+Images are decoded once, when the dataset is loaded, into one uint8 N,C,H,W tensor. That is
 why a corrupt or truncated file is reported by name before the first step, rather than from a
-loader worker mid-run, and why the training step's data cost is one tensor index. (CIFAR-10 at
-32 px is 150 MB; a data set too big for that needs a streaming loader, which we do not have yet.)
+loader worker mid-run, and why the training step's data cost is one tensor index. A folder that
+decodes to less than $TRAINKIT_DATA_CACHE_MB (default 1024) MB, CIFAR-10 at 32 px (150 MB) say,
+is decoded by every rank into its own memory. A bigger one (CelebA-HQ at 256 px: 5.9 GB) is
+decoded once per node, by local rank 0, into a raw file in $TRAINKIT_DATA_CACHE (default: the
+system temp folder) that every rank on the node maps: the node holds one copy in its page
+cache, not one per rank, a data set larger than memory pages from disk, and the next run on
+the node reuses the file. The file's name hashes the image paths, sizes, modification times,
+resolution and channels, so an edited folder gets a new file; old ones can be deleted at will.
 
 Folder conventions, as openai/improved-diffusion: files found recursively by extension
 (jpg, jpeg, png, gif), sorted; the class label is the file name before its first "_", classes
@@ -17,17 +23,23 @@ the number of batches taken, so `state_dict()` restores it exactly.
 """
 
 import concurrent.futures
+import errno
+import hashlib
 import os
+import tempfile
 
 import blobfile as bf
 import numpy as np
 import torch
 from PIL import Image
 
-from . import dist, npz
+from . import dist, fileio, npz
 from .errors import UserError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif")
+CACHE_ENV = "TRAINKIT_DATA_CACHE"  # folder of decoded-image files shared by a node's ranks
+CACHE_MB_ENV = "TRAINKIT_DATA_CACHE_MB"  # folders decoding to at least this many MB use it
+DEFAULT_CACHE_MB = 1024
 
 
 def list_image_files(data_dir: str) -> list:
@@ -111,15 +123,81 @@ def load_dataset(data_dir: str, image_size: int, class_cond: bool = False, chann
     files = list_image_files(data_dir)
     if not files:
         raise UserError(f"{data_dir}: no images (.jpg, .jpeg, .png, .gif) in this folder")
-    workers = min(8, os.cpu_count() or 1)
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        arrays = list(pool.map(lambda p: load_image(p, image_size, channels), files))
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    shape = (len(files), channels, image_size, image_size)
+    if int(np.prod(shape)) >= _cache_threshold_bytes():
+        images = _shared_images(files, shape)
+    else:
+        images = torch.from_numpy(_decode_into(np.empty(shape, np.uint8), files))
     labels, classes = (None, None)
     if class_cond:
         labels, classes = class_index(files)
         labels = torch.from_numpy(labels)
     return ImageData(images, labels, data_dir, classes)
+
+
+def _decode_into(out: np.ndarray, files: list) -> np.ndarray:
+    """Decode files[i] into out[i] (uint8 N,C,H,W), a few images at a time per thread."""
+    _, channels, size, _ = out.shape
+
+    def put(i):
+        out[i] = load_image(files[i], size, channels).transpose(2, 0, 1)
+
+    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(put, range(len(files))))
+    return out
+
+
+def _cache_threshold_bytes() -> float:
+    value = os.environ.get(CACHE_MB_ENV, "")
+    try:
+        mb = float(value) if value else DEFAULT_CACHE_MB
+    except ValueError:
+        raise UserError(f"${CACHE_MB_ENV}: {value!r} is not a number of MB") from None
+    return mb * 2**20
+
+
+def cache_file(files: list, shape: tuple) -> str:
+    """Where the decoded images of `files` at `shape` (N,C,H,W) are cached on this node."""
+    h = hashlib.sha256(f"trainkit-images v1 {shape}\n".encode())
+    for path in files:
+        st = bf.stat(path)
+        h.update(f"{path}\t{st.size}\t{st.mtime}\n".encode())
+    name = f"trainkit-images-{h.hexdigest()[:24]}-{'x'.join(map(str, shape))}.u8"
+    return os.path.join(os.environ.get(CACHE_ENV) or tempfile.gettempdir(), name)
+
+
+def _write_cache(path: str, files: list, shape: tuple) -> None:
+    with fileio.atomic_path(path) as tmp:
+        with open(tmp, "r+b") as f:
+            try:  # claim the space now: a memory map writing past a full disk dies of SIGBUS
+                os.posix_fallocate(f.fileno(), 0, int(np.prod(shape)))
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                    raise
+            f.truncate(int(np.prod(shape)))
+        out = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=shape)
+        _decode_into(out, files)
+        out.flush()
+        del out
+
+
+def _shared_images(files: list, shape: tuple) -> torch.Tensor:
+    """The images, decoded by local rank 0 into the node's cache file (unless a complete one is
+    there) and mapped read-only by every rank. Collective: every rank raises the same error."""
+    path = cache_file(files, shape)
+    nbytes = int(np.prod(shape))
+    error = None
+    if dist.local_rank() == 0 and not (os.path.isfile(path) and os.path.getsize(path) == nbytes):
+        try:
+            _write_cache(path, files, shape)
+        except UserError as e:
+            error = str(e)
+    errors = [e for e in dist.all_gather_object(error) if e]
+    if errors:
+        raise UserError(errors[0])
+    # A private mapping: pages come from (and stay shared in) the page cache until written,
+    # which nothing does; a stray write would never reach the file.
+    return torch.from_file(path, shared=False, size=nbytes, dtype=torch.uint8).view(shape)
 
 
 def _fit(a: np.ndarray, image_size: int, channels: int) -> np.ndarray:

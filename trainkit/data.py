@@ -156,7 +156,7 @@ def _cache_threshold_bytes() -> float:
     return mb * 2**20
 
 
-def cache_file(files: list, shape: tuple) -> str:
+def _cache_file(files: list, shape: tuple) -> str:
     """Where the decoded images of `files` at `shape` (N,C,H,W) are cached on this node."""
     h = hashlib.sha256(f"trainkit-images v1 {shape}\n".encode())
     for path in files:
@@ -184,7 +184,7 @@ def _write_cache(path: str, files: list, shape: tuple) -> None:
 def _shared_images(files: list, shape: tuple) -> torch.Tensor:
     """The images, decoded by local rank 0 into the node's cache file (unless a complete one is
     there) and mapped read-only by every rank. Collective: every rank raises the same error."""
-    path = cache_file(files, shape)
+    path = _cache_file(files, shape)
     nbytes = int(np.prod(shape))
     error = None
     if dist.local_rank() == 0 and not (os.path.isfile(path) and os.path.getsize(path) == nbytes):

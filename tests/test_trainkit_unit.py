@@ -250,11 +250,9 @@ def test_large_folders_are_decoded_once_into_a_mapped_cache_file(tmp_path, monke
     (name,) = os.listdir(cache)
     assert name.endswith("-6x3x8x8.u8") and os.path.getsize(cache / name) == 6 * 3 * 8 * 8
     # The next load maps the file without decoding anything.
-    monkeypatch.setattr(data, "load_image", lambda *a: pytest.fail("decoded again"))
-    assert torch.equal(data.load_dataset(str(folder), 8).images, in_memory.images)
-    monkeypatch.undo()
-    monkeypatch.setenv(data.CACHE_ENV, str(cache))
-    monkeypatch.setenv(data.CACHE_MB_ENV, "0")
+    with monkeypatch.context() as m:
+        m.setattr(data, "load_image", lambda *a: pytest.fail("decoded again"))
+        assert torch.equal(data.load_dataset(str(folder), 8).images, in_memory.images)
     # Another resolution or channel count, or an edited image, gets its own file.
     assert data.load_dataset(str(folder), 4, channels=1).images.shape == (6, 1, 4, 4)
     Image.new("RGB", (12, 10), (255, 0, 0)).save(folder / "0_0.png")

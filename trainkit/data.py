@@ -136,7 +136,7 @@ def load_dataset(data_dir: str, image_size: int, class_cond: bool = False, chann
 
 
 def _decode_into(out: np.ndarray, files: list) -> np.ndarray:
-    """Decode files[i] into out[i] (uint8 N,C,H,W), a few images at a time per thread."""
+    """Decode files[i] into out[i] (uint8 N,C,H,W) on a pool of threads (PIL releases the GIL)."""
     _, channels, size, _ = out.shape
 
     def put(i):

@@ -8,8 +8,9 @@ learn_sigma, cosine, 4000 steps) respaced to `--respacing` steps, ancestral samp
 batch, fp32, one process. Rows, each in its own child process on the same noise:
 
 - ours, batched: `p_sample_loop` on the whole batch (what a GPU run does);
-- ours, batch-invariant: one image per model call (`--batch_invariant`, the CPU default of
-  improved_diffusion.sample, which makes npz files independent of batch size and rank count);
+- ours, batch-invariant: fixed blocks of 8 rows per model call (`--batch_invariant`, the CPU
+  default of improved_diffusion.sample, which makes npz files independent of batch size and
+  rank count);
 - openai: its `p_sample_loop` on the whole batch (with --reference).
 
 Printed: img/s, peak RSS, and ratios to openai. Untrained weights: speed does not depend on them.
@@ -64,9 +65,9 @@ def child(impl, args):
 
     model, diffusion = build(create_model_and_diffusion, model_and_diffusion_defaults, args.respacing)
     if impl == "ours-invariant":
-        from improved_diffusion.sample import OneAtATime
+        from improved_diffusion.sample import SAMPLE_BLOCK, InBlocks
 
-        model = OneAtATime(model)
+        model = InBlocks(model, range(args.batch_size), SAMPLE_BLOCK)  # sample_to_npz's first batch
     return timed_sampling(model, diffusion, args.batch_size)
 
 

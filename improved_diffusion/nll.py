@@ -17,7 +17,7 @@ from trainkit import data, dist, fileio, run, sampling
 from trainkit.errors import UserError
 
 from .cli import apply_saved_model_flags, argv, build_parser, saved_options
-from .sample import OneAtATime, load_model
+from .sample import InBlocks, load_model
 
 
 def create_argparser():
@@ -38,8 +38,9 @@ def main():
     r = run.setup("improved_diffusion", args)
     log = r.logger
     model, diffusion = load_model(args, log)
-    if args.batch_invariant and dist.device().type == "cpu":
-        model = OneAtATime(model)
+    # Batch-invariant on the CPU: one image per model call (InBlocks with blocks of 1; openai's
+    # --batch_size 1 default would leave bigger blocks mostly padding).
+    invariant = args.batch_invariant and dist.device().type == "cpu"
     dataset = data.load_dataset(args.data_dir, args.image_size, class_cond=args.class_cond)
     n = min(args.num_samples, len(dataset))
     if n < args.num_samples:
@@ -52,7 +53,7 @@ def main():
         kwargs = {"y": dataset.labels[chunk].to(dist.device())} if args.class_cond else {}
         rnd = sampling.PerSampleRandom(args.seed, chunk, dist.device())
         with torch.no_grad():
-            m = diffusion.calc_bpd_loop(model, x, clip_denoised=args.clip_denoised, model_kwargs=kwargs,
+            m = diffusion.calc_bpd_loop(InBlocks(model, chunk, 1) if invariant else model, x, clip_denoised=args.clip_denoised, model_kwargs=kwargs,
                                         noise_fn=lambda like: rnd.randn(*like.shape[1:]))
         for j, i in enumerate(chunk):
             rows.append((i, float(m["total_bpd"][j]), m["vb"][j].cpu().numpy(), m["mse"][j].cpu().numpy(),

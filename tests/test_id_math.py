@@ -13,6 +13,7 @@ from improved_diffusion.resample import LossSecondMomentResampler, UniformSample
 from improved_diffusion.respace import SpacedDiffusion, space_timesteps
 from improved_diffusion.script_util import create_gaussian_diffusion, create_model_and_diffusion, \
     model_and_diffusion_defaults
+from improved_diffusion.sample import InBlocks
 from improved_diffusion.unet import AttentionBlock
 
 KEYS_FILE = Path(__file__).with_name("test_id_cifar10_uncond_keys.txt")
@@ -373,6 +374,26 @@ def test_attention_is_eligible_for_the_fused_sdpa_kernel(monkeypatch):
         out16 = block(x)
     assert seen == [(torch.float32, 1), torch.float32]
     torch.testing.assert_close(out16, expected, rtol=0.05, atol=0.05)
+
+
+def test_in_blocks_puts_sample_i_in_row_i_mod_block_of_a_fixed_size_call():
+    calls = []
+
+    def model(x, t, y=None):
+        calls.append((x.shape[0], t.tolist(), y.tolist()))
+        return x * 2 + t[:, None]
+
+    x = torch.arange(5.0)[:, None] + 1
+    indices = [6, 7, 8, 9, 17]  # block 0 rows 6 and 7, block 1 rows 0 and 1, block 2 row 1
+    t = torch.tensor(indices) * 10
+    out = InBlocks(model, indices, 8)(x, t, y=torch.tensor(indices))
+    torch.testing.assert_close(out, x * 2 + t[:, None].float())
+    assert calls == [(8, [0] * 6 + [60, 70], [0] * 6 + [6, 7]),
+                     (8, [80, 90] + [0] * 6, [8, 9] + [0] * 6),
+                     (8, [0, 170] + [0] * 6, [0, 17] + [0] * 6)]
+    calls.clear()
+    torch.testing.assert_close(InBlocks(model, indices, 1)(x, t, y=torch.tensor(indices)), out)
+    assert [c[0] for c in calls] == [1] * 5
 
 
 def test_class_conditional_unet_and_checkpointing_give_same_gradients():

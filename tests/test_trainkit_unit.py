@@ -334,6 +334,18 @@ def test_sample_to_npz_orders_by_index(tmp_path):
     assert images[:, 0, 0, 0].tolist() == list(range(7)) and labels.tolist() == list(range(7))
 
 
+
+@pytest.mark.parametrize("block, expected", [(1, [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]),
+                                             (4, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]),
+                                             (2, [[0, 1, 6, 7], [2, 3, 8, 9], [4, 5, 10]])])
+def test_rank_indices_deal_out_blocks(block, expected, monkeypatch):
+    monkeypatch.setattr(sampling.dist, "world_size", lambda: 3)
+    shares = []
+    for r in range(3):
+        monkeypatch.setattr(sampling.dist, "rank", lambda: r)
+        shares.append(sampling.rank_indices(11, block))
+    assert shares == expected
+
 # --- precision, fileio, run -------------------------------------------------------------
 
 def test_fp16_skips_overflowing_step_and_lowers_scale():

@@ -42,17 +42,20 @@ class PerSampleRandom:
         return self._stack(lambda g: torch.randint(high, shape, generator=g))
 
 
-def rank_indices(num_samples: int) -> list:
-    return list(range(dist.rank(), num_samples, dist.world_size()))
+def rank_indices(num_samples: int, block: int = 1) -> list:
+    """This rank's sample indices, ascending: blocks of `block` consecutive indices dealt out
+    to the ranks in turn (block 1: i % world == rank)."""
+    blocks = range(dist.rank(), -(-num_samples // block), dist.world_size())
+    return [i for b in blocks for i in range(b * block, min((b + 1) * block, num_samples))]
 
 
 def sample_to_npz(sample_fn, num_samples: int, batch_size: int, seed: int, out_dir: str,
-                  device=None, desc: str = "sampling"):
+                  device=None, desc: str = "sampling", block: int = 1):
     """Run `sample_fn(rnd, indices) -> (uint8 N,H,W,C, labels or None)` over this rank's share of
-    the indices, gather everything on rank 0 in index order and write one npz there.
-    Collective; returns the npz path on every rank."""
+    the indices (`rank_indices(num_samples, block)`), gather everything on rank 0 in index order
+    and write one npz there. Collective; returns the npz path on every rank."""
     device = dist.device() if device is None else device
-    mine = rank_indices(num_samples)
+    mine = rank_indices(num_samples, block)
     parts = []
     bar = tqdm(total=len(mine) * dist.world_size(), desc=desc, disable=not dist.is_main(), unit="img")
     for start in range(0, len(mine), batch_size):

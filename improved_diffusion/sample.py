@@ -94,11 +94,8 @@ class InBlocks:
     def __call__(self, x, t, **kwargs):
         out = None
         for rows, slots in self.groups.values():
-            if self.block == 1:
-                y = self.model(x[rows], t[rows], **{k: v[rows] for k, v in kwargs.items()})
-            else:
-                y = self.model(self._padded(x, rows, slots), self._padded(t, rows, slots),
-                               **{k: self._padded(v, rows, slots) for k, v in kwargs.items()})[slots]
+            y = self.model(self._padded(x, rows, slots), self._padded(t, rows, slots),
+                           **{k: self._padded(v, rows, slots) for k, v in kwargs.items()})[slots]
             if out is None:
                 out = y.new_empty((x.shape[0], *y.shape[1:]))
             out[rows] = y

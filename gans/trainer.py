@@ -52,13 +52,13 @@ class GANTrainer:
         self.G = G.to(device)
         self.D = D.to(device)
         # wrap_ddp broadcasts rank 0's weights, so every rank starts from the same networks
-        # broadcast_buffers=False: DDP would otherwise broadcast rank 0's BatchNorm running
+        # forward_buffer_sync=False: DDP would otherwise broadcast rank 0's BatchNorm running
         # statistics at every one of the five forwards of a GAN step, the main cost of a second
         # rank on small models. Training uses batch statistics, so it is unchanged; each rank
         # keeps its own running averages and rank 0's are the ones checkpointed and sampled
         # with (with --sync_bn every rank's are the same anyway).
-        self.G_ddp = dist.wrap_ddp(self.G, broadcast_buffers=False)
-        self.D_ddp = dist.wrap_ddp(self.D, broadcast_buffers=False)
+        self.G_ddp = dist.wrap_ddp(self.G, forward_buffer_sync=False)
+        self.D_ddp = dist.wrap_ddp(self.D, forward_buffer_sync=False)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=(beta1, beta2))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=(beta1, beta2))
         # one loss scale per player: their gradients live on different scales

@@ -192,12 +192,23 @@ def gather_object(obj, dst: int = 0):
     return out
 
 
-def wrap_ddp(module: torch.nn.Module, **ddp_kwargs) -> torch.nn.Module:
-    """DistributedDataParallel when there is more than one rank, else the module itself."""
+def wrap_ddp(module: torch.nn.Module, forward_buffer_sync: bool = True, **ddp_kwargs) -> torch.nn.Module:
+    """DistributedDataParallel when there is more than one rank, else the module itself.
+
+    Buffers always start as rank 0's; `forward_buffer_sync=False` stops DDP from broadcasting
+    them again before every forward (torch >= 2.14 names that `forward_sync_buffers` and warns
+    about the older `broadcast_buffers`, which is used where the new name is unknown)."""
     if world_size() == 1:
         return module
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
 
+    if not forward_buffer_sync:
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+            ddp_kwargs["forward_sync_buffers"] = False
+        else:
+            ddp_kwargs["broadcast_buffers"] = False
     if device().type == "cuda":
         ddp_kwargs.setdefault("device_ids", [device().index])
         ddp_kwargs.setdefault("output_device", device().index)

@@ -52,8 +52,9 @@ def main():
         x = dataset.images[chunk].float().div(127.5).sub(1.0).to(dist.device())
         kwargs = {"y": dataset.labels[chunk].to(dist.device())} if args.class_cond else {}
         rnd = sampling.PerSampleRandom(args.seed, chunk, dist.device())
+        net = InBlocks(model, chunk, 1) if invariant else model
         with torch.no_grad():
-            m = diffusion.calc_bpd_loop(InBlocks(model, chunk, 1) if invariant else model, x, clip_denoised=args.clip_denoised, model_kwargs=kwargs,
+            m = diffusion.calc_bpd_loop(net, x, clip_denoised=args.clip_denoised, model_kwargs=kwargs,
                                         noise_fn=lambda like: rnd.randn(*like.shape[1:]))
         for j, i in enumerate(chunk):
             rows.append((i, float(m["total_bpd"][j]), m["vb"][j].cpu().numpy(), m["mse"][j].cpu().numpy(),

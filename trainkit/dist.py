@@ -14,6 +14,7 @@ The group's timeout makes a rank that waits on a dead peer fail instead of hangi
 """
 
 import datetime
+import inspect
 import os
 import socket
 
@@ -200,8 +201,6 @@ def wrap_ddp(module: torch.nn.Module, forward_buffer_sync: bool = True, **ddp_kw
     about the older `broadcast_buffers`, which is used where the new name is unknown)."""
     if world_size() == 1:
         return module
-    import inspect
-
     from torch.nn.parallel import DistributedDataParallel
 
     if not forward_buffer_sync:

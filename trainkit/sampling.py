@@ -57,12 +57,13 @@ def sample_to_npz(sample_fn, num_samples: int, batch_size: int, seed: int, out_d
     device = dist.device() if device is None else device
     mine = rank_indices(num_samples, block)
     parts = []
-    bar = tqdm(total=len(mine) * dist.world_size(), desc=desc, disable=not dist.is_main(), unit="img")
+    # Rank 0's progress stands for everyone's (its share is the largest).
+    bar = tqdm(total=num_samples, desc=desc, disable=not dist.is_main(), unit="img")
     for start in range(0, len(mine), batch_size):
         chunk = mine[start : start + batch_size]
         images, labels = sample_fn(PerSampleRandom(seed, chunk, device), chunk)
         parts.append((chunk, np.asarray(images), None if labels is None else np.asarray(labels)))
-        bar.update(len(chunk) * dist.world_size())
+        bar.update(min(len(chunk) * dist.world_size(), num_samples - bar.n))
     bar.close()
     gathered = dist.gather_object(parts)
     path = None

@@ -25,6 +25,7 @@ the number of batches taken, so `state_dict()` restores it exactly.
 import concurrent.futures
 import errno
 import hashlib
+import math
 import os
 import tempfile
 
@@ -124,8 +125,9 @@ def load_dataset(data_dir: str, image_size: int, class_cond: bool = False, chann
     if not files:
         raise UserError(f"{data_dir}: no images (.jpg, .jpeg, .png, .gif) in this folder")
     shape = (len(files), channels, image_size, image_size)
-    if int(np.prod(shape)) >= _cache_threshold_bytes():
-        images = _shared_images(files, shape)
+    nbytes = math.prod(shape)
+    if nbytes >= _cache_threshold_bytes():
+        images = _shared_images(files, shape, nbytes)
     else:
         images = torch.from_numpy(_decode_into(np.empty(shape, np.uint8), files))
     labels, classes = (None, None)
@@ -166,30 +168,29 @@ def _cache_file(files: list, shape: tuple) -> str:
     return os.path.join(os.environ.get(CACHE_ENV) or tempfile.gettempdir(), name)
 
 
-def _write_cache(path: str, files: list, shape: tuple) -> None:
+def _write_cache(path: str, files: list, shape: tuple, nbytes: int) -> None:
     with fileio.atomic_path(path) as tmp:
         with open(tmp, "r+b") as f:
             try:  # claim the space now: a memory map writing past a full disk dies of SIGBUS
-                os.posix_fallocate(f.fileno(), 0, int(np.prod(shape)))
+                os.posix_fallocate(f.fileno(), 0, nbytes)
             except OSError as e:
                 if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                     raise
-            f.truncate(int(np.prod(shape)))
+            f.truncate(nbytes)
         out = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=shape)
         _decode_into(out, files)
         out.flush()
         del out
 
 
-def _shared_images(files: list, shape: tuple) -> torch.Tensor:
+def _shared_images(files: list, shape: tuple, nbytes: int) -> torch.Tensor:
     """The images, decoded by local rank 0 into the node's cache file (unless a complete one is
     there) and mapped read-only by every rank. Collective: every rank raises the same error."""
     path = _cache_file(files, shape)
-    nbytes = int(np.prod(shape))
     error = None
     if dist.local_rank() == 0 and not (os.path.isfile(path) and os.path.getsize(path) == nbytes):
         try:
-            _write_cache(path, files, shape)
+            _write_cache(path, files, shape, nbytes)
         except UserError as e:
             error = str(e)
     errors = [e for e in dist.all_gather_object(error) if e]

@@ -37,7 +37,7 @@ def measure(image_size, batch_size, steps):
     G, D = dcgan.create_models("dcgan", image_size)
     t = GANTrainer(G, D, lr_g=1.6e-4, lr_d=1.25e-4, device="cpu")
     x = torch.rand(batch_size, 3, image_size, image_size) * 2 - 1
-    step_s = timed(lambda: t.step([(x, None)]), steps)
+    step_s = timed(lambda: t.update([(x, None)]), steps)
     G.eval()
     z = torch.randn(batch_size, 100, 1, 1)
     with torch.no_grad():

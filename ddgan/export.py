@@ -8,6 +8,7 @@ characters of every key when loading, so the prefix is required there. The file 
 only. --weights auto|ema|raw as for ddgan.sample.
 """
 
+import blobfile as bf
 import torch
 
 from trainkit import checkpoint, run
@@ -27,6 +28,8 @@ def create_parser():
 
 
 def export(model_path, out, weights="auto"):
+    if bf.exists(out):
+        raise UserError(f"--out {out}: already exists; not overwriting it (choose another path)")
     ck = checkpoint.resolve(model_path)
     _, path = pick_weights(ck, weights)
     sd = strip_module_prefix(checkpoint.load(path))

@@ -11,7 +11,6 @@ generator seeded from (--seed, i) for x_T, then z and the posterior noise at eac
 npz is the same for any number of processes and any --batch_size.
 """
 
-import os
 
 import blobfile as bf
 import torch
@@ -87,13 +86,7 @@ def main_sample(args):
     fid_dims = len(npz.read_stats(args.fid_stats)[0]) if args.fid_stats else None  # fail before sampling
     o = model_options(args)
     script_util.check_model_options(o)
-    train_dir = args.model_path.rstrip("/")
-    train_dir = train_dir if bf.isdir(train_dir) else bf.dirname(train_dir)
-    wanted = args.logdir or os.environ.get("OPENAI_LOGDIR", "")
-    if wanted and os.path.abspath(wanted) == os.path.abspath(train_dir or "."):
-        # run.setup would overwrite the training run's options.json
-        raise UserError(f"--logdir {wanted} is the training run itself; choose another directory")
-    r = run.setup(FAMILY, args)
+    r = run.setup(FAMILY, args)  # a --logdir holding a run (the training one, say): a fresh subfolder
     device = dist.device()
     generator, path = load_generator(args, o, device)
     diffusion = script_util.build_diffusion(o)
@@ -117,6 +110,7 @@ def main_sample(args):
         r.logger.logkv("fid_dims", fid_dims)
         r.logger.dumpkvs()
         r.logger.log(f"FID: {value:.6f} against {args.fid_stats}")
+    r.logger.close()
     return out
 
 

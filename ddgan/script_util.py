@@ -9,8 +9,7 @@ a string); here they are lists of integers ("16", "16 8" or "16,8").
 
 import argparse
 
-import torch
-
+from trainkit import checkpoint
 from trainkit.errors import UserError
 
 from .diffusion import Diffusion
@@ -133,24 +132,6 @@ def strip_module_prefix(state_dict):
 
 
 def load_weights(model, state_dict, source, what="generator"):
-    """load_state_dict(strict=True) with a one-line UserError naming every mismatching key
-    (missing, unexpected, or of another shape: e.g. a checkpoint trained with another --ch_mult)."""
-    if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
-        raise UserError(f"{source}: not a {what} state_dict")
-    state_dict = strip_module_prefix(state_dict)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
-              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected),
-                             ("shape (checkpoint vs flags)", shapes)):
-            if items:
-                more = f" (+{len(items) - 6} more)" if len(items) > 6 else ""
-                parts.append(f"{label}: {', '.join(items[:6])}{more}")
-        raise UserError(f"{source}: {what} weights do not fit the model built from the flags "
-                        f"(check --ch_mult/--num_channels_dae/...): {'; '.join(parts)}")
-    model.load_state_dict(state_dict, strict=True)
-    return model
+    """checkpoint.load_into, with the flags that decide a generator's shapes named in the error.
+    Released generators (saved from DDP, keys prefixed `module.`) load as they are."""
+    return checkpoint.load_into(model, state_dict, source, what, hint="check --ch_mult/--num_channels_dae/...")

@@ -1,9 +1,10 @@
 """Train a Denoising Diffusion GAN: `python -m ddgan.train --data_dir DIR --ch_mult 1 2 2 2 ...`.
 
 Flags are train_ddgan.py's (same names and defaults) plus --data_dir, --grad_accum, --logdir,
---precision, --resume, --max_steps, --log_interval, --dist_timeout. --batch_size is, as in the
-reference, the number of images each process uses for one optimizer step; --grad_accum K cuts
-it into K micro-batches whose gradients are averaged, so K only trades memory for time.
+--precision, --resume_checkpoint (alias --resume), --max_steps, --log_interval, --dist_timeout.
+--batch_size is, as in the reference and in every family here, the number of images each process
+uses for one optimizer step; --grad_accum K cuts it into K micro-batches whose gradients are
+averaged, so K only trades memory for time. The loop is trainkit.loop.
 
 One optimizer step ("update"):
   D: real pairs (x_t, x_{t+1}) -> softplus(-D); every lazy_reg steps R1 = r1_gamma/2 E|grad_x_t D|^2;
@@ -17,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainkit import checkpoint, data, dist, ema, precision, run
+from trainkit import checkpoint, data, dist, ema, loop, precision, run
 from trainkit.errors import UserError
 
 from . import script_util
@@ -51,9 +52,9 @@ def create_parser():
     a("--random_flip", type=run.str2bool, default=True,
       help="horizontal flips, as the reference's data transforms (false for digits)")
     a("--precision", default="fp32", choices=precision.MODES)
-    a("--resume", nargs="?", const="auto", default="",
-      help="continue: bare flag or auto = the newest checkpoint of --logdir (a fresh start when it "
-           "has none), or a run dir / checkpoint file")
+    a("--resume_checkpoint", "--resume", dest="resume_checkpoint", nargs="?", const="auto", default="",
+      help="continue: auto (or a bare --resume, the reference's spelling) = the newest checkpoint of "
+           "--logdir (a fresh start when it has none), or a run dir / checkpoint file")
     a("--max_steps", type=int, default=0, help="stop (with a checkpoint) after this many steps")
     a("--save_interval", type=int, default=0,
       help="also checkpoint every N steps (0: only at the epochs above)")
@@ -127,8 +128,8 @@ def _micro(tensors, i, k):
     return {name: v.chunk(k)[i] for name, v in tensors.items()}
 
 
-class Trainer:
-    """The models, optimizers and one-update logic; train() below adds data, logs, checkpoints."""
+class Trainer(loop.Task):
+    """The models, optimizers and one-update logic, as trainkit.loop's task."""
 
     def __init__(self, o, generator, discriminator, diffusion, device):
         self.o = o
@@ -144,17 +145,12 @@ class Trainer:
         self.prec_d = precision.Precision(o["precision"], device)
         self.prec_g = precision.Precision(o["precision"], device)
         self.ema = ema.EMA(self.g_raw, [o["ema_decay"]]) if o["use_ema"] else None
-        self.step = 0
+        self.updates = 0  # optimizer steps done
+        self.epoch = 0
 
     def r1_due(self):
         lazy = self.o["lazy_reg"]
-        return lazy is None or self.step % lazy == 0
-
-    def _sync(self, module, last):
-        # DDP all-reduces gradients only on the last micro-step; the others accumulate locally
-        if last or not hasattr(module, "no_sync"):
-            return torch.enable_grad()
-        return module.no_sync()
+        return lazy is None or self.updates % lazy == 0
 
     def d_step(self, x):
         o, diff, k = self.o, self.diffusion, self.o["grad_accum"]
@@ -165,7 +161,7 @@ class Trainer:
         with_r1 = self.r1_due()
         totals = {"errD_real": 0.0, "errD_fake": 0.0, "r1": 0.0}
         for i, (xb, r) in enumerate(zip(x.chunk(k), [_micro(rnd, i, k) for i in range(k)])):
-            with self._sync(self.D, i == k - 1):
+            with dist.ddp_sync(self.D, i == k - 1):
                 x_t, x_tp1 = diff.q_sample_pairs(xb, r["t"], r["noise"], r["noise_next"])
                 x_t.requires_grad_(True)
                 with self.prec_d.autocast():
@@ -175,7 +171,7 @@ class Trainer:
                 if with_r1:
                     r1 = r1_penalty(d_real, x_t, o["r1_gamma"])
                     loss = loss + r1
-                    totals["r1"] += r1.item() / k
+                    totals["r1"] += r1.detach() / k
                 with torch.no_grad():  # the generator is not trained by D's loss
                     x0_pred = self.g_raw(x_tp1, r["t"], r["z"])
                 x_pos = diff.sample_posterior(x0_pred, x_tp1, r["t"], r["post_noise"])
@@ -183,8 +179,8 @@ class Trainer:
                     err_fake = F.softplus(self.D(x_pos, r["t"], x_tp1).view(-1)).mean()
                 loss = loss + err_fake
                 self.prec_d.backward(loss / k)
-            totals["errD_real"] += err_real.item() / k
-            totals["errD_fake"] += err_fake.item() / k
+            totals["errD_real"] += err_real.detach().float() / k
+            totals["errD_fake"] += err_fake.detach().float() / k
         self.prec_d.step(self.opt_d)
         totals["errD"] = totals["errD_real"] + totals["errD_fake"]
         if not with_r1:
@@ -200,7 +196,7 @@ class Trainer:
         err_total = 0.0
         for i, xb in enumerate(x.chunk(k)):
             r = _micro(rnd, i, k)
-            with self._sync(self.G, i == k - 1):
+            with dist.ddp_sync(self.G, i == k - 1):
                 _, x_tp1 = diff.q_sample_pairs(xb, r["t"], r["noise"], r["noise_next"])
                 with self.prec_g.autocast():
                     x0_pred = self.G(x_tp1, r["t"], r["z"])
@@ -209,12 +205,12 @@ class Trainer:
                     # D's own module: its weights are frozen here, nothing to synchronise
                     err = F.softplus(-self.d_raw(x_pos, r["t"], x_tp1).view(-1)).mean()
                 self.prec_g.backward(err / k)
-            err_total += err.item() / k
+            err_total += err.detach().float() / k
         self.prec_g.step(self.opt_g)
         for p in self.d_raw.parameters():
             p.requires_grad_(True)
         if self.ema is not None:
-            if self.step == 0:
+            if self.updates == 0:
                 # the reference's EMA starts from the weights after the first update
                 self.ema = ema.EMA(self.g_raw, [self.o["ema_decay"]])
             else:
@@ -224,122 +220,84 @@ class Trainer:
     def update(self, x):
         stats = self.d_step(x)
         stats.update(self.g_step(x))
-        self.step += 1
+        self.updates += 1
         return stats
 
-    def weights_checksum(self):
-        with torch.no_grad():
-            return [float(sum(p.double().sum() for p in m.parameters())) for m in (self.g_raw, self.d_raw)]
+    # what trainkit.loop calls --------------------------------------------------------------
+    def step(self, batch, step, epoch):
+        # the reference steps its cosine schedulers once per epoch
+        decay = not self.o["no_lr_decay"]
+        set_lr(self.opt_g, cosine_lr(self.o["lr_g"], epoch, self.o["num_epoch"], decay))
+        set_lr(self.opt_d, cosine_lr(self.o["lr_d"], epoch, self.o["num_epoch"], decay))
+        self.updates, self.epoch = step, epoch
+        return self.update(batch[0].to(self.device))
 
-    # checkpoint contents -----------------------------------------------------------------
+    def log_extras(self):
+        return {"epoch": self.epoch, "lr_g": self.opt_g.param_groups[0]["lr"]}
+
+    def modules(self):
+        return {"generator": self.g_raw, "discriminator": self.d_raw}
+
     def ema_prefix(self):
         return f"ema_{ema.rate_name(self.o['ema_decay'])}_"
 
-    def states(self):
+    def sample_weights(self, step):
+        return self.ema_prefix() if self.ema is not None else "model"
+
+    def state_dicts(self):
         s = {"model": self.g_raw.state_dict(), "opt": self.opt_g.state_dict(),
-             "disc": self.d_raw.state_dict(), "opt_disc": self.opt_d.state_dict()}
+             "disc": self.d_raw.state_dict(), "disc_opt": self.opt_d.state_dict()}
         if self.ema is not None:
             s[self.ema_prefix()] = self.ema.state_dict(self.o["ema_decay"], self.g_raw)
         return s
 
-    def load(self, ck):
+    def trainer_state(self):
+        return {"epoch": self.epoch, "precision_d": self.prec_d.state_dict(),
+                "precision_g": self.prec_g.state_dict()}
+
+    def load_state_dicts(self, ck):
         script_util.load_weights(self.g_raw, ck.load("model"), ck.path("model"))
         script_util.load_weights(self.d_raw, ck.load("disc"), ck.path("disc"), "discriminator")
-        try:
-            self.opt_g.load_state_dict(ck.load("opt"))
-            self.opt_d.load_state_dict(ck.load("opt_disc"))
-        except (ValueError, KeyError) as e:
-            raise UserError(f"{ck.path('opt')}: optimizer state does not fit the model ({e})") from None
+        checkpoint.load_optimizer(self.opt_g, ck.load("opt"), ck.path("opt"))
+        d_opt = "disc_opt" if ck.has("disc_opt") or not ck.has("opt_disc") else "opt_disc"  # the name before
+        checkpoint.load_optimizer(self.opt_d, ck.load(d_opt), ck.path(d_opt))
         if self.ema is not None:
             if ck.has(self.ema_prefix()):
-                self.ema.load_state_dict(self.o["ema_decay"],
-                                         script_util.strip_module_prefix(ck.load(self.ema_prefix())))
+                self.ema.load_state_dict(self.o["ema_decay"], script_util.strip_module_prefix(ck.load(self.ema_prefix())))
             else:
                 raise UserError(f"{ck.dir}: step {ck.step} has no {self.ema_prefix()} file "
                                 "(trained without --use_ema or with another --ema_decay)")
+        self.updates = ck.step
+        state = ck.state or {}
+        for name, prec in (("precision_d", self.prec_d), ("precision_g", self.prec_g)):
+            if name in state:
+                prec.load_state_dict(state[name])
 
 
 def train(args):
     o = vars(args)
     check_options(o)
-    r = run.setup(FAMILY, args, resume=o["resume"], resume_flag="--resume")
-    log = r.logger
-    device = dist.device()
+    r = run.setup(FAMILY, args, resume=o["resume_checkpoint"])
     dataset = data.load_dataset(o["data_dir"], o["image_size"], channels=o["num_channels"])
     batches = data.Batches(dataset, o["batch_size"], seed=o["seed"], random_flip=o["random_flip"])
-
     generator = script_util.build_generator(o)
     discriminator = script_util.build_discriminator(o)
-    diffusion = script_util.build_diffusion(o)
-    ck = r.resume
-    trainer = Trainer(o, generator, discriminator, diffusion, device)
-    if ck is not None:
-        if ck.state is None:
-            raise UserError(f"{ck.dir}: step {ck.step} has no trainer state file; cannot resume")
-        trainer.load(ck)
-        trainer.step = int(ck.state["step"])
-        batches.load_state_dict(ck.state["data"])
-        trainer.prec_d.load_state_dict(ck.state["precision_d"])
-        trainer.prec_g.load_state_dict(ck.state["precision_g"])
-        run.set_rng_state(ck.state["rng"])
-        log.log(f"resumed from {ck.dir} at step {ck.step} (epoch {batches.epoch})")
+    trainer = Trainer(o, generator, discriminator, script_util.build_diffusion(o), dist.device())
     n_g = sum(p.numel() for p in generator.parameters())
     n_d = sum(p.numel() for p in discriminator.parameters())
-    log.log(f"generator {n_g:,} parameters, {type(discriminator).__name__} {n_d:,}; "
-            f"{len(dataset)} images, {batches.batches_per_epoch} steps per epoch, "
-            f"{o['batch_size']} x {dist.world_size()} images per step in "
-            f"{o['grad_accum']} micro-batch(es)")
+    r.logger.log(f"generator {n_g:,} parameters, {type(discriminator).__name__} {n_d:,}; "
+                 f"{len(dataset)} images, {batches.batches_per_epoch} steps per epoch, "
+                 f"{o['batch_size']} x {dist.world_size()} images per step in "
+                 f"{o['grad_accum']} micro-batch(es)")
 
-    def save():
-        # replicas must hold the same weights; a difference means a broken gradient sync, so fail
-        # loudly rather than checkpoint one rank's diverged copy
-        sums = dist.all_gather_object(trainer.weights_checksum())
-        if any(v != sums[0] for v in sums):
-            raise RuntimeError(f"step {trainer.step}: ranks hold different weights {sums}")
-        state = {"step": trainer.step, "epoch": batches.epoch, "rng": run.rng_state(),
-                 "data": batches.state_dict(), "precision_d": trainer.prec_d.state_dict(),
-                 "precision_g": trainer.prec_g.state_dict()}
-        checkpoint.save(r.dir, trainer.step, trainer.states(), state)
-        log.log(f"saved checkpoint of step {trainer.step} (epoch {batches.epoch})")
+    def epoch_save(epoch):
+        return epoch % o["save_ckpt_every"] == 0 or (o["save_content"] and epoch % o["save_content_every"] == 0)
 
-    last_epoch = o["num_epoch"]  # the reference runs epochs 0..num_epoch inclusive
-    decay = not o["no_lr_decay"]
-    saved_at = trainer.step if ck is not None else None
-    while batches.epoch <= last_epoch:
-        epoch = batches.epoch
-        set_lr(trainer.opt_g, cosine_lr(o["lr_g"], epoch, o["num_epoch"], decay))
-        set_lr(trainer.opt_d, cosine_lr(o["lr_d"], epoch, o["num_epoch"], decay))
-        x, _ = next(batches)
-        stats = trainer.update(x.to(device))
-        for key, v in stats.items():
-            log.logkv_mean(key, v)
-        stop = run.should_stop()
-        finite = dist.all_reduce_sum(float(all(math.isfinite(v) for v in stats.values())))
-        if trainer.step % o["log_interval"] == 0 or stop:
-            log.logkv("step", trainer.step)
-            log.logkv("epoch", epoch)
-            log.logkv("lr_g", trainer.opt_g.param_groups[0]["lr"])
-            log.logkv("samples", trainer.step * o["batch_size"] * dist.world_size())
-            log.dumpkvs()
-        if finite < dist.world_size():
-            # every rank raises together; the last good checkpoint stays the latest one
-            raise UserError(f"step {trainer.step}: a loss is not finite ({stats}); lower the "
-                            "learning rates or use --precision fp32, then --resume")
-        epoch_done = batches.epoch != epoch
-        due = epoch_done and (epoch % o["save_ckpt_every"] == 0
-                              or (o["save_content"] and epoch % o["save_content_every"] == 0))
-        at_max = o["max_steps"] and trainer.step >= o["max_steps"]
-        due = due or (o["save_interval"] and trainer.step % o["save_interval"] == 0)
-        if due or stop or at_max:
-            save()
-            saved_at = trainer.step
-        if stop:
-            log.log(run.stopped_message(trainer.step, r.dir, "--resume"))
-            break
-        if at_max:
-            break
-    if saved_at != trainer.step:
-        save()
+    # the reference runs epochs 0..num_epoch inclusive
+    total = loop.total_steps((o["num_epoch"] + 1) * batches.batches_per_epoch, o["max_steps"])
+    loop.Loop(r, trainer, batches, total_steps=total, log_interval=o["log_interval"],
+              save_interval=o["save_interval"], epoch_save=epoch_save, precision=o["precision"],
+              seed=o["seed"]).run_loop()
     return r.dir
 
 

@@ -28,6 +28,7 @@ import math
 import torch
 import torch.nn as nn
 
+from trainkit import checkpoint
 from trainkit.errors import UserError
 
 MODEL_KINDS = ("dcgan", "cdcgan")
@@ -228,18 +229,8 @@ def load_discriminator_state(D, state_dict, path="checkpoint"):
 
 
 def _load_strict(module, state_dict, path):
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    if missing or unexpected:
-        raise UserError(f"{path}: state_dict keys do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for k, v in own.items():
-        if tuple(state_dict[k].shape) != tuple(v.shape):
-            raise UserError(
-                f"{path}: {k} has shape {tuple(state_dict[k].shape)}, the model built from the flags "
-                f"has {tuple(v.shape)} (check --image_size/--nz/--ngf/--ndf)"
-            )
-    module.load_state_dict(state_dict, strict=True)
+    what = "generator" if isinstance(module, Generator) else "discriminator"
+    checkpoint.load_into(module, state_dict, path, what, hint="check --image_size/--nz/--ngf/--ndf")
 
 
 # --- losses ------------------------------------------------------------------------------

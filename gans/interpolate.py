@@ -7,6 +7,7 @@ two latents, which keeps them at the norm Gaussian latents have (lerp's midpoint
 the two rows side by side show the difference.
 """
 
+import blobfile as bf
 import torch
 
 from trainkit import dist, fileio, run
@@ -60,7 +61,9 @@ def main():
         raise UserError(f"--num_steps {args.num_steps}: need at least 2 (the two ends)")
     G, path = load_generator(args.model_path, args)
     check_class_label(G, args.class_label if G.num_classes else -1, allow_random=False)
-    r = run.setup("gans", args)
+    if args.out and bf.exists(args.out):
+        raise UserError(f"--out {args.out}: already exists; not overwriting it (choose another path)")
+    r = run.setup("gans", args, role="interpolation")
     out = args.out or f"{r.dir}/interpolation.png"
     methods = ["lerp", "slerp"] if args.method == "both" else [args.method]
     z = interpolation_latents(seeds, G.nz, args.num_steps, methods)
@@ -74,6 +77,7 @@ def main():
             save_image(images, tmp, nrow=args.num_steps, normalize=True, value_range=(-1, 1), format="png")
         r.logger.log(f"wrote {out}: {len(z) // args.num_steps} rows ({', '.join(methods)}) x {args.num_steps} images, seeds {seeds}")
     dist.barrier()
+    r.logger.close()
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ def main():
 
     out = sampling.sample_to_npz(sample_fn, args.num_samples, args.batch_size, args.seed, r.dir, device=device)
     r.logger.log(f"wrote {out}")
+    r.logger.close()
 
 
 if __name__ == "__main__":

@@ -10,38 +10,30 @@ The two updates are kept strictly apart:
 Real and fake images go through D as separate mini-batches (the DCGAN recipe: BatchNorm sees
 all-real or all-fake batches), each with its own backward; DDP's gradient all-reduce happens
 once, on the last backward of the step (`no_sync` on the others), which is also how
---grad_accum micro-batches accumulate. Each micro-batch loss is divided by their number, so
-the gradient is the mean over the accumulated batch.
+--grad_accum micro-batches accumulate: --batch_size images per rank and step, cut into
+--grad_accum micro-batches. Each micro-batch loss is divided by their number, so the gradient
+is the mean over the batch.
+
+`GANTrainer` is the family's trainkit.loop task: statistics stay on the device, and the loop
+does the logging, checkpoint cadence and stopping.
 
 Fakes in a conditional run use the labels of the real micro-batch they are paired with, so
 the class mix D sees on both sides is the data's.
 """
 
-import contextlib
+import math
 
 import torch
 
-from trainkit import dist, ema, precision
+from trainkit import checkpoint, dist, ema, fileio, loop, precision
 
 from . import dcgan, sync_bn
 
 
-def _sync_only_if(module, sync: bool):
-    """DDP's no_sync() unless `sync`; a plain module (one rank) has nothing to sync."""
-    if sync or not hasattr(module, "no_sync"):
-        return contextlib.nullcontext()
-    return module.no_sync()
-
-
-def grad_norm(params) -> float:
-    """L2 norm of all gradients together (after the all-reduce: every rank sees the same)."""
-    norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-    return torch.stack(norms).norm().item() if norms else 0.0
-
-
-class GANTrainer:
+class GANTrainer(loop.Task):
     def __init__(self, G, D, *, loss="bce", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
-                 precision_mode="fp32", ema_rates="", sync_batchnorm=False, device=None):
+                 precision_mode="fp32", ema_rates="", sync_batchnorm=False, device=None, grad_accum=1,
+                 grid_inputs=None, batches=None):
         device = dist.device() if device is None else torch.device(device)
         dcgan.d_loss_real(torch.zeros(1), loss)  # one-line error for a bad --loss before any work
         self.loss = loss
@@ -67,6 +59,9 @@ class GANTrainer:
         self.ema_rates = ema.parse_rates(ema_rates)
         # built after wrap_ddp, so the shadow copies start from rank 0's weights on every rank
         self.ema = ema.EMA(self.G, self.ema_rates) if self.ema_rates else None
+        self.grad_accum = int(grad_accum)
+        self.grid_inputs = grid_inputs  # (z, y) of the grid PNG written with each checkpoint
+        self.batches = batches  # for the epoch in log rows
 
     def noise(self, n):
         return torch.randn(n, self.G.nz, 1, 1, device=self.device)
@@ -82,24 +77,24 @@ class GANTrainer:
             y = None if y is None else y.to(self.device)
             with torch.no_grad(), self.prec_d.autocast():
                 fake = self.G(self.noise(len(x)), y)
-            with _sync_only_if(self.D_ddp, False):
+            with dist.ddp_sync(self.D_ddp, False):
                 with self.prec_d.autocast():
                     real_logits = self.D_ddp(x, y).float()
                 loss_real = dcgan.d_loss_real(real_logits, self.loss)
                 self.prec_d.backward(loss_real / k)
-            with _sync_only_if(self.D_ddp, i == k - 1):
+            with dist.ddp_sync(self.D_ddp, i == k - 1):
                 with self.prec_d.autocast():
                     fake_logits = self.D_ddp(fake.detach(), y).float()
                 loss_fake = dcgan.d_loss_fake(fake_logits, self.loss)
                 self.prec_d.backward(loss_fake / k)
-            loss_sum += (loss_real + loss_fake).item()
-            d_real += torch.sigmoid(real_logits).mean().item()
-            d_fake += torch.sigmoid(fake_logits).mean().item()
+            loss_sum += (loss_real + loss_fake).detach()
+            d_real += torch.sigmoid(real_logits.detach()).mean()
+            d_fake += torch.sigmoid(fake_logits.detach()).mean()
         self.prec_d.unscale_(self.opt_d)
-        norm = grad_norm(self.D.parameters())
+        norm = loop.grad_norm(self.D.parameters())
         stepped = self.prec_d.step(self.opt_d)
         return {"loss_d": loss_sum / k, "d_real": d_real / k, "d_fake": d_fake / k,
-                "grad_norm_d": norm, "skipped_d": float(not stepped)}
+                "grad_norm_d": norm, "skipped_d": torch.tensor(float(not stepped))}
 
     def g_step(self, labels) -> dict:
         """Update G once, on one fake micro-batch per entry of `labels` (a tensor, or None for
@@ -112,27 +107,55 @@ class GANTrainer:
         try:
             for i, (n, y) in enumerate(labels):
                 y = None if y is None else y.to(self.device)
-                with _sync_only_if(self.G_ddp, i == k - 1):
+                with dist.ddp_sync(self.G_ddp, i == k - 1):
                     with self.prec_g.autocast():
                         logits = self.D(self.G_ddp(self.noise(n), y), y).float()
                     loss = dcgan.g_loss(logits, self.loss)
                     self.prec_g.backward(loss / k)
-                loss_sum += loss.item()
-                d_fake += torch.sigmoid(logits).mean().item()
+                loss_sum += loss.detach()
+                d_fake += torch.sigmoid(logits.detach()).mean()
         finally:
             self.D.requires_grad_(True)
         self.prec_g.unscale_(self.opt_g)
-        norm = grad_norm(self.G.parameters())
+        norm = loop.grad_norm(self.G.parameters())
         stepped = self.prec_g.step(self.opt_g)
         if self.ema is not None and stepped:
             self.ema.update(self.G)
         return {"loss_g": loss_sum / k, "d_fake_g": d_fake / k, "grad_norm_g": norm,
-                "skipped_g": float(not stepped)}
+                "skipped_g": torch.tensor(float(not stepped))}
 
-    def step(self, micro_batches) -> dict:
+    def update(self, micro_batches) -> dict:
+        """One D update then one G update on this rank's micro-batches [(x, y), ...]."""
         stats = self.d_step(micro_batches)
         stats.update(self.g_step([(len(x), y) for x, y in micro_batches]))
         return stats
+
+    # --- what trainkit.loop calls ----------------------------------------------------------
+
+    def step(self, batch, step, epoch) -> dict:
+        x, y = batch
+        k = self.grad_accum
+        return self.update(list(zip(x.chunk(k), y.chunk(k) if y is not None else [None] * k)))
+
+    def modules(self) -> dict:
+        return {"generator": self.G, "discriminator": self.D}
+
+    def log_extras(self) -> dict:
+        extras = {"epoch": self.batches.epoch} if self.batches is not None else {}
+        if self.prec_d.mode == "fp16":
+            extras.update(loss_scale_d=self.prec_d.scale, loss_scale_g=self.prec_g.scale)
+        return extras
+
+    def artefacts(self, run_dir, step) -> None:
+        if self.grid_inputs is not None and dist.is_main():
+            write_grid(self.G, *self.grid_inputs, f"{run_dir}/grid{step:06d}.png")
+
+    def trainer_state(self) -> dict:
+        return {"precision": self.precision_state(), "model_kind": "cdcgan" if self.G.num_classes else "dcgan",
+                "num_classes": self.G.num_classes}
+
+    def load_state_dicts(self, ck) -> None:
+        self.load(ck)
 
     # --- checkpoints -----------------------------------------------------------------------
 
@@ -152,8 +175,8 @@ class GANTrainer:
         """Restore networks, optimizers, EMAs and loss scales from a trainkit Checkpoint."""
         dcgan.load_generator_state(self.G, ck.load("model"), ck.path("model"))
         dcgan.load_discriminator_state(self.D, ck.load("disc"), ck.path("disc"))
-        self.opt_g.load_state_dict(ck.load("opt"))
-        self.opt_d.load_state_dict(ck.load("disc_opt"))
+        checkpoint.load_optimizer(self.opt_g, ck.load("opt"), ck.path("opt"))
+        checkpoint.load_optimizer(self.opt_d, ck.load("disc_opt"), ck.path("disc_opt"))
         for rate in self.ema_rates:
             prefix = f"ema_{ema.rate_name(rate)}_"
             # a run resumed with a new EMA rate starts that average from the current weights
@@ -161,3 +184,18 @@ class GANTrainer:
         if ck.state and "precision" in ck.state:
             self.prec_g.load_state_dict(ck.state["precision"]["g"])
             self.prec_d.load_state_dict(ck.state["precision"]["d"])
+
+
+@torch.no_grad()
+def write_grid(G, z, y, path):
+    """G's images of the fixed grid inputs, as one PNG written atomically."""
+    # imported here: torchvision costs ~2.5 s at start-up and only rank 0 writes grids
+    from torchvision.utils import save_image
+
+    was_training = G.training
+    G.eval()  # running statistics: the image does not depend on which z share the batch
+    images = G(z, y).float()
+    G.train(was_training)
+    with fileio.atomic_path(path) as tmp:
+        save_image(images, tmp, nrow=int(math.ceil(math.sqrt(len(images)))), normalize=True,
+                   value_range=(-1, 1), format="png")

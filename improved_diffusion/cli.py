@@ -9,9 +9,6 @@ from trainkit.errors import UserError
 
 from .script_util import add_dict_to_argparser, model_and_diffusion_defaults, model_extension_defaults
 
-PRECISIONS = ("fp32", "fp16", "bf16")
-
-
 def model_keys():
     return list(model_and_diffusion_defaults()) + list(model_extension_defaults())
 
@@ -66,7 +63,10 @@ def resolve_model_file(path, ema_first=True):
         raise UserError("--model_path is required (a model .pt file or a training run directory)")
     if bf.isdir(path):
         ck = checkpoint.resolve(path)
-        return ck.path(settled_ema(ck) if ema_first else "model")
+        if not ema_first:
+            return ck.path("model")
+        recorded = (ck.state or {}).get("sample_weights")  # what the training loop chose
+        return ck.path(recorded if recorded and ck.has(recorded) else settled_ema(ck))
     if not bf.exists(path):
         raise UserError(f"--model_path {path}: no such file or directory")
     return path

@@ -35,7 +35,7 @@ def main():
         raise UserError("--num_samples and --batch_size must be positive")
     if args.model_path:
         apply_saved_model_flags(args, saved_options(args.model_path), argv())
-    r = run.setup("improved_diffusion", args)
+    r = run.setup("improved_diffusion", args, role="nll")
     log = r.logger
     model, diffusion = load_model(args, log)
     # Batch-invariant on the CPU: one image per model call (InBlocks with blocks of 1; openai's
@@ -76,6 +76,7 @@ def main():
         log.logkv("num_samples", len(everything))
     log.dumpkvs()
     log.log("evaluation complete")
+    log.close()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import torch
 from trainkit import checkpoint, dist, npz, precision, run, sampling
 from trainkit.errors import UserError
 
-from .cli import PRECISIONS, apply_saved_model_flags, argv, build_parser, resolve_model_file, saved_options
+from .cli import apply_saved_model_flags, argv, build_parser, resolve_model_file, saved_options
 from .train import create_model_and_diffusion_checked
 
 
@@ -49,13 +49,7 @@ def load_model(args, log):
     """The model of args.model_path (a .pt state dict or a run directory), in eval mode."""
     path = resolve_model_file(args.model_path)
     model, diffusion = create_model_and_diffusion_checked(args)
-    state = checkpoint.load(path)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise UserError(f"{path}: does not match the model flags ({first[1].strip() if len(first) > 1 else first[0]})") \
-            from None
+    checkpoint.load_into(model, checkpoint.load(path), path, hint="check the model flags")
     log.log(f"loaded {path}")
     return model.to(dist.device()).eval(), diffusion
 
@@ -136,8 +130,8 @@ def make_sample_fn(model, diffusion, args, prec):
 @run.main
 def main():
     args = create_argparser().parse_args()
-    if args.precision not in PRECISIONS:
-        raise UserError(f"--precision: {args.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if args.precision not in precision.MODES:
+        raise UserError(f"--precision: {args.precision!r} is not one of {', '.join(precision.MODES)}")
     if args.num_samples < 1 or args.batch_size < 1:
         raise UserError("--num_samples and --batch_size must be positive")
     if args.model_path:
@@ -152,6 +146,7 @@ def main():
                                       args.seed, r.dir, block=batch_invariant_block(args) or 1)
     r.logger.log(f"saved {path}")
     r.logger.log("sampling complete")
+    r.logger.close()
 
 
 if __name__ == "__main__":

@@ -2,18 +2,20 @@
 
 Accepts every flag of openai's scripts/image_train.py with the same defaults, plus
 --max_steps, --precision fp32|fp16|bf16, --seed, --logdir, --channel_mult, --num_classes.
---ema_rate takes a comma list; --resume_checkpoint a checkpoint file, a run directory, or `auto`
-(the newest checkpoint of --logdir, or a fresh start when it has none).
+--ema_rate takes a comma list; --resume_checkpoint a checkpoint file, a run directory (ours or
+openai's), or `auto` (the newest checkpoint of --logdir, or a fresh start when it has none).
+--batch_size is per rank and per optimizer step; --microbatch N cuts it into pieces of N images
+whose gradients are averaged. The loop is trainkit.loop.
 """
 
-from trainkit import data, dist, run
+from trainkit import data, loop, precision, run
 from trainkit.errors import UserError
 
-from .cli import PRECISIONS, build_parser
+from .cli import build_parser
 from .resample import create_named_schedule_sampler
 from .script_util import args_to_dict, create_model_and_diffusion, model_and_diffusion_defaults, \
     model_extension_defaults
-from .train_util import TrainLoop
+from .train_util import DiffusionTask
 
 
 def create_argparser():
@@ -41,8 +43,8 @@ def create_argparser():
 def check_args(args):
     if not args.data_dir:
         raise UserError("--data_dir is required (an image folder or a samples .npz)")
-    if args.precision and args.precision not in PRECISIONS:
-        raise UserError(f"--precision: {args.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if args.precision and args.precision not in precision.MODES:
+        raise UserError(f"--precision: {args.precision!r} is not one of {', '.join(precision.MODES)}")
     if args.schedule_sampler not in ("uniform", "loss-second-moment"):
         raise UserError(f"--schedule_sampler: {args.schedule_sampler!r} is not 'uniform' or 'loss-second-moment'")
     for flag in ("batch_size", "log_interval", "save_interval"):
@@ -67,41 +69,29 @@ def main():
     args = create_argparser().parse_args()
     check_args(args)
     r = run.setup("improved_diffusion", args, resume=args.resume_checkpoint)
-    log = r.logger
-    log.log("creating model and diffusion...")
+    r.logger.log("creating model and diffusion...")
     model, diffusion = create_model_and_diffusion_checked(args)
-    log.log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")
-    schedule_sampler = create_named_schedule_sampler(args.schedule_sampler, diffusion)
-
-    log.log("creating data loader...")
+    r.logger.log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")
     dataset = data.load_dataset(args.data_dir, args.image_size, class_cond=args.class_cond)
     if args.class_cond and dataset.num_classes > args.num_classes:
         raise UserError(f"{args.data_dir}: {dataset.num_classes} classes, more than --num_classes {args.num_classes}")
-    batches = data.Batches(dataset, args.batch_size, seed=args.seed)
-
-    log.log("training...")
-    TrainLoop(
+    task = DiffusionTask(
         model=model,
         diffusion=diffusion,
-        data=batches,
-        batch_size=args.batch_size,
         microbatch=args.microbatch,
         lr=args.lr,
         ema_rate=args.ema_rate,
-        log_interval=args.log_interval,
-        save_interval=args.save_interval,
-        resume_checkpoint=r.resume,
-        logger=log,
-        run_dir=r.dir,
         precision_mode=args.precision or ("fp16" if args.use_fp16 else "fp32"),
         fp16_scale_growth=args.fp16_scale_growth,
-        schedule_sampler=schedule_sampler,
+        schedule_sampler=create_named_schedule_sampler(args.schedule_sampler, diffusion),
         weight_decay=args.weight_decay,
         lr_anneal_steps=args.lr_anneal_steps,
-        max_steps=args.max_steps,
-    ).run_loop()
-    dist.barrier()
-    log.log("training complete")
+        log=r.logger.log,
+    )
+    # openai trains until --lr_anneal_steps, or forever when it is 0; --max_steps can stop sooner
+    loop.Loop(r, task, data.Batches(dataset, args.batch_size, seed=args.seed),
+              total_steps=loop.total_steps(args.lr_anneal_steps, args.max_steps), log_interval=args.log_interval,
+              save_interval=args.save_interval, precision=task.precision.mode, seed=args.seed).run_loop()
 
 
 if __name__ == "__main__":

@@ -53,8 +53,8 @@ def test_two_ranks_train_resume_bit_exact_and_sample(launcher, digits, tmp_path)
     # an uninterrupted run that checkpoints at steps 2 and 4 ...
     ok(helpers.launch(launcher, 2, "ddgan.train", *common, "--logdir", b, "--max_steps", "4",
                       "--save_interval", "2", flag_files=[FLAGS]))
-    assert step_files(b, 2) == ["disc000002.pt", "ema_0.99_000002.pt", "model000002.pt",
-                                "opt000002.pt", "opt_disc000002.pt", "state000002.pt"]
+    assert step_files(b, 2) == ["disc000002.pt", "disc_opt000002.pt", "ema_0.99_000002.pt", "model000002.pt",
+                                "opt000002.pt", "state000002.pt"]
     # ... and a run that starts from its step 2 (as after a preemption) and goes on to step 4
     ok(helpers.launch(launcher, 2, "ddgan.train", *common, "--logdir", a, "--max_steps", "4",
                       "--resume", b / "model000002.pt", flag_files=[FLAGS]))

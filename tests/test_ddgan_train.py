@@ -44,7 +44,7 @@ def test_parser_keeps_reference_names_defaults_and_quirks():
                     lr_g=1.5e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, no_lr_decay=False,
                     use_ema=False, ema_decay=0.9999, r1_gamma=0.05, lazy_reg=None,
                     save_content=False, save_content_every=50, save_ckpt_every=25,
-                    ch_mult=[1, 2, 2, 2], grad_accum=1, resume="")
+                    ch_mult=[1, 2, 2, 2], grad_accum=1, resume_checkpoint="")
     assert {k: o[k] for k in expected} == expected
     # store_false flags: passing them turns the option off, as in train_ddgan.py
     o = vars(train.create_parser().parse_args(["--ch_mult", "1", "--fir", "--centered"]))
@@ -132,7 +132,7 @@ def test_gradient_accumulation_equals_one_batch():
     for a, b in zip(s1, s4):
         assert a.keys() == b.keys()
         for key in a:
-            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-5, abs=1e-7), key
     assert "r1" in s1[0] and s1[0]["r1"] > 0
     for n in g1:
         assert torch.allclose(g1[n], g4[n], rtol=1e-4, atol=1e-6), n
@@ -155,7 +155,7 @@ def test_lazy_r1_schedule_and_detached_generator_in_d_step():
         # D's loss never reaches the generator
         assert all(p.grad is None for p in tr.g_raw.parameters())
         tr.g_step(x)
-        tr.step += 1
+        tr.updates += 1
     assert with_r1 == [True, False, False, True, False]
     # in the G step D is frozen: no D gradients from errG
     tr.opt_d.zero_grad(set_to_none=True)
@@ -209,7 +209,7 @@ def test_trainer_state_round_trip_is_exact(tmp_path):
     tr = make_trainer(o)
     torch.manual_seed(1)
     tr.update(x)
-    saved = copy.deepcopy(tr.states())
+    saved = copy.deepcopy(tr.state_dicts())
     rng = torch.get_rng_state()
     tr.update(x)
     want = {k: v.clone() for k, v in tr.g_raw.state_dict().items()}
@@ -218,9 +218,9 @@ def test_trainer_state_round_trip_is_exact(tmp_path):
     tr2.g_raw.load_state_dict(saved["model"])
     tr2.d_raw.load_state_dict(saved["disc"])
     tr2.opt_g.load_state_dict(saved["opt"])
-    tr2.opt_d.load_state_dict(saved["opt_disc"])
+    tr2.opt_d.load_state_dict(saved["disc_opt"])
     tr2.ema.load_state_dict(0.9, saved["ema_0.9_"])
-    tr2.step = 1
+    tr2.updates = 1
     torch.set_rng_state(rng)
     tr2.update(x)
     for k, v in tr2.g_raw.state_dict().items():

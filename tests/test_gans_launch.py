@@ -96,7 +96,8 @@ def test_torchrun_dcgan_sync_bn_accumulation_ema_resume(tmp_path, digits):
     _check_training_run(a)
     assert json.loads((a / "options.json").read_text())["_run"]["launcher"] == "torchrun"
     rows = [json.loads(line) for line in (a / "stats.jsonl").read_text().splitlines()]
-    assert rows[-1]["samples"] == 4 * 8 * 2 * 2  # steps x batch x grad_accum x ranks
+    # --batch_size is per rank and step whatever --grad_accum: steps x batch x ranks
+    assert rows[-1]["samples"] == 4 * 8 * 2
     _ok(helpers.launch("torchrun", 2, "gans.train", "--data_dir", data, "--logdir", b, *TINY, *extra,
                        "--resume_checkpoint", a / "state000002.pt", flag_files=[FLAGS]))
     _assert_bit_exact(a, b, 4, PREFIXES + ("ema_0.9_",))

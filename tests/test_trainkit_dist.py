@@ -82,7 +82,7 @@ def test_resume_is_bit_exact_on_two_ranks(digits, tmp_path):
     b2 = helpers.launch("torchrun", 2, "trainkit.selfcheck", *common, "--logdir", split, "--max_steps", "10",
                         "--resume_checkpoint", split)
     assert b2.returncode == 0, helpers.describe(b2)
-    assert "resumed from" in b2.stdout and _indices(split, 0)["start"] == 5
+    assert f"resuming from {split} step 5" in b2.stdout and _indices(split, 0)["start"] == 5
     x, y = checkpoint.latest(str(straight)), checkpoint.latest(str(split))
     assert x.step == y.step == 10
     for prefix in ["model", "opt", "ema_0.99_", "ema_0.9_"]:
@@ -171,13 +171,17 @@ def test_sigterm_to_a_plain_process_checkpoints_and_exits_zero(digits, tmp_path)
 
 
 def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step(digits, tmp_path):
+    """Rank 0 alone is signalled after step 4. The ranks vote every few steps (trainkit.loop), so
+    the contract is: both stop after the same step, at or after 4, checkpointed, exit 0."""
     run_dir = tmp_path / "run"
     proc = helpers.launch("torchrun", 2, "trainkit.selfcheck", "--data_dir", digits(16), "--logdir", run_dir,
                           "--max_steps", "1000", "--save_interval", "1000", "--selfterm_step", "4", "--dump")
     assert proc.returncode == 0, helpers.describe(proc)
-    assert "stopped at step 4 by a signal" in proc.stdout
-    assert checkpoint.latest(str(run_dir)).step == 4
-    assert len(_indices(run_dir, 0)["batches"]) == len(_indices(run_dir, 1)["batches"]) == 4
+    stopped = re.search(r"^stopped at step (\d+) by a signal", proc.stdout, re.M)
+    assert stopped and 4 <= int(stopped[1]) < 1000, proc.stdout[-2000:]
+    step = int(stopped[1])
+    assert checkpoint.latest(str(run_dir)).step == step
+    assert len(_indices(run_dir, 0)["batches"]) == len(_indices(run_dir, 1)["batches"]) == step
 
 
 def test_tmux_runs_a_detached_job_and_logs_it(digits, tmp_path):

@@ -8,6 +8,16 @@ step, so it is the step's completion record: `latest()` returns the newest step 
 loads and whose other files are all there at their recorded size. A kill at any moment therefore
 leaves either a complete step or one that is ignored, never one that is half-trusted.
 
+A directory written by openai's code has model/ema/opt files and no state file (and no
+options.json): its newest model step is its latest checkpoint, with `state` None. A run that
+continues such a folder in place adopts that step (`adopt`: a state file is added, openai's
+files are left as they are). In a directory of ours, step files without a state file are the
+leftovers of an interrupted write.
+
+Only a damaged file makes a step "incomplete" (a missing file, a size other than recorded, a
+file that is not a readable torch archive); an I/O or permission error is reported with the
+file's name, never taken as a reason to fall back to an older step.
+
 Loading uses `torch.load(weights_only=True)`: a checkpoint holds tensors and plain containers,
 and a pickle that would run code is refused with a one-line error.
 """
@@ -22,9 +32,10 @@ import torch
 
 from . import dist
 from .errors import UserError
-from .fileio import atomic_path
+from .fileio import atomic_path, is_local
 
 STATE_PREFIX = "state"
+OPTIONS = "options.json"  # written by trainkit.run.setup in every run directory of ours
 _NAME = re.compile(r"^(?P<prefix>.*?)(?P<step>\d{6,})\.pt$")
 
 
@@ -38,21 +49,72 @@ def parse_filename(name: str):
     return (m["prefix"], int(m["step"])) if m else None
 
 
+class Unreadable(UserError):
+    """A file that exists but is not a readable checkpoint (truncated, garbage, not torch's)."""
+
+
+def _reason(e) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def load(path):
-    """Load a checkpoint file onto the CPU; one-line UserError naming the file when it is not one."""
+    """Load a checkpoint file onto the CPU. A file that is not a checkpoint raises `Unreadable`;
+    one that cannot be read (permissions, I/O) a UserError that says so. Both name the file."""
     path = str(path)
     if not bf.exists(path):
         raise UserError(f"{path}: no such checkpoint file")
     try:
         with bf.BlobFile(path, "rb") as f:
             return torch.load(f, map_location="cpu", weights_only=True)
+    except OSError as e:  # the file is there but reading it failed: not a damaged checkpoint
+        raise UserError(f"{path}: cannot read ({e.strerror or _reason(e)})") from None
     except pickle.UnpicklingError as e:
         if "GLOBAL" in str(e):  # torch refused a pickle that names a function to call on load
-            raise UserError(f"{path}: refused: not a plain tensor checkpoint (loading it would run code)") from None
-        raise UserError(f"{path}: not a readable checkpoint (not a torch file)") from None
+            raise Unreadable(f"{path}: refused: not a plain tensor checkpoint (loading it would run code)") from None
+        raise Unreadable(f"{path}: not a readable checkpoint (not a torch file)") from None
     except Exception as e:  # the unpickler raises many types on garbage; all mean the same here
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: not a readable checkpoint ({reason})") from None
+        raise Unreadable(f"{path}: not a readable checkpoint ({_reason(e)})") from None
+
+
+def checked_state_dict(module, state_dict, source, what="model", hint=""):
+    """`state_dict` if it fits `module` key for key and shape, else one UserError line naming
+    `source` and the missing, unexpected and mis-shaped keys. A state_dict saved from
+    DistributedDataParallel (every key prefixed `module.`) is accepted, and returned unprefixed."""
+    if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
+        raise UserError(f"{source}: not a {what} state_dict")
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+              for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected),
+                             ("shape (checkpoint vs flags)", shapes)):
+            if items:
+                more = f" (+{len(items) - 6} more)" if len(items) > 6 else ""
+                parts.append(f"{label}: {', '.join(items[:6])}{more}")
+        raise UserError(f"{source}: {what} weights do not fit the model built from the flags"
+                        f"{' (' + hint + ')' if hint else ''}: {'; '.join(parts)}")
+    return state_dict
+
+
+def load_into(module, state_dict, source, what="model", hint=""):
+    """`module.load_state_dict(..., strict=True)` after `checked_state_dict`: a checkpoint that
+    does not fit is one line naming the file and the keys, never torch's multi-line error."""
+    module.load_state_dict(checked_state_dict(module, state_dict, source, what, hint), strict=True)
+    return module
+
+
+def load_optimizer(optimizer, state_dict, source):
+    """`optimizer.load_state_dict`, with a state of another model as one line naming `source`."""
+    try:
+        optimizer.load_state_dict(state_dict)
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{source}: optimizer state does not fit this model ({_reason(e)})") from None
 
 
 def _torch_save(obj, path):
@@ -66,8 +128,12 @@ def _torch_save(obj, path):
 
 
 def save(run_dir: str, step: int, states: dict, trainer_state: dict) -> None:
-    """Write every state under its prefix, then the trainer state. Call on every rank."""
+    """Write every state under its prefix, then the trainer state. Call on every rank.
+
+    A complete step is never rewritten (nor a step of openai's in a folder this run did not
+    adopt): that raises a UserError naming the step before any file is touched."""
     if dist.is_main():
+        _refuse_overwrite(run_dir, step)
         sizes = {}
         for prefix, obj in states.items():
             path = bf.join(run_dir, filename(prefix, step))
@@ -80,6 +146,27 @@ def save(run_dir: str, step: int, states: dict, trainer_state: dict) -> None:
         with atomic_path(bf.join(run_dir, filename(STATE_PREFIX, step))) as tmp:
             _torch_save(record, tmp)
     dist.barrier()
+
+
+def _refuse_overwrite(run_dir, step):
+    if not bf.isdir(run_dir):
+        return
+    if _complete(run_dir, step) is not None:
+        raise UserError(f"{bf.join(run_dir, filename(STATE_PREFIX, step))}: step {step} is already a complete "
+                        "checkpoint of this directory; not overwriting it")
+    if is_openai_layout(run_dir) and _files_of_step(run_dir, step):
+        raise UserError(f"{run_dir}: step {step} holds files written by other code; not overwriting them")
+
+
+def adopt(ck):
+    """Make a step without a state file (openai's model/ema/opt) a complete step of its folder by
+    writing only its state file, recording the files' sizes; the files themselves are untouched.
+    Returns the Checkpoint with that state (no RNG or data position: the loop re-derives them)."""
+    sizes = {prefix: _size(bf.join(ck.dir, name)) for prefix, name in ck.files.items()}
+    record = {"step": int(ck.step), "files": sizes, "origin": "adopted (no trainer state)"}
+    with atomic_path(bf.join(ck.dir, filename(STATE_PREFIX, ck.step))) as tmp:
+        _torch_save(record, tmp)
+    return Checkpoint(ck.dir, ck.step, dict(ck.files), record)
 
 
 class Checkpoint:
@@ -113,16 +200,20 @@ class Checkpoint:
 def _size(path):
     try:
         return bf.stat(path).size
-    except (FileNotFoundError, OSError):
+    except FileNotFoundError:
         return None
 
 
 def _complete(dir: str, step: int):
-    """The Checkpoint of `step` if its state file loads and every recorded file is intact."""
+    """The Checkpoint of `step` if its state file loads and every recorded file is intact.
+
+    A missing or damaged file means "incomplete" (None); any other failure to read is raised."""
     state_path = bf.join(dir, filename(STATE_PREFIX, step))
+    if _size(state_path) is None:
+        return None
     try:
         state = load(state_path)
-    except UserError:
+    except Unreadable:
         return None
     if not isinstance(state, dict) or not isinstance(state.get("files"), dict):
         return None
@@ -135,17 +226,62 @@ def _complete(dir: str, step: int):
     return Checkpoint(dir, step, files, state)
 
 
-def steps(run_dir: str) -> list:
-    """Steps that have a state file, newest first (complete or not)."""
+def _listing(run_dir: str) -> list:
+    """(prefix, step) of every step file in `run_dir`."""
     if not bf.isdir(run_dir):
         return []
-    found = {parse_filename(n) for n in bf.listdir(run_dir)}
-    return sorted({s for p in found if p and p[0] == STATE_PREFIX for s in [p[1]]}, reverse=True)
+    return [p for p in (parse_filename(n) for n in bf.listdir(run_dir)) if p]
+
+
+def _files_of_step(dir: str, step: int) -> dict:
+    return {prefix: filename(prefix, s) for prefix, s in _listing(dir) if s == step}
+
+
+def state_steps(run_dir: str) -> list:
+    """Steps that have a state file, newest first (complete or not)."""
+    return sorted({s for p, s in _listing(run_dir) if p == STATE_PREFIX}, reverse=True)
+
+
+def is_openai_layout(run_dir: str) -> bool:
+    """model%06d.pt files, no state file and no options.json: a folder written by openai's code."""
+    listing = _listing(run_dir)
+    return (any(p == "model" for p, _ in listing) and not any(p == STATE_PREFIX for p, _ in listing)
+            and not bf.exists(bf.join(run_dir, OPTIONS)))
+
+
+def steps(run_dir: str) -> list:
+    """Steps that have any checkpoint file (a state file, or openai's model files), newest first."""
+    return sorted({s for p, s in _listing(run_dir) if p in (STATE_PREFIX, "model")}, reverse=True)
+
+
+def _openai_step(dir: str, step: int):
+    """The Checkpoint of an openai step if its model file is a readable torch archive."""
+    files = _files_of_step(dir, step)
+    path = bf.join(dir, files["model"])
+    try:
+        if is_local(path):  # mmap: only the archive's index is read, not the weights
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        else:
+            load(path)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or _reason(e)})") from None
+    except Unreadable:
+        return None
+    except Exception:  # torch's own errors for a damaged archive (local path)
+        return None
+    return Checkpoint(dir, step, files, None)
 
 
 def latest(run_dir: str):
-    """The newest complete checkpoint in `run_dir`, or None."""
-    for step in steps(run_dir):
+    """The newest complete checkpoint in `run_dir` (openai's newest readable model step in a
+    folder of openai's), or None."""
+    if is_openai_layout(run_dir):
+        for step in sorted({s for p, s in _listing(run_dir) if p == "model"}, reverse=True):
+            ck = _openai_step(run_dir, step)
+            if ck is not None:
+                return ck
+        return None
+    for step in state_steps(run_dir):
         ck = _complete(run_dir, step)
         if ck is not None:
             return ck
@@ -179,9 +315,4 @@ def resolve(path: str) -> Checkpoint:
         return ck
     if bf.exists(bf.join(dir, filename(STATE_PREFIX, step))):
         raise UserError(f"{path}: the checkpoint of step {step} is incomplete or corrupt")
-    files = {}
-    for name in bf.listdir(dir):
-        p = parse_filename(name)
-        if p and p[1] == step:
-            files[p[0]] = name
-    return Checkpoint(dir, step, files, None)
+    return Checkpoint(dir, step, _files_of_step(dir, step), None)

@@ -294,3 +294,17 @@ class Batches:
 
     def load_state_dict(self, state: dict) -> None:
         self.taken = int(state["batches"])
+
+    def rederive(self, taken: int, global_batch: int) -> str:
+        """Continue where a run with another global batch (another world size) stopped after
+        `taken` of its batches: in the same epoch (permutations depend only on seed and epoch),
+        at the first of this run's batches that starts at or after the images it had reached,
+        so no image of the epoch is seen twice. Returns where that is, for the log."""
+        old_per_epoch = max(len(self.data) // int(global_batch), 1)
+        epoch, j = divmod(int(taken), old_per_epoch)
+        here = self.batch_size * self.world
+        k = -(-j * int(global_batch) // here)  # ceil: the first batch not overlapping the old ones
+        if k >= self.batches_per_epoch:
+            epoch, k = epoch + 1, 0
+        self.taken = epoch * self.batches_per_epoch + k
+        return f"epoch {epoch}, batch {k} of {self.batches_per_epoch}"

@@ -13,6 +13,7 @@
 The group's timeout makes a rank that waits on a dead peer fail instead of hanging forever.
 """
 
+import contextlib
 import datetime
 import inspect
 import os
@@ -168,6 +169,15 @@ def all_reduce_sum(x):
     return _all_reduce(x, mean=False)
 
 
+def all_reduce_max_ints(values: list) -> list:
+    """Element-wise maximum over ranks of a list of integers (exact: int64). Collective."""
+    if not td.is_initialized():
+        return [int(v) for v in values]
+    t = torch.tensor([int(v) for v in values], dtype=torch.int64, device=_collective_device())
+    td.all_reduce(t, op=td.ReduceOp.MAX)
+    return t.cpu().tolist()
+
+
 def broadcast_object(obj, src: int = 0):
     if not td.is_initialized():
         return obj
@@ -212,6 +222,15 @@ def wrap_ddp(module: torch.nn.Module, forward_buffer_sync: bool = True, **ddp_kw
         ddp_kwargs.setdefault("device_ids", [device().index])
         ddp_kwargs.setdefault("output_device", device().index)
     return DistributedDataParallel(module, **ddp_kwargs)
+
+
+def ddp_sync(module: torch.nn.Module, sync: bool):
+    """A context for one backward pass: DDP all-reduces the gradients when `sync`, and only
+    accumulates them locally otherwise (`no_sync`, for every micro-batch but the last). A plain
+    module (one rank) has nothing to synchronise."""
+    if sync or not hasattr(module, "no_sync"):
+        return contextlib.nullcontext()
+    return module.no_sync()
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:

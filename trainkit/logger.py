@@ -4,7 +4,8 @@
 reduced over all ranks (weighted by how many values each rank saw), then rank 0 writes
 
 - a table to stdout and to `log.txt` (with every `log()` line),
-- a row to `progress.csv` (columns grow when new keys appear, older rows padded, as openai),
+- a row to `progress.csv` (columns grow when new keys appear, older rows padded, as openai; a
+  file holding rows of an earlier run is only appended to, in its own columns),
 - one JSON object per row to `stats.jsonl`.
 
 Other ranks write nothing. `dumpkvs` is a collective: every rank calls it at the same step.
@@ -25,6 +26,8 @@ import blobfile as bf
 
 from . import dist
 from .fileio import is_local
+
+LOG_FILES = ("log.txt", "progress.csv", "stats.jsonl")
 
 
 def _format_value(v) -> str:
@@ -62,11 +65,16 @@ class Logger:
         self._values = {}
         self._means = defaultdict(lambda: [0.0, 0])
         self._csv_keys = []
+        self._csv_frozen = False  # a progress.csv with rows from before this process: append only
         self._stdout = stdout and self.is_main
         self._remote = not is_local(dir)
         self._local_dir = tempfile.mkdtemp(prefix="trainkit-log-") if self._remote else dir
         if self.is_main:
             os.makedirs(self._local_dir, exist_ok=True)
+            if self._remote:  # a resumed run continues the remote files, never replaces them
+                for name in LOG_FILES:
+                    if bf.exists(bf.join(dir, name)):
+                        bf.copy(bf.join(dir, name), os.path.join(self._local_dir, name), overwrite=True)
             self._log_txt = open(os.path.join(self._local_dir, "log.txt"), "a")
             self._jsonl = open(os.path.join(self._local_dir, "stats.jsonl"), "a")
             csv_path = os.path.join(self._local_dir, "progress.csv")
@@ -74,6 +82,7 @@ class Logger:
                 with open(csv_path) as f:
                     header = f.readline().strip()
                 self._csv_keys = header.split(",") if header else []
+                self._csv_frozen = bool(self._csv_keys)
 
     def get_dir(self) -> str:
         return self.dir
@@ -85,6 +94,14 @@ class Logger:
         acc = self._means[key]
         acc[0] += float(value)
         acc[1] += 1
+
+    def logkv_sum(self, key, total, count):
+        """Merge `count` observations summing to `total` into the mean of `key` (what
+        `logkv_mean` would hold after `count` calls)."""
+        if count:
+            acc = self._means[key]
+            acc[0] += float(total)
+            acc[1] += count
 
     def logkvs(self, d: dict):
         for k, v in d.items():
@@ -117,7 +134,10 @@ class Logger:
 
     def _write_csv(self, row: dict):
         path = os.path.join(self._local_dir, "progress.csv")
-        new_keys = sorted(set(row) - set(self._csv_keys))
+        # A file this process started grows columns as keys appear (rewritten, as openai's is). One
+        # that holds an earlier run's rows (ours resumed, or openai's) is only appended to, in its
+        # own columns: keys it lacks are in stats.jsonl and log.txt.
+        new_keys = [] if self._csv_frozen else sorted(set(row) - set(self._csv_keys))
         if new_keys:
             old_rows = []
             if os.path.exists(path):
@@ -143,7 +163,7 @@ class Logger:
 
     def _sync_remote(self):
         if self._remote:
-            for name in ("log.txt", "progress.csv", "stats.jsonl"):
+            for name in LOG_FILES:
                 src = os.path.join(self._local_dir, name)
                 if os.path.exists(src):
                     bf.copy(src, bf.join(self.dir, name), overwrite=True)

@@ -4,9 +4,20 @@ A run directory holds `options.json` (every flag as resolved, plus how the run w
 the logs and the checkpoints; `load_options` reads the flags back, so a run directory alone is
 enough to resume, sample or evaluate.
 
-SIGTERM/SIGINT/SIGUSR1 only set a flag (and so does passing $TRAINKIT_DEADLINE).
-`should_stop()` all-reduces that flag, so every rank sees the same answer at the same step,
-finishes it, checkpoints and exits 0: a preempted job loses nothing. A second Ctrl-C stops at once.
+The run-directory policy (`setup`), the same for every family and entry point:
+- a training run resumes (`--resume_checkpoint FILE|RUN_DIR|auto`) or starts fresh; a fresh
+  start into a directory that holds checkpoints (ours, or openai's model/ema/opt files) is
+  refused, and so is a resume that would write steps a directory already has;
+- a step written by openai's code that a run continues in its own folder is adopted: only a
+  state file is added beside openai's files, none of which is ever rewritten;
+- a sampler, nll, interpolation or any other entry point that is not training never rewrites a
+  run's files: when its directory already holds a run (options.json, logs, checkpoints or
+  samples: e.g. OPENAI_LOGDIR still pointing at the training run), it writes into a fresh
+  subfolder `<role>-<time>/` of it and says so.
+
+SIGTERM/SIGINT/SIGUSR1 only set a flag (and so does passing $TRAINKIT_DEADLINE);
+`stop_requested()` reads it. The training loop (trainkit.loop) votes on it across ranks, so
+every rank stops at the same step, checkpoints and exits 0. A second Ctrl-C stops at once.
 """
 
 import argparse
@@ -25,7 +36,7 @@ import torch
 
 from . import checkpoint, dist
 from .errors import UserError
-from .fileio import remove_leftovers, write_text
+from .fileio import is_local, remove_leftovers, write_text
 from .logger import Logger
 
 
@@ -89,24 +100,75 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def reseed(seed: int, step: int) -> None:
+    """Fresh random streams for a run that cannot restore its ranks' RNG states (resumed on
+    another number of ranks): derived from (seed, step, rank), so they are reproducible and no
+    two ranks share one."""
+    mixed = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(step), dist.rank()]).generate_state(1)[0]
+    seed_all(int(mixed))
+
+
+def _same_dir(a: str, b: str) -> bool:
+    a, b = str(a).rstrip("/") or ".", str(b).rstrip("/") or "."
+    if is_local(a) and is_local(b):
+        return os.path.realpath(a) == os.path.realpath(b)
+    return a == b
+
+
 def resume_point(value: str, run_dir: str, flag: str = "--resume_checkpoint"):
     """What a training run continues from: a checkpoint.Checkpoint, or None to start at step 0.
 
     `value` is the resume flag: "" (a new run), "auto" (the newest complete checkpoint of the
     run directory itself, or a fresh start when it has none: the same command line serves the
     first start and every restart, as torchrun --max-restarts and Slurm --requeue need), or a
-    run directory / checkpoint file. A new run into a directory that already holds checkpoints
-    is refused so that it cannot overwrite them.
+    run directory / checkpoint file. Nothing may lead to a checkpoint being overwritten: a new
+    run into a directory that already holds checkpoints is refused, and so is a resume into a
+    directory holding steps beyond the one resumed. A step of openai's code continued in its own
+    folder is adopted (`checkpoint.adopt`), so that later starts see it as complete.
     """
     if value == "auto":
-        return checkpoint.latest(run_dir)
-    if value:
-        return checkpoint.resolve(value)
-    existing = checkpoint.steps(run_dir)
-    if existing:
-        raise UserError(f"{run_dir}: already holds checkpoints (newest step {existing[0]}); pass "
-                        f"{flag} auto to continue it, or choose another --logdir")
-    return None
+        ck = checkpoint.latest(run_dir)
+    elif value:
+        ck = checkpoint.resolve(value)
+        here = checkpoint.latest(run_dir) if bf.isdir(run_dir) else None
+        if not _same_dir(ck.dir, run_dir) and checkpoint.steps(run_dir):
+            raise UserError(f"{run_dir}: already holds checkpoints (newest step {checkpoint.steps(run_dir)[0]}); "
+                            f"resuming {value} into it could overwrite them; choose another --logdir")
+        if here is not None and _same_dir(ck.dir, run_dir) and here.step > ck.step:
+            raise UserError(f"{run_dir}: holds step {here.step}, newer than step {ck.step} of {value}; "
+                            f"continuing from the older step would overwrite it; choose another --logdir")
+    else:
+        existing = checkpoint.steps(run_dir)
+        if existing:
+            raise UserError(f"{run_dir}: already holds checkpoints (newest step {existing[0]}); pass "
+                            f"{flag} auto to continue it, or choose another --logdir")
+        return None
+    if ck is not None and ck.state is None and _same_dir(ck.dir, run_dir):
+        ck = checkpoint.adopt(ck)
+    return ck
+
+
+RUN_FILES = ("options.json", "log.txt", "progress.csv", "stats.jsonl")
+
+
+def holds_a_run(directory: str) -> bool:
+    """Whether `directory` holds files of a run (ours or openai's): logs, options, checkpoints,
+    samples. A comparison's launch.log or an empty folder does not count."""
+    if not bf.isdir(directory):
+        return False
+    for name in bf.listdir(directory):
+        if name in RUN_FILES or checkpoint.parse_filename(name) or (name.startswith("samples_") and name.endswith(".npz")):
+            return True
+    return False
+
+
+def output_dir(run_dir: str, role: str) -> str:
+    """Where a non-training entry point writes: `run_dir`, or a fresh `<role>-<time>` subfolder of
+    it when it already holds a run, so that no file of that run is rewritten."""
+    if not holds_a_run(run_dir):
+        return run_dir
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return bf.join(run_dir, f"{role}-{stamp}")
 
 
 def _agreed(fn, *args):
@@ -124,11 +186,14 @@ def _agreed(fn, *args):
     return value
 
 
-def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag="--resume_checkpoint") -> Run:
+def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag="--resume_checkpoint",
+          role="samples") -> Run:
     """Join the process group, create the run directory, write options.json, seed, trap signals.
 
-    With `resume` (the value of the family's resume flag, see `resume_point`), the checkpoint to
-    continue from is found before anything is written, and returned as `Run.resume`.
+    A training run passes `resume` (the value of its resume flag, "" for none, see
+    `resume_point`): the checkpoint to continue from is found before anything is written, and
+    returned as `Run.resume`. Any other entry point leaves `resume` None and names its `role`
+    (samples, nll, interpolation...): it writes into `output_dir(run_dir, role)`.
 
     Seeds are seed + rank so ranks draw different noise; models built after this differ between
     ranks until `dist.wrap_ddp` broadcasts rank 0's weights, so build EMA copies after wrapping.
@@ -136,6 +201,9 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
     dist.init(getattr(args, "dist_timeout", None))
     options = dict(vars(args))
     run_dir = resolve_logdir(family, logdir if logdir is not None else options.get("logdir", ""))
+    asked_dir = run_dir
+    if resume is None:
+        run_dir = _agreed(output_dir, run_dir, role)
     ck = _agreed(resume_point, resume, run_dir, resume_flag) if resume is not None else None
     # A killed run may have left half-written temporaries. A training run (one that passes
     # `resume`) is its directory's only writer, so they can go; the complete files they would
@@ -149,6 +217,7 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
         record = dict(options)
         record["_run"] = {
             "family": family,
+            "role": "train" if resume is not None else role,
             "launcher": dist.launcher(),
             "world_size": dist.world_size(),
             "argv": sys.argv,
@@ -162,6 +231,8 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
     install_signal_handlers()
     logger = Logger(run_dir, stdout=stdout)
     logger.log(f"Logging to {run_dir} ({dist.launcher()}, {dist.world_size()} rank(s), device {dist.device()})")
+    if run_dir != asked_dir:
+        logger.log(f"{asked_dir} holds another run: writing into {run_dir} (none of that run's files are rewritten)")
     if leftovers:
         logger.log(f"removed {leftovers} temporary file(s) of an interrupted write")
     if ck is None and resume == "auto":
@@ -216,7 +287,7 @@ def install_signal_handlers() -> None:
 def deadline():
     """$TRAINKIT_DEADLINE (unix seconds) or None: a time budget for the whole run.
 
-    Past it, `should_stop()` turns true exactly as after SIGTERM, so any family stops at the
+    Past it, `stop_requested()` turns true exactly as after SIGTERM, so any family stops at the
     current step, checkpoints and exits 0. The comparison uses it to give each family a share
     of `--minutes`; a batch job can set it a little before its time limit.
     """
@@ -244,11 +315,6 @@ def stopped_message(step: int, run_dir: str, resume_flag: str = "--resume_checkp
             f"continue with {resume_flag} auto --logdir {run_dir}")
 
 
-def should_stop() -> bool:
-    """True once any rank has received SIGTERM/SIGINT. Collective: call on every rank."""
-    return dist.all_reduce_sum(1.0 if stop_requested() else 0.0) > 0
-
-
 # --- RNG state --------------------------------------------------------------------------
 
 def _local_rng_state() -> dict:
@@ -271,8 +337,12 @@ def rng_state() -> list:
 
 
 def set_rng_state(states: list) -> None:
-    """Restore this rank's entry of `rng_state()`'s list (weights_only-loadable)."""
-    s = states[dist.rank() % len(states)]
+    """Restore this rank's entry of `rng_state()`'s list (weights_only-loadable). The list must
+    hold one entry per rank: on another world size, `reseed` derives fresh streams instead (a
+    rank must never reuse another rank's stream)."""
+    if len(states) != dist.world_size():
+        raise ValueError(f"RNG states of {len(states)} ranks cannot be restored on {dist.world_size()}")
+    s = states[dist.rank()]
     torch.set_rng_state(s["torch"])
     n = s["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))

@@ -3,7 +3,8 @@
 It trains a small autoencoder on an image folder with every runtime piece a family uses
 (process group, sharded resumable batches, DDP, EMA, logger with rank-reduced means,
 checkpoints, resume, signal handling) and is what the launcher tests drive under mpiexec,
-torchrun and multi-node torchrun. The loop is also the shape every family's loop follows.
+torchrun and multi-node torchrun. It runs trainkit.loop like every family: its `AutoencoderTask`
+is the smallest example of what a family supplies.
 
 Test hooks: `--dump` writes each rank's parameters and the data indices it consumed into the
 run directory; `--selfkill_rank/--selfkill_step` make a rank SIGKILL itself; `--selfterm_step`
@@ -18,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint, data, dist, ema, run
+from . import checkpoint, data, dist, ema, loop, run
 
 
 class TinyAutoencoder(torch.nn.Module):
@@ -54,12 +55,57 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def save(r, step, model, opt, averages, batches, delay=0.0):
-    time.sleep(delay)
-    states = {"model": model.state_dict(), "opt": opt.state_dict()}
-    for rate in averages.rates:
-        states[f"ema_{ema.rate_name(rate)}_"] = averages.state_dict(rate, model)
-    checkpoint.save(r.dir, step, states, {"data": batches.state_dict(), "rng": run.rng_state()})
+class AutoencoderTask(loop.Task):
+    """The selfcheck's family: what a real family supplies to trainkit.loop, and no more."""
+
+    def __init__(self, args, model, batches):
+        self.args = args
+        self.model = model.to(dist.device())
+        self.batches = batches
+        self.net = dist.wrap_ddp(self.model)  # broadcasts rank 0's weights: every rank starts equal
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=args.lr)
+        self.averages = ema.EMA(self.model, args.ema_rate)
+        self.start = 0
+        self.consumed = []
+
+    def step(self, batch, step, epoch):
+        self.consumed.append(self.batches.indices(self.batches.taken - 1).tolist())
+        x = batch[0].to(dist.device())
+        loss = F.mse_loss(self.net(x + 0.1 * torch.randn_like(x)), x)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.averages.update(self.model)
+        done = step + 1
+        first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0  # torchrun --max-restarts
+        if done == self.args.selfkill_step and dist.rank() == self.args.selfkill_rank and first_attempt:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if done == self.args.selfterm_step and dist.is_main():
+            os.kill(os.getpid(), signal.SIGTERM)
+        # its reduced mean over ranks proves the reduction
+        return {"loss": loss.detach(), "rank": torch.tensor(float(dist.rank()))}
+
+    def state_dicts(self):
+        states = {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
+        for rate in self.averages.rates:
+            states[f"ema_{ema.rate_name(rate)}_"] = self.averages.state_dict(rate, self.model)
+        return states
+
+    def load_state_dicts(self, ck):
+        checkpoint.load_into(self.model, ck.load("model"), ck.path("model"))
+        checkpoint.load_optimizer(self.opt, ck.load("opt"), ck.path("opt"))
+        for rate in self.averages.rates:
+            self.averages.load_state_dict(rate, ck.load(f"ema_{ema.rate_name(rate)}_"))
+        self.start = ck.step
+
+    def modules(self):
+        return {"model": self.model}
+
+    def log_extras(self):
+        return {"epoch": self.batches.epoch}
+
+    def artefacts(self, run_dir, step):
+        time.sleep(self.args.save_delay)  # stands in for a large model's slow checkpoint
 
 
 @run.main
@@ -68,59 +114,16 @@ def main(argv=None):
     r = run.setup("selfcheck", args, resume=args.resume_checkpoint)
     images = data.load_dataset(args.data_dir, args.image_size, channels=1)
     batches = data.Batches(images, args.batch_size, seed=args.seed, random_flip=True)
-    model = TinyAutoencoder(args.image_size**2).to(dist.device())
-    start = 0
-    ck = r.resume
-    if ck is not None:
-        model.load_state_dict(ck.load("model"))
-    net = dist.wrap_ddp(model)  # broadcasts rank 0's weights: every rank starts equal
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    averages = ema.EMA(model, args.ema_rate)
-    if ck is not None:
-        opt.load_state_dict(ck.load("opt"))
-        for rate in averages.rates:
-            averages.load_state_dict(rate, ck.load(f"ema_{ema.rate_name(rate)}_"))
-        batches.load_state_dict(ck.state["data"])
-        run.set_rng_state(ck.state["rng"])
-        start = ck.step
-        r.logger.log(f"resumed from {ck.dir} at step {start}")
-
-    consumed = []
-    step = start
-    while step < args.max_steps:
-        consumed.append(batches.indices(batches.taken).tolist())
-        x, _ = next(batches)
-        x = x.to(dist.device())
-        loss = F.mse_loss(net(x + 0.1 * torch.randn_like(x)), x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        averages.update(model)
-        step += 1
-        r.logger.logkv_mean("loss", loss.item())
-        r.logger.logkv_mean("rank", float(dist.rank()))  # its reduced mean proves the reduction
-        first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0  # torchrun --max-restarts
-        if step == args.selfkill_step and dist.rank() == args.selfkill_rank and first_attempt:
-            os.kill(os.getpid(), signal.SIGKILL)
-        if step == args.selfterm_step and dist.is_main():
-            os.kill(os.getpid(), signal.SIGTERM)
-        stop = run.should_stop()
-        if step % args.log_interval == 0 or stop or step == args.max_steps:
-            r.logger.logkv("step", step)
-            r.logger.logkv("epoch", batches.epoch)
-            r.logger.dumpkvs()
-        if step % args.save_interval == 0 or stop or step == args.max_steps:
-            save(r, step, model, opt, averages, batches, args.save_delay)
-        if stop:
-            r.logger.log(run.stopped_message(step, r.dir))
-            break
-
+    task = AutoencoderTask(args, TinyAutoencoder(args.image_size**2), batches)
+    trainer = loop.Loop(r, task, batches, total_steps=args.max_steps, log_interval=args.log_interval,
+                        save_interval=args.save_interval, seed=args.seed)
+    step = trainer.run_loop()
     if args.dump:
-        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, os.path.join(r.dir, f"params_rank{dist.rank()}.pt"))
+        torch.save({k: v.cpu() for k, v in task.model.state_dict().items()}, os.path.join(r.dir, f"params_rank{dist.rank()}.pt"))
         with open(os.path.join(r.dir, f"indices_rank{dist.rank()}.json"), "w") as f:
-            json.dump({"start": start, "batches": consumed}, f)
-    r.logger.log(f"done at step {step}")
-    r.logger.close()
+            json.dump({"start": task.start, "batches": task.consumed}, f)
+    if dist.is_main():
+        print(f"done at step {step}", flush=True)  # the logger is closed by the loop
 
 
 if __name__ == "__main__":

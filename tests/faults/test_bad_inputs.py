@@ -133,7 +133,7 @@ CASES = [
     ("gans-bad-loss", "gans.train", T("gans", "{good}", "--loss", "wasserstein"), ["--loss", "wasserstein"]),
     ("id-sample-unknown-flag", "improved_diffusion.sample", ["--model_path", "{run_improved_diffusion}", "--bogus", "1"], ["unrecognized arguments: --bogus"]),
     # checkpoints
-    ("id-resume-another-config", "improved_diffusion.train", T("improved_diffusion", "{good}", "--resume_checkpoint", "{run_improved_diffusion}", "--num_channels", "64"), ["model000001.pt", "does not match the model flags"]),
+    ("id-resume-another-config", "improved_diffusion.train", T("improved_diffusion", "{good}", "--resume_checkpoint", "{run_improved_diffusion}", "--num_channels", "64"), ["model000001.pt", "model weights do not fit", "check the model flags"]),
     ("ddgan-resume-another-ch-mult", "ddgan.train", T("ddgan", "{good}", "--resume", "{run_ddgan}", "--ch_mult", "1", "1"), ["model000001.pt", "do not fit"]),
     ("gans-resume-another-kind", "gans.train", T("gans", "{good}", "--resume_checkpoint", "{run_gans}", "--model", "cdcgan"), ["model000001.pt", "holds a dcgan generator"]),
     ("id-resume-pickle-payload", "improved_diffusion.train", T("improved_diffusion", "{good}", "--resume_checkpoint", "{root}/evil/model000001.pt"), ["model000001.pt", "refused", "would run code"]),

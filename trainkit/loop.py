@@ -1,0 +1,347 @@
+"""The training loop every family runs: resume, the step loop, and the log, stop and checkpoint
+cadence. A family supplies a `Task` (what one optimizer step does, and its state); the loop
+decides everything else, once, for every family.
+
+What a family implements (subclass `Task`):
+
+- `step(batch, step, epoch) -> stats`: one optimizer step on this rank's batch (`batch` is one
+  item of `trainkit.data.Batches`: images and labels, `--batch_size` images per rank; a family
+  splits it into `--microbatch` / `--grad_accum` pieces itself). `step` is the number of steps
+  done before this one, `epoch` the data epoch of the batch. `stats` maps a name to a 0-dim
+  tensor (one observation) or to a `(sum, count)` pair of tensors, left on the device: the loop
+  adds them up there and reads them once per log interval, so no step waits on `.item()`.
+- `state_dicts()`: the checkpoint files of a step, by prefix (`model`, `ema_0.9999_`, ...).
+- `trainer_state()`: plain data for the step's state file (loss scales, sampler history).
+- `load_state_dicts(ck)`: restore from a `checkpoint.Checkpoint` (`ck.state` is None for a
+  directory written by openai's code: weights only).
+- `modules()`: the networks whose parameters every rank must hold identically.
+- `sample_weights(step)`: the prefix a sampler should use (recorded in every state file).
+- optional `log_extras()` (keys added to a log row) and `artefacts(run_dir, step)` (files
+  written beside a checkpoint, e.g. gans' grid PNG; called on every rank, rank 0 writes).
+
+What the loop guarantees:
+
+- **Resume** from `run.resume` (a file, a run directory or `auto`, resolved by `run.setup`).
+  With the same world size, the data position and every rank's RNG are restored and the run
+  continues bit for bit. With another world size (the **world-size policy**) the data position
+  is re-derived for the new global batch, at the first batch of the same epoch that holds no
+  image already seen, and every rank is re-seeded from (--seed, step, rank): deterministic, no two
+  ranks share noise, and the log says so. A checkpoint already at the last step trains 0 steps.
+- **Stop vote**: a signal or $TRAINKIT_DEADLINE stops every rank at the same step, with a
+  checkpoint and exit 0. The ranks vote in one small all-reduce every K steps; K is agreed in
+  the vote itself from the measured step time and vote cost, so that voting costs under 1% of
+  training time, and is capped so that votes are at most `MAX_VOTE_GAP_S` apart. Every log and
+  checkpoint step also votes.
+- **Non-finite policy**: a loss or statistic that is not finite stops the run with a one-line
+  error naming the step, before anything holding it is written: the last good checkpoint stays
+  the newest complete one. Under fp16 the GradScaler already skipped that step and lowered the
+  scale: the loop leaves the step out of the logged means and goes on.
+- **Checkpoints** every `save_interval` steps, at chosen epoch ends, at a stop and at the last
+  step; before each, a cross-rank check that every rank holds the same parameters.
+- **Logs**: one row every `log_interval` steps (and at a stop and at the end), with `step` and
+  `samples`; the logger is closed on the way out, also on error, so a blobfile run directory
+  keeps every line.
+"""
+
+import math
+import time
+
+import torch
+
+from . import checkpoint, dist, run
+from .errors import UserError
+
+VOTE_SHARE = 0.01  # the largest share of training time the stop vote may take
+MAX_VOTE_GAP_S = 2.0  # votes at most this far apart, so a signal stops the run promptly
+_NO_BAD_STEP = -1
+_BAD_BASE = 2**62  # the vote encodes "first non-finite step s" as BASE - s: MAX then finds the earliest
+
+
+def total_steps(*limits):
+    """The last step: the smallest of the positive `limits`, or None (train until stopped)."""
+    positive = [int(x) for x in limits if x]
+    return min(positive) if positive else None
+
+
+def vote_interval(step_seconds: float, vote_seconds: float) -> int:
+    """Steps between stop votes: enough that a vote costs at most VOTE_SHARE of the training
+    time between votes, but votes no further apart than MAX_VOTE_GAP_S."""
+    step_seconds = max(step_seconds, 1e-9)
+    cap = max(1, int(MAX_VOTE_GAP_S / step_seconds))
+    return max(1, min(cap, math.ceil(vote_seconds / (VOTE_SHARE * step_seconds) - 1e-9)))
+
+
+def grad_norm(parameters) -> torch.Tensor:
+    """The L2 norm of all gradients together, as a 0-dim tensor on their device (no sync)."""
+    grads = [p.grad.detach() for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+
+
+class TrainingDiverged(UserError):
+    """A loss that is not finite outside fp16: the run stops, keeping the last good checkpoint."""
+
+
+class Task:
+    """What a family supplies to `Loop` (see the module docstring). Defaults cover the optional
+    parts."""
+
+    def step(self, batch, step: int, epoch: int) -> dict:
+        raise NotImplementedError
+
+    def state_dicts(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dicts(self, ck) -> None:
+        raise NotImplementedError
+
+    def modules(self) -> dict:
+        raise NotImplementedError
+
+    def trainer_state(self) -> dict:
+        return {}
+
+    def sample_weights(self, step: int) -> str:
+        return "model"
+
+    def log_extras(self) -> dict:
+        return {}
+
+    def artefacts(self, run_dir: str, step: int) -> None:
+        pass
+
+
+class StepStats:
+    """Per-step statistics summed on the device; read back once per log interval.
+
+    Steps with the same keys share one vector of sums and one of counts, so a step costs a few
+    small tensor operations whatever the number of keys. A step with any value that is not
+    finite is left out of the sums, and the first such step is remembered (on the device).
+    """
+
+    def __init__(self):
+        self._acc = {}  # keys -> [sums, counts] (float64 vectors)
+        self._ones = {}
+        self.first_bad = None  # 0-dim int64 tensor: the first non-finite step, or -1
+
+    def add(self, stats: dict, step: int) -> None:
+        if not stats:
+            return
+        keys = tuple(stats)
+        pairs = [v if isinstance(v, tuple) else (v, None) for v in stats.values()]
+        vec = torch.stack([torch.as_tensor(s).detach().float().reshape(()) for s, _ in pairs]).double()
+        device = vec.device
+        if all(n is None for _, n in pairs):
+            cnt = self._ones.get((keys, device))
+            if cnt is None:
+                cnt = self._ones[(keys, device)] = torch.ones(len(keys), dtype=torch.float64, device=device)
+        else:
+            one = torch.ones((), dtype=torch.float64, device=device)
+            cnt = torch.stack([one if n is None else n.detach().double().reshape(()).to(device) for _, n in pairs])
+        ok = torch.isfinite(vec).all()
+        if self.first_bad is None:
+            self.first_bad = torch.full((), _NO_BAD_STEP, dtype=torch.int64, device=device)
+        self.first_bad = torch.where(~ok & (self.first_bad < 0), torch.full_like(self.first_bad, step),
+                                     self.first_bad)
+        acc = self._acc.get(keys)
+        if acc is None:
+            acc = self._acc[keys] = [torch.zeros_like(vec), torch.zeros_like(cnt)]
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        acc[0] += torch.where(ok, vec, zero)
+        acc[1] += torch.where(ok, cnt, zero)
+
+    def bad_code(self) -> int:
+        """BASE - (first non-finite step), or 0 when every step was finite (read: one sync)."""
+        if self.first_bad is None:
+            return 0
+        s = int(self.first_bad)
+        return _BAD_BASE - s if s >= 0 else 0
+
+    def pop(self) -> dict:
+        """{key: (sum, count)} as floats since the last pop; resets the sums."""
+        out = {}
+        for keys, (sums, counts) in self._acc.items():
+            pairs = torch.stack([sums, counts]).cpu().tolist()
+            for k, s, n in zip(keys, *pairs):
+                total, count = out.get(k, (0.0, 0.0))
+                out[k] = (total + s, count + n)
+        self._acc.clear()
+        return out
+
+    def clear_bad(self) -> None:
+        self.first_bad = None
+
+
+def parameter_fingerprint(modules: dict) -> list:
+    """Per parameter tensor: its float64 sum and sum of squares; equal weights give equal bits."""
+    parts = []
+    with torch.no_grad():
+        for name in sorted(modules):
+            for p in modules[name].parameters():
+                d = p.detach().double()
+                parts.append(torch.stack([d.sum(), d.square().sum()]))
+    return torch.stack(parts).cpu().flatten().tolist() if parts else []
+
+
+def check_consistency(modules: dict, step: int) -> None:
+    """Every rank holds the same parameters (collective). A difference is a broken gradient sync
+    or a rank that loaded other weights: fail before one rank's copy is checkpointed."""
+    if dist.world_size() == 1:
+        return
+    prints = dist.all_gather_object(parameter_fingerprint(modules))
+    differ = [r for r, f in enumerate(prints) if f != prints[0]]
+    if differ:
+        raise RuntimeError(f"step {step}: rank(s) {differ} hold parameters that differ from rank 0's "
+                           f"({', '.join(sorted(modules))}); the replicas are out of sync")
+
+
+class Loop:
+    def __init__(self, run_, task: Task, batches, *, total_steps=None, log_interval=10, save_interval=0,
+                 epoch_save=None, precision="fp32", resume_flag="--resume_checkpoint", seed=0):
+        """`run_` is the `run.Run` of `run.setup`; `batches` a `trainkit.data.Batches`.
+        `epoch_save(epoch)` says whether the end of that epoch gets a checkpoint."""
+        self.run = run_
+        self.logger = run_.logger
+        self.task = task
+        self.batches = batches
+        self.total = total_steps
+        self.log_interval = int(log_interval)
+        self.save_interval = int(save_interval or 0)
+        self.epoch_save = epoch_save
+        self.fp16 = precision == "fp16"
+        self.resume_flag = resume_flag
+        self.seed = int(seed)
+        self.step = 0
+        self.last_saved = None
+        self.last_saved_dir = run_.dir
+        self.stats = StepStats()
+        self.vote_every = 1
+        self.votes = 0
+        self._vote_cost = 0.0
+        self._steps_since_vote = 0
+        self._since = time.perf_counter()
+
+    @property
+    def images_per_step(self) -> int:
+        return self.batches.batch_size * dist.world_size()
+
+    # ----- resume --------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        ck = self.run.resume
+        if ck is None:
+            return
+        self.logger.log(f"resuming from {ck.dir} step {ck.step} ({', '.join(ck.prefixes())})")
+        self.task.load_state_dicts(ck)
+        self.step = int(ck.step)
+        self.last_saved, self.last_saved_dir = self.step, ck.dir
+        state = ck.state or {}
+        world = dist.world_size()
+        saved_world = int(state.get("world_size", len(state.get("rng", ())) or 0))
+        if saved_world == world and "data" in state and "rng" in state:
+            self.batches.load_state_dict(state["data"])
+            run.set_rng_state(state["rng"])
+            return
+        # The world-size policy: re-derive what cannot be restored, deterministically.
+        data = state.get("data", {"batches": self.step})
+        old_global = int(data.get("global_batch", self.batches.batch_size * (saved_world or world)))
+        where = self.batches.rederive(int(data["batches"]), old_global)
+        run.reseed(self.seed, self.step)
+        what = (f"checkpoint written by {saved_world} rank(s), this run has {world}" if "rng" in state
+                else "checkpoint without trainer state (openai layout)")
+        self.logger.log(f"{what}: data position re-derived ({where}) and every rank re-seeded from "
+                        f"(--seed, step {self.step}, rank); deterministic, but not bit-identical to a "
+                        f"run that kept {saved_world or 'its'} rank(s)")
+
+    # ----- the loop ------------------------------------------------------------------------
+
+    def run_loop(self) -> int:
+        """Resume, train to `total_steps` or a stop, and return the last step."""
+        try:
+            self.resume()
+            start = self.step
+            if self.total is not None and self.step >= self.total:
+                self.logger.log(f"step {self.step} is already at or past the last step {self.total}: "
+                                "nothing to train")
+                return self.step
+            stopped = self._train()
+            if self.step > start and self.last_saved != self.step:
+                self._checked_save()
+            if stopped:
+                self.logger.log(run.stopped_message(self.step, self.run.dir, self.resume_flag))
+            return self.step
+        finally:
+            self.logger.close()
+
+    def _train(self) -> bool:
+        next_vote = self.step + 1
+        while self.total is None or self.step < self.total:
+            epoch = self.batches.epoch
+            batch = next(self.batches)
+            stats = self.task.step(batch, self.step, epoch)
+            self.step += 1
+            self._steps_since_vote += 1
+            self.stats.add(stats, self.step)
+            last = self.total is not None and self.step >= self.total
+            log_due = self.step % self.log_interval == 0 or last
+            save_due = (bool(self.save_interval) and self.step % self.save_interval == 0) or last or (
+                self.epoch_save is not None and self.batches.epoch != epoch and self.epoch_save(epoch))
+            if not (log_due or save_due or self.step >= next_vote):
+                continue
+            stop = self._vote()  # collective, at the same step on every rank
+            next_vote = self.step + self.vote_every
+            if log_due or stop:
+                self._dump()
+            if save_due or stop:
+                self._checked_save()
+            if stop:
+                return True
+        return False
+
+    def _vote(self) -> bool:
+        """All ranks agree on: stop?, the first non-finite step, and the next vote's distance."""
+        elapsed = time.perf_counter() - self._since
+        local = [int(run.stop_requested()), self.stats.bad_code(), int(elapsed * 1e6), int(self._vote_cost * 1e6)]
+        began = time.perf_counter()
+        stop, bad, elapsed_us, cost_us = dist.all_reduce_max_ints(local)
+        self._vote_cost = time.perf_counter() - began
+        self.votes += 1
+        self.vote_every = vote_interval(elapsed_us * 1e-6 / max(self._steps_since_vote, 1), cost_us * 1e-6)
+        self._steps_since_vote = 0
+        if bad:
+            first = _BAD_BASE - bad
+            if not self.fp16:
+                where = (f"the last good checkpoint is step {self.last_saved} in {self.last_saved_dir}"
+                         if self.last_saved is not None else "no checkpoint was written")
+                self.logger.log(f"loss is not finite at step {first}")
+                raise TrainingDiverged(f"loss is not finite at step {first}: stopped without saving; {where} "
+                                       "(try a lower learning rate, or --precision fp32)")
+            self.logger.log(f"fp16: a loss was not finite at step {first} (the step was skipped and the loss "
+                            "scale lowered); left out of the logged means")
+            self.stats.clear_bad()
+        self._since = time.perf_counter()
+        return bool(stop)
+
+    def _dump(self) -> None:
+        for key, (total, count) in self.stats.pop().items():
+            self.logger.logkv_sum(key, total, count)
+        self.logger.logkv("step", self.step)
+        self.logger.logkv("samples", self.step * self.images_per_step)
+        for key, value in self.task.log_extras().items():
+            self.logger.logkv(key, value)
+        self.logger.dumpkvs()
+
+    def _checked_save(self) -> None:
+        check_consistency(self.task.modules(), self.step)
+        self.task.artefacts(self.run.dir, self.step)
+        state = dict(self.task.trainer_state())
+        state.update({
+            "rng": run.rng_state(),  # collective
+            "data": dict(self.batches.state_dict(), global_batch=self.images_per_step),
+            "world_size": dist.world_size(),
+            "sample_weights": self.task.sample_weights(self.step),
+        })
+        checkpoint.save(self.run.dir, self.step, self.task.state_dicts(), state)
+        self.last_saved, self.last_saved_dir = self.step, self.run.dir
+        self.logger.log(f"saved checkpoint of step {self.step} in {self.run.dir}")

@@ -6,25 +6,16 @@ Flags are train_ddgan.py's (same names and defaults) plus --data_dir, --grad_acc
 uses for one optimizer step; --grad_accum K cuts it into K micro-batches whose gradients are
 averaged, so K only trades memory for time. The loop is trainkit.loop.
 
-One optimizer step ("update"):
-  D: real pairs (x_t, x_{t+1}) -> softplus(-D); every lazy_reg steps R1 = r1_gamma/2 E|grad_x_t D|^2;
-     fake x_t ~ q(x_t | x_{t+1}, G(x_{t+1}, z, t)) with G under no_grad -> softplus(D).
-  G: softplus(-D(fake)) with D frozen. Adam(beta1, beta2) each; EMA of G after the G step;
-  learning rates follow a cosine from lr to 1e-5 over num_epoch epochs (stepped per epoch).
+The step itself (D and G updates, lazy R1, EMA, cosine lr) is ddgan/trainer.py.
 """
 
-import math
-
-import torch
-import torch.nn.functional as F
-
-from trainkit import checkpoint, data, dist, ema, loop, precision, run
+from trainkit import data, dist, loop, precision, run
 from trainkit.errors import UserError
 
 from . import script_util
+from .trainer import Trainer
 
 FAMILY = "ddgan"
-ETA_MIN = 1e-5
 
 
 def create_parser():
@@ -89,189 +80,6 @@ def check_options(o):
             raise UserError(f"--{flag} {o[flag]} must be 0 (off) or positive")
     if not 0.0 <= o["ema_decay"] < 1.0:
         raise UserError(f"--ema_decay {o['ema_decay']} is outside [0, 1)")
-
-
-def cosine_lr(base, epoch, num_epoch, decay=True):
-    """CosineAnnealingLR(T_max=num_epoch, eta_min=1e-5) after `epoch` scheduler steps."""
-    if not decay:
-        return base
-    return ETA_MIN + (base - ETA_MIN) * (1 + math.cos(math.pi * epoch / num_epoch)) / 2
-
-
-def set_lr(optimizer, lr):
-    for g in optimizer.param_groups:
-        g["lr"] = lr
-
-
-def draw_step_noise(x, num_timesteps, nz):
-    """Every random number one D or G half-step uses, drawn for the whole per-process batch in
-    the reference's order (t, the q_sample_pairs noises, z, the posterior noise). Drawing them up
-    front, then slicing, makes K micro-batches see exactly the numbers one batch would."""
-    n = x.shape[0]
-    return {
-        "t": torch.randint(0, num_timesteps, (n,), device=x.device),
-        "noise_next": torch.randn_like(x),
-        "noise": torch.randn_like(x),
-        "z": torch.randn(n, nz, device=x.device),
-        "post_noise": torch.randn_like(x),
-    }
-
-
-def r1_penalty(d_real, x_t, gamma):
-    """gamma/2 * mean over the batch of |dD(x_t)/dx_t|^2 (R1 on real pairs), differentiable
-    in D's weights (create_graph) so that it trains D."""
-    grad, = torch.autograd.grad(d_real.float().sum(), x_t, create_graph=True)
-    return gamma / 2 * grad.pow(2).flatten(1).sum(1).mean()
-
-
-def _micro(tensors, i, k):
-    return {name: v.chunk(k)[i] for name, v in tensors.items()}
-
-
-class Trainer(loop.Task):
-    """The models, optimizers and one-update logic, as trainkit.loop's task."""
-
-    def __init__(self, o, generator, discriminator, diffusion, device):
-        self.o = o
-        self.diffusion = diffusion
-        self.device = device
-        self.g_raw = generator.to(device)
-        self.d_raw = discriminator.to(device)
-        # Adam state and EMA are created from the raw modules; DDP broadcasts rank 0's weights
-        self.G = dist.wrap_ddp(self.g_raw)
-        self.D = dist.wrap_ddp(self.d_raw)
-        self.opt_g = torch.optim.Adam(self.g_raw.parameters(), lr=o["lr_g"], betas=(o["beta1"], o["beta2"]))
-        self.opt_d = torch.optim.Adam(self.d_raw.parameters(), lr=o["lr_d"], betas=(o["beta1"], o["beta2"]))
-        self.prec_d = precision.Precision(o["precision"], device)
-        self.prec_g = precision.Precision(o["precision"], device)
-        self.ema = ema.EMA(self.g_raw, [o["ema_decay"]]) if o["use_ema"] else None
-        self.updates = 0  # optimizer steps done
-        self.epoch = 0
-
-    def r1_due(self):
-        lazy = self.o["lazy_reg"]
-        return lazy is None or self.updates % lazy == 0
-
-    def d_step(self, x):
-        o, diff, k = self.o, self.diffusion, self.o["grad_accum"]
-        for p in self.d_raw.parameters():
-            p.requires_grad_(True)
-        self.opt_d.zero_grad(set_to_none=True)
-        rnd = draw_step_noise(x, diff.num_timesteps, o["nz"])
-        with_r1 = self.r1_due()
-        totals = {"errD_real": 0.0, "errD_fake": 0.0, "r1": 0.0}
-        for i, (xb, r) in enumerate(zip(x.chunk(k), [_micro(rnd, i, k) for i in range(k)])):
-            with dist.ddp_sync(self.D, i == k - 1):
-                x_t, x_tp1 = diff.q_sample_pairs(xb, r["t"], r["noise"], r["noise_next"])
-                x_t.requires_grad_(True)
-                with self.prec_d.autocast():
-                    d_real = self.D(x_t, r["t"], x_tp1).view(-1)
-                    err_real = F.softplus(-d_real).mean()
-                loss = err_real
-                if with_r1:
-                    r1 = r1_penalty(d_real, x_t, o["r1_gamma"])
-                    loss = loss + r1
-                    totals["r1"] += r1.detach() / k
-                with torch.no_grad():  # the generator is not trained by D's loss
-                    x0_pred = self.g_raw(x_tp1, r["t"], r["z"])
-                x_pos = diff.sample_posterior(x0_pred, x_tp1, r["t"], r["post_noise"])
-                with self.prec_d.autocast():
-                    err_fake = F.softplus(self.D(x_pos, r["t"], x_tp1).view(-1)).mean()
-                loss = loss + err_fake
-                self.prec_d.backward(loss / k)
-            totals["errD_real"] += err_real.detach().float() / k
-            totals["errD_fake"] += err_fake.detach().float() / k
-        self.prec_d.step(self.opt_d)
-        totals["errD"] = totals["errD_real"] + totals["errD_fake"]
-        if not with_r1:
-            del totals["r1"]
-        return totals
-
-    def g_step(self, x):
-        o, diff, k = self.o, self.diffusion, self.o["grad_accum"]
-        for p in self.d_raw.parameters():
-            p.requires_grad_(False)
-        self.opt_g.zero_grad(set_to_none=True)
-        rnd = draw_step_noise(x, diff.num_timesteps, o["nz"])
-        err_total = 0.0
-        for i, xb in enumerate(x.chunk(k)):
-            r = _micro(rnd, i, k)
-            with dist.ddp_sync(self.G, i == k - 1):
-                _, x_tp1 = diff.q_sample_pairs(xb, r["t"], r["noise"], r["noise_next"])
-                with self.prec_g.autocast():
-                    x0_pred = self.G(x_tp1, r["t"], r["z"])
-                x_pos = diff.sample_posterior(x0_pred.float(), x_tp1, r["t"], r["post_noise"])
-                with self.prec_g.autocast():
-                    # D's own module: its weights are frozen here, nothing to synchronise
-                    err = F.softplus(-self.d_raw(x_pos, r["t"], x_tp1).view(-1)).mean()
-                self.prec_g.backward(err / k)
-            err_total += err.detach().float() / k
-        self.prec_g.step(self.opt_g)
-        for p in self.d_raw.parameters():
-            p.requires_grad_(True)
-        if self.ema is not None:
-            if self.updates == 0:
-                # the reference's EMA starts from the weights after the first update
-                self.ema = ema.EMA(self.g_raw, [self.o["ema_decay"]])
-            else:
-                self.ema.update(self.g_raw)
-        return {"errG": err_total}
-
-    def update(self, x):
-        stats = self.d_step(x)
-        stats.update(self.g_step(x))
-        self.updates += 1
-        return stats
-
-    # what trainkit.loop calls --------------------------------------------------------------
-    def step(self, batch, step, epoch):
-        # the reference steps its cosine schedulers once per epoch
-        decay = not self.o["no_lr_decay"]
-        set_lr(self.opt_g, cosine_lr(self.o["lr_g"], epoch, self.o["num_epoch"], decay))
-        set_lr(self.opt_d, cosine_lr(self.o["lr_d"], epoch, self.o["num_epoch"], decay))
-        self.updates, self.epoch = step, epoch
-        return self.update(batch[0].to(self.device))
-
-    def log_extras(self):
-        return {"epoch": self.epoch, "lr_g": self.opt_g.param_groups[0]["lr"]}
-
-    def modules(self):
-        return {"generator": self.g_raw, "discriminator": self.d_raw}
-
-    def ema_prefix(self):
-        return f"ema_{ema.rate_name(self.o['ema_decay'])}_"
-
-    def sample_weights(self, step):
-        return self.ema_prefix() if self.ema is not None else "model"
-
-    def state_dicts(self):
-        s = {"model": self.g_raw.state_dict(), "opt": self.opt_g.state_dict(),
-             "disc": self.d_raw.state_dict(), "disc_opt": self.opt_d.state_dict()}
-        if self.ema is not None:
-            s[self.ema_prefix()] = self.ema.state_dict(self.o["ema_decay"], self.g_raw)
-        return s
-
-    def trainer_state(self):
-        return {"epoch": self.epoch, "precision_d": self.prec_d.state_dict(),
-                "precision_g": self.prec_g.state_dict()}
-
-    def load_state_dicts(self, ck):
-        script_util.load_weights(self.g_raw, ck.load("model"), ck.path("model"))
-        script_util.load_weights(self.d_raw, ck.load("disc"), ck.path("disc"), "discriminator")
-        checkpoint.load_optimizer(self.opt_g, ck.load("opt"), ck.path("opt"))
-        d_opt = "disc_opt" if ck.has("disc_opt") or not ck.has("opt_disc") else "opt_disc"  # the name before
-        checkpoint.load_optimizer(self.opt_d, ck.load(d_opt), ck.path(d_opt))
-        if self.ema is not None:
-            if ck.has(self.ema_prefix()):
-                self.ema.load_state_dict(self.o["ema_decay"], script_util.strip_module_prefix(ck.load(self.ema_prefix())))
-            else:
-                raise UserError(f"{ck.dir}: step {ck.step} has no {self.ema_prefix()} file "
-                                "(trained without --use_ema or with another --ema_decay)")
-        self.updates = ck.step
-        state = ck.state or {}
-        for name, prec in (("precision_d", self.prec_d), ("precision_g", self.prec_g)):
-            if name in state:
-                prec.load_state_dict(state[name])
 
 
 def train(args):

@@ -15,6 +15,7 @@ go to the comparison's run directory; a stage that failed shows as failed and th
 `--reuse` skips every stage that already finished in the same run directory.
 """
 
+import glob
 import json
 import os
 import re
@@ -190,10 +191,13 @@ def network_evaluations(package: str, options: dict, sample_flags: list) -> int:
 
 
 def find_samples(directory: str) -> str:
-    found = sorted(n for n in os.listdir(directory) if n.startswith("samples_") and n.endswith(".npz"))
-    if not found:
-        raise UserError(f"{directory}: the sampler wrote no samples_*.npz")
-    return os.path.join(directory, found[-1])
+    """The stage's npz: in its directory, or, when the stage ran again over an earlier run's
+    files, in the fresh samples-<time> subfolder the sampler wrote instead (trainkit.run)."""
+    for d in [directory] + sorted(glob.glob(os.path.join(directory, "samples-*")), reverse=True):
+        found = sorted(n for n in os.listdir(d) if n.startswith("samples_") and n.endswith(".npz"))
+        if found:
+            return os.path.join(d, found[-1])
+    raise UserError(f"{directory}: the sampler wrote no samples_*.npz")
 
 
 def judge(npz_path: str) -> dict:

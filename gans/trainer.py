@@ -94,7 +94,7 @@ class GANTrainer(loop.Task):
         norm = loop.grad_norm(self.D.parameters())
         stepped = self.prec_d.step(self.opt_d)
         return {"loss_d": loss_sum / k, "d_real": d_real / k, "d_fake": d_fake / k,
-                "grad_norm_d": norm, "skipped_d": torch.tensor(float(not stepped))}
+                "grad_norm_d": norm, "skipped_d": torch.tensor(float(not stepped), device=self.device)}
 
     def g_step(self, labels) -> dict:
         """Update G once, on one fake micro-batch per entry of `labels` (a tensor, or None for
@@ -122,7 +122,7 @@ class GANTrainer(loop.Task):
         if self.ema is not None and stepped:
             self.ema.update(self.G)
         return {"loss_g": loss_sum / k, "d_fake_g": d_fake / k, "grad_norm_g": norm,
-                "skipped_g": torch.tensor(float(not stepped))}
+                "skipped_g": torch.tensor(float(not stepped), device=self.device)}
 
     def update(self, micro_batches) -> dict:
         """One D update then one G update on this rank's micro-batches [(x, y), ...]."""

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from ddgan import script_util, train
+from ddgan import script_util, train, trainer
 from ddgan.diffusion import Diffusion
 from ddgan.discriminator import DiscriminatorSmall
 from ddgan.ncsnpp import GeneratorConfig, NCSNpp
@@ -77,7 +77,7 @@ def test_r1_penalty_equals_hand_computed_gradient_norm():
     b = torch.randn(1, 2, 3, 3)
     x = torch.randn(5, 2, 3, 3, requires_grad=True)
     d_out = (a * x ** 2 + b * x).flatten(1).sum(1)
-    r1 = train.r1_penalty(d_out, x, gamma=0.3)
+    r1 = trainer.r1_penalty(d_out, x, gamma=0.3)
     grad = (2 * a * x + b).detach()
     hand = 0.3 / 2 * grad.pow(2).flatten(1).sum(1).mean()
     assert r1.item() == pytest.approx(hand.item(), rel=1e-6)
@@ -92,10 +92,10 @@ def test_cosine_lr_matches_torch_scheduler():
     opt = torch.optim.Adam([p], lr=1.6e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 10, eta_min=1e-5)
     for epoch in range(11):
-        assert train.cosine_lr(1.6e-4, epoch, 10) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+        assert trainer.cosine_lr(1.6e-4, epoch, 10) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
         opt.step()
         sched.step()
-    assert train.cosine_lr(1.6e-4, 3, 10, decay=False) == 1.6e-4
+    assert trainer.cosine_lr(1.6e-4, 3, 10, decay=False) == 1.6e-4
 
 
 def make_trainer(o, seed=0):
@@ -105,7 +105,7 @@ def make_trainer(o, seed=0):
     with torch.no_grad():  # fresh init is ~0 at the outputs; random weights give real gradients
         for p in list(g.parameters()) + list(d.parameters()):
             p.normal_(0, 0.3)
-    return train.Trainer(o, g, d, Diffusion(o["num_timesteps"]), torch.device("cpu"))
+    return trainer.Trainer(o, g, d, Diffusion(o["num_timesteps"]), torch.device("cpu"))
 
 
 def test_gradient_accumulation_equals_one_batch():

@@ -191,11 +191,12 @@ def _in_process(module, argv, monkeypatch, capsys):
 @pytest.mark.parametrize("name", ["gans", "ddgan"])
 def test_a_nan_stops_with_one_line_and_the_newest_checkpoint_is_finite(name, digits, tmp_path, monkeypatch, capsys):
     from ddgan import train as ddgan_train
+    from ddgan.trainer import Trainer
     from gans import train as gans_train
     from gans.trainer import GANTrainer
 
     family = faultlib.FAMILIES[name]
-    module, cls = {"gans": (gans_train, GANTrainer), "ddgan": (ddgan_train, ddgan_train.Trainer)}[name]
+    module, cls = {"gans": (gans_train, GANTrainer), "ddgan": (ddgan_train, Trainer)}[name]
     _nan_after(monkeypatch, cls, "update", calls=3)
     argv = [*faultlib.flag_file_argv(helpers.ROOT / family.flag_file), *family.tiny, "--data_dir", digits(16),
             "--logdir", tmp_path, "--max_steps", 6, "--save_interval", 1]
@@ -243,6 +244,7 @@ def test_fp16_overflow_skips_the_gan_step_and_halves_the_scale(monkeypatch):
 
 def test_fp16_overflow_skips_the_ddgan_step_and_halves_the_scale(monkeypatch):
     from ddgan import train as ddgan_train
+    from ddgan import trainer as ddgan_trainer
     from ddgan.diffusion import Diffusion
     from ddgan.discriminator import DiscriminatorSmall
     from ddgan.ncsnpp import GeneratorConfig, NCSNpp
@@ -252,14 +254,14 @@ def test_fp16_overflow_skips_the_ddgan_step_and_halves_the_scale(monkeypatch):
          "--nz", "4", "--z_emb_dim", "8", "--t_emb_dim", "8", "--n_mlp", "1", "--attn_resolutions", "4",
          "--num_res_blocks", "1", "--batch_size", "4", "--precision", "fp16", "--lazy_reg", "1"]))
     torch.manual_seed(0)
-    t = ddgan_train.Trainer(o, NCSNpp(GeneratorConfig.from_options(o)),
+    t = ddgan_trainer.Trainer(o, NCSNpp(GeneratorConfig.from_options(o)),
                             DiscriminatorSmall(nc=2, ngf=4, t_emb_dim=8), Diffusion(4), torch.device("cpu"))
     x = torch.rand(4, 1, 8, 8) * 2 - 1
     t.update(x)
     d_before = [p.detach().clone() for p in t.d_raw.parameters()]
     scale = t.prec_d.scale
-    real = ddgan_train.r1_penalty
-    monkeypatch.setattr(ddgan_train, "r1_penalty", lambda d, x_t, gamma: real(d, x_t, gamma) * 1e38 * 1e38)
+    real = ddgan_trainer.r1_penalty
+    monkeypatch.setattr(ddgan_trainer, "r1_penalty", lambda d, x_t, gamma: real(d, x_t, gamma) * 1e38 * 1e38)
     t.update(x)
     assert t.prec_d.scale == scale / 2
     assert all(torch.equal(a, p) for a, p in zip(d_before, t.d_raw.parameters())), "D moved on a skipped step"

@@ -73,9 +73,10 @@ def vote_interval(step_seconds: float, vote_seconds: float) -> int:
 
 def grad_norm(parameters) -> torch.Tensor:
     """The L2 norm of all gradients together, as a 0-dim tensor on their device (no sync)."""
+    parameters = list(parameters)
     grads = [p.grad.detach() for p in parameters if p.grad is not None]
     if not grads:
-        return torch.zeros(())
+        return torch.zeros((), device=parameters[0].device if parameters else None)
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
 
 
@@ -130,8 +131,8 @@ class StepStats:
             return
         keys = tuple(stats)
         pairs = [v if isinstance(v, tuple) else (v, None) for v in stats.values()]
-        vec = torch.stack([torch.as_tensor(s).detach().float().reshape(()) for s, _ in pairs]).double()
-        device = vec.device
+        device = next((s.device for s, _ in pairs if torch.is_tensor(s)), torch.device("cpu"))
+        vec = torch.stack([torch.as_tensor(s, device=device).detach().float().reshape(()) for s, _ in pairs]).double()
         if all(n is None for _, n in pairs):
             cnt = self._ones.get((keys, device))
             if cnt is None:

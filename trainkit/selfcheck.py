@@ -83,7 +83,7 @@ class AutoencoderTask(loop.Task):
         if done == self.args.selfterm_step and dist.is_main():
             os.kill(os.getpid(), signal.SIGTERM)
         # its reduced mean over ranks proves the reduction
-        return {"loss": loss.detach(), "rank": torch.tensor(float(dist.rank()))}
+        return {"loss": loss.detach(), "rank": torch.tensor(float(dist.rank()), device=dist.device())}
 
     def state_dicts(self):
         states = {"model": self.model.state_dict(), "opt": self.opt.state_dict()}

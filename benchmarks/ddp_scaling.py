@@ -11,7 +11,7 @@ the images trained in between, so start-up, the first (warm-up) steps and the fi
 are not counted. After `--seconds` of rows the run is stopped with SIGTERM (a graceful stop).
 
 Prints one row per family and launcher: img/s with 1 rank, with 2 ranks, and the ratio
-(ideal 2.0; the issue's target is 1.8). Needs 2 idle cores: figures taken while something else
+(ideal 2.0), the median of `--rounds` back-to-back pairs (each round's ratio follows). Needs 2 idle cores: figures taken while something else
 runs say little, so the load average is printed with them.
 """
 
@@ -90,6 +90,8 @@ def main():
     p.add_argument("--launchers", default="mpiexec,torchrun")
     p.add_argument("--seconds", type=float, default=20.0, help="measured time per run (after warm-up)")
     p.add_argument("--data_dir", default="", help="an image folder (default: the digits, exported to a temp dir)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="1-rank / 2-rank pairs per family and launcher, run back to back; the median ratio is quoted")
     args = p.parse_args()
     families = args.families.split(",")
     unknown = [f for f in families if f not in FAMILIES]
@@ -105,12 +107,18 @@ def main():
             data_dir = os.path.join(out, "train")
         print(f"load average before: {open('/proc/loadavg').read().split()[0]} "
               f"({os.cpu_count()} cores); OMP_NUM_THREADS=1 per rank, same per-rank batch, gloo")
-        print(f"{'family':<20} {'launcher':<9} {'1 rank img/s':>13} {'2 ranks img/s':>14} {'ratio':>6}")
+        print(f"{'family':<20} {'launcher':<9} {'1 rank img/s':>13} {'2 ranks img/s':>14} {'ratio':>6}  rounds")
         for family in families:
             for launcher in args.launchers.split(","):
-                one = measure(family, launcher, 1, data_dir, args.seconds, workdir)
-                two = measure(family, launcher, 2, data_dir, args.seconds, workdir)
-                print(f"{family:<20} {launcher:<9} {one:>13.1f} {two:>14.1f} {two / one:>6.2f}", flush=True)
+                pairs = []
+                for _ in range(args.rounds):
+                    # each ratio from a pair measured back to back: the machine's speed drifts
+                    one = measure(family, launcher, 1, data_dir, args.seconds, workdir)
+                    two = measure(family, launcher, 2, data_dir, args.seconds, workdir)
+                    pairs.append((two / one, one, two))
+                ratio, one, two = sorted(pairs)[len(pairs) // 2]
+                each = " ".join(f"{r:.2f}" for r, _, _ in pairs)
+                print(f"{family:<20} {launcher:<9} {one:>13.1f} {two:>14.1f} {ratio:>6.2f}  {each}", flush=True)
         print(f"load average after: {open('/proc/loadavg').read().split()[0]}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -41,7 +41,8 @@ def main():
     # Batch-invariant on the CPU: one image per model call (InBlocks with blocks of 1; openai's
     # --batch_size 1 default would leave bigger blocks mostly padding).
     invariant = args.batch_invariant and dist.device().type == "cpu"
-    dataset = data.load_dataset(args.data_dir, args.image_size, class_cond=args.class_cond)
+    dataset = data.load_dataset(args.data_dir, args.image_size, class_cond=args.class_cond,
+                                channels=args.image_channels)
     n = min(args.num_samples, len(dataset))
     if n < args.num_samples:
         log.log(f"{args.data_dir} has {len(dataset)} images: evaluating {n}")

@@ -104,7 +104,7 @@ def batch_invariant_block(args) -> int:
 def make_sample_fn(model, diffusion, args, prec):
     block = batch_invariant_block(args)
     labels = parse_labels(args.class_labels, args.num_classes) if args.class_labels else None
-    shape = (3, args.image_size, args.image_size)
+    shape = (args.image_channels, args.image_size, args.image_size)
     loop = diffusion.ddim_sample_loop if args.use_ddim else diffusion.p_sample_loop
     extra = {"eta": args.ddim_eta} if args.use_ddim else {}
 

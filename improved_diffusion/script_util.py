@@ -1,10 +1,11 @@
 """openai/improved-diffusion's configuration API: the same names, defaults and flags.
 
 `model_and_diffusion_defaults()` is exactly openai's dict, so their flag files and
-`create_model_and_diffusion(**defaults)` calls work unchanged. Two extensions live apart
+`create_model_and_diffusion(**defaults)` calls work unchanged. Three extensions live apart
 in `model_extension_defaults()` and default to openai's behaviour: `channel_mult` (needed
-for image sizes other than 32/64/256, e.g. tiny test models) and `num_classes` (1000, the
-label embedding size of class-conditional models).
+for image sizes other than 32/64/256, e.g. tiny test models), `num_classes` (1000, the
+label embedding size of class-conditional models) and `image_channels` (3; 1 trains grayscale
+data as it is, where openai's loader converts every image to RGB).
 """
 
 import inspect
@@ -48,7 +49,7 @@ def model_and_diffusion_defaults():
 
 def model_extension_defaults():
     """Model flags that openai does not have; the defaults reproduce openai's models."""
-    return dict(channel_mult="", num_classes=NUM_CLASSES)
+    return dict(channel_mult="", num_classes=NUM_CLASSES, image_channels=3)
 
 
 def parse_channel_mult(channel_mult, image_size):
@@ -70,12 +71,12 @@ def create_model_and_diffusion(image_size, class_cond, learn_sigma, sigma_small,
                                num_heads, num_heads_upsample, attention_resolutions, dropout, diffusion_steps,
                                noise_schedule, timestep_respacing, use_kl, predict_xstart, rescale_timesteps,
                                rescale_learned_sigmas, use_checkpoint, use_scale_shift_norm, channel_mult="",
-                               num_classes=NUM_CLASSES):
+                               num_classes=NUM_CLASSES, image_channels=3):
     model = create_model(image_size, num_channels, num_res_blocks, learn_sigma=learn_sigma, class_cond=class_cond,
                          use_checkpoint=use_checkpoint, attention_resolutions=attention_resolutions,
                          num_heads=num_heads, num_heads_upsample=num_heads_upsample,
                          use_scale_shift_norm=use_scale_shift_norm, dropout=dropout, channel_mult=channel_mult,
-                         num_classes=num_classes)
+                         num_classes=num_classes, image_channels=image_channels)
     diffusion = create_gaussian_diffusion(steps=diffusion_steps, learn_sigma=learn_sigma, sigma_small=sigma_small,
                                           noise_schedule=noise_schedule, use_kl=use_kl,
                                           predict_xstart=predict_xstart, rescale_timesteps=rescale_timesteps,
@@ -91,11 +92,13 @@ def _attention_ds(attention_resolutions, image_size):
 
 def create_model(image_size, num_channels, num_res_blocks, learn_sigma, class_cond, use_checkpoint,
                  attention_resolutions, num_heads, num_heads_upsample, use_scale_shift_norm, dropout,
-                 channel_mult="", num_classes=NUM_CLASSES):
+                 channel_mult="", num_classes=NUM_CLASSES, image_channels=3):
+    if image_channels not in (1, 3):
+        raise ValueError(f"--image_channels {image_channels}: must be 1 (grayscale) or 3 (RGB)")
     return UNetModel(
-        in_channels=3,
+        in_channels=image_channels,
         model_channels=num_channels,
-        out_channels=6 if learn_sigma else 3,
+        out_channels=2 * image_channels if learn_sigma else image_channels,  # mean (and variance) per channel
         num_res_blocks=num_res_blocks,
         attention_resolutions=_attention_ds(attention_resolutions, image_size),
         dropout=dropout,

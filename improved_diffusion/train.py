@@ -72,7 +72,8 @@ def main():
     r.logger.log("creating model and diffusion...")
     model, diffusion = create_model_and_diffusion_checked(args)
     r.logger.log(f"model: {sum(p.numel() for p in model.parameters()):,} parameters")
-    dataset = data.load_dataset(args.data_dir, args.image_size, class_cond=args.class_cond)
+    dataset = data.load_dataset(args.data_dir, args.image_size, class_cond=args.class_cond,
+                                channels=args.image_channels)
     if args.class_cond and dataset.num_classes > args.num_classes:
         raise UserError(f"{args.data_dir}: {dataset.num_classes} classes, more than --num_classes {args.num_classes}")
     task = DiffusionTask(

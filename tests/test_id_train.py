@@ -62,7 +62,7 @@ def sample(launcher, nproc, model_path, logdir, batch_size):
                           "--logdir", logdir, "--num_samples", "9", "--batch_size", str(batch_size),
                           "--timestep_respacing", "8", "--seed", "5")  # model flags come from the run dir
     assert proc.returncode == 0, helpers.describe(proc)
-    with np.load(Path(logdir) / "samples_9x16x16x3.npz") as f:
+    with np.load(Path(logdir) / "samples_9x16x16x1.npz") as f:
         return f["arr_0"], f["arr_1"]
 
 
@@ -104,7 +104,7 @@ def test_torchrun_stop_and_resume_equals_straight_run(straight, digits, tmp_path
 def test_sampling_is_independent_of_ranks_and_batch_size(straight, tmp_path):
     images2, labels2 = sample("mpiexec", 2, straight, tmp_path / "s2", 4)
     images1, labels1 = sample("local", 1, straight, tmp_path / "s1", 7)
-    assert images1.dtype == np.uint8 and images1.shape == (9, 16, 16, 3)
+    assert images1.dtype == np.uint8 and images1.shape == (9, 16, 16, 1)
     assert labels1.dtype == np.int64 and labels1.min() >= 0 and labels1.max() < 10
     np.testing.assert_array_equal(images1, images2)
     np.testing.assert_array_equal(labels1, labels2)
@@ -148,3 +148,26 @@ def test_bad_input_is_one_line(digits, tmp_path, args, message):
     assert proc.returncode == 2, helpers.describe(proc)
     lines = helpers.error_lines(proc)
     assert len(lines) == 1 and lines[0].startswith("improved_diffusion.train: error:") and message in lines[0], lines
+
+
+def test_grayscale_trains_one_channel_samples_x1_and_resumes_bit_exact(digits, tmp_path):
+    """--image_channels 1: the loader keeps grey, the UNet takes 1 channel and returns 2 (mean and
+    variance, learn_sigma), samples are Nx16x16x1, and a resume is bit for bit."""
+    gray = ["--image_channels", "1", "--save_interval", "2"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train("local", 1, digits(16), straight, *gray, "--max_steps", "4")
+    train("local", 1, digits(16), split, *gray, "--max_steps", "2")
+    train("local", 1, digits(16), split, *gray, "--max_steps", "4", "--resume_checkpoint", "auto")
+    assert_same_checkpoint(straight, split, 4)
+    weights = torch.load(straight / "model000004.pt", weights_only=True)
+    assert weights["input_blocks.0.0.weight"].shape[1] == 1 and weights["out.2.weight"].shape[0] == 2
+    proc = helpers.launch("local", 1, "improved_diffusion.sample", "--model_path", straight, "--logdir",
+                          tmp_path / "s", "--num_samples", "3", "--timestep_respacing", "4")
+    assert proc.returncode == 0, helpers.describe(proc)
+    with np.load(tmp_path / "s" / "samples_3x16x16x1.npz") as f:
+        assert f["arr_0"].shape == (3, 16, 16, 1) and f["arr_0"].dtype == np.uint8
+    # the converters, grids and FD-digits read the one-channel file
+    grid = helpers.py("evaluations.grid", tmp_path / "s" / "samples_3x16x16x1.npz", tmp_path / "g.png")
+    assert grid.returncode == 0, helpers.describe(grid)
+    fd = helpers.py("evaluations.digits_features", tmp_path / "s" / "samples_3x16x16x1.npz")
+    assert fd.returncode == 0 and "FD-digits:" in fd.stdout, helpers.describe(fd)

@@ -158,6 +158,14 @@ def features(images, net=None, batch_size=500) -> np.ndarray:
         return torch.cat([net.features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).double().numpy()
 
 
+def logits(images, net=None, batch_size=500) -> np.ndarray:
+    """The classifier's 10-way logits (for an Inception-Score-like figure in this space)."""
+    net = net or load_classifier()
+    x = preprocess(images)
+    with torch.no_grad():
+        return torch.cat([net(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).double().numpy()
+
+
 def classify(images, net=None) -> np.ndarray:
     net = net or load_classifier()
     with torch.no_grad():

@@ -1,0 +1,101 @@
+"""evaluations.metrics against closed forms: KID of one law ~ 0, precision = recall = 1 for one
+set, half the clusters -> recall 1/2 and precision 1, Inception Score 1 and K for known logits,
+a bootstrap std that shrinks with the sample count; then the command line on digits."""
+
+import json
+
+import numpy as np
+import pytest
+
+import helpers
+from evaluations import metrics
+from trainkit.errors import UserError
+
+
+def test_kid_of_two_samples_of_one_law_is_zero_within_its_error_bar():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(600, 8)), rng.normal(size=(600, 8))
+    mean, std = metrics.kid(a, b, subsets=50, subset_size=200)
+    assert abs(mean) < 3 * std and std > 0
+    shifted, _ = metrics.kid(a, b + 1.0, subsets=20, subset_size=200)
+    assert shifted > 100 * std  # and it sees a shift of the mean
+
+
+def test_kid_matches_the_unbiased_mmd_formula_on_one_subset():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 3)) + 0.5
+    k = lambda a, b: (a @ b.T / 3 + 1) ** 3  # noqa: E731
+    expected = ((k(x, x).sum() - np.trace(k(x, x))) / 20 + (k(y, y).sum() - np.trace(k(y, y))) / 20
+                - 2 * k(x, y).mean())
+    mean, std = metrics.kid(x, y, subsets=1, subset_size=5)  # the whole sets: the order does not matter
+    assert mean == pytest.approx(expected, rel=1e-12) and std == 0.0
+
+
+def test_precision_and_recall_of_a_set_against_itself_are_one():
+    x = np.random.default_rng(2).normal(size=(300, 5))
+    assert metrics.precision_recall(x, x, k=3) == (1.0, 1.0)
+
+
+def test_half_the_clusters_gives_recall_one_half_and_precision_one():
+    rng = np.random.default_rng(3)
+    centres = np.stack([np.arange(10) * 100.0, np.zeros(10)], axis=1)  # ten clusters far apart
+    real = np.concatenate([c + rng.normal(size=(200, 2)) for c in centres])
+    fake = np.concatenate([c + rng.normal(size=(400, 2)) for c in centres[:5]])
+    precision, recall = metrics.precision_recall(real, fake, k=3)
+    # k-NN balls cover a law's mass up to its thin tails: about 0.97 of it here
+    assert precision == pytest.approx(1.0, abs=0.05)
+    assert recall == pytest.approx(0.5, abs=0.03)
+    # a collapsed generator (every sample at one point) has recall near 0
+    _, collapsed = metrics.precision_recall(real, fake[:1] + 1e-6 * rng.normal(size=(100, 2)))
+    assert collapsed < 0.05
+
+
+def test_inception_score_is_one_for_constant_and_k_for_confident_uniform_predictions():
+    constant = np.tile([2.0, -1.0, 0.5, 3.0], (100, 1))
+    mean, std = metrics.inception_score(constant, splits=10)
+    assert mean == pytest.approx(1.0, abs=1e-9) and std == pytest.approx(0.0, abs=1e-9)
+    k = 7
+    confident = np.full((700, k), -1e4)
+    confident[np.arange(700), np.arange(700) % k] = 1e4  # one-hot, every class equally often
+    mean, std = metrics.inception_score(confident, splits=10)
+    assert mean == pytest.approx(k, rel=1e-6) and std == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_bootstrap_std_of_fd_shrinks_as_the_sample_count_grows():
+    rng = np.random.default_rng(4)
+    ref = rng.normal(size=(4000, 6))
+    stds = [metrics.fd_bootstrap(ref, rng.normal(size=(n, 6)), rounds=60, seed=1)[1] for n in (100, 400, 1600)]
+    assert stds[0] > stds[1] > stds[2] > 0
+    assert stds[0] / stds[2] > 2.5  # about sqrt(16) = 4 for a statistic of this kind
+
+
+def test_too_few_images_is_one_line():
+    with pytest.raises(UserError, match="needs more than 3 images"):
+        metrics.precision_recall(np.zeros((3, 2)), np.zeros((10, 2)))
+    with pytest.raises(UserError, match="--metrics 'fd,xx'"):
+        metrics.parse_metrics("fd,xx")
+
+
+def test_command_line_on_digits_caches_the_reference_and_writes_json(digits, tmp_path):
+    train, test = digits(16), digits(16, "test")
+    samples = tmp_path / "test.npz"
+    assert helpers.py("evaluations.images_to_npz", test, samples).returncode == 0
+    proc = helpers.py("evaluations.metrics", samples, train, "--bootstrap", 10, "--kid_subsets", 10,
+                      "--kid_subset_size", 200)
+    assert proc.returncode == 0, helpers.describe(proc)
+    names = [line.split(":")[0].split()[0] for line in proc.stdout.splitlines()]
+    assert names == ["fd", "kid", "precision", "recall", "is", "wrote"], proc.stdout
+    result = json.loads((tmp_path / "test.npz.metrics.json").read_text())
+    # real held-out digits against the real train digits: high fidelity and diversity, KID 0
+    # within its error bar
+    assert result["precision"] > 0.8 and result["recall"] > 0.8
+    assert abs(result["kid"][0]) < 3 * result["kid"][1] and result["fd"][1] > 0
+    assert 5 < result["is"][0] <= 10  # ten classes, classified confidently
+    cache = train.parent / "train.digits-features.npz"
+    assert cache.exists()
+    stamp = cache.stat().st_mtime_ns
+    again = helpers.py("evaluations.metrics", samples, train, "--metrics", "pr", "--json", tmp_path / "pr.json")
+    assert again.returncode == 0 and cache.stat().st_mtime_ns == stamp  # read from the cache
+    assert json.loads((tmp_path / "pr.json").read_text()).keys() >= {"precision", "recall"}
+    bad = helpers.py("evaluations.metrics", samples, tmp_path / "nowhere")
+    assert bad.returncode == 2 and len(helpers.error_lines(bad)) == 1 and "nowhere: no such file" in bad.stderr

@@ -73,7 +73,7 @@ def test_samplers_pointed_at_the_training_run_rewrite_none_of_its_files(runs, di
     sample = ok(helpers.launch("local", 1, "improved_diffusion.sample", "--model_path", id_dir, "--num_samples", 2,
                                "--batch_size", 2, "--timestep_respacing", 5, env=env))
     out = written_into_subfolder(sample, id_dir, "samples")
-    assert list((id_dir / out.rsplit("/", 1)[1]).glob("samples_2x16x16x3.npz"))
+    assert list((id_dir / out.rsplit("/", 1)[1]).glob("samples_2x16x16x1.npz"))
     nll = ok(helpers.launch("local", 1, "improved_diffusion.nll", "--model_path", id_dir, "--num_samples", 1,
                             "--data_dir", digits(16, "test"), env=env))
     assert (id_dir / written_into_subfolder(nll, id_dir, "nll").rsplit("/", 1)[1] / "nll.json").exists()

@@ -93,6 +93,17 @@ def test_samplers_pointed_at_the_training_run_rewrite_none_of_its_files(runs, di
     assert {name: digest(d) for name, d in runs.items()} == before
 
 
+def test_training_never_starts_over_a_samplers_directory(runs, digits, tmp_path):
+    """The other way round: OPENAI_LOGDIR left at a sampling run, then training."""
+    out = tmp_path / "samples"
+    ok(helpers.py("gans.sample", "--model_path", runs["gans"], "--num_samples", 4, "--logdir", out))
+    before = digest(out)
+    for resume in ((), ("--resume_checkpoint", "auto")):
+        one_line_error(train("gans", digits(16), out, "--max_steps", 1, *resume),
+                       f"{out}: holds a samples run (its options.json); training there would rewrite it")
+    assert digest(out) == before
+
+
 def _openai_folder(path):
     """What openai's image_train.py leaves: model/ema/opt files (the newest step with all three),
     log.txt and progress.csv; no state file, no options.json."""

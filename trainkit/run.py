@@ -142,10 +142,29 @@ def resume_point(value: str, run_dir: str, flag: str = "--resume_checkpoint"):
         if existing:
             raise UserError(f"{run_dir}: already holds checkpoints (newest step {existing[0]}); pass "
                             f"{flag} auto to continue it, or choose another --logdir")
+        _refuse_other_role(run_dir)
         return None
+    if ck is None or not _same_dir(ck.dir, run_dir):  # not a run continuing in its own directory
+        _refuse_other_role(run_dir)
     if ck is not None and ck.state is None and _same_dir(ck.dir, run_dir):
         ck = checkpoint.adopt(ck)
     return ck
+
+
+def _refuse_other_role(run_dir: str) -> None:
+    """A training run starting in a directory must not rewrite the options.json of a sampler's
+    (or any other non-training) run that lives there."""
+    path = bf.join(run_dir, "options.json")
+    if not bf.exists(path):
+        return
+    try:
+        with bf.BlobFile(path, "r") as f:
+            role = (json.load(f).get("_run") or {}).get("role", "train")
+    except (json.JSONDecodeError, AttributeError):
+        role = "unknown"
+    if role != "train":
+        raise UserError(f"{run_dir}: holds a {role} run (its options.json); training there would rewrite it; "
+                        "choose another --logdir")
 
 
 RUN_FILES = ("options.json", "log.txt", "progress.csv", "stats.jsonl")

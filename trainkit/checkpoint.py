@@ -198,10 +198,13 @@ class Checkpoint:
 
 
 def _size(path):
+    """The file's size, None when it does not exist; an I/O error is one line naming it."""
     try:
         return bf.stat(path).size
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or _reason(e)})") from None
 
 
 def _complete(dir: str, step: int):

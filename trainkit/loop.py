@@ -218,7 +218,6 @@ class Loop:
         self.last_saved_dir = run_.dir
         self.stats = StepStats()
         self.vote_every = 1
-        self.votes = 0
         self._vote_cost = 0.0
         self._steps_since_vote = 0
         self._since = time.perf_counter()
@@ -249,11 +248,13 @@ class Loop:
         old_global = int(data.get("global_batch", self.batches.batch_size * (saved_world or world)))
         where = self.batches.rederive(int(data["batches"]), old_global)
         run.reseed(self.seed, self.step)
-        what = (f"checkpoint written by {saved_world} rank(s), this run has {world}" if "rng" in state
-                else "checkpoint without trainer state (openai layout)")
+        if "rng" in state:
+            what, caveat = (f"checkpoint written by {saved_world} rank(s), this run has {world}",
+                            f"deterministic, but not bit-identical to a run that kept {saved_world} rank(s)")
+        else:
+            what, caveat = "checkpoint without trainer state (openai layout)", "deterministic"
         self.logger.log(f"{what}: data position re-derived ({where}) and every rank re-seeded from "
-                        f"(--seed, step {self.step}, rank); deterministic, but not bit-identical to a "
-                        f"run that kept {saved_world or 'its'} rank(s)")
+                        f"(--seed, step {self.step}, rank); {caveat}")
 
     # ----- the loop ------------------------------------------------------------------------
 
@@ -307,7 +308,6 @@ class Loop:
         began = time.perf_counter()
         stop, bad, elapsed_us, cost_us = dist.all_reduce_max_ints(local)
         self._vote_cost = time.perf_counter() - began
-        self.votes += 1
         self.vote_every = vote_interval(elapsed_us * 1e-6 / max(self._steps_since_vote, 1), cost_us * 1e-6)
         self._steps_since_vote = 0
         if bad:

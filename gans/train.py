@@ -12,7 +12,7 @@ sample grid of G on fixed noise (fixed labels i mod classes for cdcgan).
 
 import torch
 
-from trainkit import checkpoint, data, loop, precision, run, sampling
+from trainkit import checkpoint, data, dist, loop, precision, run, sampling
 from trainkit.errors import UserError
 
 from . import dcgan
@@ -102,8 +102,8 @@ def main():
     batches = data.Batches(d, args.batch_size, seed=args.seed, random_flip=args.random_flip)
     trainer = GANTrainer(G, D, loss=args.loss, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1,
                          beta2=args.beta2, precision_mode=args.precision, ema_rates=args.ema_rate,
-                         sync_batchnorm=args.sync_bn, grad_accum=args.grad_accum, batches=batches)
-    trainer.grid_inputs = fixed_inputs(args, G.num_classes, trainer.device)
+                         sync_batchnorm=args.sync_bn, grad_accum=args.grad_accum, batches=batches,
+                         grid_inputs=fixed_inputs(args, G.num_classes, dist.device()))
     total = loop.total_steps(args.max_steps or args.epochs * batches.batches_per_epoch)
     n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     r.logger.log(f"{args.model}: G {n_params(G):,} / D {n_params(D):,} parameters, {len(d)} images, "

@@ -154,9 +154,6 @@ class GANTrainer(loop.Task):
         return {"precision": self.precision_state(), "model_kind": "cdcgan" if self.G.num_classes else "dcgan",
                 "num_classes": self.G.num_classes}
 
-    def load_state_dicts(self, ck) -> None:
-        self.load(ck)
-
     # --- checkpoints -----------------------------------------------------------------------
 
     def state_dicts(self) -> dict:
@@ -171,7 +168,7 @@ class GANTrainer(loop.Task):
     def precision_state(self) -> dict:
         return {"g": self.prec_g.state_dict(), "d": self.prec_d.state_dict()}
 
-    def load(self, ck) -> None:
+    def load_state_dicts(self, ck) -> None:
         """Restore networks, optimizers, EMAs and loss scales from a trainkit Checkpoint."""
         dcgan.load_generator_state(self.G, ck.load("model"), ck.path("model"))
         dcgan.load_discriminator_state(self.D, ck.load("disc"), ck.path("disc"))

@@ -105,6 +105,24 @@ def signals():
         signal.signal(s, h)
 
 
+def test_the_loop_votes_every_k_steps_not_every_step(tmp_path, monkeypatch, signals):
+    """With a vote that costs far more than a step, the ranks vote after step 1 (the first vote
+    measures), then not again until the last step, which always votes."""
+    votes = []
+    real = dist.all_reduce_max_ints
+
+    def costly_vote(values):
+        votes.append(list(values))
+        values = list(values)
+        values[3] = 10**6  # the last vote took 1 s
+        return real(values)
+
+    monkeypatch.setattr(dist, "all_reduce_max_ints", costly_vote)
+    lp = loop.Loop(_run(tmp_path), Scalar(), data.Batches(_images(), 4), total_steps=50, log_interval=1000)
+    assert lp.run_loop() == 50
+    assert len(votes) == 2 and lp.vote_every > 50
+
+
 def test_a_nan_loss_stops_before_anything_with_it_is_written(tmp_path, signals):
     task = Scalar([1.0, 1.0, 1.0, float("nan")])
     lp = loop.Loop(_run(tmp_path), task, data.Batches(_images(), 4), total_steps=10, log_interval=2,

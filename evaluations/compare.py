@@ -17,6 +17,7 @@ go to the comparison's run directory; a stage that failed shows as failed and th
 
 import glob
 import json
+import math
 import os
 import re
 import shlex
@@ -26,7 +27,7 @@ import time
 
 import torch
 
-from trainkit import checkpoint, npz, run
+from trainkit import checkpoint, fileio, npz, run
 from trainkit.errors import UserError
 
 from . import report
@@ -200,13 +201,26 @@ def find_samples(directory: str) -> str:
     raise UserError(f"{directory}: the sampler wrote no samples_*.npz")
 
 
-def judge(npz_path: str) -> dict:
-    from . import digits_features
+def judge(npz_path: str, seed: int = 0) -> dict:
+    """FD-digits with its bootstrap std, KID, precision/recall (k = 3) and the digits-classifier
+    Inception Score of a samples npz against the real digits (train split, at the samples' size),
+    and the class accuracy of labelled samples. Also written to `<npz>.metrics.json`."""
+    from . import digits_features, metrics
 
     images, labels = npz.read_samples(npz_path)
-    out = {"fd_digits": digits_features.fd_digits(images), "num_samples": int(len(images))}
+    net = digits_features.load_classifier()
+    feats, logits = digits_features.features(images, net), digits_features.logits(images, net)
+    ref = digits_features.features(digits_features.digits_images("train", images.shape[1])[0], net)
+    m = metrics.evaluate_features(ref, feats, logits, splits=min(10, len(images)), seed=seed)
+    out = {"fd_digits": m["fd"][0], "fd_std": m["fd"][1], "kid": m["kid"][0], "kid_std": m["kid"][1],
+           "precision": m["precision"], "recall": m["recall"], "is": m["is"][0], "is_std": m["is"][1],
+           "num_samples": int(len(images))}
+    # binomial standard errors: precision is a mean over the samples, recall over the reference
+    out["precision_std"] = math.sqrt(out["precision"] * (1 - out["precision"]) / len(feats))
+    out["recall_std"] = math.sqrt(out["recall"] * (1 - out["recall"]) / len(ref))
     if labels is not None:
-        out["class_accuracy"] = digits_features.accuracy(images, labels)
+        out["class_accuracy"] = digits_features.accuracy(images, labels, net)
+    fileio.write_text(npz_path + ".metrics.json", json.dumps(out, indent=2) + "\n")
     return out
 
 
@@ -226,7 +240,7 @@ def build_parser():
     return p
 
 
-def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train) -> dict:
+def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, baseline=True) -> dict:
     name, package = entry["name"], entry["package"]
     nproc, n, batch = config["nproc"], config["num_samples"], config["sample_batch"]
     base = os.path.join(out, name)
@@ -248,19 +262,19 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train) 
     # sampler: the point is how far training moved the network, and a 100-step diffusion
     # sampler would spend minutes of the budget on noise.
     untrained_dir = os.path.join(base, "untrained")
-    rec = train(untrained_dir, 0)
+    rec = train(untrained_dir, 0) if baseline else {"ok": False, "skipped": True}
     baseline = None
-    cheapest = None
     if rec["ok"]:
         options = read_options(untrained_dir)
         cheapest = min(entry["samplers"], key=lambda s: network_evaluations(package, options, s["flags"]))
         result["baseline_nfe"] = network_evaluations(package, options, cheapest["flags"])
         srec = sample(untrained_dir, os.path.join(base, "untrained-samples"), cheapest["flags"])
         if srec["ok"]:
-            baseline = judge(find_samples(os.path.join(base, "untrained-samples")))["fd_digits"]
+            result["untrained"] = judge(find_samples(os.path.join(base, "untrained-samples")))
+            baseline = result["untrained"]["fd_digits"]
         else:
             result["failed"].append(("untrained samples", srec))
-    else:
+    elif not rec.get("skipped"):
         result["failed"].append(("untrained", rec))
 
     train_dir = os.path.join(base, "train")
@@ -281,6 +295,7 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train) 
         train_img_per_s=ck.step * int(options.get("batch_size", 0)) * world / max(rec["seconds"], 1e-9),
         parameters=parameter_count(ck),
         progress=os.path.join(train_dir, "progress.csv"),
+        loss=options.get("loss"),  # gans' D loss kind: its chance value (evaluations.verdict)
     )
     for sampler in entry["samplers"]:
         stage_dir = os.path.join(base, f"samples-{sampler['label']}")

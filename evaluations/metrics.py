@@ -215,14 +215,23 @@ def evaluate(samples, ref, metrics=METRICS, extractor=None, k=3, bootstrap=50, k
     extractor = extractor or Extractor()
     ref_feats, _ = reference_features(ref, extractor)
     feats, logits = extractor(np.asarray(samples))
-    out = {"num_samples": int(len(feats)), "num_reference": int(len(ref_feats)), "features": extractor.kind}
+    out = evaluate_features(ref_feats, feats, logits, metrics, k, bootstrap, kid_subsets, kid_subset_size,
+                            splits, seed)
+    out["features"] = extractor.kind
+    return out
+
+
+def evaluate_features(ref_feats, feats, logits=None, metrics=METRICS, k=3, bootstrap=50, kid_subsets=100,
+                      kid_subset_size=1000, splits=10, seed=0):
+    """The metrics of feature arrays (and the samples' logits, for IS) against reference features."""
+    out = {"num_samples": int(len(feats)), "num_reference": int(len(ref_feats))}
     if "fd" in metrics:
         out["fd"] = list(fd_bootstrap(ref_feats, feats, bootstrap, seed))
     if "kid" in metrics:
         out["kid"] = list(kid(ref_feats, feats, kid_subsets, kid_subset_size, seed))
     if "pr" in metrics:
         out["precision"], out["recall"] = precision_recall(ref_feats, feats, k)
-    if "is" in metrics:
+    if "is" in metrics and logits is not None:
         out["is"] = list(inception_score(logits, splits))
     return out
 

@@ -25,7 +25,8 @@ from trainkit import fileio, logger, npz  # noqa: E402
 COLUMNS = [
     ("run", None), ("sampler", None), ("steps", "train"), ("train s", "train"), ("train img/s", "train"),
     ("parameters", "train"), ("samples", "sample"), ("NFE/img", "sample"), ("sampling s/img", "sample"),
-    ("FD-digits", "sample"), ("FD untrained", "untrained"), ("class acc.", "sample"),
+    ("FD-digits", "sample"), ("FD std", "sample"), ("precision", "sample"), ("recall", "sample"),
+    ("KID", "sample"), ("IS", "sample"), ("FD untrained", "untrained"), ("class acc.", "sample"),
 ]
 
 
@@ -87,6 +88,11 @@ def table_rows(results: list, out: str) -> list:
                 (_fmt(row.get("nfe"), "int"), rel(row.get("dir"))),
                 (_fmt(row.get("sample_s_per_image")), rel(row.get("dir"))),
                 (_fmt(row.get("fd_digits")), rel(row.get("npz"))),
+                (_fmt(row.get("fd_std")), rel(row.get("npz"))),
+                (_fmt(row.get("precision")), rel(row.get("npz"))),
+                (_fmt(row.get("recall")), rel(row.get("npz"))),
+                (_fmt(row.get("kid")), rel(row.get("npz"))),
+                (_fmt(row.get("is")), rel(row.get("npz"))),
                 (_fmt(row.get("fd_untrained")), rel(untrained)),
                 (_fmt(row.get("class_accuracy")), rel(row.get("npz"))),
             ]
@@ -129,15 +135,44 @@ def loss_figure(results: list, path: str):
 
 
 def grid_png(npz_path: str, path: str, count: int = 64, scale: int = 3):
+    """A square grid of the first samples; labelled samples get one row per class instead."""
     from .grid import grid_image
 
-    images, _ = npz.read_samples(npz_path)
+    images, labels = npz.read_samples(npz_path)
+    if labels is not None:
+        return class_grid_png(images, labels, path, scale=scale)
     nrow = int(math.sqrt(min(count, len(images))))
     g = grid_image(images[: nrow * nrow], nrow=nrow)
     img = Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g)
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     with fileio.atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
+    return path
+
+
+def class_grid_png(images, labels, path: str, per_class: int = 8, scale: int = 3, margin: int = 28):
+    """One row per class (the first `per_class` samples of each), the class written at the left."""
+    from PIL import ImageDraw
+
+    from .grid import grid_image
+
+    classes = sorted(set(int(c) for c in labels))
+    h, w = images.shape[1:3]
+    pad = 2
+    cell_h, width = (h + pad) * scale, ((w + pad) * per_class + pad) * scale
+    canvas = Image.new("L" if images.shape[3] == 1 else "RGB", (margin + width, len(classes) * cell_h + pad * scale), 255)
+    draw = ImageDraw.Draw(canvas)
+    for i, c in enumerate(classes):
+        row = images[labels == c][:per_class]
+        if len(row) < per_class:  # a short class keeps its row length: blank cells
+            row = np.concatenate([row, np.zeros((per_class - len(row),) + row.shape[1:], row.dtype)])
+        g = grid_image(row, nrow=per_class, padding=pad)
+        strip = Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g)
+        strip = strip.resize((strip.width * scale, strip.height * scale), Image.NEAREST)
+        canvas.paste(strip, (margin, i * cell_h))
+        draw.text((6, i * cell_h + cell_h // 2 - 6), str(c), fill=0)
+    with fileio.atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
     return path
 
 
@@ -183,6 +218,13 @@ def _html_cell(text, link):
     return f'<a href="{html.escape(link)}">{t}</a>' if link else t
 
 
+def _md_inline(text):
+    """The verdict's markdown (only **bold**) as HTML."""
+    import re
+
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+
+
 def _data_uri(path):
     with open(path, "rb") as f:
         return "data:image/png;base64," + base64.b64encode(f.read()).decode()
@@ -206,14 +248,24 @@ def write(out: str, results: list, meta: dict) -> dict:
         f"Python {meta['python']}; every job ran as {meta['launcher']}.",
         f"Samples: {meta['num_samples']} per family and sampler, seeds 0..{meta['num_samples'] - 1} (one generator per "
         f"sample index). FD-digits: Fréchet distance to the real digits (train split) in the feature space of the "
-        f"{meta['feature_network']}. FD untrained: the network after one training step, sampled with its run's cheapest sampler.",
+        f"{meta['feature_network']}; FD std: its std over 50 bootstrap resamples of the samples. "
+        f"Precision and recall: improved precision and recall (Kynkäänniemi et al. 2019, k = 3) in the same space: the "
+        f"share of samples inside the real digits' manifold (fidelity) and of real digits inside the samples' "
+        f"(diversity; a collapsed model has recall near 0), binomial std in the verdict. KID: unbiased MMD² with the "
+        f"cubic polynomial kernel in the same space, mean over 100 subsets. IS: Inception-Score formula on the digits "
+        f"classifier's 10-way predictions (at most 10). FD untrained: the network after one training step, sampled "
+        f"with its run's cheapest sampler. Conditional grids hold one row per class, the class at the left.",
         f"Train s and img/s: wall time of the training job (process start included) and images seen per second "
         f"over it; sampling s/img: wall time of the sampling job over the sample count. NFE/img: network "
         f"evaluations per image. Budget {meta['minutes']:g} min ({meta['config']}); the whole job took "
         f"{meta['wall_seconds'] / 60:.1f} min.",
     ]
 
-    md = ["# Comparison report", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    from .verdict import verdict
+
+    findings = verdict(results)
+    md = ["# Comparison report", "", "## Verdict", ""] + [f"- {f}" for f in findings] + [
+        "", "## Results", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for cells in rows:
         md.append("| " + " | ".join(_md_cell(t, l) for t, l in cells) + " |")
     md += [""] + under + [""]
@@ -236,7 +288,8 @@ def write(out: str, results: list, meta: dict) -> dict:
         "td.failed{color:#b00;text-align:left}"
     )
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>Comparison report</title><style>{style}</style></head><body>",
-         "<h1>Comparison report</h1><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"]
+         "<h1>Comparison report</h1><h2>Verdict</h2><ul>" + "".join(f"<li>{_md_inline(f)}</li>" for f in findings)
+         + "</ul><h2>Results</h2><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"]
     for cells in rows:
         if len(cells) == 3:  # a failed run: one wide cell
             h.append(f"<tr><td>{_html_cell(*cells[0])}</td><td>{_html_cell(*cells[1])}</td>"
@@ -260,7 +313,8 @@ def write(out: str, results: list, meta: dict) -> dict:
 
 # --- checking a written report (CI, tests) ----------------------------------------------
 
-NUMERIC = ["steps", "train s", "train img/s", "parameters", "samples", "NFE/img", "sampling s/img", "FD-digits", "FD untrained"]
+NUMERIC = ["steps", "train s", "train img/s", "parameters", "samples", "NFE/img", "sampling s/img", "FD-digits",
+           "FD std", "precision", "recall", "KID", "IS", "FD untrained"]
 
 
 def read_table(md_text: str) -> list:

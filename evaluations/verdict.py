@@ -1,0 +1,186 @@
+"""The written verdict at the top of a comparison report, derived from the numbers alone.
+
+`verdict(results)` takes evaluations.compare's results (one dict per run, each with its sampler
+rows) and returns markdown sentences:
+
+- fidelity (precision), diversity (recall) and both at once (FD-digits): the best row, and
+  every other row whose ±1 std error bar overlaps it, so a tie is called a tie;
+- sampling speed: the fastest row and its quality, against the best row's cost;
+- stability: each run's relative loss spread (std / |mean| of its main loss over the second half
+  of its log rows) and whether its discriminator sits at chance (D loss within 2% of the chance
+  value, 2 ln 2 for the logistic loss or 2 for the hinge, in at least 80% of those rows);
+- collapse: every row whose recall is below COLLAPSE_RECALL is named as collapsed;
+- training: how far each run moved from its untrained baseline in FD-digits.
+
+Nothing here is written by hand for a particular result: tests feed it fabricated numbers with
+the ranking swapped and check that the verdict swaps with them.
+"""
+
+import math
+import os
+
+import numpy as np
+
+from trainkit import logger
+
+COLLAPSE_RECALL = 0.3
+CHANCE_TOLERANCE = 0.02   # relative distance to the chance value that counts as "at chance"
+CHANCE_SHARE = 0.8        # share of the second half's rows that must be at chance
+
+# (D loss column, G loss column) per family's progress.csv; diffusion logs one "loss"
+D_LOSS = ("errD", "loss_d")
+G_LOSS = ("errG", "loss_g")
+
+
+def _label(r, row):
+    return r["name"] if row["sampler"] == "default" else f"{r['name']} ({row['sampler']})"
+
+
+def _judged(results):
+    return [(_label(r, row), r, row) for r in results for row in r["rows"]
+            if row.get("fd_digits") is not None and math.isfinite(row["fd_digits"])]
+
+
+def _pm(v, s, digits=3):
+    return f"{v:.{digits}g} ± {s:.2g}" if s is not None else f"{v:.{digits}g}"
+
+
+def _ranked(judged, key, std_key, higher_better):
+    """(best, ties, rest): ties are rows whose ±1 std interval overlaps the best one's."""
+    rows = [j for j in judged if j[2].get(key) is not None]
+    if not rows:
+        return None, [], []
+    rows.sort(key=lambda j: j[2][key], reverse=higher_better)
+    best = rows[0]
+    b, bs = best[2][key], best[2].get(std_key) or 0.0
+    ties = [j for j in rows[1:] if abs(j[2][key] - b) <= bs + (j[2].get(std_key) or 0.0)]
+    rest = [j for j in rows[1:] if j not in ties]
+    return best, ties, rest
+
+
+def _ranking_sentence(title, what, judged, key, std_key, higher_better):
+    best, ties, rest = _ranked(judged, key, std_key, higher_better)
+    if best is None:
+        return None
+    fmt = lambda j: f"{j[0]} ({_pm(j[2][key], j[2].get(std_key))})"  # noqa: E731
+    text = f"**{title}** ({what}): best is {fmt(best)}"
+    if ties:
+        text += "; its error bar overlaps " + ", ".join(fmt(j) for j in ties) + ", so these are not told apart"
+    elif rest:
+        text += f", ahead of the next, {fmt(rest[0])}, beyond the error bars"
+    return text + "."
+
+
+def _speed_sentence(judged):
+    timed = [j for j in judged if j[2].get("sample_s_per_image") is not None]
+    if not timed:
+        return None
+    fastest = min(timed, key=lambda j: j[2]["sample_s_per_image"])
+    best = min(timed, key=lambda j: j[2]["fd_digits"])
+    f = fastest[2]
+    text = (f"**Sampling speed**: fastest is {fastest[0]}, {f['sample_s_per_image']:.3g} s/image at "
+            f"{f.get('nfe', '?')} network evaluations, FD-digits {f['fd_digits']:.3g}")
+    if best is fastest:
+        return text + "; it is also the best on FD-digits."
+    b = best[2]
+    ratio = b["sample_s_per_image"] / max(f["sample_s_per_image"], 1e-12)
+    return text + (f"; the best on FD-digits, {best[0]} ({b['fd_digits']:.3g}), takes "
+                   f"{b['sample_s_per_image']:.3g} s/image ({ratio:.1f}x slower).")
+
+
+def stability(r) -> dict:
+    """{'spread': relative spread of the main loss, 'd_at_chance': share of rows at chance or
+    None, 'chance': the chance value} from the run's progress.csv (second half of its rows)."""
+    path = r.get("progress")
+    if not path or not os.path.exists(path):
+        return {}
+    rows = logger.read_progress(path)
+    rows = rows[len(rows) // 2:]
+    if not rows:
+        return {}
+
+    def column(names):
+        for n in names:
+            ys = np.array([row.get(n, np.nan) for row in rows], dtype=float)
+            if np.isfinite(ys).any():
+                return ys[np.isfinite(ys)]
+        return None
+
+    out = {}
+    main = column(G_LOSS) if column(D_LOSS) is not None else column(("loss",))
+    if main is not None and len(main) > 1 and abs(main.mean()) > 0:
+        out["spread"] = float(main.std(ddof=1) / abs(main.mean()))
+    d = column(D_LOSS)
+    if d is not None:
+        chance = 2.0 if r.get("loss") == "hinge" else 2 * math.log(2)
+        out["chance"] = chance
+        out["d_at_chance"] = float((np.abs(d - chance) <= CHANCE_TOLERANCE * chance).mean())
+    return out
+
+
+def _stability_sentence(results):
+    stats = [(r["name"], stability(r)) for r in results]
+    spread = sorted([(n, s["spread"]) for n, s in stats if "spread" in s], key=lambda x: x[1])
+    if not spread:
+        return None
+    text = ("**Training stability** (relative spread of each run's loss over the second half of its log, "
+            "lower is steadier): " + ", ".join(f"{n} {v:.3g}" for n, v in spread)
+            + f"; steadiest is {spread[0][0]}.")
+    adversarial = [(n, s) for n, s in stats if s.get("d_at_chance") is not None]
+    at_chance = [(n, s) for n, s in adversarial if s["d_at_chance"] >= CHANCE_SHARE]
+    if at_chance:
+        text += " The discriminator sits at chance (its loss at " + ", ".join(
+            f"{s['chance']:.3f} in {100 * s['d_at_chance']:.0f}% of the rows, {n}" for n, s in at_chance
+        ) + "): it no longer tells real from generated, so the generator gets no signal."
+    elif adversarial:
+        text += " No discriminator sits at chance."
+    return text
+
+
+def _collapse_sentence(judged):
+    with_recall = [j for j in judged if j[2].get("recall") is not None]
+    if not with_recall:
+        return None
+    collapsed = [j for j in with_recall if j[2]["recall"] < COLLAPSE_RECALL]
+    if not collapsed:
+        return f"**Collapse**: none; every run's recall is at least {COLLAPSE_RECALL}."
+    return ("**Collapse**: " + ", ".join(f"{j[0]} (recall {j[2]['recall']:.3f})" for j in collapsed)
+            + f" {'is' if len(collapsed) == 1 else 'are'} collapsed: recall below {COLLAPSE_RECALL}, "
+            "the samples cover little of the real digits.")
+
+
+def _training_sentence(results):
+    moved = []
+    for r in results:
+        rows = [row for row in r["rows"] if row.get("fd_digits") and row.get("fd_untrained")]
+        if rows:
+            best = min(rows, key=lambda row: row["fd_digits"])
+            moved.append((r["name"], best["fd_untrained"] / best["fd_digits"], r.get("train_seconds")))
+    if not moved:
+        return None
+    parts = [f"{n} {x:.1f}x" + (f" in {s:.0f} s" if s else "") for n, x, s in moved]
+    weak = [n for n, x, _ in moved if x < 5]
+    text = "**Training** (untrained FD-digits over trained, in the training seconds each run had): " + ", ".join(parts)
+    return text + (f"; {', '.join(weak)} moved less than 5x from untrained." if weak else ".")
+
+
+def verdict(results) -> list:
+    """Markdown sentences, one per finding, from the results' numbers."""
+    judged = _judged(results)
+    if not judged:
+        return ["No run produced judged samples, so there is no verdict."]
+    sentences = [
+        _ranking_sentence("Fidelity", "precision: share of samples on the real digits' manifold", judged,
+                          "precision", "precision_std", True),
+        _ranking_sentence("Diversity", "recall: share of the real digits' manifold the samples cover", judged,
+                          "recall", "recall_std", True),
+        _ranking_sentence("Both at once", "FD-digits, lower is better", judged, "fd_digits", "fd_std", False),
+        _speed_sentence(judged),
+        _stability_sentence(results),
+        _collapse_sentence(judged),
+        _training_sentence(results),
+    ]
+    failed = [r["name"] for r in results if r["failed"] and not r["rows"]]
+    if failed:
+        sentences.append(f"**Not judged**: {', '.join(failed)} failed before sampling (see the table).")
+    return [s for s in sentences if s]

@@ -1,0 +1,101 @@
+"""The report's verdict comes from the numbers: swap them and it swaps; collapse and a
+discriminator at chance are named. Fabricated results, no training."""
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from evaluations import report, verdict
+from trainkit import npz
+
+
+def _progress(path, rows):
+    keys = sorted({k for r in rows for k in r})
+    path.write_text(",".join(keys) + "\n" + "".join(",".join(str(r.get(k, "")) for k in keys) + "\n" for r in rows))
+    return str(path)
+
+
+def _results(tmp_path, a, b):
+    """Two runs, 'alpha' with the numbers a and 'beta' with b."""
+    rng = np.random.default_rng(0)
+    out = []
+    for name, m in (("alpha", a), ("beta", b)):
+        d = tmp_path / name
+        d.mkdir(exist_ok=True)
+        if m.get("d_loss") is not None:  # adversarial: D and G losses
+            rows = [{"step": i, "loss_d": m["d_loss"] + rng.normal(0, 0.001), "loss_g": 1 + rng.normal(0, m["spread"])}
+                    for i in range(40)]
+        else:
+            rows = [{"step": i, "loss": 1 + rng.normal(0, m["spread"])} for i in range(40)]
+        row = {"sampler": "default", "fd_digits": m["fd"], "fd_std": 2.0, "precision": m["p"], "precision_std": 0.01,
+               "recall": m["r"], "recall_std": 0.01, "sample_s_per_image": m["s"], "nfe": m["nfe"],
+               "fd_untrained": 1500.0, "num_samples": 300}
+        out.append({"name": name, "package": "gans", "dir": str(d), "rows": [row], "failed": [],
+                    "progress": _progress(d / "progress.csv", rows), "train_seconds": 100.0, "loss": "bce"})
+    return out
+
+
+GOOD = {"fd": 50.0, "p": 0.9, "r": 0.8, "s": 0.001, "nfe": 1, "spread": 0.01, "d_loss": 1.0}
+BAD = {"fd": 400.0, "p": 0.5, "r": 0.2, "s": 0.1, "nfe": 100, "spread": 0.2, "d_loss": 2 * math.log(2)}
+
+
+def _find(findings, title):
+    return next(f for f in findings if f.startswith(f"**{title}**"))
+
+
+def test_verdict_follows_the_numbers_and_swaps_with_them(tmp_path):
+    first = verdict.verdict(_results(tmp_path, GOOD, BAD))
+    assert "best is alpha" in _find(first, "Fidelity") and "beyond the error bars" in _find(first, "Fidelity")
+    assert "best is alpha" in _find(first, "Diversity")
+    assert "best is alpha" in _find(first, "Both at once")
+    assert "fastest is alpha" in _find(first, "Sampling speed") and "also the best" in _find(first, "Sampling speed")
+    assert "steadiest is alpha" in _find(first, "Training stability")
+    assert "beta" in _find(first, "Training stability").split("sits at chance")[1]  # D at 2 ln 2
+    assert "beta (recall 0.200)" in _find(first, "Collapse") and "alpha" not in _find(first, "Collapse")
+    assert "alpha 30.0x" in _find(first, "Training") and "beta moved less than 5x" in _find(first, "Training")
+
+    swapped = verdict.verdict(_results(tmp_path, BAD, GOOD))
+    for title in ("Fidelity", "Diversity", "Both at once"):
+        assert "best is beta" in _find(swapped, title)
+    assert "fastest is beta" in _find(swapped, "Sampling speed")
+    assert "steadiest is beta" in _find(swapped, "Training stability")
+    assert "alpha (recall 0.200)" in _find(swapped, "Collapse")
+
+
+def test_overlapping_error_bars_are_called_a_tie(tmp_path):
+    close = dict(GOOD, fd=52.0, p=0.905, r=0.79)
+    findings = verdict.verdict(_results(tmp_path, GOOD, close))
+    assert "overlaps beta" in _find(findings, "Both at once")  # |50 - 52| <= 2 + 2
+    assert "overlaps" in _find(findings, "Fidelity") and "overlaps" in _find(findings, "Diversity")
+    assert "none; every run's recall" in _find(findings, "Collapse")
+    assert "No discriminator sits at chance" in _find(findings, "Training stability")
+
+
+def test_a_collapsed_run_is_named_from_real_metrics(tmp_path):
+    """All samples one image: recall (and the verdict) say so."""
+    from evaluations import digits_features, metrics
+
+    real, _ = digits_features.digits_images("train", 16)
+    feats = digits_features.features(real)
+    same = digits_features.features(np.repeat(real[:1], 300, axis=0))
+    precision, recall = metrics.precision_recall(feats, same)
+    assert recall < 0.01
+    results = _results(tmp_path, GOOD, dict(GOOD, r=recall))
+    assert "beta (recall" in _find(verdict.verdict(results), "Collapse")
+
+
+def test_report_writes_the_verdict_and_class_rows(tmp_path):
+    images = np.random.default_rng(0).integers(0, 255, (40, 16, 16, 1), dtype=np.uint8)
+    labels = np.arange(40) % 10
+    path = npz.write_samples(str(tmp_path), images, labels)
+    results = _results(tmp_path, GOOD, BAD)
+    results[0]["rows"][0]["npz"] = str(path)
+    meta = {"machine": "x", "cpu_cores": 2, "device": "CPU only", "torch": "t", "python": "p", "launcher": "local x 1",
+            "feature_network": "f", "num_samples": 40, "minutes": 1, "config": "c", "wall_seconds": 60}
+    paths = report.write(str(tmp_path), results, meta)
+    md = open(paths["md"]).read()
+    assert md.index("## Verdict") < md.index("## Results") and "best is alpha" in md
+    assert "<b>Fidelity</b>" in open(paths["html"]).read()
+    grid = Image.open(tmp_path / "figures" / "grid-alpha-default.png")
+    assert grid.height == 10 * (16 + 2) * 3 + 2 * 3  # one row per class

@@ -3,9 +3,10 @@
 Accepts every flag of openai's scripts/image_sample.py with the same defaults. Extensions:
 --model_path may be a training run directory (its newest checkpoint's settled EMA, see cli.settled_ema; model flags are then read
 from the run's options.json unless given), --seed, --logdir, --ddim_eta, --class_labels,
---precision. Each sample index owns a generator seeded from (--seed, index) that draws its
-label, x_T and every step's noise, so the npz does not depend on --batch_size or the number
-of ranks.
+--precision, and the fast ODE samplers of samplers.py: --sampler ddpm|ddim|dpmpp_2m|heun,
+--steps N, --time_schedule uniform|logsnr|karras (see `resolve_sampler`). Each sample index
+owns a generator seeded from (--seed, index) that draws its label, x_T and every step's noise,
+so the npz does not depend on --batch_size or the number of ranks.
 """
 
 import numpy as np
@@ -14,7 +15,9 @@ import torch
 from trainkit import checkpoint, dist, npz, precision, run, sampling
 from trainkit.errors import UserError
 
+from . import samplers
 from .cli import apply_saved_model_flags, argv, build_parser, resolve_model_file, saved_options
+from .respace import space_timesteps
 from .train import create_model_and_diffusion_checked
 
 
@@ -31,7 +34,63 @@ def create_argparser():
         precision="fp32",
         batch_invariant=True,  # CPU: fixed blocks of 8 rows per model call (InBlocks): the npz ignores batch size / ranks
     )
-    return build_parser("Sample an improved-diffusion model into samples_NxHxWxC.npz.", defaults)
+    parser = build_parser("Sample an improved-diffusion model into samples_NxHxWxC.npz.", defaults)
+    parser.add_argument(
+        "--sampler", default="", choices=("",) + samplers.SAMPLERS,
+        help="ddpm: ancestral (openai's); ddim: eta=0 DDIM; dpmpp_2m: DPM-Solver++(2M); heun: EDM's 2nd-order "
+             "Heun (2N-1 model calls). Default: ddpm, or ddim with --use_ddim True. dpmpp_2m and heun need --steps "
+             "and refuse --timestep_respacing (they place their own steps over the model's timesteps)")
+    parser.add_argument(
+        "--steps", type=int, default=0,
+        help="number of sampling steps. ddim, dpmpp_2m, heun: N steps at --time_schedule points of the model's "
+             "timesteps (fractional ones interpolated in log-SNR); ddpm: the same as --timestep_respacing N. "
+             "0 (default): the process of --timestep_respacing (all timesteps if empty), as openai. Not with "
+             "--timestep_respacing")
+    parser.add_argument(
+        "--time_schedule", default="uniform", choices=samplers.TIME_SCHEDULES,
+        help="where --steps puts the steps of ddim, dpmpp_2m and heun: uniform in t, uniform in log-SNR (logsnr), "
+             "or EDM's karras sigmas (rho 7); default uniform")
+    return parser
+
+
+def resolve_sampler(args):
+    """Settle the sampler flags against openai's --use_ddim and --timestep_respacing, in place.
+
+    Without --steps, ddpm and ddim run openai's loops over the (respaced) process exactly as
+    before. --steps N: ddim, dpmpp_2m and heun integrate the ODE over the model's own timesteps
+    (samplers.sample_loop); ddpm takes --timestep_respacing N. After this args.sampler is the
+    sampler's name and args.steps its number of steps. Returns True for samplers.sample_loop,
+    False for openai's loops. Contradictory flags are one-line UserErrors.
+    """
+    sampler = args.sampler or ("ddim" if args.use_ddim else "ddpm")
+    if args.use_ddim and sampler != "ddim":
+        raise UserError(f"--use_ddim True means --sampler ddim, not {sampler}: give one of them")
+    if args.steps < 0:
+        raise UserError(f"--steps {args.steps}: must be positive (or 0, the process's own timesteps)")
+    if args.steps and args.timestep_respacing:
+        raise UserError("--steps and --timestep_respacing both choose the steps: give one of them")
+    if sampler in ("dpmpp_2m", "heun") and not args.steps:
+        if args.timestep_respacing:
+            raise UserError(f"--sampler {sampler} places its steps over the model's own timesteps: give --steps N, "
+                            "not --timestep_respacing")
+        raise UserError(f"--sampler {sampler} needs --steps N")
+    if args.time_schedule != "uniform" and (not args.steps or sampler == "ddpm"):
+        raise UserError(f"--time_schedule {args.time_schedule} needs --steps N and --sampler ddim, dpmpp_2m or heun")
+    if args.steps and sampler == "ddim" and args.ddim_eta != 0:
+        raise UserError("--ddim_eta with --steps: --steps runs the deterministic (eta 0) ODE; for eta > 0 use "
+                        "--use_ddim True --timestep_respacing N")
+    if args.steps == 1 and sampler == "ddpm":
+        raise UserError("--sampler ddpm --steps 1: the ancestral sampler needs at least 2 steps")
+    args.sampler = sampler
+    if args.steps and sampler == "ddpm":
+        args.timestep_respacing = str(args.steps)
+    if args.steps and sampler != "ddpm":
+        return True
+    try:
+        args.steps = len(space_timesteps(args.diffusion_steps, args.timestep_respacing or [args.diffusion_steps]))
+    except ValueError as e:
+        raise UserError(f"--timestep_respacing {args.timestep_respacing!r}: {e}") from None
+    return False
 
 
 def parse_labels(text, num_classes):
@@ -101,12 +160,15 @@ def batch_invariant_block(args) -> int:
     return SAMPLE_BLOCK if args.batch_invariant and dist.device().type == "cpu" else 0
 
 
-def make_sample_fn(model, diffusion, args, prec):
+def make_sample_fn(model, diffusion, args, prec, ode=False):
+    """sample_fn for sampling.sample_to_npz; `ode` (resolve_sampler's answer): samplers.sample_loop
+    with args.sampler, args.steps and args.time_schedule, else openai's loop of args.use_ddim."""
     block = batch_invariant_block(args)
     labels = parse_labels(args.class_labels, args.num_classes) if args.class_labels else None
     shape = (args.image_channels, args.image_size, args.image_size)
-    loop = diffusion.ddim_sample_loop if args.use_ddim else diffusion.p_sample_loop
-    extra = {"eta": args.ddim_eta} if args.use_ddim else {}
+    use_ddim = args.use_ddim or getattr(args, "sampler", "") == "ddim"
+    loop = diffusion.ddim_sample_loop if use_ddim else diffusion.p_sample_loop
+    extra = {"eta": args.ddim_eta} if use_ddim else {}
 
     def sample_fn(rnd, indices):
         net = InBlocks(model, indices, block) if block else model
@@ -119,9 +181,14 @@ def make_sample_fn(model, diffusion, args, prec):
             kwargs["y"] = y
         noise = rnd.randn(*shape)
         with prec.autocast():
-            x = loop(net, (len(indices), *shape), noise=noise, clip_denoised=args.clip_denoised,
-                     model_kwargs=kwargs, device=rnd.device, noise_fn=lambda like: rnd.randn(*like.shape[1:]),
-                     **extra)
+            if ode:  # deterministic: x_T is the only draw
+                x = samplers.sample_loop(net, diffusion, noise, sampler=args.sampler, steps=args.steps,
+                                         time_schedule=args.time_schedule, clip_denoised=args.clip_denoised,
+                                         model_kwargs=kwargs)
+            else:
+                x = loop(net, (len(indices), *shape), noise=noise, clip_denoised=args.clip_denoised,
+                         model_kwargs=kwargs, device=rnd.device, noise_fn=lambda like: rnd.randn(*like.shape[1:]),
+                         **extra)
         return npz.to_uint8(x.float()), (None if y is None else y.cpu().numpy().astype(np.int64))
 
     return sample_fn
@@ -136,14 +203,21 @@ def main():
         raise UserError("--num_samples and --batch_size must be positive")
     if args.model_path:
         apply_saved_model_flags(args, saved_options(args.model_path), argv())
+    ode = resolve_sampler(args)  # before run.setup: options.json records the resolved sampler and steps
+    nfe = samplers.nfe(args.sampler, args.steps)
     r = run.setup("improved_diffusion", args)
     model, diffusion = load_model(args, r.logger)
     prec = precision.Precision(args.precision, dist.device())
-    r.logger.log(f"sampling {args.num_samples} images, {diffusion.num_timesteps} steps "
-                 f"({'DDIM eta=%g' % args.ddim_eta if args.use_ddim else 'ancestral'})...")
+    how = (f"{args.time_schedule} time schedule" if ode
+           else f"DDIM eta={args.ddim_eta:g}" if args.sampler == "ddim" else "ancestral")
+    r.logger.log(f"sampling {args.num_samples} images: sampler {args.sampler}, {args.steps} steps ({how}), "
+                 f"{nfe} model evaluations per image...")
+    r.logger.logkvs({"sampler": args.sampler, "steps": args.steps, "time_schedule": args.time_schedule if ode else "",
+                     "nfe": nfe, "num_samples": args.num_samples})
+    r.logger.dumpkvs()
     with torch.no_grad():
-        path = sampling.sample_to_npz(make_sample_fn(model, diffusion, args, prec), args.num_samples, args.batch_size,
-                                      args.seed, r.dir, block=batch_invariant_block(args) or 1)
+        path = sampling.sample_to_npz(make_sample_fn(model, diffusion, args, prec, ode=ode), args.num_samples,
+                                      args.batch_size, args.seed, r.dir, block=batch_invariant_block(args) or 1)
     r.logger.log(f"saved {path}")
     r.logger.log("sampling complete")
     r.logger.close()

@@ -241,8 +241,9 @@ def invert(model, diffusion, x0, steps, time_schedule="uniform", model_kwargs=No
     noisy point u to the noisier s with the model evaluated at u:
     x_s = alpha_s x0(x_u, u) + sigma_s eps(x_u, u), eps = (x_u - alpha_u x0(x_u, u)) / sigma_u.
     The first step, from the data (sigma = 0) onto t = 0, takes eps at alpha_0 x0 (the data at
-    t = 0's scale without noise): sigma_0 is small, so this costs O(sigma_0^2) only.
-    `steps` model evaluations, as the decode.
+    t = 0's scale without noise) where the decode's last step would need it at the unknown
+    alpha_0 x0 + sigma_0 eps: sigma_0 is small, so the error this leaves (which does not shrink
+    with `steps`) is far below the discretisation error. `steps` model evaluations, as the decode.
     """
     levels = NoiseLevels(diffusion)
     ts, lams = time_points(levels, steps, time_schedule)

@@ -181,6 +181,9 @@ def network_evaluations(package: str, options: dict, sample_flags: list) -> int:
         return int(options.get("num_timesteps", 4))
     if package == "improved_diffusion":
         flags = dict(zip(sample_flags[::2], sample_flags[1::2]))
+        if int(flags.get("--steps", 0) or 0):  # the ODE samplers: heun's N steps cost 2N - 1
+            n = int(flags["--steps"])
+            return 2 * n - 1 if flags.get("--sampler") == "heun" else n
         respacing = flags.get("--timestep_respacing", options.get("timestep_respacing", "")) or ""
         steps = int(options.get("diffusion_steps", 1000))
         if respacing.startswith("ddim"):

@@ -181,6 +181,15 @@ def cost_figure(results: list, path: str):
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    # one line per sampler of a run: labels "dpmpp_2m-10", "dpmpp_2m-20" are one sampler at two NFEs
+    lines = {}
+    for r, row in points:
+        lines.setdefault((r["name"], row["sampler"].rsplit("-", 1)[0]), []).append(row)
+    for (name, sampler), rows in lines.items():
+        if len(rows) > 1:
+            rows = sorted(rows, key=lambda row: row["nfe"])
+            ax.plot([row["nfe"] for row in rows], [row["fd_digits"] for row in rows], lw=1, alpha=0.7,
+                    label=f"{name} {sampler}")
     for r, row in points:
         label = r["name"] if row["sampler"] == "default" else f"{r['name']} ({row['sampler']})"
         ax.scatter(row["nfe"], row["fd_digits"], s=40, zorder=3)
@@ -194,6 +203,8 @@ def cost_figure(results: list, path: str):
     ax.set_xlabel("network evaluations per image (sampling cost)")
     ax.set_ylabel("FD-digits (lower is better)")
     ax.set_title("quality vs sampling cost (hollow: untrained)")
+    if any(len(rows) > 1 for rows in lines.values()):
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     _save_figure(fig, path)

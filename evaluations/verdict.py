@@ -123,11 +123,16 @@ def _stability_sentence(results):
     spread = sorted([(n, s["spread"]) for n, s in stats if "spread" in s], key=lambda x: x[1])
     if not spread:
         return None
-    text = ("**Training stability** (relative spread of each run's loss over the second half of its log, "
-            "lower is steadier): " + ", ".join(f"{n} {v:.3g}" for n, v in spread)
-            + f"; steadiest is {spread[0][0]}.")
     adversarial = [(n, s) for n, s in stats if s.get("d_at_chance") is not None]
     at_chance = [(n, s) for n, s in adversarial if s["d_at_chance"] >= CHANCE_SHARE]
+    # a discriminator at chance makes the losses flat: that is no signal, not stability
+    chance_names = {n for n, _ in at_chance}
+    learning = [x for x in spread if x[0] not in chance_names] or spread
+    text = ("**Training stability** (relative spread of each run's loss over the second half of its log, "
+            "lower is steadier): " + ", ".join(f"{n} {v:.3g}" for n, v in spread)
+            + f"; steadiest is {learning[0][0]}"
+            + (" (of the runs whose discriminator is not at chance)." if chance_names and learning is not spread
+               else "."))
     if at_chance:
         text += " The discriminator sits at chance (its loss at " + ", ".join(
             f"{s['chance']:.3f} in {100 * s['d_at_chance']:.0f}% of the rows, {n}" for n, s in at_chance

@@ -92,9 +92,18 @@ class Generator(nn.Module):
         return self.main(z)
 
 
+def minibatch_std(h):
+    """h with one more channel: the std over the batch of each feature and pixel, averaged to one
+    number (Karras et al. 2018's minibatch standard deviation, one group). A batch of copies
+    gives 0, so D can tell a generator that ignores z from real data of the same class."""
+    std = h.float().std(dim=0, unbiased=False).mean() if len(h) > 1 else h.new_zeros(())
+    return torch.cat([h, std.to(h.dtype).expand(len(h), 1, *h.shape[2:])], dim=1)
+
+
 class Discriminator(nn.Module):
-    def __init__(self, image_size=64, ndf=64, channels=3, num_classes=0):
+    def __init__(self, image_size=64, ndf=64, channels=3, num_classes=0, minibatch_std=False):
         super().__init__()
+        self.minibatch_std = bool(minibatch_std)
         stages = num_stages(image_size)
         _check_positive("ndf", ndf)
         _check_positive("channels", channels)
@@ -110,7 +119,7 @@ class Discriminator(nn.Module):
             ]
             width *= 2
         self.features = nn.Sequential(*layers)
-        self.out = nn.Conv2d(width, 1, 4, 1, 0, bias=False)
+        self.out = nn.Conv2d(width + self.minibatch_std, 1, 4, 1, 0, bias=False)
         if num_classes:
             self.label_proj = nn.Embedding(num_classes, width)
         init_weights(self)
@@ -123,7 +132,7 @@ class Discriminator(nn.Module):
                 f"{(self.channels, self.image_size, self.image_size)}"
             )
         h = self.features(x)
-        logit = self.out(h).flatten()
+        logit = self.out(minibatch_std(h) if self.minibatch_std else h).flatten()
         if self.num_classes:
             check_labels(y, self.num_classes, len(x))
             logit = logit + (self.label_proj(y).to(h.dtype) * h.sum(dim=(2, 3))).sum(dim=1)
@@ -160,8 +169,10 @@ def init_weights(module):
         nn.init.normal_(module.label_proj.weight, 0.0, 0.02)
 
 
-def create_models(model="dcgan", image_size=64, nz=100, ngf=64, ndf=64, channels=3, num_classes=0):
-    """(G, D) for `model` in {dcgan, cdcgan}; the conditional one needs num_classes >= 2."""
+def create_models(model="dcgan", image_size=64, nz=100, ngf=64, ndf=64, channels=3, num_classes=0,
+                  minibatch_std=False):
+    """(G, D) for `model` in {dcgan, cdcgan}; the conditional one needs num_classes >= 2.
+    minibatch_std: D's last conv also sees the batch's std (`minibatch_std`); off is the paper's D."""
     if model not in MODEL_KINDS:
         raise UserError(f"--model {model!r}: choose one of {', '.join(MODEL_KINDS)}")
     if model == "cdcgan":
@@ -173,7 +184,7 @@ def create_models(model="dcgan", image_size=64, nz=100, ngf=64, ndf=64, channels
     else:
         num_classes = 0
     G = Generator(image_size, nz, ngf, channels, num_classes)
-    D = Discriminator(image_size, ndf, channels, num_classes)
+    D = Discriminator(image_size, ndf, channels, num_classes, minibatch_std)
     return G, D
 
 

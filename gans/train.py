@@ -36,6 +36,9 @@ def create_argparser():
     p.add_argument("--beta1", type=float, default=0.5)
     p.add_argument("--beta2", type=float, default=0.999)
     p.add_argument("--loss", default="bce", choices=("bce", "hinge"))
+    p.add_argument("--minibatch_std", type=run.str2bool, default=False,
+                   help="D's last layer also sees the batch's feature std (one extra channel), a diversity "
+                        "signal; off (default) is the DCGAN paper's D")
     p.add_argument("--resume_checkpoint", default="", help="a run directory (its latest step), any file of a step, or auto "
                    "(the newest checkpoint of --logdir, or a fresh start when it has none)")
     p.add_argument("--save_interval", type=int, default=1000, help="steps between checkpoints and grids")
@@ -98,7 +101,7 @@ def main():
     d = data.load_dataset(args.data_dir, args.image_size, class_cond=args.model == "cdcgan",
                           channels=args.num_channels)
     G, D = dcgan.create_models(args.model, args.image_size, args.nz, args.ngf, args.ndf,
-                               args.num_channels, d.num_classes)
+                               args.num_channels, d.num_classes, args.minibatch_std)
     batches = data.Batches(d, args.batch_size, seed=args.seed, random_flip=args.random_flip)
     trainer = GANTrainer(G, D, loss=args.loss, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1,
                          beta2=args.beta2, precision_mode=args.precision, ema_rates=args.ema_rate,

@@ -60,6 +60,9 @@ def test_verdict_follows_the_numbers_and_swaps_with_them(tmp_path):
         assert "best is beta" in _find(swapped, title)
     assert "fastest is beta" in _find(swapped, "Sampling speed")
     assert "steadiest is beta" in _find(swapped, "Training stability")
+    # a D at chance has the flattest loss, but that is no signal: it is not called the steadiest
+    flat = verdict.verdict(_results(tmp_path, GOOD, dict(BAD, spread=0.001)))
+    assert "steadiest is alpha (of the runs whose discriminator is not at chance)" in _find(flat, "Training stability")
     assert "alpha (recall 0.200)" in _find(swapped, "Collapse")
 
 

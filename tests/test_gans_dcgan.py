@@ -164,3 +164,25 @@ def test_lerp_and_slerp():
     za, zb = torch.randn(100, 1, 1), torch.randn(100, 1, 1)
     mid = dcgan.slerp(za, zb, 0.5)
     assert mid.shape == za.shape and mid.dtype == za.dtype
+
+
+def test_minibatch_std_gives_d_the_batch_diversity():
+    """With --minibatch_std D's last conv sees one more channel, the batch's mean feature std:
+    0 for a batch of copies, so the same image scores differently in a varied batch; off, D's
+    score (BatchNorm in eval mode) does not depend on the batch."""
+    torch.manual_seed(0)
+    h = torch.randn(5, 3, 2, 2)
+    extra = dcgan.minibatch_std(h)[:, -1]
+    assert torch.allclose(extra, h.std(0, unbiased=False).mean().expand(5, 2, 2))
+    assert dcgan.minibatch_std(h[:1].repeat(5, 1, 1, 1))[:, -1].abs().max() == 0
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    copies = x[:1].repeat(4, 1, 1, 1)
+    width = dcgan.create_models("dcgan", 8, nz=4, ngf=2, ndf=2, channels=1)[1].out.weight.shape[1]
+    for on in (True, False):
+        _, D = dcgan.create_models("dcgan", 8, nz=4, ngf=2, ndf=2, channels=1, minibatch_std=on)
+        D.eval()
+        assert D.out.weight.shape[1] == width + on
+        torch.nn.init.normal_(D.out.weight)
+        with torch.no_grad():
+            varied, same = D(x)[0], D(copies)[0]
+        assert (not torch.isclose(varied, same)) if on else torch.isclose(varied, same)

@@ -3,16 +3,16 @@
 DATA_DIR=data/digits16                                   # exported if missing:
 DATA_PREP="python datasets/digits.py --out data/digits16 --size 16"
 NPROC=2
-MINUTES=15             # whole job, about; training gets TRAIN_FRACTION of it, split by SHARE
-TRAIN_FRACTION=0.6
-NUM_SAMPLES=300        # per family and sampler, same seeds for all
-SAMPLE_BATCH=75        # per process
+MINUTES=17             # whole job, about; training gets TRAIN_FRACTION of it, split by SHARE
+TRAIN_FRACTION=0.65
+NUM_SAMPLES=500        # per family and sampler, same seeds for all
+SAMPLE_BATCH=125       # per process
 
 # One run a line: NAME | FLAG_FILE | PACKAGE | SHARE | extra train flags | samplers
 # samplers: "label: extra sample flags" separated by ";" (one empty sampler when blank).
 RUNS="
 dcgan              | flags/gans/dcgan_digits.sh                 | gans               | 1   | --max_steps 100000 |
 cdcgan             | flags/gans/cdcgan_digits.sh                | gans               | 1   | --max_steps 100000 |
-ddgan              | flags/ddgan/digits16.sh                    | ddgan              | 1.5 | --num_epoch 100000 |
-improved_diffusion | flags/improved_diffusion/digits_tiny.sh    | improved_diffusion | 3   | --max_steps 100000 | full: --timestep_respacing 100 ; ddim10: --timestep_respacing ddim10 --use_ddim True
+ddgan              | flags/ddgan/digits16.sh                    | ddgan              | 2.5 | --num_epoch 100000 |
+improved_diffusion | flags/improved_diffusion/digits_tiny.sh    | improved_diffusion | 3   | --max_steps 100000 | full: --timestep_respacing 100 ; ddim10: --timestep_respacing ddim10 --use_ddim True ; dpmpp_2m-10: --timestep_respacing '' --sampler dpmpp_2m --steps 10 --time_schedule logsnr ; dpmpp_2m-20: --timestep_respacing '' --sampler dpmpp_2m --steps 20 --time_schedule logsnr ; heun-19: --timestep_respacing '' --sampler heun --steps 10 --time_schedule karras
 "

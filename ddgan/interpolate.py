@@ -16,13 +16,11 @@ x_T (or the z's) of b. The PNG grid (--out, default <logdir>/interpolation.png) 
 flags come from the run's options.json, as for ddgan.sample.
 """
 
-import blobfile as bf
-import numpy as np
 import torch
-from PIL import Image
 
-from trainkit import checkpoint, dist, fileio, npz, run, sampling
+from trainkit import checkpoint, dist, npz, run, sampling
 from trainkit.errors import UserError
+from trainkit.interpolation import interpolation_row, output_paths, parse_seeds, write_grid_and_npz
 
 from . import script_util
 from .sample import load_generator, model_options
@@ -48,41 +46,6 @@ def create_parser():
     return p
 
 
-def parse_seeds(text: str) -> list:
-    try:
-        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
-    except ValueError:
-        raise UserError(f"--seeds {text!r}: expected a comma list of integers, e.g. 0,1,2") from None
-    if len(seeds) < 2:
-        raise UserError(f"--seeds {text!r}: need at least two seeds to interpolate between")
-    return seeds
-
-
-def lerp(a, b, t):
-    return ((1 - t) * a.double() + t * b.double()).to(a.dtype)
-
-
-def slerp(a, b, t, eps=1e-7):
-    """Spherical interpolation along the great circle between a and b (White 2016): Gaussian
-    draws keep their typical norm, where lerp's midpoints are shorter."""
-    a64, b64 = a.double(), b.double()
-    cos = (a64.flatten() @ b64.flatten()) / (a64.norm() * b64.norm()).clamp_min(eps)
-    omega = torch.arccos(cos.clamp(-1.0, 1.0))
-    so = torch.sin(omega)
-    if so.abs() < eps:  # (anti)parallel: the great circle is not defined, lerp is the limit
-        return lerp(a, b, t)
-    return ((torch.sin((1 - t) * omega) / so) * a64 + (torch.sin(t * omega) / so) * b64).to(a.dtype)
-
-
-METHODS = {"lerp": lerp, "slerp": slerp}
-
-
-def interpolate(a, b, num_steps, method):
-    """num_steps points from a to b, both ends included (exactly a and b)."""
-    ts = np.linspace(0.0, 1.0, num_steps)
-    return torch.stack([a] + [METHODS[method](a, b, float(t)) for t in ts[1:-1]] + [b])
-
-
 def seed_draws(seed, shape, nz, num_timesteps):
     """Every random draw of sample 0 of `ddgan.sample --seed SEED`, in the order it makes them:
     (x_T (C, H, W), [z (nz,) per step], [posterior noise (C, H, W) per step]), steps in chain
@@ -106,11 +69,11 @@ def interpolation_inputs(seeds, shape, nz, num_timesteps, num_steps, modes, meth
         for mode in modes:
             for m in methods:
                 if mode == "x_T":
-                    x_rows.append(interpolate(xa, xb, num_steps, m))
+                    x_rows.append(interpolation_row(xa, xb, num_steps, m))
                     z_rows.append([z.expand(num_steps, -1) for z in za])
                 else:
                     x_rows.append(xa.expand(num_steps, *shape))
-                    z_rows.append([interpolate(u, v, num_steps, m) for u, v in zip(za, zb)])
+                    z_rows.append([interpolation_row(u, v, num_steps, m) for u, v in zip(za, zb)])
                 n_rows.append([n.expand(num_steps, *shape) for n in na])
     x_T = torch.cat(x_rows)
     zs = [torch.cat([row[k] for row in z_rows]) for k in range(num_timesteps)]
@@ -132,39 +95,6 @@ class Replay:
         return out
 
 
-def grid_image(images, nrow, padding=2):
-    """uint8 N,H,W,C images as one PIL image, `nrow` per row, laid out as torchvision's
-    make_grid (black `padding` px around every image), without importing torchvision (seconds)."""
-    n, h, w, c = images.shape
-    cols = min(nrow, n)
-    rows = -(-n // cols)
-    canvas = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), np.uint8)
-    for k, image in enumerate(images):
-        y, x = divmod(k, cols)
-        top, left = y * (h + padding) + padding, x * (w + padding) + padding
-        canvas[top:top + h, left:left + w] = image
-    return Image.fromarray(canvas[..., 0] if c == 1 else canvas)
-
-
-def write_outputs(images, nrow, png, npz_path):
-    """The npz (arr_0: the images) and the PNG grid (`grid_image`) of uint8 N,H,W,C images."""
-    npz.check_images(images, npz_path)
-    with fileio.atomic_path(npz_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, arr_0=images)
-    with fileio.atomic_path(png) as tmp:
-        grid_image(images, nrow).save(tmp, format="PNG")
-
-
-def output_paths(out, run_dir):
-    png = out or bf.join(run_dir, "interpolation.png")
-    paths = (png, (png[:-4] if png.lower().endswith(".png") else png) + ".npz")
-    for p in paths:
-        if bf.exists(p):
-            raise UserError(f"{p}: already exists; not overwriting it (choose another --out)")
-    return paths
-
-
 @run.main
 def main():
     args = create_parser().parse_args()
@@ -172,12 +102,12 @@ def main():
     if args.num_steps < 2:
         raise UserError(f"--num_steps {args.num_steps}: need at least 2 (the two ends)")
     if args.out:
-        output_paths(args.out, "")
+        output_paths(args.out, "", "")
     checkpoint.resolve(args.model_path)  # a missing path is the first thing to report
     o = model_options(args)
     script_util.check_model_options(o)
     r = run.setup(FAMILY, args, role="interpolation")
-    png, npz_path = output_paths(args.out, r.dir)
+    png, npz_path = output_paths(args.out, r.dir, "interpolation.png")
     device = dist.device()
     generator, path = load_generator(args, o, device)
     diffusion = script_util.build_diffusion(o)
@@ -189,7 +119,7 @@ def main():
                                                modes, methods)
         with torch.no_grad():
             x = diffusion.sample(generator, x_T.to(device), o["nz"], randn=Replay(zs, noises, device))
-        write_outputs(npz.to_uint8(x), args.num_steps, png, npz_path)
+        write_grid_and_npz(npz.to_uint8(x), None, args.num_steps, png, npz_path)
         r.logger.log(f"wrote {png} and {npz_path} from {path}: {len(x_T) // args.num_steps} rows (modes "
                      f"{', '.join(modes)}; {', '.join(methods)}) x {args.num_steps} images, seeds {seeds}")
     dist.barrier()

@@ -12,6 +12,7 @@ import torch
 
 from trainkit import dist, fileio, run
 from trainkit.errors import UserError
+from trainkit.interpolation import parse_seeds
 
 from . import dcgan
 from .script_util import add_model_args, check_class_label, load_generator, seed_latent
@@ -30,16 +31,6 @@ def create_argparser():
     add_model_args(p)
     run.add_run_args(p)
     return p
-
-
-def parse_seeds(text: str) -> list:
-    try:
-        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
-    except ValueError:
-        raise UserError(f"--seeds {text!r}: expected a comma list of integers, e.g. 0,1,2") from None
-    if len(seeds) < 2:
-        raise UserError(f"--seeds {text!r}: need at least two seeds to interpolate between")
-    return seeds
 
 
 def interpolation_latents(seeds, nz, num_steps, methods):

@@ -1,13 +1,12 @@
 """What improved_diffusion.interpolate and improved_diffusion.edit share: the ODE sampler flags,
 batch-invariant decoding in chunks, the x_T of a seed, slerp, and the PNG grid + npz they write."""
 
-import blobfile as bf
 import numpy as np
 import torch
-from PIL import Image
 
-from trainkit import data, fileio, npz, precision, sampling
+from trainkit import data, precision, sampling
 from trainkit.errors import UserError
+from trainkit.interpolation import interpolation_row, lerp, output_paths, slerp, write_grid_and_npz  # noqa: F401
 
 from . import samplers
 from .cli import resolve_model_file
@@ -59,48 +58,10 @@ def check_args(args, allow_input_labels=False):
         raise UserError(f"--class_label {args.class_label}: the model is not class-conditional")
 
 
-def output_paths(out, run_dir, default_name):
-    """(png, npz): --out (or run_dir/default_name) and the npz beside it, `<out without .png>.npz`.
-    An existing file is never overwritten."""
-    png = out or bf.join(run_dir, default_name)
-    stem = png[:-4] if png.lower().endswith(".png") else png
-    paths = (png, stem + ".npz")
-    for p in paths:
-        if bf.exists(p):
-            raise UserError(f"{p}: already exists; not overwriting it (choose another --out)")
-    return paths
-
-
 def refuse_existing_out(out):
     """Before run.setup: an --out given explicitly (or its npz) that exists is an error."""
     if out:
         output_paths(out, "", "")
-
-
-def slerp(a, b, t, eps=1e-7):
-    """Spherical interpolation along the great circle between a and b (White 2016): Gaussian
-    x_T keep their typical norm, where lerp's midpoints are shorter (and decode blurred)."""
-    a64, b64 = a.double(), b.double()
-    cos = (a64.flatten() @ b64.flatten()) / (a64.norm() * b64.norm()).clamp_min(eps)
-    omega = torch.arccos(cos.clamp(-1.0, 1.0))
-    so = torch.sin(omega)
-    if so.abs() < eps:  # (anti)parallel: the great circle is not defined, lerp is the limit
-        return lerp(a, b, t)
-    return ((torch.sin((1 - t) * omega) / so) * a64 + (torch.sin(t * omega) / so) * b64).to(a.dtype)
-
-
-def lerp(a, b, t):
-    return ((1 - t) * a.double() + t * b.double()).to(a.dtype)
-
-
-METHODS = {"lerp": lerp, "slerp": slerp}
-
-
-def interpolation_row(a, b, num_steps, method):
-    """num_steps points from a to b, both ends included (exactly a and b)."""
-    ts = np.linspace(0.0, 1.0, num_steps)
-    row = [a] + [METHODS[method](a, b, float(t)) for t in ts[1:-1]] + [b]
-    return torch.stack(row)
 
 
 def seed_x_T(seed, shape):
@@ -219,37 +180,6 @@ class InputImages:
 def to_model_input(images_nchw_uint8, device):
     """uint8 N,C,H,W -> float in [-1, 1] on `device`, as training reads images."""
     return images_nchw_uint8.float().div(127.5).sub(1.0).to(device)
-
-
-def grid_image(images, nrow, padding=2):
-    """uint8 N,H,W,C images as one PIL image, `nrow` per row, laid out as torchvision's
-    make_grid (black `padding` px around every image), without importing torchvision (seconds)."""
-    n, h, w, c = images.shape
-    cols = min(nrow, n)
-    rows = -(-n // cols)
-    canvas = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), np.uint8)
-    for k, image in enumerate(images):
-        y, x = divmod(k, cols)
-        top, left = y * (h + padding) + padding, x * (w + padding) + padding
-        canvas[top:top + h, left:left + w] = image
-    return Image.fromarray(canvas[..., 0] if c == 1 else canvas)
-
-
-def write_grid_and_npz(images, labels, nrow, png, npz_path, npz_images=None, npz_labels=None):
-    """uint8 N,H,W,C images as a PNG grid of `nrow` per row (`grid_image`) and as a
-    samples-layout npz (arr_0, and arr_1 labels when given): the grid's images and `labels`, or
-    `npz_images` and `npz_labels` when given. Rank 0 only."""
-    if npz_images is None:
-        npz_images, npz_labels = images, labels
-    npz.check_images(npz_images, npz_path)
-    arrays = {"arr_0": np.ascontiguousarray(npz_images)}
-    if npz_labels is not None:
-        arrays["arr_1"] = np.asarray(npz_labels, dtype=np.int64)
-    with fileio.atomic_path(npz_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    with fileio.atomic_path(png) as tmp:
-        grid_image(images, nrow).save(tmp, format="PNG")
 
 
 def label_tensor(args, n, device):

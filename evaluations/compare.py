@@ -315,7 +315,35 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
             row["log"] = srec.get("log")
             result["failed"].append((f"samples {sampler['label']}", srec))
         result["rows"].append(row)
+    result["control"] = controllability(entry, train_dir, base, data_train, launcher, reuse, result["failed"])
     return result
+
+
+# entry points that show a family's controllability (seed 001): latent interpolation for
+# every family, partial denoising (SDEdit) for improved diffusion; one process each (a few
+# dozen images), their flags from the flag file's INTERPOLATE_FLAGS / EDIT_FLAGS.
+CONTROL = {
+    "gans": [("interpolation", "gans.interpolate", "interpolation.png", [])],
+    "ddgan": [("interpolation", "ddgan.interpolate", "interpolation.png", [])],
+    "improved_diffusion": [("interpolation", "improved_diffusion.interpolate", "interpolation.png", []),
+                           ("partial denoising", "improved_diffusion.edit", "edit.png", ["--images", "{data}"])],
+}
+
+
+def controllability(entry, train_dir, base, data_train, launcher, reuse, failed) -> list:
+    """[(what, png)] of the family's CONTROL stages run on the trained model; failures to `failed`."""
+    shown = []
+    for what, module, png_name, flags in CONTROL.get(entry["package"], []):
+        stage_dir = os.path.join(base, module.rsplit(".", 1)[1])
+        flags = [f.format(data=data_train) for f in flags]
+        argv = run_sh("local", 1, entry["flag_file"], module, "--model_path", train_dir, "--logdir", stage_dir, *flags)
+        rec = Stage(stage_dir, argv).run(reuse)
+        png = os.path.join(stage_dir, png_name)
+        if rec["ok"] and os.path.isfile(png):
+            shown.append((what, png))
+        else:
+            failed.append((what, rec if not rec["ok"] else {"error": f"{png}: not written"}))
+    return shown
 
 
 @run.main

@@ -211,10 +211,26 @@ def cost_figure(results: list, path: str):
     return path
 
 
+def _scaled_copy(src, dst, scale=3):
+    """The PNG `src` enlarged `scale` times (nearest neighbour: 16 px digits stay readable) at `dst`."""
+    img = Image.open(src)
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    with fileio.atomic_path(dst) as tmp:
+        img.save(tmp, format="PNG")
+    return dst
+
+
 def _save_figure(fig, path):
     with fileio.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+CONTROL_NOTE = (
+    "Interpolation: each row goes from one seed's sample to the next seed's (slerp in the latent: z for the "
+    "GANs; x_T and, in a second row, z for DDGAN; x_T decoded by a deterministic ODE sampler for improved "
+    "diffusion). Partial denoising (SDEdit): the top row is the input, then one row per t0 (noised to t0 and "
+    "denoised back): low t0 keeps the input, t0 = 1 forgets it.")
 
 
 # --- documents --------------------------------------------------------------------------
@@ -287,6 +303,12 @@ def write(out: str, results: list, meta: dict) -> dict:
         md += ["## Samples", ""] + [f"**{label}**\n\n![{label}]({rel(p)})\n" for label, p in grids]
     if cost:
         md += ["## FD against sampling cost", "", f"![cost]({rel(cost)})", ""]
+    control = [(f"{r['name']}: {what}",
+                _scaled_copy(p, os.path.join(fig_dir, f"control-{r['name']}-{os.path.basename(p)}")))
+               for r in results for what, p in r.get("control", []) if os.path.isfile(p)]
+    if control:
+        md += ["## Controllability", "", CONTROL_NOTE, ""] + [f"**{label}**\n\n![{label}]({rel(p)})\n"
+                                                            for label, p in control]
     md_path = os.path.join(out, "report.md")
     fileio.write_text(md_path, "\n".join(md) + "\n")
 
@@ -316,6 +338,10 @@ def write(out: str, results: list, meta: dict) -> dict:
             for label, p in grids) + "</div>")
     if cost:
         h.append(f"<h2>FD against sampling cost</h2><img src='{_data_uri(cost)}' alt='FD vs cost'>")
+    if control:
+        h.append(f"<h2>Controllability</h2><p class='note'>{html.escape(CONTROL_NOTE)}</p><div class='grids'>" + "".join(
+            f"<figure><img src='{_data_uri(p)}' alt='{html.escape(label)}'><figcaption>{html.escape(label)}</figcaption></figure>"
+            for label, p in control) + "</div>")
     h.append("</body></html>")
     html_path = os.path.join(out, "report.html")
     fileio.write_text(html_path, "\n".join(h) + "\n")

@@ -53,6 +53,13 @@ def test_compare_trains_samples_judges_and_reports(tmp_path, digits):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "FAILED" not in html
     assert "Hardware:" in md and "feature" in md
+    assert md.index("## Verdict") < md.index("## Results") and "**Collapse**" in md
+    # controllability: an interpolation per family and improved diffusion's partial denoising
+    control = md[md.index("## Controllability"):]
+    for name in FAMILIES:
+        assert f"**{name}: interpolation**" in control
+    assert "**improved_diffusion: partial denoising**" in control
+    assert (out / "improved_diffusion" / "edit" / "edit.npz").is_file()
 
     # --reuse: nothing runs again
     logs = {p: p.stat().st_mtime_ns for p in out.rglob("launch.log")}

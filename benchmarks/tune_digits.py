@@ -118,7 +118,7 @@ def main(argv=None):
             flags = flags + model
             load = os.getloadavg()[0]
             res = compare.compare_run(entry, config, out, launcher, seconds, a.reuse,
-                                      os.path.join(data_dir, "train"), baseline=False)
+                                      os.path.join(data_dir, "train"), baseline=False, control=False)
             row = {"family": family, "candidate": label, "flags": " ".join(flags), "budget_s": seconds,
                    "load": load, "steps": res.get("steps")}
             if res["rows"] and "fd_digits" in res["rows"][0]:

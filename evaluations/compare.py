@@ -243,7 +243,7 @@ def build_parser():
     return p
 
 
-def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, baseline=True) -> dict:
+def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, baseline=True, control=True) -> dict:
     name, package = entry["name"], entry["package"]
     nproc, n, batch = config["nproc"], config["num_samples"], config["sample_batch"]
     base = os.path.join(out, name)
@@ -315,7 +315,8 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
             row["log"] = srec.get("log")
             result["failed"].append((f"samples {sampler['label']}", srec))
         result["rows"].append(row)
-    result["control"] = controllability(entry, train_dir, base, data_train, launcher, reuse, result["failed"])
+    if control:
+        result["control"] = controllability(entry, train_dir, base, data_train, reuse, result["failed"])
     return result
 
 
@@ -330,7 +331,7 @@ CONTROL = {
 }
 
 
-def controllability(entry, train_dir, base, data_train, launcher, reuse, failed) -> list:
+def controllability(entry, train_dir, base, data_train, reuse, failed) -> list:
     """[(what, png)] of the family's CONTROL stages run on the trained model; failures to `failed`."""
     shown = []
     for what, module, png_name, flags in CONTROL.get(entry["package"], []):

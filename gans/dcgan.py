@@ -10,9 +10,10 @@ For 64 px this is exactly the tutorial's network (ngf*8 at 4x4); for 32 px it is
 CIFAR variant with one stage fewer (ngf*4 at 4x4). Any power of two from 8 px up is accepted,
 so tests run at 8-16 px on a CPU.
 
-28 px data (MNIST, FashionMNIST) is not given its own architecture: the data loader resizes it
-to 32 px (as seed 000 does for FashionMNIST), so flag files use `--image_size 32`. Asking the
-network for 28 px is an error that says so.
+28 px data (MNIST, FashionMNIST) is not given its own DCGAN architecture: the data loader resizes
+it to 32 px (as seed 000 does for FashionMNIST), so DCGAN flag files use `--image_size 32`. Asking
+the network for 28 px is an error that says so. The fully connected models (fcgan.py, --model
+gan/cgan) have no size constraint and train at 28 px.
 
 D returns raw logits; the losses apply sigmoid/softplus themselves, which is numerically safe
 and works under autocast (BCE-with-logits instead of Sigmoid + BCELoss).
@@ -41,7 +42,8 @@ def num_stages(image_size: int) -> int:
     if image_size == 28:
         raise UserError(
             "--image_size 28: DCGAN makes powers of two; use --image_size 32 "
-            "(the data loader resizes 28 px images to 32 px)"
+            "(the data loader resizes 28 px images to 32 px), or the fully connected --model gan/cgan, "
+            "which trains at 28 px"
         )
     if image_size < 8 or image_size & (image_size - 1):
         raise UserError(f"--image_size {image_size}: DCGAN makes powers of two >= 8 (e.g. 32 or 64)")

@@ -21,12 +21,12 @@ METHODS = {"lerp": dcgan.lerp, "slerp": dcgan.slerp}
 
 
 def create_argparser():
-    p = run.ArgumentParser(description="Interpolate a DCGAN / cDCGAN generator between seeds.")
+    p = run.ArgumentParser(description="Interpolate a generator of gans.train (any --model kind) between seeds.")
     p.add_argument("--model_path", default="", help="model*.pt or ema_*.pt file, or a run directory (latest model)")
     p.add_argument("--seeds", default="0,1", help="comma list of at least two seeds")
     p.add_argument("--num_steps", type=int, default=8, help="images per row, both ends included")
     p.add_argument("--method", default="both", choices=("lerp", "slerp", "both"))
-    p.add_argument("--class_label", type=int, default=0, help="cdcgan: the class of every image")
+    p.add_argument("--class_label", type=int, default=0, help="cdcgan/cgan: the class of every image")
     p.add_argument("--out", default="", help="PNG path (default <logdir>/interpolation.png)")
     add_model_args(p)
     run.add_run_args(p)
@@ -66,7 +66,8 @@ def main():
             images = G(z, y).float()
         with fileio.atomic_path(out) as tmp:
             save_image(images, tmp, nrow=args.num_steps, normalize=True, value_range=(-1, 1), format="png")
-        r.logger.log(f"wrote {out}: {len(z) // args.num_steps} rows ({', '.join(methods)}) x {args.num_steps} images, seeds {seeds}")
+        r.logger.log(f"wrote {out}: {len(z) // args.num_steps} rows ({', '.join(methods)}) x {args.num_steps} images, "
+                     f"seeds {seeds}")
     dist.barrier()
     r.logger.close()
 

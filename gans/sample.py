@@ -1,8 +1,9 @@
 """Sample a trained generator into an openai-layout npz: `python -m gans.sample --model_path F`.
 
-Writes <logdir>/samples_{N}x{H}x{W}x{C}.npz (arr_0 uint8 NHWC; arr_1 int64 labels for cdcgan).
-Sample i draws its z (then, for cdcgan without --class_label, its label) from its own generator
-seeded by (--seed, i), and G runs in eval mode (BatchNorm running statistics), so the file is
+Writes <logdir>/samples_{N}x{H}x{W}x{C}.npz (arr_0 uint8 NHWC; arr_1 int64 labels for the
+conditional kinds, cdcgan and cgan). Sample i draws its z (then, for a conditional model without
+--class_label, its label) from its own generator seeded by (--seed, i), and G runs in eval mode
+(BatchNorm running statistics for the DCGANs; the FC models have none), so the file is
 the same whatever the number of ranks or --batch_size. The work is split over ranks.
 """
 
@@ -15,11 +16,12 @@ from .script_util import add_model_args, check_class_label, load_generator
 
 
 def create_argparser():
-    p = run.ArgumentParser(description="Sample a DCGAN / cDCGAN generator into an npz.")
+    p = run.ArgumentParser(description="Sample a generator of gans.train (any --model kind) into an npz.")
     p.add_argument("--model_path", default="", help="model*.pt or ema_*.pt file, or a run directory (latest model)")
     p.add_argument("--num_samples", type=int, default=10000)
     p.add_argument("--batch_size", type=int, default=256, help="per rank")
-    p.add_argument("--class_label", type=int, default=-1, help="cdcgan: this class for every sample (-1: random per sample)")
+    p.add_argument("--class_label", type=int, default=-1,
+                   help="cdcgan/cgan: this class for every sample (-1: random per sample)")
     add_model_args(p)
     run.add_run_args(p)
     return p

@@ -6,7 +6,7 @@ import torch
 from trainkit import checkpoint, sampling
 from trainkit.errors import UserError
 
-from . import dcgan
+from . import models
 
 
 def generator_path(model_path: str) -> str:
@@ -24,7 +24,7 @@ def add_model_args(parser):
     """The training run's architecture flags, accepted so that one flag file's $MODEL_FLAGS
     serve train, sample and interpolate. The architecture is read from the checkpoint; these
     flags, when given, only check it (--ndf describes D and is not checked)."""
-    parser.add_argument("--model", default="", choices=("", "dcgan", "cdcgan"), help="check: the file's model kind")
+    parser.add_argument("--model", default="", choices=("",) + models.MODEL_KINDS, help="check: the file's model kind")
     for name in ("image_size", "nz", "ngf", "ndf", "num_channels"):
         parser.add_argument(f"--{name}", type=int, default=None, help="check against the checkpoint (optional)")
     return parser
@@ -38,15 +38,15 @@ def load_generator(model_path: str, args=None, device="cpu"):
     file is enough; architecture flags in `args`, when given, must match the file."""
     path = generator_path(model_path)
     sd = checkpoint.load(path)
-    config = dcgan.generator_config(sd, path)
+    config = models.generator_config(sd, path)
     for flag, key in _CHECKED.items():
         given = getattr(args, flag, None)
         if given not in (None, "") and given != config[key]:
             if flag == "model":
                 raise UserError(f"{path}: checkpoint holds a {config['model']} generator, but --model is {given}")
             raise UserError(f"{path}: the generator was trained with --{flag} {config[key]}, but --{flag} is {given}")
-    G = dcgan.Generator(config["image_size"], config["nz"], config["ngf"], config["channels"], config["num_classes"])
-    dcgan.load_generator_state(G, sd, path)
+    G = models.build_generator(config)
+    models.load_generator_state(G, sd, path)
     return G.to(device).eval(), path
 
 
@@ -54,7 +54,7 @@ def check_class_label(G, class_label: int, allow_random: bool):
     """-1 means "draw a label per sample" (when allowed); anything else must be a class of G."""
     if not G.num_classes:
         if class_label not in (-1, None):
-            raise UserError(f"--class_label {class_label}: the checkpoint is an unconditional dcgan")
+            raise UserError(f"--class_label {class_label}: the checkpoint is an unconditional {models.kind_of(G)}")
         return
     if class_label == -1 and allow_random:
         return

@@ -1,4 +1,8 @@
-"""Train a DCGAN or class-conditional DCGAN: `python -m gans.train --data_dir DIR ...`.
+"""Train a GAN of any kind of gans.models: `python -m gans.train --model KIND --data_dir DIR ...`.
+
+Kinds: dcgan / cdcgan (convolutional, dcgan.py; powers of two >= 8 px) and gan / cgan (fully
+connected, fcgan.py; any size, e.g. MNIST at its native 28 px). cdcgan and cgan are
+class-conditional.
 
 Runs the same as a plain process, under `mpiexec -n N` or `torchrun --nproc_per_node N`.
 --batch_size is per rank and per optimizer step, as in every family; --grad_accum K cuts it into
@@ -7,7 +11,7 @@ images whatever K is. The loop is trainkit.loop.
 
 Every --save_interval steps (and at the end, and on SIGTERM/SIGINT) the run directory gets the
 checkpoint files of the step (model/disc/opt/disc_opt/ema_*/state%06d.pt) and grid%06d.png, a
-sample grid of G on fixed noise (fixed labels i mod classes for cdcgan).
+sample grid of G on fixed noise (fixed labels i mod classes for the conditional kinds).
 """
 
 import torch
@@ -15,15 +19,18 @@ import torch
 from trainkit import checkpoint, data, dist, loop, precision, run, sampling
 from trainkit.errors import UserError
 
-from . import dcgan
+from . import models
 from .trainer import GANTrainer
 
 
 def create_argparser():
-    p = run.ArgumentParser(description="Train DCGAN (--model dcgan) or class-conditional DCGAN (cdcgan).")
-    p.add_argument("--model", default="dcgan", choices=dcgan.MODEL_KINDS)
-    p.add_argument("--data_dir", default="", help="image folder (labels: file name before the first '_') or samples .npz")
-    p.add_argument("--image_size", type=int, default=64, help="a power of two >= 8; 28 px data: use 32")
+    p = run.ArgumentParser(description="Train DCGAN (--model dcgan), class-conditional DCGAN (cdcgan), "
+                                       "the fully connected GAN (gan) or its conditional variant (cgan).")
+    p.add_argument("--model", default="dcgan", choices=models.MODEL_KINDS)
+    p.add_argument("--data_dir", default="",
+                   help="image folder (labels: file name before the first '_') or samples .npz")
+    p.add_argument("--image_size", type=int, default=64,
+                   help="dcgan/cdcgan need a power of two >= 8; gan/cgan any size")
     p.add_argument("--num_channels", type=int, default=3, help="image channels: 1 (grey) or 3 (RGB)")
     p.add_argument("--batch_size", type=int, default=128, help="images per rank per optimizer step")
     p.add_argument("--epochs", type=int, default=50, help="passes over the data (ignored when --max_steps > 0)")
@@ -37,16 +44,18 @@ def create_argparser():
     p.add_argument("--beta2", type=float, default=0.999)
     p.add_argument("--loss", default="bce", choices=("bce", "hinge"))
     p.add_argument("--minibatch_std", type=run.str2bool, default=False,
-                   help="D's last layer also sees the batch's feature std (one extra channel), a diversity "
+                   help="D's last layer also sees the batch's feature std (one extra channel or input), a diversity "
                         "signal; off (default) is the DCGAN paper's D")
-    p.add_argument("--resume_checkpoint", default="", help="a run directory (its latest step), any file of a step, or auto "
-                   "(the newest checkpoint of --logdir, or a fresh start when it has none)")
+    p.add_argument("--resume_checkpoint", default="",
+                   help="a run directory (its latest step), any file of a step, or auto "
+                        "(the newest checkpoint of --logdir, or a fresh start when it has none)")
     p.add_argument("--save_interval", type=int, default=1000, help="steps between checkpoints and grids")
     p.add_argument("--log_interval", type=int, default=10, help="steps averaged into one log row")
     p.add_argument("--ema_rate", default="", help="comma list of EMA rates of G, e.g. 0.999 ('' = none)")
     p.add_argument("--grad_accum", type=int, default=1, help="micro-batches the batch is cut into (must divide it)")
     p.add_argument("--precision", default="fp32", choices=precision.MODES)
-    p.add_argument("--sync_bn", type=run.str2bool, default=False, help="BatchNorm statistics over all ranks")
+    p.add_argument("--sync_bn", type=run.str2bool, default=False,
+                   help="BatchNorm statistics over all ranks (gan/cgan have no BatchNorm: no effect)")
     p.add_argument("--random_flip", type=run.str2bool, default=False)
     p.add_argument("--grid_size", type=int, default=64, help="images in each fixed-noise grid PNG")
     run.add_run_args(p)
@@ -55,7 +64,7 @@ def create_argparser():
 
 def check_args(args):
     """Flag errors that need no data, raised before the run directory exists."""
-    dcgan.num_stages(args.image_size)
+    models.check_image_size(args.model, args.image_size)
     for name in ("batch_size", "nz", "ngf", "ndf", "save_interval", "log_interval", "grad_accum", "grid_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} {getattr(args, name)}: must be at least 1")
@@ -79,7 +88,7 @@ def check_args(args):
 
 
 def check_kind(ck, model):
-    kind = dcgan.generator_config(ck.load("model"), ck.path("model"))["model"]
+    kind = models.generator_config(ck.load("model"), ck.path("model"))["model"]
     if kind != model:
         raise UserError(f"{ck.path('model')}: checkpoint holds a {kind} generator, but --model is {model}")
 
@@ -98,10 +107,10 @@ def main():
     r = run.setup("gans", args, resume=args.resume_checkpoint)
     if r.resume is not None:
         check_kind(r.resume, args.model)  # `auto` found it only now
-    d = data.load_dataset(args.data_dir, args.image_size, class_cond=args.model == "cdcgan",
+    d = data.load_dataset(args.data_dir, args.image_size, class_cond=args.model in models.CONDITIONAL,
                           channels=args.num_channels)
-    G, D = dcgan.create_models(args.model, args.image_size, args.nz, args.ngf, args.ndf,
-                               args.num_channels, d.num_classes, args.minibatch_std)
+    G, D = models.create_models(args.model, args.image_size, args.nz, args.ngf, args.ndf,
+                                args.num_channels, d.num_classes, args.minibatch_std)
     batches = data.Batches(d, args.batch_size, seed=args.seed, random_flip=args.random_flip)
     trainer = GANTrainer(G, D, loss=args.loss, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1,
                          beta2=args.beta2, precision_mode=args.precision, ema_rates=args.ema_rate,

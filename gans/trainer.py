@@ -1,4 +1,4 @@
-"""One DCGAN optimisation step: a discriminator update, then a generator update.
+"""One GAN optimisation step (any kind of gans.models): a discriminator update, then a generator update.
 
 The two updates are kept strictly apart:
 - D step: G runs under no_grad as its raw module (outside DDP), so no G gradient exists and
@@ -27,7 +27,7 @@ import torch
 
 from trainkit import checkpoint, dist, ema, fileio, loop, precision
 
-from . import dcgan, sync_bn
+from . import dcgan, models, sync_bn
 
 
 class GANTrainer(loop.Task):
@@ -38,6 +38,7 @@ class GANTrainer(loop.Task):
         dcgan.d_loss_real(torch.zeros(1), loss)  # one-line error for a bad --loss before any work
         self.loss = loss
         self.device = device
+        # the FC models (gan, cgan) hold no BatchNorm: converting them leaves them as they are
         if sync_batchnorm and dist.world_size() > 1:
             sync_bn.convert(G, device)
             sync_bn.convert(D, device)
@@ -151,7 +152,7 @@ class GANTrainer(loop.Task):
             write_grid(self.G, *self.grid_inputs, f"{run_dir}/grid{step:06d}.png")
 
     def trainer_state(self) -> dict:
-        return {"precision": self.precision_state(), "model_kind": "cdcgan" if self.G.num_classes else "dcgan",
+        return {"precision": self.precision_state(), "model_kind": models.kind_of(self.G),
                 "num_classes": self.G.num_classes}
 
     # --- checkpoints -----------------------------------------------------------------------
@@ -170,8 +171,8 @@ class GANTrainer(loop.Task):
 
     def load_state_dicts(self, ck) -> None:
         """Restore networks, optimizers, EMAs and loss scales from a trainkit Checkpoint."""
-        dcgan.load_generator_state(self.G, ck.load("model"), ck.path("model"))
-        dcgan.load_discriminator_state(self.D, ck.load("disc"), ck.path("disc"))
+        models.load_generator_state(self.G, ck.load("model"), ck.path("model"))
+        models.load_discriminator_state(self.D, ck.load("disc"), ck.path("disc"))
         checkpoint.load_optimizer(self.opt_g, ck.load("opt"), ck.path("opt"))
         checkpoint.load_optimizer(self.opt_d, ck.load("disc_opt"), ck.path("disc_opt"))
         for rate in self.ema_rates:

@@ -86,7 +86,7 @@ def test_train_bad_flags_in_process(tmp_path, digits, monkeypatch, capsys):
         (("--image_size", 48), "--image_size 48: DCGAN makes powers of two"),
         (("--grad_accum", 0), "--grad_accum 0: must be at least 1"),
         (("--data_dir", tmp_path / "nowhere"), "nowhere: no such data directory"),
-        (("--model", "gan"), "argument --model: invalid choice"),
+        (("--model", "wgan"), "argument --model: invalid choice"),
     ]:
         code, err = _main(train, monkeypatch, capsys, "--data_dir", digits(16), "--image_size", 16,
                           "--logdir", tmp_path / "r", *argv)

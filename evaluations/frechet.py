@@ -68,6 +68,29 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2))
 
 
+def frechet_distance_of_samples(features, mu2, sigma2):
+    """frechet_distance(mean and covariance of the rows of `features`, mu2, sigma2), computed from
+    the rows themselves. The samples' covariance is S1 = A A^T with A = centred rows^T / sqrt(n - 1),
+    a d x n factor, so Tr sqrt(S1 S2) is the root-sum of the eigenvalues of the n x n matrix
+    A^T S2 A: with fewer samples than dimensions (500 Inception features of 2048) this costs a
+    small eigenproblem instead of a d x d one, which is what makes a bootstrap of FID affordable."""
+    f = np.atleast_2d(np.asarray(features, dtype=np.float64))
+    mu2, sigma2 = _as_stats(mu2, sigma2, "second statistics")
+    n, d = f.shape
+    if d != mu2.shape[0]:
+        raise ValueError(f"statistics have different dimensions: {d} and {mu2.shape[0]}")
+    if n < 2 or n > d or not np.isfinite(f).all():
+        return frechet_distance(f.mean(0), np.atleast_2d(np.cov(f, rowvar=False)), mu2, sigma2)
+    mu1 = f.mean(0)
+    a = (f - mu1).T / np.sqrt(n - 1)
+    sigma2 = 0.5 * (sigma2 + sigma2.T)
+    m = a.T @ sigma2 @ a
+    eigenvalues = np.linalg.eigvalsh(0.5 * (m + m.T))
+    diff = mu1 - mu2
+    return float(diff @ diff + (a * a).sum() + np.trace(sigma2)
+                 - 2.0 * np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
+
+
 class RunningStats:
     """Mean and covariance of feature rows seen in batches: float64 sum and X^T X.
 

@@ -36,7 +36,7 @@ import torch
 from trainkit import fileio, npz, run
 from trainkit.errors import UserError
 
-from .frechet import frechet_distance
+from .frechet import frechet_distance_of_samples
 
 METRICS = ("fd", "kid", "pr", "is")
 FEATURES = ("digits", "inception")
@@ -57,9 +57,9 @@ def fd_bootstrap(ref_features, features, rounds=50, seed=0):
     """(FD, std of FD over `rounds` resamples with replacement of `features`)."""
     mu_r, sigma_r = mean_cov(ref_features)
     f = np.asarray(features, dtype=np.float64)
-    value = frechet_distance(*mean_cov(f), mu_r, sigma_r)
+    value = frechet_distance_of_samples(f, mu_r, sigma_r)
     rng = np.random.default_rng(seed)
-    draws = [frechet_distance(*mean_cov(f[rng.integers(0, len(f), len(f))]), mu_r, sigma_r) for _ in range(rounds)]
+    draws = [frechet_distance_of_samples(f[rng.integers(0, len(f), len(f))], mu_r, sigma_r) for _ in range(rounds)]
     return float(value), float(np.std(draws, ddof=1)) if rounds > 1 else 0.0
 
 

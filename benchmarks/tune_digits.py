@@ -94,11 +94,7 @@ def main(argv=None):
     out = os.path.abspath(a.logdir or os.path.join(ROOT, "runs", time.strftime("tune-%Y%m%d-%H%M%S")))
     os.makedirs(out, exist_ok=True)
     data_dir = os.path.join(ROOT, config["data_dir"])
-    if not os.path.isdir(os.path.join(data_dir, "train")):
-        import shlex
-        import subprocess
-
-        subprocess.run(shlex.split(config["data_prep"]), cwd=ROOT, check=True)
+    compare.prepare_data(config, data_dir, config["data_root"])
     launcher = compare.pick_launcher(config["nproc"])
     only = {x.strip() for x in a.only.split(",") if x.strip()}
     table = []

@@ -33,7 +33,9 @@ from trainkit.errors import UserError
 from . import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_KEYS = ("DATA_DIR", "DATA_PREP", "NPROC", "MINUTES", "TRAIN_FRACTION", "NUM_SAMPLES", "SAMPLE_BATCH", "RUNS")
+CONFIG_KEYS = ("DATA_DIR", "DATA_PREP", "DATA_ROOT", "DATA_NEEDS", "NPROC", "MINUTES", "TRAIN_FRACTION", "NUM_SAMPLES",
+               "SAMPLE_BATCH", "RUNS", "FEATURES", "REFERENCE", "REFERENCE_SIZE", "CLASS_ACCURACY", "PICTURES",
+               "LOSS_PICTURE")
 
 
 # --- configuration ----------------------------------------------------------------------
@@ -57,6 +59,14 @@ def read_config(path: str) -> dict:
             "num_samples": int(values.get("NUM_SAMPLES") or 500),
             "sample_batch": int(values.get("SAMPLE_BATCH") or 100),
             "runs": parse_runs(values.get("RUNS", ""), path),
+            "data_root": values.get("DATA_ROOT", ""),
+            "data_needs": values.get("DATA_NEEDS", "").split(),
+            "features": values.get("FEATURES") or "digits",
+            "reference": values.get("REFERENCE") or "digits",
+            "reference_size": int(values.get("REFERENCE_SIZE") or 10000),
+            "class_accuracy": (values.get("CLASS_ACCURACY") or "yes").lower() in ("yes", "true", "1"),
+            "pictures": parse_pictures(values.get("PICTURES", "")),
+            "loss_picture": values.get("LOSS_PICTURE", ""),
         }
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
@@ -64,8 +74,31 @@ def read_config(path: str) -> dict:
         raise UserError(f"{path}: DATA_DIR is not set")
     if not config["runs"]:
         raise UserError(f"{path}: RUNS lists no run")
+    if config["features"] not in ("digits", "inception"):
+        raise UserError(f"{path}: FEATURES={config['features']!r}: choose digits or inception")
+    if config["reference"] not in ("digits", "train"):
+        raise UserError(f"{path}: REFERENCE={config['reference']!r}: choose digits (the sklearn digits' train split) "
+                        "or train (DATA_DIR/train)")
+    if config["features"] == "inception" and config["reference"] == "digits":
+        raise UserError(f"{path}: FEATURES=inception needs REFERENCE=train")
+    names = {r["name"] for r in config["runs"]}
+    for name, filename, _ in config["pictures"]:
+        if name not in names:
+            raise UserError(f"{path}: PICTURES names run {name!r}, which RUNS does not have")
     return config
 
+
+def parse_pictures(text: str) -> list:
+    """PICTURES lines `RUN | FILE.png [| SAMPLER]`: the seed's name for a run's sample grid."""
+    pictures = []
+    for line in text.splitlines():
+        if not line.strip() or line.strip().startswith("#"):
+            continue
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) not in (2, 3) or not re.fullmatch(r"[A-Za-z0-9_.-]+\.png", cells[1]):
+            raise ValueError(f"PICTURES line {line.strip()!r}: expected 'RUN | NAME.png [| SAMPLER]'")
+        pictures.append((cells[0], cells[1], cells[2] if len(cells) == 3 and cells[2] else None))
+    return pictures
 
 def parse_runs(text: str, path: str) -> list:
     runs = []
@@ -204,16 +237,86 @@ def find_samples(directory: str) -> str:
     raise UserError(f"{directory}: the sampler wrote no samples_*.npz")
 
 
-def judge(npz_path: str, seed: int = 0) -> dict:
-    """FD-digits with its bootstrap std, KID, precision/recall (k = 3) and the digits-classifier
-    Inception Score of a samples npz against the real digits (train split, at the samples' size),
-    and the class accuracy of labelled samples. Also written to `<npz>.metrics.json`."""
+class Judging:
+    """The comparison's feature space and reference images, set by the config.
+
+    features: digits (the embedded digits CNN) or inception (pytorch-fid's Inception-v3: FID).
+    reference: digits (the sklearn digits' train split at the samples' size) or train (a fixed
+    random subset of `reference_size` images of the config's training folder). The reference's
+    features are computed once per comparison and kept in `cache_dir`."""
+
+    def __init__(self, features="digits", reference="digits", data_train="", reference_size=10000,
+                 class_accuracy=True, inception_weights=None, cache_dir=None):
+        from . import metrics
+
+        self.features, self.reference, self.data_train = features, reference, data_train
+        self.reference_size, self.class_accuracy, self.cache_dir = reference_size, class_accuracy, cache_dir
+        self.extractor = metrics.Extractor(features, inception_weights)
+        self._ref = {}
+
+    @property
+    def fd_name(self):
+        return "FID" if self.features == "inception" else "FD-digits"
+
+    def describe_reference(self):
+        if self.reference == "digits":
+            return "the real digits (train split)"
+        n = min(self.reference_size, len(self._files())) if os.path.isdir(self.data_train) else self.reference_size
+        return f"a fixed random {n:,} of the training images ({self.data_train})"
+
+    def _files(self):
+        from . import fid
+
+        return fid.list_images(self.data_train)
+
+    def reference_features(self, size):
+        if self.reference == "digits":
+            from . import digits_features
+
+            if size not in self._ref:
+                self._ref[size] = self.extractor(digits_features.digits_images("train", size)[0])[0]
+            return self._ref[size]
+        if "train" not in self._ref:
+            self._ref["train"] = self._train_features()
+        return self._ref["train"]
+
+    def _train_features(self):
+        import numpy as np
+        from PIL import Image
+
+        from .images_to_npz import read_image
+
+        files = self._files()
+        if not files:
+            raise UserError(f"{self.data_train}: no images to judge against")
+        chosen = sorted(np.random.default_rng(0).permutation(len(files))[: self.reference_size])
+        cache = os.path.join(self.cache_dir or self.data_train, "reference",
+                             f"{self.features}-{len(chosen)}-of-{len(files)}.npz")
+        if os.path.isfile(cache):
+            with np.load(cache) as z:
+                return z["features"]
+        with Image.open(files[0]) as im:
+            channels = 1 if im.mode in ("L", "1", "I;16", "I", "F") else 3
+        images = np.stack([read_image(files[i], channels) for i in chosen])  # one size: the export's
+        feats = self.extractor(images)[0]
+        with fileio.atomic_path(cache) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, features=feats)
+        return feats
+
+
+def judge(npz_path: str, seed: int = 0, judging: Judging = None) -> dict:
+    """FD (FD-digits, or FID with Inception features) with its bootstrap std, KID, precision/recall
+    (k = 3) and the Inception Score formula on the feature network's classes, of a samples npz
+    against the reference of `judging` (default: the real digits, train split, at the samples'
+    size), and the digits-classifier accuracy of labelled samples when the judging asks for it.
+    Also written to `<npz>.metrics.json`."""
     from . import digits_features, metrics
 
+    judging = judging or Judging()
     images, labels = npz.read_samples(npz_path)
-    net = digits_features.load_classifier()
-    feats, logits = digits_features.features(images, net), digits_features.logits(images, net)
-    ref = digits_features.features(digits_features.digits_images("train", images.shape[1])[0], net)
+    feats, logits = judging.extractor(images)
+    ref = judging.reference_features(images.shape[1])
     m = metrics.evaluate_features(ref, feats, logits, splits=min(10, len(images)), seed=seed)
     out = {"fd_digits": m["fd"][0], "fd_std": m["fd"][1], "kid": m["kid"][0], "kid_std": m["kid"][1],
            "precision": m["precision"], "recall": m["recall"], "is": m["is"][0], "is_std": m["is"][1],
@@ -221,8 +324,8 @@ def judge(npz_path: str, seed: int = 0) -> dict:
     # binomial standard errors: precision is a mean over the samples, recall over the reference
     out["precision_std"] = math.sqrt(out["precision"] * (1 - out["precision"]) / len(feats))
     out["recall_std"] = math.sqrt(out["recall"] * (1 - out["recall"]) / len(ref))
-    if labels is not None:
-        out["class_accuracy"] = digits_features.accuracy(images, labels, net)
+    if labels is not None and judging.class_accuracy:
+        out["class_accuracy"] = digits_features.accuracy(images, labels, digits_features.load_classifier())
     fileio.write_text(npz_path + ".metrics.json", json.dumps(out, indent=2) + "\n")
     return out
 
@@ -240,10 +343,44 @@ def build_parser():
     p.add_argument("--num_samples", type=int, default=None)
     p.add_argument("--only", default="", help="comma-separated run names to include")
     p.add_argument("--strict", action="store_true", help="exit 1 when any stage failed")
+    p.add_argument("--data_root", default="", help="folder of the downloaded archives the config's DATA_PREP "
+                   "converts (default: the config's DATA_ROOT)")
+    p.add_argument("--data_dir", default="", help="the converted image folders, with train/ (default: the config's "
+                   "DATA_DIR; converted there from --data_root when missing)")
+    p.add_argument("--inception_weights", default=None, help="FEATURES=inception configs: a local "
+                   "pt_inception-2015-12-05 weights file (default: torch hub's, downloaded if absent)")
+    p.add_argument("--no_baseline", action="store_true", help="skip the one-step untrained baselines")
+    p.add_argument("--no_control", action="store_true", help="skip the controllability stages (interpolation, SDEdit)")
     return p
 
 
-def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, baseline=True, control=True) -> dict:
+def prepare_data(config, data_dir, data_root):
+    """Make sure `data_dir`/train exists: convert it from `data_root` with the config's DATA_PREP
+    when needed. Stops with one line naming the missing archive before anything trains."""
+    if os.path.isdir(os.path.join(data_dir, "train")):
+        return
+    if not config["data_prep"]:
+        raise UserError(f"{data_dir}: no train/ folder and the config has no DATA_PREP")
+    root = os.path.abspath(data_root or ".")
+    found = []
+    for need in config["data_needs"]:  # "a|b": either name will do (gzipped or not, zip or folder)
+        present = [alt for alt in need.split("|") if os.path.exists(os.path.join(root, alt))]
+        found.append(present[0] if present else need.split("|")[0])
+    # DATA_PREP's {data_root}, {data_dir} and {found[i]} (the name DATA_NEEDS' i-th entry has here)
+    command = [a.format(data_root=root, data_dir=data_dir, found=found) for a in shlex.split(config["data_prep"])]
+    if command and command[0] in ("python", "python3"):
+        command[0] = sys.executable  # the interpreter running this job, with its packages
+    for need, name in zip(config["data_needs"], found):
+        if not os.path.exists(os.path.join(root, name)):
+            raise UserError(f"{os.path.join(root, name)}: missing; download it into {root} (or pass --data_root DIR); "
+                            f"this job then converts it with `{shlex.join(command)}`")
+    proc = subprocess.run(command, cwd=ROOT)
+    if proc.returncode != 0 or not os.path.isdir(os.path.join(data_dir, "train")):
+        raise UserError(f"{data_dir}: `{shlex.join(command)}` failed (exit {proc.returncode}); nothing was trained")
+
+
+def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, baseline=True, control=True,
+                judging=None) -> dict:
     name, package = entry["name"], entry["package"]
     nproc, n, batch = config["nproc"], config["num_samples"], config["sample_batch"]
     base = os.path.join(out, name)
@@ -273,7 +410,7 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
         result["baseline_nfe"] = network_evaluations(package, options, cheapest["flags"])
         srec = sample(untrained_dir, os.path.join(base, "untrained-samples"), cheapest["flags"])
         if srec["ok"]:
-            result["untrained"] = judge(find_samples(os.path.join(base, "untrained-samples")))
+            result["untrained"] = judge(find_samples(os.path.join(base, "untrained-samples")), judging=judging)
             baseline = result["untrained"]["fd_digits"]
         else:
             result["failed"].append(("untrained samples", srec))
@@ -307,7 +444,7 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
                "nfe": network_evaluations(package, options, sampler["flags"])}
         if srec["ok"]:
             row["npz"] = find_samples(stage_dir)
-            row.update(judge(row["npz"]))
+            row.update(judge(row["npz"], judging=judging))
             row["sample_seconds"] = srec["seconds"]
             row["sample_s_per_image"] = srec["seconds"] / row["num_samples"]
         else:
@@ -371,13 +508,14 @@ def main(argv=None):
         if not os.path.isfile(os.path.join(ROOT, r["flag_file"])):
             raise UserError(f"{args.config}: flag file {r['flag_file']} of run {r['name']} does not exist")
 
+    data_dir = args.data_dir or config["data_dir"]
+    data_dir = os.path.abspath(data_dir if os.path.isabs(data_dir) or args.data_dir else os.path.join(ROOT, data_dir))
+    prepare_data(config, data_dir, args.data_root or config["data_root"])
     out = os.path.abspath(args.logdir or os.path.join("runs", time.strftime("compare-%Y%m%d-%H%M%S")))
     os.makedirs(out, exist_ok=True)
-    data_dir = config["data_dir"] if os.path.isabs(config["data_dir"]) else os.path.join(ROOT, config["data_dir"])
-    if not os.path.isdir(os.path.join(data_dir, "train")):
-        if not config["data_prep"]:
-            raise UserError(f"{data_dir}: no train/ folder and the config has no DATA_PREP")
-        subprocess.run(shlex.split(config["data_prep"]), cwd=ROOT, check=True)
+    judging = Judging(config["features"], config["reference"], os.path.join(data_dir, "train"),
+                      config["reference_size"], config["class_accuracy"], args.inception_weights,
+                      cache_dir=out)
     launcher = args.launcher if args.launcher != "auto" else pick_launcher(config["nproc"])
     total_share = sum(r["share"] for r in runs)
     train_budget = minutes * 60 * config["train_fraction"]
@@ -390,7 +528,8 @@ def main(argv=None):
         seconds = train_budget * entry["share"] / total_share
         print(f"[{entry['name']}] training for up to {seconds:.0f} s, then sampling", flush=True)
         try:
-            result = compare_run(entry, config, out, launcher, seconds, args.reuse, os.path.join(data_dir, "train"))
+            result = compare_run(entry, config, out, launcher, seconds, args.reuse, os.path.join(data_dir, "train"),
+                                 baseline=not args.no_baseline, control=not args.no_control, judging=judging)
         except UserError as e:
             result = {"name": entry["name"], "package": entry["package"], "dir": os.path.join(out, entry["name"]),
                       "rows": [], "failed": [("evaluation", {"error": str(e)})], "flag_file": entry["flag_file"]}
@@ -400,7 +539,12 @@ def main(argv=None):
 
     meta = report.environment(launcher, config["nproc"])
     meta.update(config=os.path.abspath(args.config), minutes=minutes, wall_seconds=time.time() - started,
-                num_samples=config["num_samples"])
+                num_samples=config["num_samples"], fd_name=judging.fd_name, reference=judging.describe_reference(),
+                data_name="the real digits" if config["reference"] == "digits" else "the training images",
+                pictures=config["pictures"], loss_picture=config["loss_picture"])
+    if judging.features == "inception":
+        meta["feature_network"] = "Inception-v3 of pytorch-fid (FID weights), 2048-d pool features"
+        meta["is_source"] = "Inception-v3's 1008-way logits"
     paths = report.write(out, results, meta)
     failed = sum(len(r["failed"]) for r in results)
     print(f"report: {paths['html']}")

@@ -176,7 +176,7 @@ def class_grid_png(images, labels, path: str, per_class: int = 8, scale: int = 3
     return path
 
 
-def cost_figure(results: list, path: str):
+def cost_figure(results: list, path: str, fd_name: str = "FD-digits"):
     points = [(r, row) for r in results for row in r["rows"] if row.get("fd_digits") is not None]
     if not points:
         return None
@@ -201,7 +201,7 @@ def cost_figure(results: list, path: str):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("network evaluations per image (sampling cost)")
-    ax.set_ylabel("FD-digits (lower is better)")
+    ax.set_ylabel(f"{fd_name} (lower is better)")
     ax.set_title("quality vs sampling cost (hollow: untrained)")
     if any(len(rows) > 1 for rows in lines.values()):
         ax.legend(fontsize=7)
@@ -209,6 +209,43 @@ def cost_figure(results: list, path: str):
     fig.tight_layout()
     _save_figure(fig, path)
     return path
+
+
+PICTURES_NOTE = ("The pictures the seed project publishes, under its file names: each model's sample grid "
+                 "(a conditional model's with one row per class) and one figure of every model's loss curves.")
+
+
+def seed_pictures(out: str, results: list, losses, meta: dict) -> list:
+    """[(what, path)] of the config's PICTURES, copied from the report's figures to <out>/results/
+    under the seed's names; a run without samples has no picture and is left out."""
+    wanted = meta.get("pictures") or []
+    if not wanted and not meta.get("loss_picture"):
+        return []
+    import shutil
+
+    res_dir = os.path.join(out, "results")
+    os.makedirs(res_dir, exist_ok=True)
+    by_run = {}
+    for r in results:
+        for row in r["rows"]:
+            if row.get("npz"):
+                by_run.setdefault(r["name"], {})[row["sampler"]] = os.path.join(
+                    out, "figures", f"grid-{r['name']}-{row['sampler']}.png")
+    shown = []
+    for name, filename, sampler in wanted:
+        grids_of_run = by_run.get(name, {})
+        src = grids_of_run.get(sampler) if sampler else next(iter(grids_of_run.values()), None)
+        if src and os.path.isfile(src):
+            dst = os.path.join(res_dir, filename)
+            with fileio.atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+            shown.append((f"{name} samples" + (f" ({sampler})" if sampler else ""), dst))
+    if meta.get("loss_picture") and losses:
+        dst = os.path.join(res_dir, meta["loss_picture"])
+        with fileio.atomic_path(dst) as tmp:
+            shutil.copyfile(losses, tmp)
+        shown.append(("loss curves of every model", dst))
+    return shown
 
 
 def _scaled_copy(src, dst, scale=3):
@@ -261,26 +298,30 @@ def write(out: str, results: list, meta: dict) -> dict:
     fig_dir = os.path.join(out, "figures")
     os.makedirs(fig_dir, exist_ok=True)
     losses = loss_figure(results, os.path.join(fig_dir, "losses.png"))
-    cost = cost_figure(results, os.path.join(fig_dir, "fd_vs_cost.png"))
+    fd_name = meta.get("fd_name", "FD-digits")
+    reference = meta.get("reference", "the real digits (train split)")
+    cost = cost_figure(results, os.path.join(fig_dir, "fd_vs_cost.png"), fd_name)
     grids = []
     for r in results:
         for row in r["rows"]:
             if row.get("npz"):
                 label = r["name"] if row["sampler"] == "default" else f"{r['name']} ({row['sampler']})"
                 grids.append((label, grid_png(row["npz"], os.path.join(fig_dir, f"grid-{r['name']}-{row['sampler']}.png"))))
+    pictures = seed_pictures(out, results, losses, meta)
     rows = table_rows(results, out)
-    header = [c for c, _ in COLUMNS]
+    header = [fd_name if c == "FD-digits" else c for c, _ in COLUMNS]
+    is_source = meta.get("is_source", "the digits classifier's 10-way predictions (at most 10)")
     under = [
         f"Hardware: {meta['machine']}, {meta['cpu_cores']} cores, {meta['device']}; torch {meta['torch']}, "
         f"Python {meta['python']}; every job ran as {meta['launcher']}.",
         f"Samples: {meta['num_samples']} per family and sampler, seeds 0..{meta['num_samples'] - 1} (one generator per "
-        f"sample index). FD-digits: Fréchet distance to the real digits (train split) in the feature space of the "
+        f"sample index). {fd_name}: Fréchet distance to {reference} in the feature space of the "
         f"{meta['feature_network']}; FD std: its std over 50 bootstrap resamples of the samples. "
         f"Precision and recall: improved precision and recall (Kynkäänniemi et al. 2019, k = 3) in the same space: the "
-        f"share of samples inside the real digits' manifold (fidelity) and of real digits inside the samples' "
+        f"share of samples inside the real images' manifold (fidelity) and of real images inside the samples' "
         f"(diversity; a collapsed model has recall near 0), binomial std in the verdict. KID: unbiased MMD² with the "
-        f"cubic polynomial kernel in the same space, mean over 100 subsets. IS: Inception-Score formula on the digits "
-        f"classifier's 10-way predictions (at most 10). FD untrained: the network after one training step, sampled "
+        f"cubic polynomial kernel in the same space, mean over 100 subsets. IS: Inception-Score formula on "
+        f"{is_source}. FD untrained: the network after one training step, sampled "
         f"with its run's cheapest sampler. Conditional grids hold one row per class, the class at the left.",
         f"Train s and img/s: wall time of the training job (process start included) and images seen per second "
         f"over it; sampling s/img: wall time of the sampling job over the sample count. NFE/img: network "
@@ -290,7 +331,7 @@ def write(out: str, results: list, meta: dict) -> dict:
 
     from .verdict import verdict
 
-    findings = verdict(results)
+    findings = verdict(results, fd_name, meta.get("data_name", "the real digits"))
     md = ["# Comparison report", "", "## Verdict", ""] + [f"- {f}" for f in findings] + [
         "", "## Results", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for cells in rows:
@@ -303,6 +344,9 @@ def write(out: str, results: list, meta: dict) -> dict:
         md += ["## Samples", ""] + [f"**{label}**\n\n![{label}]({rel(p)})\n" for label, p in grids]
     if cost:
         md += ["## FD against sampling cost", "", f"![cost]({rel(cost)})", ""]
+    if pictures:
+        md += ["## The seed's pictures", "", PICTURES_NOTE, ""]
+        md += [f"- [{rel(p)}]({rel(p)}): {what}" for what, p in pictures] + [""]
     control = [(f"{r['name']}: {what}",
                 _scaled_copy(p, os.path.join(fig_dir, f"control-{r['name']}-{os.path.basename(p)}")))
                for r in results for what, p in r.get("control", []) if os.path.isfile(p)]
@@ -342,6 +386,10 @@ def write(out: str, results: list, meta: dict) -> dict:
         h.append(f"<h2>Controllability</h2><p class='note'>{html.escape(CONTROL_NOTE)}</p><div class='grids'>" + "".join(
             f"<figure><img src='{_data_uri(p)}' alt='{html.escape(label)}'><figcaption>{html.escape(label)}</figcaption></figure>"
             for label, p in control) + "</div>")
+    if pictures:
+        h.append(f"<h2>The seed's pictures</h2><p class='note'>{html.escape(PICTURES_NOTE)}</p><ul>" + "".join(
+            f"<li><a href='{html.escape(rel(p))}'>{html.escape(rel(p))}</a>: {html.escape(what)}</li>"
+            for what, p in pictures) + "</ul>")
     h.append("</body></html>")
     html_path = os.path.join(out, "report.html")
     fileio.write_text(html_path, "\n".join(h) + "\n")
@@ -352,6 +400,9 @@ def write(out: str, results: list, meta: dict) -> dict:
 
 NUMERIC = ["steps", "train s", "train img/s", "parameters", "samples", "NFE/img", "sampling s/img", "FD-digits",
            "FD std", "precision", "recall", "KID", "IS", "FD untrained"]
+
+
+FD_NAMES = ("FD-digits", "FID")
 
 
 def read_table(md_text: str) -> list:
@@ -381,8 +432,14 @@ def check(out: str, runs=None) -> list:
     names = {r.get("run") for r in rows}
     for name in sorted(set(runs or []) - names):
         problems.append(f"no row for run {name}")
+    # a comparison run with --no_baseline has no untrained column anywhere: that is not a gap
+    skipped = {"FD untrained"} if rows and all(r.get("FD untrained") == "–" for r in rows) else set()
     for r in rows:
         for col in NUMERIC:
+            if col in skipped:
+                continue
+            if col == "FD-digits" and col not in r:
+                col = next((c for c in FD_NAMES if c in r), col)  # the config's feature space names it
             try:
                 ok = math.isfinite(float(r.get(col, "").replace(",", "")))
             except ValueError:

@@ -71,7 +71,7 @@ def _ranking_sentence(title, what, judged, key, std_key, higher_better):
     return text + "."
 
 
-def _speed_sentence(judged):
+def _speed_sentence(judged, fd_name):
     timed = [j for j in judged if j[2].get("sample_s_per_image") is not None]
     if not timed:
         return None
@@ -79,12 +79,12 @@ def _speed_sentence(judged):
     best = min(timed, key=lambda j: j[2]["fd_digits"])
     f = fastest[2]
     text = (f"**Sampling speed**: fastest is {fastest[0]}, {f['sample_s_per_image']:.3g} s/image at "
-            f"{f.get('nfe', '?')} network evaluations, FD-digits {f['fd_digits']:.3g}")
+            f"{f.get('nfe', '?')} network evaluations, {fd_name} {f['fd_digits']:.3g}")
     if best is fastest:
-        return text + "; it is also the best on FD-digits."
+        return text + f"; it is also the best on {fd_name}."
     b = best[2]
     ratio = b["sample_s_per_image"] / max(f["sample_s_per_image"], 1e-12)
-    return text + (f"; the best on FD-digits, {best[0]} ({b['fd_digits']:.3g}), takes "
+    return text + (f"; the best on {fd_name}, {best[0]} ({b['fd_digits']:.3g}), takes "
                    f"{b['sample_s_per_image']:.3g} s/image ({ratio:.1f}x slower).")
 
 
@@ -142,7 +142,7 @@ def _stability_sentence(results):
     return text
 
 
-def _collapse_sentence(judged):
+def _collapse_sentence(judged, data_name):
     with_recall = [j for j in judged if j[2].get("recall") is not None]
     if not with_recall:
         return None
@@ -151,10 +151,10 @@ def _collapse_sentence(judged):
         return f"**Collapse**: none; every run's recall is at least {COLLAPSE_RECALL}."
     return ("**Collapse**: " + ", ".join(f"{j[0]} (recall {j[2]['recall']:.3f})" for j in collapsed)
             + f" {'is' if len(collapsed) == 1 else 'are'} collapsed: recall below {COLLAPSE_RECALL}, "
-            "the samples cover little of the real digits.")
+            f"the samples cover little of {data_name}.")
 
 
-def _training_sentence(results):
+def _training_sentence(results, fd_name):
     moved = []
     for r in results:
         rows = [row for row in r["rows"] if row.get("fd_digits") and row.get("fd_untrained")]
@@ -165,25 +165,27 @@ def _training_sentence(results):
         return None
     parts = [f"{n} {x:.1f}x" + (f" in {s:.0f} s" if s else "") for n, x, s in moved]
     weak = [n for n, x, _ in moved if x < 5]
-    text = "**Training** (untrained FD-digits over trained, in the training seconds each run had): " + ", ".join(parts)
+    text = f"**Training** (untrained {fd_name} over trained, in the training seconds each run had): " + ", ".join(parts)
     return text + (f"; {', '.join(weak)} moved less than 5x from untrained." if weak else ".")
 
 
-def verdict(results) -> list:
-    """Markdown sentences, one per finding, from the results' numbers."""
+def verdict(results, fd_name="FD-digits", data_name="the real digits") -> list:
+    """Markdown sentences, one per finding, from the results' numbers. `fd_name` names the
+    Fréchet distance of the comparison's feature space (FD-digits, FID) and `data_name` its
+    reference images."""
     judged = _judged(results)
     if not judged:
         return ["No run produced judged samples, so there is no verdict."]
     sentences = [
-        _ranking_sentence("Fidelity", "precision: share of samples on the real digits' manifold", judged,
+        _ranking_sentence("Fidelity", f"precision: share of samples on {data_name}' manifold", judged,
                           "precision", "precision_std", True),
-        _ranking_sentence("Diversity", "recall: share of the real digits' manifold the samples cover", judged,
+        _ranking_sentence("Diversity", f"recall: share of {data_name}' manifold the samples cover", judged,
                           "recall", "recall_std", True),
-        _ranking_sentence("Both at once", "FD-digits, lower is better", judged, "fd_digits", "fd_std", False),
-        _speed_sentence(judged),
+        _ranking_sentence("Both at once", f"{fd_name}, lower is better", judged, "fd_digits", "fd_std", False),
+        _speed_sentence(judged, fd_name),
         _stability_sentence(results),
-        _collapse_sentence(judged),
-        _training_sentence(results),
+        _collapse_sentence(judged, data_name),
+        _training_sentence(results, fd_name),
     ]
     failed = [r["name"] for r in results if r["failed"] and not r["rows"]]
     if failed:

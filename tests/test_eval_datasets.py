@@ -1,21 +1,19 @@
 """datasets/*.py on tiny archives built here in the real formats (tarball of pickles, IDX .gz,
 zip of JPEGs, a folder tree)."""
 
-import gzip
 import importlib
 import io
 import os
 import pickle
-import struct
 import sys
 import tarfile
-import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import helpers
+from archives import celeba_image, celeba_zip, idx_gz, mnist_files
 
 sys.path.insert(0, str(helpers.ROOT / "datasets"))
 
@@ -97,25 +95,6 @@ def test_cifar10_refuses_code_in_pickles(tmp_path, capsys):
 
 # --- MNIST / Fashion-MNIST ------------------------------------------------------------------
 
-def idx_gz(path, array):
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def mnist_files(folder, n_train=3, n_test=2, seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        idx_gz(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-        idx_gz(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-        out[prefix] = (images, labels)
-    return out
-
-
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 def test_mnist_formats(tmp_path, name):
     data = mnist_files(tmp_path / "dl")
@@ -150,24 +129,12 @@ def test_mnist_bad_inputs(tmp_path, capsys):
 
 # --- CelebA ---------------------------------------------------------------------------------
 
-def celeba_image(seed):
-    """178 x 218 like img_align_celeba: white inside the central 140 x 140, black outside."""
-    a = np.zeros((218, 178, 3), np.uint8)
-    top, left = (218 - 140) // 2, (178 - 140) // 2
-    a[top : top + 140, left : left + 140] = 255 - seed
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("as_zip", [True, False])
 def test_celeba(tmp_path, as_zip):
     numbers = [1, 2, 162771, 182638]
     if as_zip:
         src = tmp_path / "img_align_celeba.zip"
-        with zipfile.ZipFile(src, "w") as z:
-            for k in numbers:
-                z.writestr(f"img_align_celeba/{k:06d}.jpg", celeba_image(k % 7))
+        celeba_zip(src, numbers)
     else:
         src = tmp_path / "img_align_celeba"
         src.mkdir()

@@ -1,7 +1,7 @@
 # The default comparison (python -m evaluations.compare, launch/quickstart.sh): every family on
 # the embedded digits at 16 px, each trained and sampled as a 2-process job.
 DATA_DIR=data/digits16                                   # exported if missing:
-DATA_PREP="python datasets/digits.py --out data/digits16 --size 16"
+DATA_PREP="python datasets/digits.py --out {data_dir} --size 16"
 NPROC=2
 MINUTES=17             # whole job, about; training gets TRAIN_FRACTION of it, split by SHARE
 TRAIN_FRACTION=0.65

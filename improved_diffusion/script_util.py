@@ -86,8 +86,16 @@ def create_model_and_diffusion(image_size, class_cond, learn_sigma, sigma_small,
 
 
 def _attention_ds(attention_resolutions, image_size):
-    # Resolutions in pixels ("16,8") become downsample rates (32 px: 2, 4).
-    return tuple(image_size // int(res) for res in str(attention_resolutions).split(",") if res.strip())
+    # Resolutions in pixels ("16,8") become downsample rates (32 px: 2, 4). "none" (or empty)
+    # means no attention layer: a flag file cannot pass an empty word through word splitting.
+    text = str(attention_resolutions).strip()
+    if text.lower() == "none":
+        return ()
+    try:
+        return tuple(image_size // int(res) for res in text.split(",") if res.strip())
+    except ValueError:
+        raise ValueError(f"--attention_resolutions {attention_resolutions!r}: expected pixel sizes like 16,8 "
+                         "or none") from None
 
 
 def create_model(image_size, num_channels, num_res_blocks, learn_sigma, class_cond, use_checkpoint,

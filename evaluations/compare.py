@@ -100,6 +100,7 @@ def parse_pictures(text: str) -> list:
         pictures.append((cells[0], cells[1], cells[2] if len(cells) == 3 and cells[2] else None))
     return pictures
 
+
 def parse_runs(text: str, path: str) -> list:
     runs = []
     for line in text.splitlines():
@@ -370,7 +371,7 @@ def prepare_data(config, data_dir, data_root):
     command = [a.format(data_root=root, data_dir=data_dir, found=found) for a in shlex.split(config["data_prep"])]
     if command and command[0] in ("python", "python3"):
         command[0] = sys.executable  # the interpreter running this job, with its packages
-    for need, name in zip(config["data_needs"], found):
+    for name in found:
         if not os.path.exists(os.path.join(root, name)):
             raise UserError(f"{os.path.join(root, name)}: missing; download it into {root} (or pass --data_root DIR); "
                             f"this job then converts it with `{shlex.join(command)}`")
@@ -510,7 +511,10 @@ def main(argv=None):
 
     data_dir = args.data_dir or config["data_dir"]
     data_dir = os.path.abspath(data_dir if os.path.isabs(data_dir) or args.data_dir else os.path.join(ROOT, data_dir))
-    prepare_data(config, data_dir, args.data_root or config["data_root"])
+    # --data_root is the user's (relative to the working directory); DATA_ROOT the config's, like DATA_DIR
+    data_root = os.path.abspath(args.data_root) if args.data_root else (
+        os.path.join(ROOT, config["data_root"]) if config["data_root"] else os.getcwd())
+    prepare_data(config, data_dir, data_root)
     out = os.path.abspath(args.logdir or os.path.join("runs", time.strftime("compare-%Y%m%d-%H%M%S")))
     os.makedirs(out, exist_ok=True)
     judging = Judging(config["features"], config["reference"], os.path.join(data_dir, "train"),

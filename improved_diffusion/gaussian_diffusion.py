@@ -28,7 +28,7 @@ def get_named_beta_schedule(schedule_name, num_diffusion_timesteps):
         return betas_for_alpha_bar(
             num_diffusion_timesteps, lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
         )
-    raise NotImplementedError(f"unknown beta schedule: {schedule_name}")
+    raise NotImplementedError(f"--noise_schedule {schedule_name}: unknown beta schedule (choose linear or cosine)")
 
 
 def betas_for_alpha_bar(num_diffusion_timesteps, alpha_bar, max_beta=0.999):

@@ -23,6 +23,12 @@ set -euo pipefail
 
 die() { echo "run.sh: error: $*" >&2; exit 2; }
 
+if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
+  # the header comment above is the usage
+  sed -n '2,/^set -euo pipefail/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+  exit 0
+fi
+
 nnodes=1 node_rank="" rdzv_endpoint="" rdzv_id="${RDZV_ID:-trainkit}"
 while [[ $# -gt 0 && "$1" == --* ]]; do
   case "$1" in

@@ -47,7 +47,7 @@ def test_cosine_schedule_matches_alpha_bar_and_is_clipped():
 
 
 def test_unknown_schedule_raises():
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(NotImplementedError, match=r"^--noise_schedule quadratic: unknown beta schedule"):
         gd.get_named_beta_schedule("quadratic", 10)
 
 

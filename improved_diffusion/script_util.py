@@ -131,10 +131,26 @@ def sr_create_model_and_diffusion(large_size, small_size, class_cond, learn_sigm
                                   num_heads, num_heads_upsample, attention_resolutions, dropout, diffusion_steps,
                                   noise_schedule, timestep_respacing, use_kl, predict_xstart, rescale_timesteps,
                                   rescale_learned_sigmas, use_checkpoint, use_scale_shift_norm):
+    model = sr_create_model(large_size, small_size, num_channels, num_res_blocks, learn_sigma=learn_sigma,
+                            class_cond=class_cond, use_checkpoint=use_checkpoint,
+                            attention_resolutions=attention_resolutions, num_heads=num_heads,
+                            num_heads_upsample=num_heads_upsample, use_scale_shift_norm=use_scale_shift_norm,
+                            dropout=dropout)
+    diffusion = create_gaussian_diffusion(steps=diffusion_steps, learn_sigma=learn_sigma,
+                                          noise_schedule=noise_schedule, use_kl=use_kl,
+                                          predict_xstart=predict_xstart, rescale_timesteps=rescale_timesteps,
+                                          rescale_learned_sigmas=rescale_learned_sigmas,
+                                          timestep_respacing=timestep_respacing)
+    return model, diffusion
+
+
+def sr_create_model(large_size, small_size, num_channels, num_res_blocks, learn_sigma, class_cond, use_checkpoint,
+                    attention_resolutions, num_heads, num_heads_upsample, use_scale_shift_norm, dropout):
+    """The super-resolution UNet (SuperResModel) for `large_size` (64 or 256) outputs."""
     del small_size  # part of the signature only; the model is built for large_size
     if large_size not in (64, 256):
         raise ValueError(f"unsupported large size: {large_size}")
-    model = SuperResModel(
+    return SuperResModel(
         in_channels=3,
         model_channels=num_channels,
         out_channels=6 if learn_sigma else 3,
@@ -148,12 +164,6 @@ def sr_create_model_and_diffusion(large_size, small_size, class_cond, learn_sigm
         num_heads_upsample=num_heads_upsample,
         use_scale_shift_norm=use_scale_shift_norm,
     )
-    diffusion = create_gaussian_diffusion(steps=diffusion_steps, learn_sigma=learn_sigma,
-                                          noise_schedule=noise_schedule, use_kl=use_kl,
-                                          predict_xstart=predict_xstart, rescale_timesteps=rescale_timesteps,
-                                          rescale_learned_sigmas=rescale_learned_sigmas,
-                                          timestep_respacing=timestep_respacing)
-    return model, diffusion
 
 
 def create_gaussian_diffusion(*, steps=1000, learn_sigma=False, sigma_small=False, noise_schedule="linear",

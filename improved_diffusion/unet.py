@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fp16_util import convert_module_to_f16, convert_module_to_f32
 from .nn import avg_pool_nd, checkpoint, conv_nd, linear, normalization, timestep_embedding, zero_module
 
 
@@ -250,6 +251,22 @@ class UNetModel(nn.Module):
             zero_module(conv_nd(dims, model_channels, out_channels, 3, padding=1)),
         )
 
+    def convert_to_fp16(self):
+        """openai's fp16 mode: the convolutions of the torso in float16 (the embeddings and the
+        output layers stay float32). This project's trainer uses autocast instead."""
+        for part in (self.input_blocks, self.middle_block, self.output_blocks):
+            part.apply(convert_module_to_f16)
+
+    def convert_to_fp32(self):
+        """Undo convert_to_fp16."""
+        for part in (self.input_blocks, self.middle_block, self.output_blocks):
+            part.apply(convert_module_to_f32)
+
+    @property
+    def inner_dtype(self):
+        """The dtype the torso computes in: float16 after convert_to_fp16, else float32."""
+        return next(self.input_blocks.parameters()).dtype
+
     def forward(self, x, timesteps, y=None):
         """x: (N, C, ...) inputs; timesteps: (N,) possibly fractional; y: (N,) labels."""
         if (y is not None) != (self.num_classes is not None):
@@ -258,13 +275,16 @@ class UNetModel(nn.Module):
         if self.num_classes is not None:
             emb = emb + self.label_emb(y)
         hs = []
-        h = x
+        torso_dtype = self.inner_dtype
+        h = x.type(torso_dtype)  # a no-op unless convert_to_fp16 was called
         for module in self.input_blocks:
             h = module(h, emb)
             hs.append(h)
         h = self.middle_block(h, emb)
         for module in self.output_blocks:
             h = module(torch.cat([h, hs.pop()], dim=1), emb)
+        if torso_dtype != x.dtype:  # after convert_to_fp16 the output layers are still fp32
+            h = h.type(x.dtype)
         return self.out(h)
 
 

@@ -8,9 +8,12 @@ reduced over all ranks (weighted by how many values each rank saw), then rank 0 
   file holding rows of an earlier run is only appended to, in its own columns),
 - one JSON object per row to `stats.jsonl`.
 
-Other ranks write nothing. `dumpkvs` is a collective: every rank calls it at the same step.
-A blobfile URL as the run directory works: files are kept in a local staging folder and
-copied up after each row.
+Other ranks write nothing. `dumpkvs` is a collective: every rank calls it at the same step
+(unless the logger was made with `reduce_over_ranks=False`: then each rank keeps its own means
+and no rank waits for another, as openai's logger without a `comm`). `formats` picks which of
+the outputs are written (improved_diffusion.logger maps $OPENAI_LOG_FORMAT onto it), and
+`names` renames their files (openai's progress.json for the JSON lines). A blobfile URL as
+the run directory works: files are kept in a local staging folder and copied up after each row.
 """
 
 import csv
@@ -28,6 +31,8 @@ from . import dist
 from .fileio import is_local
 
 LOG_FILES = ("log.txt", "progress.csv", "stats.jsonl")
+FORMATS = ("stdout", "log", "csv", "jsonl")  # the table on stdout, then one file each, named by FILE_NAMES
+FILE_NAMES = dict(zip(FORMATS[1:], LOG_FILES))
 
 
 def _format_value(v) -> str:
@@ -59,26 +64,41 @@ def _jsonable(v):
 
 
 class Logger:
-    def __init__(self, dir: str, stdout=True):
+    def __init__(self, dir: str, stdout=True, formats=None, names=None, reduce_over_ranks=True):
+        """`formats`: which of FORMATS to write (default all, stdout only when `stdout`); `names`:
+        file names replacing some of FILE_NAMES, e.g. {"jsonl": "progress.json"}."""
+        if formats is None:
+            formats = FORMATS if stdout else FORMATS[1:]
+        unknown = sorted(set(formats) - set(FORMATS))
+        if unknown:
+            raise ValueError(f"unknown logger format {unknown[0]!r} (expected {', '.join(FORMATS)})")
         self.dir = dir
         self.is_main = dist.is_main()
+        self.formats = tuple(formats)
+        self.reduce_over_ranks = reduce_over_ranks
         self._values = {}
         self._means = defaultdict(lambda: [0.0, 0])
         self._csv_keys = []
         self._csv_frozen = False  # a progress.csv with rows from before this process: append only
-        self._stdout = stdout and self.is_main
+        self._stdout = "stdout" in self.formats and self.is_main
+        self._log_txt = self._jsonl = None
+        self._csv = "csv" in self.formats
+        self._names = {**FILE_NAMES, **(names or {})}
+        self._files = [self._names[fmt] for fmt in FORMATS[1:] if fmt in self.formats]
         self._remote = not is_local(dir)
         self._local_dir = tempfile.mkdtemp(prefix="trainkit-log-") if self._remote else dir
         if self.is_main:
             os.makedirs(self._local_dir, exist_ok=True)
             if self._remote:  # a resumed run continues the remote files, never replaces them
-                for name in LOG_FILES:
+                for name in self._files:
                     if bf.exists(bf.join(dir, name)):
                         bf.copy(bf.join(dir, name), os.path.join(self._local_dir, name), overwrite=True)
-            self._log_txt = open(os.path.join(self._local_dir, "log.txt"), "a")
-            self._jsonl = open(os.path.join(self._local_dir, "stats.jsonl"), "a")
-            csv_path = os.path.join(self._local_dir, "progress.csv")
-            if os.path.exists(csv_path):  # resuming into the same run directory: keep the columns
+            if "log" in self.formats:
+                self._log_txt = open(os.path.join(self._local_dir, self._names["log"]), "a")
+            if "jsonl" in self.formats:
+                self._jsonl = open(os.path.join(self._local_dir, self._names["jsonl"]), "a")
+            csv_path = os.path.join(self._local_dir, self._names["csv"])
+            if self._csv and os.path.exists(csv_path):  # resuming into the same run directory: keep the columns
                 with open(csv_path) as f:
                     header = f.readline().strip()
                 self._csv_keys = header.split(",") if header else []
@@ -108,10 +128,11 @@ class Logger:
             self.logkv(k, v)
 
     def dumpkvs(self) -> dict:
-        """Reduce the means over ranks and write one row. Collective: call on every rank."""
+        """Reduce the means over ranks and write one row. Collective (call on every rank) unless the
+        logger keeps its means per rank (`reduce_over_ranks=False`)."""
         local = {k: (s, n) for k, (s, n) in self._means.items()}
         merged = defaultdict(lambda: [0.0, 0])
-        for part in dist.all_gather_object(local):
+        for part in dist.all_gather_object(local) if self.reduce_over_ranks else [local]:
             for k, (s, n) in part.items():
                 merged[k][0] += s
                 merged[k][1] += n
@@ -122,18 +143,21 @@ class Logger:
             if self._stdout:
                 sys.stdout.write(table)
                 sys.stdout.flush()
-            self._log_txt.write(table)
-            self._log_txt.flush()
-            self._write_csv(row)
-            self._jsonl.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
-            self._jsonl.flush()
+            if self._log_txt:
+                self._log_txt.write(table)
+                self._log_txt.flush()
+            if self._csv:
+                self._write_csv(row)
+            if self._jsonl:
+                self._jsonl.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+                self._jsonl.flush()
             self._sync_remote()
         self._values.clear()
         self._means.clear()
         return row
 
     def _write_csv(self, row: dict):
-        path = os.path.join(self._local_dir, "progress.csv")
+        path = os.path.join(self._local_dir, self._names["csv"])
         # A file this process started grows columns as keys appear (rewritten, as openai's is). One
         # that holds an earlier run's rows (ours resumed, or openai's) is only appended to, in its
         # own columns: keys it lacks are in stats.jsonl and log.txt.
@@ -158,12 +182,13 @@ class Logger:
         line = " ".join(str(a) for a in args)
         if self._stdout:
             print(line, flush=True)
-        self._log_txt.write(line + "\n")
-        self._log_txt.flush()
+        if self._log_txt:
+            self._log_txt.write(line + "\n")
+            self._log_txt.flush()
 
     def _sync_remote(self):
         if self._remote:
-            for name in LOG_FILES:
+            for name in self._files:
                 src = os.path.join(self._local_dir, name)
                 if os.path.exists(src):
                     bf.copy(src, bf.join(self.dir, name), overwrite=True)
@@ -171,8 +196,9 @@ class Logger:
     def close(self):
         if self.is_main:
             self._sync_remote()
-            self._log_txt.close()
-            self._jsonl.close()
+            for f in (self._log_txt, self._jsonl):
+                if f:
+                    f.close()
 
 
 def configure(dir: str, stdout=True) -> Logger:

@@ -4,8 +4,9 @@
 #   batch 128, 10 epochs (60,000 / 128 = 469 steps an epoch: --max_steps 4690).
 #   Its U-Net "32 -> 64 -> 128 channels, sinusoidal time embedding" is --num_channels 32
 #   --channel_mult 1,2,4: three levels, 28 -> 14 -> 7 px (a fourth would need 3.5 px). One res
-#   block per level and no attention, as the seed's small U-Net has none; openai's time embedding
-#   is the sinusoidal one. Grey: --image_channels 1.
+#   block per level and no attention at any level, as the seed's small U-Net has none (openai's
+#   U-Net keeps the one in its 7 px middle block); openai's time embedding is the sinusoidal one.
+#   Grey: --image_channels 1.
 # Data: python datasets/mnist.py DOWNLOAD_DIR --out data/mnist28   (28 px, no --size)
 #   bash launch/run.sh mpiexec 2 flags/improved_diffusion/ddpm_mnist28_linear.sh improved_diffusion.train
 #   bash launch/run.sh mpiexec 2 flags/improved_diffusion/ddpm_mnist28_linear.sh improved_diffusion.sample --model_path RUN_DIR

@@ -93,9 +93,9 @@ def test_seed002_mnist_28px_under_mpiexec(tmp_path):
     assert "mpiexec x 2" in (out / "report.md").read_text()
 
 
-def test_seed000_fashion_mnist(tmp_path):
+def test_seed000_fashion_mnist_under_mpiexec(tmp_path):
     mnist_files(tmp_path / "fashion", n_train=40, n_test=10, every_class=True, seed=1)
-    out = _compare(tmp_path, "seed000_fashion_mnist.sh", 1, tmp_path / "fashion")
+    out = _compare(tmp_path, "seed000_fashion_mnist.sh", 2, tmp_path / "fashion")
     assert report.check(str(out), ["gan", "cgan", "ddpm", "cddpm"]) == []
     images, labels = _samples(out, "cddpm", "ddpm-1000")
     assert images.shape == (16, 32, 32, 1)
@@ -107,10 +107,10 @@ def test_seed000_fashion_mnist(tmp_path):
     _assert_pictures(out, ["gan_samples.png", "cgan_samples.png", "ddpm_samples.png", "cddpm_samples.png",
                            "loss_curve.png"])
     md = (out / "report.md").read_text()
-    assert "class acc." in md and "| FD-digits |" in md
+    assert "class acc." in md and "| FD-digits |" in md and "mpiexec x 2" in md
 
 
-def test_seed004_celeba64_with_fid(tmp_path):
+def test_seed004_celeba64_with_fid_under_mpiexec(tmp_path):
     from evaluations import inception
 
     weights = inception.make_random_weights(str(tmp_path / "inception.pth"), seed=0, calibration_batches=1,
@@ -124,11 +124,11 @@ def test_seed004_celeba64_with_fid(tmp_path):
     train = "improved_diffusion | 3 | --max_steps 1000000"
     lines = [f'RUNS="${{RUNS//{train}/{train} {narrow}}}"',
              f'RUNS="${{RUNS//--timestep_respacing 1000/--timestep_respacing 1000 {narrow}}}"']
-    out = _compare(tmp_path, "seed004_celeba64.sh", 1, tmp_path / "celeba", "--inception_weights", weights,
+    out = _compare(tmp_path, "seed004_celeba64.sh", 2, tmp_path / "celeba", "--inception_weights", weights,
                    num_samples=8, batch=2, lines=lines)
     assert report.check(str(out), ["dcgan", "ddpm"]) == []
     md = (out / "report.md").read_text()
-    assert "| FID |" in md and "FD-digits" not in md and "Inception-v3" in md
+    assert "| FID |" in md and "FD-digits" not in md and "Inception-v3" in md and "mpiexec x 2" in md
     for run, sampler, picture in (("dcgan", "default", "dcgan_samples.png"), ("ddpm", "ddpm-1000", "ddpm_samples.png")):
         images, _ = _samples(out, run, sampler)
         assert images.shape == (8, 64, 64, 3)

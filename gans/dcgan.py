@@ -171,20 +171,24 @@ def init_weights(module):
         nn.init.normal_(module.label_proj.weight, 0.0, 0.02)
 
 
+def checked_classes(model, kinds, conditional, num_classes) -> int:
+    """The class count the networks of `model` (one of `kinds`) get: the data's for the
+    `conditional` kind, which needs at least 2, and 0 for the other."""
+    if model not in kinds:
+        raise UserError(f"--model {model!r}: choose one of {', '.join(kinds)}")
+    if model != conditional:
+        return 0
+    if not num_classes or num_classes < 2:
+        raise UserError(f"--model {model} needs labelled data with at least 2 classes "
+                        "(image files named <label>_<anything>.png, or an npz with arr_1)")
+    return num_classes
+
+
 def create_models(model="dcgan", image_size=64, nz=100, ngf=64, ndf=64, channels=3, num_classes=0,
                   minibatch_std=False):
     """(G, D) for `model` in {dcgan, cdcgan}; the conditional one needs num_classes >= 2.
     minibatch_std: D's last conv also sees the batch's std (`minibatch_std`); off is the paper's D."""
-    if model not in MODEL_KINDS:
-        raise UserError(f"--model {model!r}: choose one of {', '.join(MODEL_KINDS)}")
-    if model == "cdcgan":
-        if not num_classes or num_classes < 2:
-            raise UserError(
-                "--model cdcgan needs labelled data with at least 2 classes "
-                "(image files named <label>_<anything>.png, or an npz with arr_1)"
-            )
-    else:
-        num_classes = 0
+    num_classes = checked_classes(model, MODEL_KINDS, "cdcgan", num_classes)
     G = Generator(image_size, nz, ngf, channels, num_classes)
     D = Discriminator(image_size, ndf, channels, num_classes, minibatch_std)
     return G, D

@@ -26,7 +26,7 @@ import torch.nn as nn
 from trainkit import checkpoint
 from trainkit.errors import UserError
 
-from .dcgan import _check_positive, check_labels, minibatch_std
+from .dcgan import _check_positive, check_labels, checked_classes, minibatch_std
 
 MODEL_KINDS = ("gan", "cgan")
 
@@ -127,16 +127,7 @@ class FCDiscriminator(nn.Module):
 def create_models(model="gan", image_size=28, nz=100, ngf=64, ndf=64, channels=1, num_classes=0,
                   minibatch_std=False):
     """(G, D) for `model` in {gan, cgan}; the conditional one needs num_classes >= 2."""
-    if model not in MODEL_KINDS:
-        raise UserError(f"--model {model!r}: choose one of {', '.join(MODEL_KINDS)}")
-    if model == "cgan":
-        if not num_classes or num_classes < 2:
-            raise UserError(
-                "--model cgan needs labelled data with at least 2 classes "
-                "(image files named <label>_<anything>.png, or an npz with arr_1)"
-            )
-    else:
-        num_classes = 0
+    num_classes = checked_classes(model, MODEL_KINDS, "cgan", num_classes)
     G = FCGenerator(image_size, nz, ngf, channels, num_classes)
     D = FCDiscriminator(image_size, ndf, channels, num_classes, minibatch_std)
     return G, D

@@ -22,13 +22,9 @@ from trainkit.errors import UserError
 
 
 def setup_dist():
-    """Join the process group of whatever launcher started this process. Safe to call twice."""
-    if td.is_initialized():
-        return
-    dist.init()
-    if not td.is_initialized():  # a single process: trainkit needs no group, openai's callers do
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        td.init_process_group(backend=backend, store=td.HashStore(), rank=0, world_size=1)
+    """Join the process group of whatever launcher started this process. Safe to call twice.
+    A single process gets a group of one rank: openai's callers use torch.distributed directly."""
+    dist.init(group_of_one=True)
 
 
 def dev():

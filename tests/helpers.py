@@ -74,3 +74,22 @@ def describe(proc) -> str:
 def error_lines(proc) -> list:
     """The non-empty lines of stderr."""
     return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+def main_in_process(module, argv, monkeypatch, capsys):
+    """(exit code, stderr) of `module.main()` run in this process with `argv` as its command
+    line; the signal handlers entry points install are put back afterwards."""
+    import signal
+
+    import pytest
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    monkeypatch.setattr(sys, "argv", [module.__name__, *map(str, argv)])
+    try:
+        with pytest.raises(SystemExit) as e:
+            module.main()
+            raise SystemExit(0)
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+    return e.value.code, capsys.readouterr().err

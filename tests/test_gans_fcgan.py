@@ -3,9 +3,7 @@ both networks' first layer as a one-hot vector, the architecture reads back from
 the family's runtime (train, resume, sample, interpolate) works for them. One subprocess."""
 
 import shlex
-import signal
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -208,16 +206,7 @@ def test_flag_files_hold_seed_002s_setting():
 
 
 def _main(module, monkeypatch, capsys, *argv):
-    monkeypatch.setattr(sys, "argv", [module.__name__, *map(str, argv)])
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
-    try:
-        with pytest.raises(SystemExit) as e:
-            module.main()
-            raise SystemExit(0)
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
-    return e.value.code, capsys.readouterr().err
+    return helpers.main_in_process(module, argv, monkeypatch, capsys)
 
 
 def test_cgan_at_28px_trains_resumes_samples_and_interpolates(tmp_path, monkeypatch, capsys):

@@ -185,18 +185,7 @@ def _nan_after(monkeypatch, cls, name, calls):
 
 
 def _in_process(module, argv, monkeypatch, capsys):
-    import signal
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
-    monkeypatch.setattr(sys, "argv", [module.__name__, *map(str, argv)])
-    try:
-        with pytest.raises(SystemExit) as e:
-            module.main()
-            raise SystemExit(0)
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
-    return e.value.code, capsys.readouterr().err
+    return helpers.main_in_process(module, argv, monkeypatch, capsys)
 
 
 @pytest.mark.parametrize("name", ["gans", "ddgan"])

@@ -77,10 +77,21 @@ def _env_from_mpi() -> bool:
     return True
 
 
-def init(timeout_s=None) -> None:
-    """Join the process group of whatever launcher started us. Safe to call twice."""
+def init(timeout_s=None, group_of_one=False) -> None:
+    """Join the process group of whatever launcher started us. Safe to call twice.
+
+    A single process gets no group (every helper here answers for one rank without one), unless
+    `group_of_one`: then a one-rank group over an in-memory store (no network, no port), for
+    callers that use torch.distributed directly, as openai's scripts do after setup_dist."""
     if td.is_initialized():
         return
+    _join(timeout_s)
+    if group_of_one and not td.is_initialized():
+        td.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo", store=td.HashStore(),
+                              rank=0, world_size=1)
+
+
+def _join(timeout_s) -> None:
     kind = launcher()
     if kind == "mpi":
         if not _env_from_mpi():

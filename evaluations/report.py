@@ -120,7 +120,8 @@ def loss_figure(results: list, path: str):
             ok = np.isfinite(ys)
             if ok.sum() < 1:
                 continue
-            ax.plot(steps[ok], ys[ok], label=key, lw=1.2)
+            # a short run's one or two rows would draw no visible line: mark its points
+            ax.plot(steps[ok], ys[ok], label=key, lw=1.2, marker="o" if ok.sum() < 3 else None, ms=4)
             if ok.sum() >= 5:  # spread over a sliding window: the stability picture
                 window = max(3, ok.sum() // 15)
                 s = np.array([ys[ok][max(0, i - window): i + 1].std() for i in range(ok.sum())])

@@ -46,11 +46,17 @@ def program_name() -> str:
     return spec.name if spec is not None else os.path.basename(sys.argv[0] or "main")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows every flag's default and keeps the description's own line breaks."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are one line, `prog: error: ...`, exit status 2."""
+    """argparse whose errors are one line, `prog: error: ...`, exit status 2, and whose --help
+    shows defaults."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("prog", program_name())
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message):
@@ -67,10 +73,49 @@ def str2bool(v) -> bool:
     raise argparse.ArgumentTypeError(f"boolean value expected, got {v!r}")
 
 
+def _ranged(kind, lo, hi, lo_open, hi_open):
+    def parse(text):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if value != value:  # NaN
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+        low_bad = lo is not None and (value <= lo if lo_open else value < lo)
+        high_bad = hi is not None and (value >= hi if hi_open else value > hi)
+        if low_bad or high_bad:
+            left = "" if lo is None else ("(" if lo_open else "[") + f"{lo}"
+            right = "" if hi is None else f"{hi}" + (")" if hi_open else "]")
+            where = (f"in {left}, {right}" if lo is not None and hi is not None else
+                     f"{'>' if lo_open else '>='} {lo}" if lo is not None else f"{'<' if hi_open else '<='} {hi}")
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {where}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def int_range(lo=None, hi=None):
+    """An argparse type: an integer in [lo, hi] (either end may be None). A value out of range
+    is refused at parse time with a one-line error naming the flag."""
+    return _ranged(int, lo, hi, False, False)
+
+
+def float_range(lo=None, hi=None, lo_open=False, hi_open=False):
+    """An argparse type: a finite float in [lo, hi] (open ends with lo_open / hi_open)."""
+    return _ranged(float, lo, hi, lo_open, hi_open)
+
+
+POSITIVE_INT = int_range(1)
+NONNEG_INT = int_range(0)
+POSITIVE_FLOAT = float_range(0, lo_open=True)
+NONNEG_FLOAT = float_range(0)
+
+
 def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--logdir", default="", help="run directory (default: $OPENAI_LOGDIR, else runs/<family>-<time>)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dist_timeout", type=float, default=None,
+    parser.add_argument("--seed", type=int, default=0, help="random seed (each rank adds its rank)")
+    parser.add_argument("--dist_timeout", type=POSITIVE_FLOAT, default=None,
                         help="seconds a collective waits for a peer before failing (default $TRAINKIT_DIST_TIMEOUT or 1800)")
     return parser
 

@@ -33,7 +33,7 @@ from . import dcgan, models, sync_bn
 class GANTrainer(loop.Task):
     def __init__(self, G, D, *, loss="bce", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
                  precision_mode="fp32", ema_rates="", sync_batchnorm=False, device=None, grad_accum=1,
-                 grid_inputs=None, batches=None):
+                 grid_inputs=None, batches=None, logger=None):
         device = dist.device() if device is None else torch.device(device)
         dcgan.d_loss_real(torch.zeros(1), loss)  # one-line error for a bad --loss before any work
         self.loss = loss
@@ -62,6 +62,7 @@ class GANTrainer(loop.Task):
         self.ema = ema.EMA(self.G, self.ema_rates) if self.ema_rates else None
         self.grad_accum = int(grad_accum)
         self.grid_inputs = grid_inputs  # (z, y) of the grid PNG written with each checkpoint
+        self.logger = logger  # the run's trainkit Logger: the grid also goes to TensorBoard when it is on
         self.batches = batches  # for the epoch in log rows
 
     def noise(self, n):
@@ -149,7 +150,9 @@ class GANTrainer(loop.Task):
 
     def artefacts(self, run_dir, step) -> None:
         if self.grid_inputs is not None and dist.is_main():
-            write_grid(self.G, *self.grid_inputs, f"{run_dir}/grid{step:06d}.png")
+            grid = write_grid(self.G, *self.grid_inputs, f"{run_dir}/grid{step:06d}.png")
+            if self.logger is not None:
+                self.logger.log_image("samples", grid, step)
 
     def trainer_state(self) -> dict:
         return {"precision": self.precision_state(), "model_kind": models.kind_of(self.G),
@@ -186,14 +189,19 @@ class GANTrainer(loop.Task):
 
 @torch.no_grad()
 def write_grid(G, z, y, path):
-    """G's images of the fixed grid inputs, as one PNG written atomically."""
+    """G's images of the fixed grid inputs, as one PNG written atomically; returns the grid
+    (uint8 HWC, what the PNG holds)."""
     # imported here: torchvision costs ~2.5 s at start-up and only rank 0 writes grids
-    from torchvision.utils import save_image
+    from PIL import Image
+    from torchvision.utils import make_grid
 
     was_training = G.training
     G.eval()  # running statistics: the image does not depend on which z share the batch
     images = G(z, y).float()
     G.train(was_training)
+    grid = make_grid(images, nrow=int(math.ceil(math.sqrt(len(images)))), normalize=True, value_range=(-1, 1))
+    # the rounding of torchvision's save_image, so the PNG is the one it wrote
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", torch.uint8).numpy()
     with fileio.atomic_path(path) as tmp:
-        save_image(images, tmp, nrow=int(math.ceil(math.sqrt(len(images)))), normalize=True,
-                   value_range=(-1, 1), format="png")
+        Image.fromarray(pixels).save(tmp, format="png")
+    return pixels

@@ -11,8 +11,9 @@ The settings are read as openai reads them: the directory is `dir`, else $OPENAI
 `<tmp>/openai-<time>`; the formats are `format_strs`, else $OPENAI_LOG_FORMAT (a comma list),
 else `stdout,log,csv`. Formats and their files: stdout (the key/value table), log (log.txt, also
 every `log()` line), csv (progress.csv), json (progress.json, one JSON object per `dumpkvs`),
-tensorboard (event files under tb/, written by torch.utils.tensorboard; needs the tensorboard
-package: `pip install -e ".[tensorboard]"`). An unknown format is a one-line error naming it.
+tensorboard (event files under tb/: trainkit.logger's tensorboard format, scalars at each row's
+`step`, else at the row's number 1, 2, ... as openai's; needs the tensorboard package:
+`pip install -e ".[tensorboard]"`). An unknown format is a one-line error naming it.
 
 Differences from openai's, all on the side of keeping data: rank 0 alone writes (openai's other
 ranks write log-rank<N>.txt); files are appended to, never truncated, so configuring a folder
@@ -23,7 +24,6 @@ one each rank keeps its own values and no rank waits for another, as in openai's
 
 import contextlib
 import datetime
-import importlib.util
 import os
 import tempfile
 import time
@@ -40,7 +40,7 @@ DISABLED = 50
 
 FORMATS = ("stdout", "log", "csv", "json", "tensorboard")
 DEFAULT_FORMAT = "stdout,log,csv"
-_TRAINKIT_FORMATS = {"stdout": "stdout", "log": "log", "csv": "csv", "json": "jsonl"}
+_TRAINKIT_FORMATS = {"stdout": "stdout", "log": "log", "csv": "csv", "json": "jsonl", "tensorboard": "tensorboard"}
 _LAUNCHER_RANK_VARS = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
 
 
@@ -55,8 +55,7 @@ def _rank():
     return 0
 
 
-def _tensorboard_installed():
-    return importlib.util.find_spec("tensorboard") is not None
+_tensorboard_installed = _trainkit_logger.tensorboard_installed
 
 
 def parse_formats(format_strs, where):
@@ -70,31 +69,8 @@ def parse_formats(format_strs, where):
             raise UserError(f"{where}: unknown log format {f!r} (expected a comma list of {', '.join(FORMATS)})")
     if "tensorboard" in formats and not _tensorboard_installed():
         raise UserError(f"{where}: the tensorboard format needs the tensorboard package: "
-                        'pip install -e ".[tensorboard]"')
+                        f"{_trainkit_logger.TENSORBOARD_INSTALL}")
     return formats
-
-
-class _TensorBoard:
-    """Scalars of every dumpkvs row, at steps 1, 2, ... (openai's numbering)."""
-
-    def __init__(self, directory):
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(log_dir=directory)
-        self.step = 1
-
-    def write(self, row):
-        for key, value in row.items():
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                continue  # text has no scalar plot; it is in the other formats
-            self.writer.add_scalar(key, number, self.step)
-        self.writer.flush()
-        self.step += 1
-
-    def close(self):
-        self.writer.close()
 
 
 class Logger:
@@ -114,11 +90,9 @@ class Logger:
             dir,
             formats=[_TRAINKIT_FORMATS[f] for f in self.formats if f in _TRAINKIT_FORMATS] if main else [],
             names={"log": f"log{log_suffix}.txt", "csv": f"progress{log_suffix}.csv",
-                   "jsonl": f"progress{log_suffix}.json"},
+                   "jsonl": f"progress{log_suffix}.json", "tensorboard": f"tb{log_suffix}"},
             reduce_over_ranks=reduce_over_ranks,
         )
-        self._tensorboard = (_TensorBoard(os.path.join(dir, f"tb{log_suffix}"))
-                             if main and "tensorboard" in self.formats else None)
 
     def logkv(self, key, val):
         self._sums.pop(key, None)
@@ -138,8 +112,6 @@ class Logger:
             else:
                 self._writer.logkv(key, val)
         row = self._writer.dumpkvs()
-        if self._tensorboard is not None and row:
-            self._tensorboard.write(row)
         self.name2val.clear()
         self._sums.clear()
         return row
@@ -159,8 +131,6 @@ class Logger:
 
     def close(self):
         self._writer.close()
-        if self._tensorboard is not None:
-            self._tensorboard.close()
 
 
 def configure(dir=None, format_strs=None, comm=None, log_suffix=""):

@@ -6,7 +6,12 @@ reduced over all ranks (weighted by how many values each rank saw), then rank 0 
 - a table to stdout and to `log.txt` (with every `log()` line),
 - a row to `progress.csv` (columns grow when new keys appear, older rows padded, as openai; a
   file holding rows of an earlier run is only appended to, in its own columns),
-- one JSON object per row to `stats.jsonl`.
+- one JSON object per row to `stats.jsonl`,
+- with the "tensorboard" format (off unless asked for: `tensorboard=True`, or in `formats`),
+  every numeric value of the row as a scalar in event files under `tb/`, at the row's `step`
+  (or at the row's number, 1, 2, ..., in a row without one, as openai's logger counts), and
+  the images of `log_image`. torch.utils.tensorboard is imported only then; without the
+  tensorboard package that is a one-line UserError saying how to install it.
 
 Other ranks write nothing. `dumpkvs` is a collective: every rank calls it at the same step
 (unless the logger was made with `reduce_over_ranks=False`: then each rank keeps its own means
@@ -17,6 +22,7 @@ the run directory works: files are kept in a local staging folder and copied up 
 """
 
 import csv
+import importlib.util
 import io
 import json
 import math
@@ -26,13 +32,30 @@ import tempfile
 from collections import defaultdict
 
 import blobfile as bf
+import numpy as np
 
 from . import dist
+from .errors import UserError
 from .fileio import is_local
 
 LOG_FILES = ("log.txt", "progress.csv", "stats.jsonl")
-FORMATS = ("stdout", "log", "csv", "jsonl")  # the table on stdout, then one file each, named by FILE_NAMES
-FILE_NAMES = dict(zip(FORMATS[1:], LOG_FILES))
+DEFAULT_FORMATS = ("stdout", "log", "csv", "jsonl")  # the table on stdout, then one file each, named by FILE_NAMES
+FORMATS = DEFAULT_FORMATS + ("tensorboard",)  # tensorboard: event files in a folder, only when asked for
+FILE_NAMES = dict(zip(DEFAULT_FORMATS[1:], LOG_FILES))
+TENSORBOARD_DIR = "tb"
+TENSORBOARD_INSTALL = 'pip install -e ".[tensorboard]"'
+
+
+def tensorboard_installed() -> bool:
+    """Whether the tensorboard package (which torch.utils.tensorboard needs) can be imported."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def require_tensorboard(what: str = "the tensorboard log format") -> None:
+    """A one-line UserError naming `what` asked for TensorBoard and how to install it, unless
+    the package is there."""
+    if not tensorboard_installed():
+        raise UserError(f"{what} needs the tensorboard package: {TENSORBOARD_INSTALL}")
 
 
 def _format_value(v) -> str:
@@ -63,15 +86,76 @@ def _jsonable(v):
     return v
 
 
+def _number(value):
+    """`value` as a float when it is one number (int, float, bool, numpy or 0-dim tensor), else None."""
+    if value is None or isinstance(value, (str, bytes)):
+        return None
+    if (value.numel() if hasattr(value, "numel") else np.size(value)) != 1:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def image_array(image):
+    """(uint8 array, dataformats) of an image: uint8, or float in [0, 1]; HWC, CHW or HW; a numpy
+    array or a tensor (any device)."""
+    if hasattr(image, "detach"):
+        image = image.detach().cpu().numpy()
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or not (a.shape[-1] in (1, 3, 4) or a.shape[0] in (1, 3, 4)):
+        raise ValueError(f"image of shape {tuple(a.shape)}: expected HWC or CHW with 1, 3 or 4 channels, or HW")
+    if np.issubdtype(a.dtype, np.floating):
+        a = (np.clip(a, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise ValueError(f"image of dtype {a.dtype}: expected uint8, or float in [0, 1]")
+    return a, "HWC" if a.shape[-1] in (1, 3, 4) else "CHW"
+
+
+class _TensorBoard:
+    """Rank 0's event files: the scalars of every row, and images."""
+
+    def __init__(self, directory):
+        from torch.utils.tensorboard import SummaryWriter  # only when asked for: the package is optional
+
+        self.writer = SummaryWriter(log_dir=directory)
+        self.rows = 0
+
+    def write_row(self, row: dict):
+        self.rows += 1
+        step = _number(row.get("step"))
+        step = int(step) if step is not None and math.isfinite(step) else self.rows
+        for key, value in row.items():
+            number = _number(value)
+            if number is not None:  # text has no curve; it is in the other formats
+                self.writer.add_scalar(key, number, step)
+        self.writer.flush()  # a live TensorBoard, and a killed run, see every row
+
+    def write_image(self, tag, image, step):
+        array, dataformats = image_array(image)
+        self.writer.add_image(tag, array, int(step), dataformats=dataformats)
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+
+
 class Logger:
-    def __init__(self, dir: str, stdout=True, formats=None, names=None, reduce_over_ranks=True):
-        """`formats`: which of FORMATS to write (default all, stdout only when `stdout`); `names`:
-        file names replacing some of FILE_NAMES, e.g. {"jsonl": "progress.json"}."""
+    def __init__(self, dir: str, stdout=True, formats=None, names=None, reduce_over_ranks=True, tensorboard=False):
+        """`formats`: which of FORMATS to write (default DEFAULT_FORMATS, stdout only when `stdout`);
+        `tensorboard`: add the tensorboard format; `names`: file names replacing some of
+        FILE_NAMES, e.g. {"jsonl": "progress.json"}, or of TENSORBOARD_DIR ({"tensorboard": "tb1"})."""
         if formats is None:
-            formats = FORMATS if stdout else FORMATS[1:]
+            formats = DEFAULT_FORMATS if stdout else DEFAULT_FORMATS[1:]
+        formats = tuple(formats) + (("tensorboard",) if tensorboard and "tensorboard" not in formats else ())
         unknown = sorted(set(formats) - set(FORMATS))
         if unknown:
             raise ValueError(f"unknown logger format {unknown[0]!r} (expected {', '.join(FORMATS)})")
+        if "tensorboard" in formats:
+            require_tensorboard()  # on every rank alike, before any file is opened
         self.dir = dir
         self.is_main = dist.is_main()
         self.formats = tuple(formats)
@@ -83,8 +167,9 @@ class Logger:
         self._stdout = "stdout" in self.formats and self.is_main
         self._log_txt = self._jsonl = None
         self._csv = "csv" in self.formats
-        self._names = {**FILE_NAMES, **(names or {})}
-        self._files = [self._names[fmt] for fmt in FORMATS[1:] if fmt in self.formats]
+        self._names = {**FILE_NAMES, "tensorboard": TENSORBOARD_DIR, **(names or {})}
+        self._files = [self._names[fmt] for fmt in DEFAULT_FORMATS[1:] if fmt in self.formats]
+        self._tensorboard = None
         self._remote = not is_local(dir)
         self._local_dir = tempfile.mkdtemp(prefix="trainkit-log-") if self._remote else dir
         if self.is_main:
@@ -103,6 +188,8 @@ class Logger:
                     header = f.readline().strip()
                 self._csv_keys = header.split(",") if header else []
                 self._csv_frozen = bool(self._csv_keys)
+            if "tensorboard" in self.formats:  # a resumed run adds an event file; TensorBoard reads them all
+                self._tensorboard = _TensorBoard(os.path.join(self._local_dir, self._names["tensorboard"]))
 
     def get_dir(self) -> str:
         return self.dir
@@ -151,6 +238,8 @@ class Logger:
             if self._jsonl:
                 self._jsonl.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
                 self._jsonl.flush()
+            if self._tensorboard:
+                self._tensorboard.write_row(row)
             self._sync_remote()
         self._values.clear()
         self._means.clear()
@@ -176,6 +265,15 @@ class Logger:
         with open(path, "a", newline="") as f:
             csv.writer(f).writerow(["" if row.get(k) is None else _jsonable(row[k]) for k in self._csv_keys])
 
+    def log_image(self, tag: str, image, step: int) -> None:
+        """An image (a sample grid: uint8, or float in [0, 1]; HWC, CHW or HW; numpy or tensor)
+        in TensorBoard under `tag` at `step`. Does nothing when TensorBoard is off or on ranks
+        other than 0 (so every rank may call it)."""
+        if self._tensorboard is None:
+            return
+        self._tensorboard.write_image(tag, image, step)
+        self._sync_remote()
+
     def log(self, *args):
         if not self.is_main:
             return
@@ -192,9 +290,16 @@ class Logger:
                 src = os.path.join(self._local_dir, name)
                 if os.path.exists(src):
                     bf.copy(src, bf.join(self.dir, name), overwrite=True)
+            if self._tensorboard:
+                local_tb = os.path.join(self._local_dir, self._names["tensorboard"])
+                for name in sorted(os.listdir(local_tb)) if os.path.isdir(local_tb) else []:
+                    bf.copy(os.path.join(local_tb, name), bf.join(self.dir, self._names["tensorboard"], name),
+                            overwrite=True)
 
     def close(self):
         if self.is_main:
+            if self._tensorboard:
+                self._tensorboard.close()  # flushes the last events before they are copied up
             self._sync_remote()
             for f in (self._log_txt, self._jsonl):
                 if f:

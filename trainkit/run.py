@@ -37,7 +37,7 @@ import torch
 from . import checkpoint, dist
 from .errors import UserError
 from .fileio import is_local, remove_leftovers, write_text
-from .logger import Logger
+from .logger import Logger, require_tensorboard
 
 
 def program_name() -> str:
@@ -47,7 +47,14 @@ def program_name() -> str:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows every flag's default and keeps the description's own line breaks."""
+    """--help shows every flag's default and keeps the description's own line breaks. An empty
+    or None default, or a help line that already speaks of its default, gets no suffix."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, "", argparse.SUPPRESS) or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -113,10 +120,16 @@ NONNEG_FLOAT = float_range(0)
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--logdir", default="", help="run directory (default: $OPENAI_LOGDIR, else runs/<family>-<time>)")
+    parser.add_argument("--logdir", default="",
+                        help="run directory (default: $OPENAI_LOGDIR, else runs/<family>-<time>)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (each rank adds its rank)")
     parser.add_argument("--dist_timeout", type=POSITIVE_FLOAT, default=None,
-                        help="seconds a collective waits for a peer before failing (default $TRAINKIT_DIST_TIMEOUT or 1800)")
+                        help="seconds a collective waits for a peer before failing "
+                             "(default $TRAINKIT_DIST_TIMEOUT or 1800)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write every logged scalar (at its step) and the sample grids as TensorBoard "
+                             "event files in RUN_DIR/tb/, from rank 0 (also on when $OPENAI_LOG_FORMAT names "
+                             'tensorboard); needs pip install -e ".[tensorboard]"')
     return parser
 
 
@@ -259,9 +272,18 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
     returned as `Run.resume`. Any other entry point leaves `resume` None and names its `role`
     (samples, nll, interpolation...): it writes into `output_dir(run_dir, role)`.
 
+    With `args.tensorboard` (or tensorboard in $OPENAI_LOG_FORMAT) the logger also writes
+    TensorBoard event files to `RUN_DIR/tb/`; without the tensorboard package that is a UserError
+    raised before anything is written.
+
     Seeds are seed + rank so ranks draw different noise; models built after this differ between
     ranks until `dist.wrap_ddp` broadcasts rank 0's weights, so build EMA copies after wrapping.
     """
+    openai_formats = [f.strip() for f in os.environ.get("OPENAI_LOG_FORMAT", "").split(",")]
+    tensorboard = ("--tensorboard" if getattr(args, "tensorboard", False) else
+                   "tensorboard in $OPENAI_LOG_FORMAT" if "tensorboard" in openai_formats else "")
+    if tensorboard:  # before the process group and the run directory: a missing package writes nothing
+        require_tensorboard(tensorboard)
     dist.init(getattr(args, "dist_timeout", None))
     options = dict(vars(args))
     run_dir = resolve_logdir(family, logdir if logdir is not None else options.get("logdir", ""))
@@ -293,7 +315,7 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
     dist.barrier()
     seed_all(int(options.get("seed", 0) or 0) + dist.rank())
     install_signal_handlers()
-    logger = Logger(run_dir, stdout=stdout)
+    logger = Logger(run_dir, stdout=stdout, tensorboard=bool(tensorboard))
     logger.log(f"Logging to {run_dir} ({dist.launcher()}, {dist.world_size()} rank(s), device {dist.device()})")
     if run_dir != asked_dir:
         logger.log(f"{asked_dir} holds another run: writing into {run_dir} (none of that run's files are rewritten)")

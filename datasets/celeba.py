@@ -86,8 +86,10 @@ def items(source: Source, names, crop: int, size: int):
 def main(argv=None):
     p = tools.parser("CelebA -> OUT/{train,valid,test}/0_{index:05d}.png (crop 140, resize 64)", "data/celeba64")
     p.add_argument("archive", help="img_align_celeba.zip or the extracted img_align_celeba folder")
-    p.add_argument("--crop", type=int, default=140)
-    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--crop", type=run.POSITIVE_INT, default=140,
+                   help="side of the centre square cut from each image first")
+    p.add_argument("--size", type=run.POSITIVE_INT, default=64,
+                   help="output side: the crop is resized to SIZE x SIZE (BICUBIC)")
     p.add_argument("--partition", default="", help="list_eval_partition.txt (default: official number ranges)")
     args = p.parse_args(argv)
     if args.size < 1 or args.crop < 1:
@@ -105,7 +107,8 @@ def main(argv=None):
     written = []
     for split in SPLITS:
         if by_split[split]:
-            n = tools.write_split(args.out, split, items(source, by_split[split], args.crop, args.size))
+            n = tools.write_split(args.out, split, items(source, by_split[split], args.crop, args.size),
+                                  total=len(by_split[split]))
             written.append(split)
             print(f"{os.path.join(args.out, split)}: {n} images")
     tools.fid_statistics(args, written)

@@ -93,7 +93,8 @@ def main(argv=None):
         tools.check_new_split(args.out, split)
     batches = read_batches(args.archive)
     for split, names in (("train", TRAIN_BATCHES), ("test", TEST_BATCHES)):
-        n = tools.write_split(args.out, split, items(batches, names))
+        total = sum(len(batches[b]["labels"]) for b in names)
+        n = tools.write_split(args.out, split, items(batches, names), total=total)
         print(f"{os.path.join(args.out, split)}: {n} images")
     tools.fid_statistics(args, ["train", "test"])
 

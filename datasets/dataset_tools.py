@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 # `python datasets/x.py` puts datasets/ on sys.path, not the repository: add it for trainkit.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,12 +28,13 @@ from trainkit.errors import UserError  # noqa: E402
 
 def parser(description: str, default_out: str):
     p = run.ArgumentParser(description=description)
-    p.add_argument("--out", default=default_out, help="output folder (gets train/ and test/)")
+    p.add_argument("--out", default=default_out, help="output folder (gets one folder per split)")
     p.add_argument("--fid_stats", default="", help="comma-separated splits whose FID statistics to "
                    "write as OUT/fid_stats_<split>.npz, e.g. train")
-    p.add_argument("--dims", type=int, default=2048, help="Inception block for --fid_stats")
+    p.add_argument("--dims", type=int, choices=(64, 192, 768, 2048), default=2048,
+                   help="Inception block for --fid_stats")
     p.add_argument("--inception_weights", default="", help="local pytorch-fid weights file for --fid_stats")
-    p.add_argument("--batch-size", type=int, default=50, help="batch size for --fid_stats")
+    p.add_argument("--batch-size", type=run.POSITIVE_INT, default=50, help="batch size for --fid_stats")
     p.add_argument("--device", default=None, help="device for --fid_stats")
     return p
 
@@ -43,16 +45,32 @@ def check_new_split(out: str, split: str) -> None:
         raise UserError(f"{folder}: exists and is not empty; remove it or choose another --out")
 
 
-def write_split(out: str, split: str, items) -> int:
-    """Write (image: PIL.Image | uint8 H,W[,C] array, label: int) pairs as OUT/split/{label}_{index:05d}.png."""
+def progress(total, desc: str):
+    """The tqdm bar every export shows on stderr. On an error it clears itself, so that a
+    terminal shows just the one-line error."""
+    return _Progress(total=total, desc=desc, unit="img", file=sys.stderr)
+
+
+class _Progress(tqdm):
+    def __exit__(self, kind, value, traceback):
+        if kind is not None:
+            self.leave = False
+        return super().__exit__(kind, value, traceback)
+
+
+def write_split(out: str, split: str, items, total=None) -> int:
+    """Write (image: PIL.Image | uint8 H,W[,C] array, label: int) pairs as OUT/split/{label}_{index:05d}.png;
+    `total`, the number of pairs when known, is for the progress bar."""
     check_new_split(out, split)
     count = 0
-    with fileio.atomic_dir(os.path.join(out, split)) as tmp:
+    folder = os.path.join(out, split)
+    with fileio.atomic_dir(folder) as tmp, progress(total, f"writing {folder}") as bar:
         for index, (image, label) in enumerate(items):
             if not isinstance(image, Image.Image):
                 image = Image.fromarray(np.asarray(image, dtype=np.uint8))
             image.save(os.path.join(tmp, f"{int(label)}_{index:05d}.png"))
             count += 1
+            bar.update()
     return count
 
 

@@ -8,7 +8,6 @@ files on every machine. The folders are built under a temporary name and renamed
 so an interrupted export never looks complete; an existing complete export is left as it is.
 """
 
-import argparse
 import os
 import sys
 
@@ -19,7 +18,9 @@ from sklearn.datasets import load_digits
 # `python datasets/digits.py` puts datasets/ on sys.path, not the repository: add it for trainkit.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trainkit import fileio  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from trainkit import fileio, run  # noqa: E402
 from trainkit.errors import UserError  # noqa: E402
 
 
@@ -48,21 +49,24 @@ def export(out: str, size: int = 32, test_fraction: float = 0.2, seed: int = 0) 
     expected = {"train": len(train), "test": len(test)}
     if _complete(out, expected, size):
         return expected
-    with fileio.atomic_dir(out, replace=True) as tmp:
+    with fileio.atomic_dir(out, replace=True) as tmp, \
+            tqdm(total=len(images), desc=f"writing {out}", unit="img", file=sys.stderr) as bar:
         for split, idx in (("train", train), ("test", test)):
             os.makedirs(os.path.join(tmp, split))
             for i in idx:
                 img = Image.fromarray(images[i], mode="L").resize((size, size), resample=Image.BICUBIC)
                 img.save(os.path.join(tmp, split, f"{digits.target[i]}_{i:05d}.png"))
+                bar.update()
     return expected
 
 
+@run.main
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="data/digits")
-    p.add_argument("--size", type=int, default=32)
-    p.add_argument("--test_fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
+    p = run.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="data/digits", help="output folder (gets train/ and test/)")
+    p.add_argument("--size", type=int, default=32, help="output side, BICUBIC from the digits' 8 px (at least 8)")
+    p.add_argument("--test_fraction", type=float, default=0.2, help="share of the 1,797 images written to OUT/test")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     a = p.parse_args(argv)
     if a.size < 8:
         p.error(f"--size: {a.size} is smaller than the digits' 8 px")
@@ -70,10 +74,8 @@ def main(argv=None):
         p.error(f"--test_fraction: {a.test_fraction} is not between 0 and 1")
     try:
         counts = export(a.out, a.size, a.test_fraction, a.seed)
-    except UserError as e:
-        sys.exit(f"digits.py: error: {e}")
     except OSError as e:
-        sys.exit(f"digits.py: error: {a.out}: cannot write ({e.strerror or e})")
+        raise UserError(f"{a.out}: cannot write ({e.strerror or e})") from None
     print(f"{a.out}: {counts['train']} train, {counts['test']} test images at {a.size}x{a.size}")
 
 

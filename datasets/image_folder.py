@@ -43,9 +43,12 @@ def items(files, labels, size):
 def main(argv=None):
     p = tools.parser("folder tree of images -> OUT/{train,test}/{label}_{index:05d}.png", "data/images")
     p.add_argument("src", help="folder to search (recursively) for images")
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--labels", choices=["none", "subfolders"], default="none")
-    p.add_argument("--test_fraction", type=float, default=0.0)
+    p.add_argument("--size", type=run.POSITIVE_INT, default=64,
+                   help="output side: shorter side resized to SIZE, then a centre crop")
+    p.add_argument("--labels", choices=["none", "subfolders"], default="none", help="none: every label 0; "
+                   "subfolders: the index of the first-level subfolder, names in OUT/classes.txt")
+    p.add_argument("--test_fraction", type=run.float_range(0.0, 1.0, hi_open=True), default=0.0,
+                   help="seeded random share of the images written to OUT/test instead of OUT/train")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     args = p.parse_args(argv)
     if not os.path.isdir(args.src):
@@ -74,7 +77,8 @@ def main(argv=None):
     for split in splits:
         tools.check_new_split(args.out, split)
     for split, idx in splits.items():
-        n = tools.write_split(args.out, split, items([files[i] for i in idx], [labels[i] for i in idx], args.size))
+        n = tools.write_split(args.out, split, items([files[i] for i in idx], [labels[i] for i in idx], args.size),
+                              total=len(idx))
         print(f"{os.path.join(args.out, split)}: {n} images")
     if classes is not None:
         from trainkit.fileio import write_text

@@ -51,7 +51,7 @@ def items(images, labels, size):
 def convert(argv, name: str, default_out: str):
     p = tools.parser(f"{name} IDX files -> OUT/{{train,test}}/{{label}}_{{index:05d}}.png", default_out)
     p.add_argument("download_dir", help="folder holding the four *-ubyte.gz files")
-    p.add_argument("--size", type=int, default=28, help="output size (BICUBIC resize when not 28)")
+    p.add_argument("--size", type=run.POSITIVE_INT, default=28, help="output size (BICUBIC resize when not 28)")
     args = p.parse_args(argv)
     if args.size < 1:
         raise UserError(f"--size {args.size}: must be positive")
@@ -61,7 +61,7 @@ def convert(argv, name: str, default_out: str):
         tools.check_new_split(args.out, split)
     splits = {split: read_split(args.download_dir, split) for split in FILES}  # all checked before writing
     for split, (images, labels) in splits.items():
-        n = tools.write_split(args.out, split, items(images, labels, args.size))
+        n = tools.write_split(args.out, split, items(images, labels, args.size), total=len(images))
         print(f"{os.path.join(args.out, split)}: {n} images")
     tools.fid_statistics(args, list(FILES))
 

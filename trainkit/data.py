@@ -1,4 +1,4 @@
-"""Training data: image folders (openai's conventions) and sample npz files.
+"""Training data: image folders (openai's conventions), LMDB databases (DDGAN's) and sample npz files.
 
 Images are decoded once, when the dataset is loaded, into one uint8 N,C,H,W tensor. That is
 why a corrupt or truncated file is reported by name before the first step, rather than from a
@@ -17,6 +17,20 @@ numbered in sorted order; an image is halved with BOX filtering while its short 
 least twice the target, then resized with BICUBIC so the short side matches, then centre
 cropped.
 
+LMDB databases, as DDGAN reads them (datasets_prep/lmdb_datasets.py, CelebA-HQ) and as
+torchvision's LSUN class does: `--data_dir` may be a directory holding `train.lmdb`, an LMDB
+directory itself (`*.lmdb`, or any directory holding `data.mdb`, LSUN's `bedroom_train_lmdb`), or
+a single-file LMDB (`*.lmdb` / `*.mdb` file). Order: when the keys are exactly
+str(0).encode() .. str(N-1).encode() (DDGAN's layout) image i is key str(i); otherwise (LSUN's
+hashes) the keys' byte order, which is LMDB's cursor order. A value is an encoded image file
+(PNG, JPEG, WebP, ...: read by PIL) or raw uint8 RGB bytes of a square image, side
+sqrt(len / 3); either then goes through the folder path (mode conversion, resize, crop), so an
+LMDB written by datasets/lmdb_export.py from a folder decodes to the folder's bytes. LMDB data
+sets carry no labels. The `lmdb` package is optional (`pip install -e ".[lmdb]"`) and imported
+only when an LMDB is read.
+
+Decoding more than PROGRESS_MIN_IMAGES images shows a tqdm bar on stderr, on rank 0 only.
+
 `Batches` is an infinite, resumable iterator. Epoch e visits a permutation of all images drawn
 from (seed, e); each global batch is cut into one disjoint slice per rank; the position is just
 the number of batches taken, so `state_dict()` restores it exactly.
@@ -25,14 +39,17 @@ the number of batches taken, so `state_dict()` restores it exactly.
 import concurrent.futures
 import errno
 import hashlib
+import io
 import math
 import os
+import sys
 import tempfile
 
 import blobfile as bf
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from . import dist, fileio, npz
 from .errors import UserError
@@ -41,6 +58,8 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif")
 CACHE_ENV = "TRAINKIT_DATA_CACHE"  # folder of decoded-image files shared by a node's ranks
 CACHE_MB_ENV = "TRAINKIT_DATA_CACHE_MB"  # folders decoding to at least this many MB use it
 DEFAULT_CACHE_MB = 1024
+PROGRESS_MIN_IMAGES = 2000  # fewer decode in a few seconds: no progress bar
+LMDB_INSTALL = 'pip install -e ".[lmdb]"'
 
 
 def list_image_files(data_dir: str) -> list:
@@ -115,21 +134,29 @@ class ImageData:
 
 
 def load_dataset(data_dir: str, image_size: int, class_cond: bool = False, channels: int = 3) -> ImageData:
-    """An image folder or a samples .npz, decoded to `image_size` and `channels`."""
+    """An image folder, an LMDB database or a samples .npz, decoded to `image_size` and `channels`."""
     if image_size < 1:
         raise UserError(f"--image_size: {image_size} must be positive")
     _mode(channels)
     if str(data_dir).endswith(".npz"):
         return _load_npz(data_dir, image_size, class_cond, channels)
+    lmdb_at = find_lmdb(data_dir)
+    if lmdb_at is not None:
+        if class_cond:
+            raise UserError(f"{data_dir}: an LMDB data set has no labels; a class-conditional model needs an "
+                            "image folder or a samples .npz")
+        return _load_lmdb(lmdb_at, data_dir, image_size, channels)
     files = list_image_files(data_dir)
     if not files:
         raise UserError(f"{data_dir}: no images (.jpg, .jpeg, .png, .gif) in this folder")
     shape = (len(files), channels, image_size, image_size)
-    nbytes = math.prod(shape)
-    if nbytes >= _cache_threshold_bytes():
-        images = _shared_images(files, shape, nbytes)
-    else:
-        images = torch.from_numpy(_decode_into(np.empty(shape, np.uint8), files))
+
+    def identity():
+        for path in files:
+            st = bf.stat(path)
+            yield f"{path}\t{st.size}\t{st.mtime}"
+
+    images = _decoded(shape, lambda i: load_image(files[i], image_size, channels), identity, data_dir)
     labels, classes = (None, None)
     if class_cond:
         labels, classes = class_index(files)
@@ -137,16 +164,123 @@ def load_dataset(data_dir: str, image_size: int, class_cond: bool = False, chann
     return ImageData(images, labels, data_dir, classes)
 
 
-def _decode_into(out: np.ndarray, files: list) -> np.ndarray:
-    """Decode files[i] into out[i] (uint8 N,C,H,W) on a pool of threads (PIL releases the GIL)."""
-    _, channels, size, _ = out.shape
+def _decoded(shape: tuple, image, identity, source: str) -> torch.Tensor:
+    """uint8 N,C,H,W images, image(i) giving the i-th as H,W,C: in memory, or through the node's
+    cache file when they are large. identity() yields the lines that name the input in the cache."""
+    nbytes = math.prod(shape)
+    if nbytes >= _cache_threshold_bytes():
+        return _shared_images(shape, nbytes, image, identity, source)
+    return torch.from_numpy(_decode_into(np.empty(shape, np.uint8), image, source))
+
+
+def _decode_into(out: np.ndarray, image, source: str) -> np.ndarray:
+    """out[i] = image(i) (uint8 H,W,C -> C,H,W) on a pool of threads (PIL releases the GIL), with a
+    progress bar on rank 0 when there are more than PROGRESS_MIN_IMAGES."""
+    n = out.shape[0]
 
     def put(i):
-        out[i] = load_image(files[i], size, channels).transpose(2, 0, 1)
+        out[i] = image(i).transpose(2, 0, 1)
 
-    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        list(pool.map(put, range(len(files))))
+    show = dist.rank() == 0 and n > PROGRESS_MIN_IMAGES
+    with tqdm(total=n, desc=f"decoding {source}", unit="img", file=sys.stderr, disable=not show) as bar:
+        with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            for _ in pool.map(put, range(n)):
+                bar.update()
     return out
+
+
+def find_lmdb(data_dir) -> str:
+    """The LMDB that `data_dir` names (see the module's doc), or None when it names none."""
+    data_dir = str(data_dir)
+    if not data_dir or not fileio.is_local(data_dir):
+        return None
+    if os.path.isdir(data_dir):
+        for candidate in (data_dir, os.path.join(data_dir, "train.lmdb")):
+            if os.path.isfile(os.path.join(candidate, "data.mdb")):
+                return candidate
+        train = os.path.join(data_dir, "train.lmdb")
+        if os.path.exists(train):
+            return train  # a train.lmdb that is not one fails when opened, by name
+        return data_dir if data_dir.rstrip(os.sep).endswith(".lmdb") else None
+    if os.path.isfile(data_dir) and data_dir.endswith((".lmdb", ".mdb")):
+        return data_dir
+    return None
+
+
+def open_lmdb(path: str):
+    """(read-only environment, keys in image order) of the LMDB at `path`, or a UserError naming it."""
+    try:
+        import lmdb
+    except ImportError:
+        raise UserError(f"{path}: reading an LMDB needs the lmdb package: {LMDB_INSTALL}") from None
+    subdir = os.path.isdir(path)
+    if subdir and not os.path.isfile(os.path.join(path, "data.mdb")):
+        raise UserError(f"{path}: not an LMDB database (no data.mdb in this directory)")
+    try:
+        env = lmdb.open(path, subdir=subdir, readonly=True, lock=False, readahead=False, meminit=False)
+        with env.begin() as txn:
+            keys = [bytes(k) for k in txn.cursor().iternext(keys=True, values=False)]
+    except lmdb.Error as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        reason = reason[len(path) + 2:] if reason.startswith(f"{path}: ") else reason
+        raise UserError(f"{path}: not an LMDB database ({reason})") from None
+    if not keys:
+        env.close()
+        raise UserError(f"{path}: the LMDB database holds no images")
+    return env, lmdb_order(keys)
+
+
+def lmdb_order(keys: list) -> list:
+    """DDGAN's keys str(0) .. str(N-1) in index order; any other keys in byte order."""
+    text = [k.decode("ascii", "replace") for k in keys]
+    if all(t.isdigit() and t == str(int(t)) for t in text):
+        numbers = sorted(int(t) for t in text)
+        if numbers == list(range(len(keys))):
+            return [str(i).encode() for i in numbers]
+    return sorted(keys)
+
+
+_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+
+
+def lmdb_image(value: bytes, where: str, resolution: int, channels: int) -> np.ndarray:
+    """One LMDB value (encoded image, or raw RGB bytes of a square) as uint8 H,W,C at `resolution`."""
+    side = math.isqrt(len(value) // 3)
+    raw = len(value) > 0 and len(value) == 3 * side * side
+    image = None
+    if not raw or value.startswith(_SIGNATURES):
+        try:
+            image = Image.open(io.BytesIO(value))
+            image.load()
+        except Exception as e:  # as load_image: PIL raises many types for bad data
+            if not raw:
+                raise UserError(f"{where}: neither an encoded image nor raw RGB bytes of a square image "
+                                f"({len(value)} bytes; {type(e).__name__}: {e})") from None
+            image = None
+    if image is None:
+        image = Image.fromarray(np.frombuffer(value, np.uint8).reshape(side, side, 3), mode="RGB")
+    image = image.convert(_mode(channels))
+    arr = np.asarray(center_crop_resize(image, resolution))
+    return arr.reshape(resolution, resolution, channels)
+
+
+def _load_lmdb(path: str, data_dir: str, image_size: int, channels: int) -> ImageData:
+    env, keys = open_lmdb(path)
+    try:
+        def image(i):
+            with env.begin(buffers=False) as txn:  # one read transaction per thread
+                value = txn.get(keys[i])
+            return lmdb_image(value, f"{path}: key {keys[i].decode('ascii', 'replace')!r}", image_size, channels)
+
+        def identity():
+            data_file = os.path.join(path, "data.mdb") if os.path.isdir(path) else path
+            st = os.stat(data_file)
+            yield f"lmdb {os.path.abspath(data_file)}\t{st.st_size}\t{st.st_mtime}\t{len(keys)}"
+
+        images = _decoded((len(keys), channels, image_size, image_size), image, identity, data_dir)
+    finally:
+        env.close()
+    return ImageData(images, None, data_dir)
 
 
 def _cache_threshold_bytes() -> float:
@@ -158,17 +292,17 @@ def _cache_threshold_bytes() -> float:
     return mb * 2**20
 
 
-def _cache_file(files: list, shape: tuple) -> str:
-    """Where the decoded images of `files` at `shape` (N,C,H,W) are cached on this node."""
+def _cache_file(identity, shape: tuple) -> str:
+    """Where the decoded images of the input that `identity` lines name, at `shape` (N,C,H,W),
+    are cached on this node."""
     h = hashlib.sha256(f"trainkit-images v1 {shape}\n".encode())
-    for path in files:
-        st = bf.stat(path)
-        h.update(f"{path}\t{st.size}\t{st.mtime}\n".encode())
+    for line in identity:
+        h.update(f"{line}\n".encode())
     name = f"trainkit-images-{h.hexdigest()[:24]}-{'x'.join(map(str, shape))}.u8"
     return os.path.join(os.environ.get(CACHE_ENV) or tempfile.gettempdir(), name)
 
 
-def _write_cache(path: str, files: list, shape: tuple, nbytes: int) -> None:
+def _write_cache(path: str, shape: tuple, nbytes: int, image, source: str) -> None:
     with fileio.atomic_path(path) as tmp:
         with open(tmp, "r+b") as f:
             try:  # claim the space now: a memory map writing past a full disk dies of SIGBUS
@@ -178,19 +312,19 @@ def _write_cache(path: str, files: list, shape: tuple, nbytes: int) -> None:
                     raise
             f.truncate(nbytes)
         out = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=shape)
-        _decode_into(out, files)
+        _decode_into(out, image, source)
         out.flush()
         del out
 
 
-def _shared_images(files: list, shape: tuple, nbytes: int) -> torch.Tensor:
+def _shared_images(shape: tuple, nbytes: int, image, identity, source: str) -> torch.Tensor:
     """The images, decoded by local rank 0 into the node's cache file (unless a complete one is
     there) and mapped read-only by every rank. Collective: every rank raises the same error."""
-    path = _cache_file(files, shape)
+    path = _cache_file(identity(), shape)
     error = None
     if dist.local_rank() == 0 and not (os.path.isfile(path) and os.path.getsize(path) == nbytes):
         try:
-            _write_cache(path, files, shape, nbytes)
+            _write_cache(path, shape, nbytes, image, source)
         except UserError as e:
             error = str(e)
     errors = [e for e in dist.all_gather_object(error) if e]
@@ -220,7 +354,8 @@ def _load_npz(path, image_size, class_cond, channels):
         labels = torch.from_numpy(labels.astype(np.int64))
     else:
         labels = None
-    return ImageData(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous(), labels, path, classes)
+    images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+    return ImageData(images, labels, path, classes)
 
 
 def shard(n: int, rank=None, world=None) -> list:

@@ -70,7 +70,9 @@ def load(path):
     except OSError as e:  # the file is there but reading it failed: not a damaged checkpoint
         raise UserError(f"{path}: cannot read ({e.strerror or _reason(e)})") from None
     except pickle.UnpicklingError as e:
-        if "GLOBAL" in str(e):  # torch refused a pickle that names a function to call on load
+        # torch refused a pickle that names a function to call on load: "unsupported GLOBAL ..."
+        # since torch 2.4, "Unsupported class ..." before
+        if "GLOBAL" in str(e) or "Unsupported class" in str(e):
             raise Unreadable(f"{path}: refused: not a plain tensor checkpoint (loading it would run code)") from None
         raise Unreadable(f"{path}: not a readable checkpoint (not a torch file)") from None
     except Exception as e:  # the unpickler raises many types on garbage; all mean the same here

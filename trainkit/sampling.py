@@ -15,7 +15,8 @@ from . import dist, npz
 
 
 def sample_seed(seed: int, index: int) -> int:
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(1, np.uint64)[0] >> 1)
+    # shift the Python int: numpy 1.x turns np.uint64 >> int into float64 and refuses the shift
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index)]).generate_state(1, np.uint64)[0]) >> 1
 
 
 class PerSampleRandom:

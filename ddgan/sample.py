@@ -1,6 +1,16 @@
 """Sample a trained DDGAN to an openai-layout npz (the role of test_ddgan.py).
 
   python -m ddgan.sample --model_path RUN_DIR_OR_CHECKPOINT --num_samples 50000 --batch_size 200
+  python -m ddgan.sample --exp ddgan_cifar10_exp1 --epoch_id 50 --compute_fid --real_img_dir STATS ...
+
+test_ddgan.py's own flags work: --exp NAME --epoch_id N loads
+./saved_info/dd_gan/{--dataset}/{NAME}/netG_{N}.pth (an --exp folder of ddgan.train, or of the
+reference's train_ddgan.py, whose model flags must then be given); --compute_fid scores the
+samples against --real_img_dir: an image folder, a pytorch-fid statistics .npz or DDGAN's .npy
+statistics. With those flags and no --logdir (nor $OPENAI_LOGDIR), images also go where
+test_ddgan.py writes them: ./generated_samples/{dataset}/{i}.jpg with --compute_fid, else
+./samples_{dataset}.jpg (one batch); an existing non-empty folder or file is never written
+into: a fresh `-<time>` name is used. The FID itself is computed from the lossless npz.
 
 --model_path takes a run directory (its latest checkpoint), any file of one step
 (model000100.pt, ema_0.9999_000100.pt...), or a released netG_*.pth. Model flags are read from
@@ -12,38 +22,132 @@ npz is the same for any number of processes and any --batch_size.
 """
 
 
+import datetime
+import math
+import os
+import re
+
 import blobfile as bf
 import torch
+import tqdm
 
 from trainkit import checkpoint, dist, npz, run, sampling
 from trainkit.errors import UserError
+from trainkit.fileio import atomic_path
 
-from . import script_util
+from . import experiment, script_util
 
 FAMILY = "ddgan_sample"
 
 
 def create_parser():
-    p = run.ArgumentParser(description=__doc__.split("\n")[0])
+    p = run.ArgumentParser(description=__doc__)
     script_util.add_model_args(p, defaults=False)
     a = p.add_argument
-    a("--model_path", required=True, help="run directory, checkpoint file or netG_*.pth")
+    a("--model_path", default="", help="run directory, checkpoint file or netG_*.pth (or give --exp/--epoch_id)")
+    a("--exp", default=None, help="test_ddgan.py's experiment name: the folder ./saved_info/dd_gan/{dataset}/{exp}/")
+    a("--epoch_id", type=run.NONNEG_INT, default=None,
+      help="with --exp: sample netG_{epoch_id}.pth of that folder (test_ddgan.py's default: 1000)")
     a("--weights", default="auto", choices=["auto", "ema", "raw"],
       help="EMA or raw generator weights (auto: EMA when the checkpoint has it)")
-    a("--num_samples", type=int, default=50000)
-    a("--batch_size", type=int, default=200, help="sample generating batch size (per process)")
-    a("--fid_stats", default="", help="FID statistics npz (mu, sigma): compute the samples' FID against it "
-      "at the end (test_ddgan.py's --compute_fid), with its dimension choosing the Inception block")
+    a("--num_samples", type=run.POSITIVE_INT, default=50000, help="images to sample in all")
+    a("--batch_size", type=run.POSITIVE_INT, default=200, help="sample generating batch size (per process)")
+    a("--compute_fid", action="store_true", default=False,
+      help="test_ddgan.py's flag: FID of the samples against --real_img_dir")
+    a("--real_img_dir", default=None,
+      help="with --compute_fid: an image folder, a pytorch-fid statistics .npz or DDGAN's .npy statistics "
+           "(test_ddgan.py's default: ./pytorch_fid/cifar10_train_stat.npy)")
+    a("--fid_stats", default="", help="FID statistics (.npz, or DDGAN's .npy) to score the samples against "
+      "at the end; the same as --compute_fid --real_img_dir FILE")
     a("--inception_weights", default="", help="local pytorch-fid Inception weights file (offline machines)")
     run.add_run_args(p)
     return p
+
+
+REFERENCE_REAL = os.path.join("pytorch_fid", "cifar10_train_stat.npy")  # test_ddgan.py's --real_img_dir
+REFERENCE_EPOCH = 1000  # test_ddgan.py's --epoch_id
+
+
+def resolve_source(args):
+    """--model_path, or the netG file that --exp / --epoch_id name (one-line errors naming them)."""
+    if args.exp is None:
+        if args.epoch_id is not None:
+            raise UserError("--epoch_id needs --exp (the experiment whose netG_{epoch_id}.pth to sample)")
+        if not args.model_path:
+            raise UserError("give --model_path (a run directory or checkpoint), or --exp NAME --epoch_id N")
+        return args.model_path
+    if args.model_path:
+        raise UserError(f"--model_path {args.model_path} and --exp {args.exp} both name a model: give one")
+    dataset = args.dataset or "cifar10"
+    folder = experiment.folder(dataset, args.exp)
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder}: no such experiment folder (--exp {args.exp}, --dataset {dataset})")
+    epoch = REFERENCE_EPOCH if args.epoch_id is None else args.epoch_id
+    path = os.path.join(folder, f"netG_{epoch}.pth")
+    if not os.path.exists(path):
+        have = sorted((int(n[5:-4]) for n in os.listdir(folder) if re.fullmatch(r"netG_\d+\.pth", n)))
+        raise UserError(f"{path}: no such file (--epoch_id {epoch}); {folder} has "
+                        + (f"epochs {', '.join(map(str, have))}" if have else "no netG_*.pth"))
+    return path
+
+
+def fid_reference(args):
+    """The file or folder to score against, or None; checked before any sampling."""
+    if args.fid_stats and (args.compute_fid or args.real_img_dir):
+        raise UserError("--fid_stats and --compute_fid/--real_img_dir both ask for FID: give one")
+    if args.real_img_dir and not args.compute_fid:
+        raise UserError("--real_img_dir is used only with --compute_fid")
+    ref = args.fid_stats or ((args.real_img_dir or REFERENCE_REAL) if args.compute_fid else None)
+    if ref is None:
+        return None, None
+    from evaluations import fid  # only when asked: sampling itself needs no Inception network
+
+    kind = fid.input_kind(ref)
+    if args.fid_stats and kind != "stats":
+        raise UserError(f"{ref}: not FID statistics (needs keys mu and sigma); for an image folder use "
+                        "--compute_fid --real_img_dir")
+    return ref, (len(npz.read_stats(ref)[0]) if kind == "stats" else 2048)
+
+
+def reference_outputs_wanted(args) -> bool:
+    """test_ddgan.py's image outputs: with its flags, when no run directory was asked for."""
+    return (args.exp is not None or args.compute_fid) and not (args.logdir or os.environ.get("OPENAI_LOGDIR"))
+
+
+def _fresh(path: str) -> str:
+    """`path` itself when it is free (an empty folder counts as free), else `path-<time>`."""
+    if not os.path.exists(path) or (os.path.isdir(path) and not os.listdir(path)):
+        return path
+    root, ext = os.path.splitext(path) if not os.path.isdir(path) else (path, "")
+    return f"{root}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}{ext}"
+
+
+def write_reference_images(npz_path, dataset, batch_size, folder_of_images, logger):
+    """test_ddgan.py's files from the npz: one jpg per sample, or one grid of the first batch."""
+    from PIL import Image
+    from torchvision.utils import save_image
+
+    images, _ = npz.read_samples(npz_path)
+    if folder_of_images:
+        out = _fresh(os.path.join("generated_samples", dataset))
+        os.makedirs(out, exist_ok=True)
+        for i, img in enumerate(tqdm.tqdm(images, desc="jpg", disable=len(images) < 500)):
+            with atomic_path(os.path.join(out, f"{i}.jpg")) as tmp:
+                Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(tmp, format="JPEG")
+    else:
+        out = _fresh(f"samples_{dataset}.jpg")
+        batch = torch.from_numpy(images[:batch_size]).permute(0, 3, 1, 2).float() / 255
+        with atomic_path(out) as tmp:
+            save_image(batch, tmp, nrow=int(math.ceil(math.sqrt(len(batch)))), format="JPEG")
+    logger.log(f"wrote {out} (test_ddgan.py's layout)")
+    return out
 
 
 def model_options(args):
     """Reference defaults < the run's options.json < flags given on the command line."""
     defaults = vars(script_util.add_model_args(run.ArgumentParser()).parse_args([]))
     saved = {}
-    path = args.model_path.rstrip("/")
+    path = args.model_path.rstrip("/")  # main_sample has resolved --exp / --epoch_id into it
     directory = path if bf.isdir(path) else bf.dirname(path)
     if bf.exists(bf.join(directory, "options.json")):
         saved = run.load_options(directory)
@@ -78,14 +182,12 @@ def load_generator(args, o, device):
 
 @torch.no_grad()
 def main_sample(args):
-    if args.num_samples < 1:
-        raise UserError(f"--num_samples {args.num_samples} must be positive")
-    if args.batch_size < 1:
-        raise UserError(f"--batch_size {args.batch_size} must be positive")
+    args.model_path = resolve_source(args)
     checkpoint.resolve(args.model_path)  # a missing path is the first thing to report
-    fid_dims = len(npz.read_stats(args.fid_stats)[0]) if args.fid_stats else None  # fail before sampling
+    reference, fid_dims = fid_reference(args)  # a bad reference fails before sampling
     o = model_options(args)
     script_util.check_model_options(o)
+    reference_images = reference_outputs_wanted(args)
     r = run.setup(FAMILY, args)  # a --logdir holding a run (the training one, say): a fresh subfolder
     device = dist.device()
     generator, path = load_generator(args, o, device)
@@ -102,14 +204,18 @@ def main_sample(args):
     out = sampling.sample_to_npz(sample_fn, args.num_samples, args.batch_size, args.seed, r.dir,
                                  device=device)
     r.logger.log(f"wrote {out}")
-    if args.fid_stats:
-        from evaluations import fid  # only when asked: sampling itself needs no Inception network
+    if reference_images and dist.is_main():
+        write_reference_images(out, o["dataset"], args.batch_size, args.compute_fid, r.logger)
+    if reference is not None:
+        from evaluations import fid
 
-        value = fid.fid_of_paths(out, args.fid_stats, dims=fid_dims, weights=args.inception_weights or None)
+        value = fid.fid_of_paths(out, reference, dims=fid_dims, weights=args.inception_weights or None)
         r.logger.logkv("fid", value)
         r.logger.logkv("fid_dims", fid_dims)
         r.logger.dumpkvs()
-        r.logger.log(f"FID: {value:.6f} against {args.fid_stats}")
+        r.logger.log(f"FID: {value:.6f} against {reference}")
+        if dist.is_main():
+            print(f"FID = {value}", flush=True)  # test_ddgan.py's line
     r.logger.close()
     return out
 

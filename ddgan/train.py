@@ -6,50 +6,69 @@ Flags are train_ddgan.py's (same names and defaults) plus --data_dir, --grad_acc
 uses for one optimizer step; --grad_accum K cuts it into K micro-batches whose gradients are
 averaged, so K only trades memory for time. The loop is trainkit.loop.
 
+The reference's command lines run unchanged: --num_process_per_node N (and --num_proc_node,
+--node_rank, --master_address) starts N ranks through torch's elastic launcher
+(trainkit.elastic), and --exp NAME without --logdir (or $OPENAI_LOGDIR) trains in ./saved_info/dd_gan/{dataset}/{exp}/
+with the reference's netG_{epoch}.pth, content.pth and PNGs beside our checkpoints
+(ddgan.experiment); --exp NAME --resume continues it.
+
 The step itself (D and G updates, lazy R1, EMA, cosine lr) is ddgan/trainer.py.
 """
 
-from trainkit import data, dist, loop, precision, run
+import os
+
+from trainkit import data, dist, elastic, loop, precision, run
 from trainkit.errors import UserError
 
-from . import script_util
+from . import experiment, script_util
 from .trainer import Trainer
 
 FAMILY = "ddgan"
 
 
 def create_parser():
-    p = run.ArgumentParser(description=__doc__.split("\n")[0])
+    p = run.ArgumentParser(description=__doc__)
     script_util.add_model_args(p)
     a = p.add_argument
-    a("--data_dir", default="", help="image folder or samples .npz")
-    a("--exp", default="experiment_cifar_default", help="name of experiment (recorded)")
-    a("--batch_size", type=int, default=128, help="images per process per optimizer step")
-    a("--grad_accum", type=int, default=1, help="micro-batches per step (must divide batch_size)")
-    a("--num_epoch", type=int, default=1200)
-    a("--lr_g", type=float, default=1.5e-4)
-    a("--lr_d", type=float, default=1e-4)
-    a("--beta1", type=float, default=0.5)
-    a("--beta2", type=float, default=0.9)
-    a("--no_lr_decay", action="store_true", default=False)
-    a("--use_ema", action="store_true", default=False)
-    a("--ema_decay", type=float, default=0.9999)
-    a("--r1_gamma", type=float, default=0.05)
-    a("--lazy_reg", type=int, default=None, help="apply R1 every N steps (default: every step)")
+    a("--data_dir", default="", help="training data: an image folder, a samples .npz or an LMDB")
+    a("--exp", default=None,
+      help="experiment name: without --logdir (or $OPENAI_LOGDIR) the run lives in "
+           "./saved_info/dd_gan/{dataset}/{exp}/ with the reference's netG_{epoch}.pth, content.pth and "
+           "per-epoch PNGs (reference default "
+           "experiment_cifar_default; left out: runs/ddgan-<time>)")
+    a("--batch_size", type=run.POSITIVE_INT, default=128, help="images per process per optimizer step")
+    a("--grad_accum", type=run.POSITIVE_INT, default=1,
+      help="micro-batches per step (must divide batch_size); trades memory for time, same gradients")
+    a("--num_epoch", type=run.POSITIVE_INT, default=1200,
+      help="epochs 0..num_epoch are trained, as the reference; also the cosine lr period")
+    a("--lr_g", type=run.POSITIVE_FLOAT, default=1.5e-4, help="generator Adam learning rate")
+    a("--lr_d", type=run.POSITIVE_FLOAT, default=1e-4, help="discriminator Adam learning rate")
+    a("--beta1", type=run.float_range(0, 1, hi_open=True), default=0.5, help="Adam beta1 (both networks)")
+    a("--beta2", type=run.float_range(0, 1, hi_open=True), default=0.9, help="Adam beta2 (both networks)")
+    a("--no_lr_decay", action="store_true", default=False,
+      help="keep the learning rates constant (default: cosine to 1e-5 over num_epoch epochs)")
+    a("--use_ema", action="store_true", default=False, help="keep an EMA of the generator (used for sampling)")
+    a("--ema_decay", type=run.float_range(0, 1, hi_open=True), default=0.9999, help="EMA decay per step")
+    a("--r1_gamma", type=run.NONNEG_FLOAT, default=0.05, help="R1 penalty weight on real pairs (0: off)")
+    a("--lazy_reg", type=run.POSITIVE_INT, default=None,
+      help="apply R1 every N steps (left out: every step)")
     a("--save_content", action="store_true", default=False,
-      help="also checkpoint every --save_content_every epochs")
-    a("--save_content_every", type=int, default=50)
-    a("--save_ckpt_every", type=int, default=25, help="checkpoint every N epochs")
+      help="also write content.pth every --save_content_every epochs (with --exp) and checkpoint then")
+    a("--save_content_every", type=run.POSITIVE_INT, default=50, help="epochs between content.pth writes")
+    a("--save_ckpt_every", type=run.POSITIVE_INT, default=25,
+      help="checkpoint (and, with --exp, netG_{epoch}.pth) every N epochs")
     a("--random_flip", type=run.str2bool, default=True,
       help="horizontal flips, as the reference's data transforms (false for digits)")
-    a("--precision", default="fp32", choices=precision.MODES)
+    a("--precision", default="fp32", choices=precision.MODES,
+      help="fp32, or autocast to fp16 (with a loss scaler) or bf16")
     a("--resume_checkpoint", "--resume", dest="resume_checkpoint", nargs="?", const="auto", default="",
       help="continue: auto (or a bare --resume, the reference's spelling) = the newest checkpoint of "
-           "--logdir (a fresh start when it has none), or a run dir / checkpoint file")
-    a("--max_steps", type=int, default=0, help="stop (with a checkpoint) after this many steps")
-    a("--save_interval", type=int, default=0,
+           "--logdir or of the --exp folder (a fresh start when it has none), or a run dir / checkpoint file")
+    a("--max_steps", type=run.NONNEG_INT, default=0, help="stop (with a checkpoint) after this many steps (0: off)")
+    a("--save_interval", type=run.NONNEG_INT, default=0,
       help="also checkpoint every N steps (0: only at the epochs above)")
-    a("--log_interval", type=int, default=100)
+    a("--log_interval", type=run.POSITIVE_INT, default=100, help="steps between log rows")
+    elastic.add_args(p)
     run.add_run_args(p)
     p.set_defaults(seed=1024)  # the reference's default seed
     return p
@@ -82,15 +101,29 @@ def check_options(o):
         raise UserError(f"--ema_decay {o['ema_decay']} is outside [0, 1)")
 
 
+def prepare(o):
+    """The checks that need no process group, and the --exp folder (or None): run by a plain
+    process before it spawns ranks, so a bad flag is one line from one process, and by each rank."""
+    check_options(o)
+    elastic.check_agreement(o)
+    if o["exp"] is None or o["logdir"] or os.environ.get("OPENAI_LOGDIR"):
+        return None
+    exp_dir = experiment.folder(o["dataset"], o["exp"])
+    experiment.check_folder(exp_dir)  # every rank sees the same files and refuses alike
+    return exp_dir
+
+
 def train(args):
     o = vars(args)
-    check_options(o)
-    r = run.setup(FAMILY, args, resume=o["resume_checkpoint"])
+    exp_dir = prepare(o)
+    r = run.setup(FAMILY, args, logdir=exp_dir, resume=o["resume_checkpoint"])
     dataset = data.load_dataset(o["data_dir"], o["image_size"], channels=o["num_channels"])
     batches = data.Batches(dataset, o["batch_size"], seed=o["seed"], random_flip=o["random_flip"])
     generator = script_util.build_generator(o)
     discriminator = script_util.build_discriminator(o)
     trainer = Trainer(o, generator, discriminator, script_util.build_diffusion(o), dist.device())
+    if exp_dir is not None:
+        trainer.files = experiment.ExperimentFiles(o, r.logger)
     n_g = sum(p.numel() for p in generator.parameters())
     n_d = sum(p.numel() for p in discriminator.parameters())
     r.logger.log(f"generator {n_g:,} parameters, {type(discriminator).__name__} {n_d:,}; "
@@ -111,7 +144,14 @@ def train(args):
 
 @run.main
 def main():
-    train(create_parser().parse_args())
+    args = create_parser().parse_args()
+    if elastic.wants_spawn(vars(args)):
+        prepare(vars(args))  # a bad flag fails here, before any rank starts
+        code = elastic.spawn(vars(args), "ddgan.train")
+        if code:
+            raise SystemExit(code)
+        return
+    train(args)
 
 
 if __name__ == "__main__":

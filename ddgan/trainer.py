@@ -77,6 +77,8 @@ class Trainer(loop.Task):
         self.ema = ema.EMA(self.g_raw, [o["ema_decay"]]) if o["use_ema"] else None
         self.updates = 0  # optimizer steps done
         self.epoch = 0
+        self.files = None  # ddgan.experiment.ExperimentFiles in an --exp folder
+        self.last_x_pos = None  # the last G step's posterior samples (the reference's xpos image)
 
     def r1_due(self):
         lazy = self.o["lazy_reg"]
@@ -124,6 +126,7 @@ class Trainer(loop.Task):
         self.opt_g.zero_grad(set_to_none=True)
         rnd = draw_step_noise(x, diff.num_timesteps, o["nz"])
         err_total = 0.0
+        x_pos_parts = []
         for i, xb in enumerate(x.chunk(k)):
             r = _micro(rnd, i, k)
             with dist.ddp_sync(self.G, i == k - 1):
@@ -136,6 +139,8 @@ class Trainer(loop.Task):
                     err = F.softplus(-self.d_raw(x_pos, r["t"], x_tp1).view(-1)).mean()
                 self.prec_g.backward(err / k)
             err_total += err.detach().float() / k
+            x_pos_parts.append(x_pos.detach())
+        self.last_x_pos = torch.cat(x_pos_parts)
         self.prec_g.step(self.opt_g)
         for p in self.d_raw.parameters():
             p.requires_grad_(True)
@@ -161,6 +166,10 @@ class Trainer(loop.Task):
         set_lr(self.opt_d, cosine_lr(self.o["lr_d"], epoch, self.o["num_epoch"], decay))
         self.updates, self.epoch = step, epoch
         return self.update(batch[0].to(self.device))
+
+    def epoch_end(self, run_dir, epoch, step):
+        if self.files is not None:
+            self.files.epoch_end(self, run_dir, epoch, step)
 
     def log_extras(self):
         return {"epoch": self.epoch, "lr_g": self.opt_g.param_groups[0]["lr"]}

@@ -43,13 +43,16 @@ def list_images(folder: str) -> list:
 
 
 def input_kind(path: str) -> str:
-    """'folder', 'samples' or 'stats'; UserError for anything else."""
+    """'folder', 'samples' or 'stats' (a pytorch-fid npz or DDGAN's .npy); UserError for anything else."""
     if not os.path.exists(path):
         raise UserError(f"{path}: no such file or directory")
     if os.path.isdir(path):
         return "folder"
+    if path.endswith(".npy"):
+        npz.read_stats(path)  # DDGAN's statistics dict, or a one-line error naming the file
+        return "stats"
     if not path.endswith(".npz"):
-        raise UserError(f"{path}: not an image folder or an .npz file")
+        raise UserError(f"{path}: not an image folder, an .npz file or DDGAN's .npy statistics")
     return "stats" if npz.is_stats(path) else "samples"
 
 

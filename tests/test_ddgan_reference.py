@@ -115,3 +115,36 @@ def test_discriminators_equal_reference(reference, ours_cls, ref_name, size):
     with torch.no_grad():
         a, b = ref(x, t, y), ours(x, t, y)
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-4 * a.abs().max().item())
+
+
+def test_netG_of_an_exp_folder_loads_into_the_reference(reference, tmp_path):
+    """`ddgan.train --exp` writes netG_{epoch}.pth as train_ddgan.py does: test_ddgan.py's loading
+    (strip `module.`, strict load into its NCSNpp) takes it."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    import helpers
+
+    RefG, _ = reference
+    (tmp_path / "data").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "data" / f"{i}.png")
+    a = options()
+    flags = ["--dataset", "cifar10", "--exp", "e", "--data_dir", tmp_path / "data", "--batch_size", 8,
+             "--num_epoch", 1, "--max_steps", 1, "--use_ema", "--image_size", 16, "--num_channels_dae", 16, "--n_mlp", 2,
+             "--ch_mult", "1,2,2", "--num_res_blocks", 1, "--attn_resolutions", 8, "--nz", 8,
+             "--z_emb_dim", 16, "--t_emb_dim", 16, "--ngf", 4]
+    proc = helpers.py("ddgan.train", *flags, cwd=tmp_path)
+    assert proc.returncode == 0, helpers.describe(proc)
+    exp = tmp_path / "saved_info" / "dd_gan" / "cifar10" / "e"
+    assert json.loads((exp / "options.json").read_text())["use_ema"] is True
+    ckpt = torch.load(exp / "netG_0.pth", map_location="cpu")
+    for key in list(ckpt):  # test_ddgan.py's loop
+        ckpt[key[7:]] = ckpt.pop(key)
+    RefG(a).load_state_dict(ckpt, strict=True)
+    # with --use_ema the file holds the EMA weights, as the reference swaps them in to save
+    ema = torch.load(exp / "ema_0.9999_000001.pt", map_location="cpu")
+    assert all(torch.equal(ema[k], v) for k, v in ckpt.items())

@@ -163,7 +163,7 @@ def bad_case(name, tmp, folders):
         return [str(tmp / "corrupt"), a], "1.png: cannot read image"
     if name == "not_npz":
         (tmp / "notes.txt").write_text("hi")
-        return [str(tmp / "notes.txt"), a], "notes.txt: not an image folder or an .npz file"
+        return [str(tmp / "notes.txt"), a], "notes.txt: not an image folder, an .npz file or DDGAN's .npy statistics"
     if name == "wrong_npz_keys":
         np.savez(tmp / "keys.npz", images=np.zeros((2, 4, 4, 3), np.uint8))
         return [str(tmp / "keys.npz"), a], "keys.npz: no arr_0"

@@ -16,8 +16,10 @@ What a family implements (subclass `Task`):
   directory written by openai's code: weights only).
 - `modules()`: the networks whose parameters every rank must hold identically.
 - `sample_weights(step)`: the prefix a sampler should use (recorded in every state file).
-- optional `log_extras()` (keys added to a log row) and `artefacts(run_dir, step)` (files
-  written beside a checkpoint, e.g. gans' grid PNG; called on every rank, rank 0 writes).
+- optional `log_extras()` (keys added to a log row), `artefacts(run_dir, step)` (files
+  written beside a checkpoint, e.g. gans' grid PNG; called on every rank, rank 0 writes) and
+  `epoch_end(run_dir, epoch, step)` (after the last step of each data epoch, before that epoch's
+  checkpoint, on every rank: e.g. DDGAN's per-epoch sample images).
 
 What the loop guarantees:
 
@@ -110,6 +112,9 @@ class Task:
         return {}
 
     def artefacts(self, run_dir: str, step: int) -> None:
+        pass
+
+    def epoch_end(self, run_dir: str, epoch: int, step: int) -> None:
         pass
 
 
@@ -285,6 +290,8 @@ class Loop:
             self.step += 1
             self._steps_since_vote += 1
             self.stats.add(stats, self.step)
+            if self.batches.epoch != epoch:
+                self.task.epoch_end(self.run.dir, epoch, self.step)
             last = self.total is not None and self.step >= self.total
             log_due = self.step % self.log_interval == 0 or last
             save_due = (bool(self.save_interval) and self.step % self.save_interval == 0) or last or (

@@ -2,7 +2,8 @@
 
 Samples (openai layout): `samples_{N}x{H}x{W}x{C}.npz` with `arr_0` uint8 N,H,W,C and, for
 class-conditional models, `arr_1` int64 labels. FID statistics (pytorch-fid layout): `mu`
-float64 (d,) and `sigma` float64 (d, d). Readers validate and name the file on any mismatch;
+float64 (d,) and `sigma` float64 (d, d); DDGAN's `.npy` statistics (a pickled dict of the same
+two arrays) are read too. Readers validate and name the file on any mismatch;
 writers go through a temporary file so a reader never sees half a file.
 """
 
@@ -99,8 +100,28 @@ def write_stats(path: str, mu: np.ndarray, sigma: np.ndarray) -> None:
     _save(path, {"mu": mu, "sigma": sigma})
 
 
+def _read_npy_stats(path: str) -> dict:
+    """DDGAN's statistics file: np.save of a dict {'mu': ..., 'sigma': ...} (a pickled object
+    array; the repo's pytorch_fid reads it with np.load(allow_pickle=True).item()). Loading it
+    runs pickle: read only statistics files you trust."""
+    if not bf.exists(path):
+        raise UserError(f"{path}: no such file")
+    try:
+        with bf.BlobFile(path, "rb") as f:
+            arr = np.load(io.BytesIO(f.read()), allow_pickle=True)
+        content = arr.item() if arr.dtype == object and arr.shape == () else None
+    except (ValueError, OSError, EOFError, TypeError, AttributeError, ImportError) as e:
+        raise UserError(f"{path}: not DDGAN FID statistics (a .npy holding a dict of mu and sigma): "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if not isinstance(content, dict) or "mu" not in content or "sigma" not in content:
+        what = sorted(content) if isinstance(content, dict) else f"an array of shape {arr.shape}"
+        raise UserError(f"{path}: not DDGAN FID statistics (a .npy holding a dict of mu and sigma; found {what})")
+    return {"mu": np.asarray(content["mu"]), "sigma": np.asarray(content["sigma"])}
+
+
 def read_stats(path: str):
-    z = _open(path)
+    """(mu, sigma) float64 from a pytorch-fid statistics npz or DDGAN's .npy dict."""
+    z = _read_npy_stats(path) if str(path).endswith(".npy") else _open(path)
     if "mu" not in z or "sigma" not in z:
         raise UserError(f"{path}: not FID statistics (needs keys mu and sigma; found {sorted(z)})")
     mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)

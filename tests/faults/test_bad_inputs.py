@@ -91,6 +91,11 @@ def inputs(digits, tmp_path_factory):
     (root / "text.npz").write_text("not an npz")
     (root / "text.pt").write_text("not a checkpoint")
     (root / "file").write_text("a file where a directory should go")
+    np.save(root / "array.npy", np.zeros(3))  # a .npy that is not DDGAN's statistics dict
+    (root / "notlmdb").mkdir()
+    (root / "notlmdb" / "data.mdb").write_bytes(b"garbage, not an LMDB" * 100)
+    (root / "emptylmdb").mkdir()
+    (root / "emptylmdb" / "train.lmdb").write_bytes(b"")
     evil = root / "evil"
     evil.mkdir()
     torch.save({"model": Payload(str(root / "PWNED"))}, evil / "model000001.pt")
@@ -122,6 +127,8 @@ CASES = [
     ("gans-npz-wrong-dtype", "gans.train", T("gans", "{root}/dtype.npz"), ["dtype.npz", "uint8"]),
     ("ddgan-npz-wrong-shape", "ddgan.train", T("ddgan", "{root}/shape.npz"), ["shape.npz", "N,H,W,C"]),
     ("ddgan-npz-not-an-npz", "ddgan.train", T("ddgan", "{root}/text.npz"), ["text.npz", "not a readable npz"]),
+    ("ddgan-lmdb-not-an-lmdb", "ddgan.train", T("ddgan", "{root}/notlmdb"), ["{root}/notlmdb", "not an LMDB database"]),
+    ("id-train-lmdb-empty-file", "improved_diffusion.train", T("improved_diffusion", "{root}/emptylmdb"), ["train.lmdb", "not an LMDB database"]),
     # flags
     ("id-flag-wrong-type", "improved_diffusion.train", T("improved_diffusion", "{good}", "--batch_size", "many"), ["--batch_size", "many"]),
     ("id-flag-out-of-range", "improved_diffusion.train", T("improved_diffusion", "{good}", "--batch_size", "0"), ["--batch_size", "0"]),
@@ -144,6 +151,9 @@ CASES = [
     ("gans-resume-missing", "gans.train", T("gans", "{good}", "--resume_checkpoint", "{root}/nothing"), ["{root}/nothing", "no such checkpoint"]),
     ("gans-new-run-over-checkpoints", "gans.train", T("gans", "{good}", "--logdir", "{run_gans}"), ["{run_gans}", "already holds checkpoints"]),
     ("id-new-run-over-checkpoints", "improved_diffusion.train", T("improved_diffusion", "{good}", "--logdir", "{run_improved_diffusion}"), ["already holds checkpoints"]),
+    ("ddgan-sample-no-such-exp", "ddgan.sample", ["--exp", "no_such_experiment", "--epoch_id", "5", "--logdir", "{out}"], ["no_such_experiment", "no such experiment folder"]),
+    ("ddgan-sample-npy-not-stats", "ddgan.sample", [*faultlib.flag_file_argv(helpers.ROOT / "flags/ddgan/digits16.sh", "SAMPLE"), "--model_path", "{run_ddgan}",
+                                                    "--compute_fid", "--real_img_dir", "{root}/array.npy", "--logdir", "{out}"], ["array.npy", "not DDGAN FID statistics"]),
     # run directories
     ("ddgan-logdir-under-a-file", "ddgan.train", T("ddgan", "{good}", "--logdir", "{root}/file/run"), ["{root}/file/run", "cannot create the run directory"]),
     # evaluations

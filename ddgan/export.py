@@ -21,9 +21,12 @@ from .script_util import strip_module_prefix
 
 def create_parser():
     p = run.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model_path", required=True, help="run directory or checkpoint file")
-    p.add_argument("--out", required=True, help="output .pth file")
-    p.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"])
+    p.add_argument("--model_path", required=True,
+                   help="a ddgan.train run directory (its newest step) or a checkpoint file of one step")
+    p.add_argument("--out", required=True,
+                   help="the netG_<epoch>.pth to write (must not exist); keys prefixed module. as the reference's")
+    p.add_argument("--weights", default="auto", choices=["auto", "ema", "raw"],
+                   help="EMA or raw generator weights (auto: EMA when the step has it, as the reference's --use_ema)")
     return p
 
 

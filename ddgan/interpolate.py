@@ -19,7 +19,6 @@ flags come from the run's options.json, as for ddgan.sample.
 import torch
 
 from trainkit import checkpoint, dist, npz, run, sampling
-from trainkit.errors import UserError
 from trainkit.interpolation import interpolation_row, output_paths, parse_seeds, write_grid_and_npz
 
 from . import script_util
@@ -36,9 +35,11 @@ def create_parser():
     a("--model_path", required=True, help="run directory, checkpoint file or netG_*.pth")
     a("--weights", default="auto", choices=["auto", "ema", "raw"],
       help="EMA or raw generator weights (auto: EMA when the checkpoint has it)")
-    a("--seeds", default="0,1", help="comma list of at least two seeds")
-    a("--num_steps", type=int, default=8, help="images per row, both ends included")
-    a("--method", default="slerp", choices=("lerp", "slerp", "both"))
+    a("--seeds", default="0,1",
+      help="comma list of at least two seeds; seed s stands for every draw of ddgan.sample --seed s's sample 0")
+    a("--num_steps", type=run.int_range(2), default=8, help="images per row, both ends included (>= 2)")
+    a("--method", default="slerp", choices=("lerp", "slerp", "both"),
+      help="lerp: the straight line; slerp: the great circle (keeps a Gaussian draw's norm); both: one row of each")
     a("--mode", default="both", choices=MODES + ("both",),
       help="x_T: interpolate the starting noise, z fixed; z: interpolate every step's latent, x_T fixed; both")
     a("--out", default="", help="PNG path (default <logdir>/interpolation.png); the npz goes beside it")
@@ -99,8 +100,6 @@ class Replay:
 def main():
     args = create_parser().parse_args()
     seeds = parse_seeds(args.seeds)
-    if args.num_steps < 2:
-        raise UserError(f"--num_steps {args.num_steps}: need at least 2 (the two ends)")
     if args.out:
         output_paths(args.out, "", "")
     checkpoint.resolve(args.model_path)  # a missing path is the first thing to report

@@ -9,7 +9,7 @@ a string); here they are lists of integers ("16", "16 8" or "16,8").
 
 import argparse
 
-from trainkit import checkpoint
+from trainkit import checkpoint, run
 from trainkit.errors import UserError
 
 from .diffusion import Diffusion
@@ -21,7 +21,12 @@ LARGE_D_DATASETS = ("lsun", "celeba_256")
 
 
 class IntList(argparse.Action):
-    """nargs='+' integers; each word may itself be a comma list: `16 8` == `16,8`."""
+    """nargs='+' integers; each word may itself be a comma list: `16 8` == `16,8`. With `minimum`
+    (add_argument(..., minimum=1)) a smaller entry is refused at parse time, naming the flag."""
+
+    def __init__(self, *args, minimum=None, **kwargs):
+        self.minimum = minimum
+        super().__init__(*args, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
         out = []
@@ -32,48 +37,85 @@ class IntList(argparse.Action):
                         out.append(int(part))
                     except ValueError:
                         parser.error(f"argument {option_string}: {part!r} is not an integer")
+                    if self.minimum is not None and out[-1] < self.minimum:
+                        parser.error(f"argument {option_string}: {part.strip()} is out of range: "
+                                     f"must be >= {self.minimum}")
         setattr(namespace, self.dest, out)
+
+
+_UNIT_INTERVAL = run.float_range(0, 1, hi_open=True)
+
+# (flag, add_argument keywords, help). The names, defaults and the store_false quirks are
+# train_ddgan.py's; the help says what each changes (the reference's own lines are terse).
+_MODEL_ARGS = [
+    ("--image_size", dict(type=run.POSITIVE_INT, default=32), "image height and width in pixels"),
+    ("--num_channels", dict(type=run.POSITIVE_INT, default=3), "image channels (3: RGB, 1: grey)"),
+    ("--centered", dict(action="store_false", default=True),
+     "data in [-1, 1] (default); passing the flag means data in [0, 1] (the reference's store_false)"),
+    ("--use_geometric", dict(action="store_true", default=False),
+     "geometric variances beta_min (beta_max / beta_min)^t instead of the VP SDE's"),
+    ("--beta_min", dict(type=run.POSITIVE_FLOAT, default=0.1), "beta(t) at t = 0 of the VP noise schedule (> 0)"),
+    ("--beta_max", dict(type=run.POSITIVE_FLOAT, default=20.0),
+     "beta(t) at t = 1 of the VP noise schedule (>= --beta_min)"),
+    ("--num_channels_dae", dict(type=run.POSITIVE_INT, default=128),
+     "base channels of the NCSN++ generator; level i has num_channels_dae x ch_mult[i]"),
+    ("--n_mlp", dict(type=run.NONNEG_INT, default=3), "hidden layers of the mapping network from z to its embedding"),
+    ("--ch_mult", dict(nargs="+", action=IntList, minimum=1, default=None),
+     "channel multipliers, one per resolution level, e.g. 1 2 2 2 (required: the reference has no default)"),
+    ("--num_res_blocks", dict(type=run.POSITIVE_INT, default=2), "residual blocks per resolution level"),
+    ("--attn_resolutions", dict(nargs="+", action=IntList, minimum=1, default=[16]),
+     "feature-map sizes in pixels that get self-attention, e.g. 16 or 16,8 (the reference takes them untyped)"),
+    ("--dropout", dict(type=_UNIT_INTERVAL, default=0.0), "dropout probability in the residual blocks, in [0, 1)"),
+    ("--resamp_with_conv", dict(action="store_false", default=True),
+     "up/downsampling with a convolution; passing the flag turns it off (the reference's store_false)"),
+    ("--conditional", dict(action="store_false", default=True),
+     "the generator sees the timestep; passing the flag turns it off (the reference's store_false)"),
+    ("--fir", dict(action="store_false", default=True),
+     "FIR filtering in up/downsampling; passing the flag turns it off (the reference's store_false)"),
+    ("--fir_kernel", dict(nargs="+", action=IntList, default=[1, 3, 3, 1]),
+     "taps of the FIR resampling filter, e.g. 1 3 3 1 (the reference takes them untyped)"),
+    ("--skip_rescale", dict(action="store_false", default=True),
+     "residual and skip sums are divided by sqrt(2); passing the flag turns it off (the reference's store_false)"),
+    ("--resblock_type", dict(default="biggan", choices=["biggan", "ddpm", "biggan_oneadagn"]),
+     "residual block: biggan (resamples inside the block), ddpm, or biggan_oneadagn"),
+    ("--progressive", dict(default="none", choices=["none", "output_skip", "residual"]),
+     "how the decoder's levels feed the output: none, output_skip or residual"),
+    ("--progressive_input", dict(default="residual", choices=["none", "input_skip", "residual"]),
+     "how the downsampled input feeds the encoder's levels: none, input_skip or residual"),
+    ("--progressive_combine", dict(default="sum", choices=["sum", "cat"]),
+     "how a progressive input is combined with the features: sum or cat (concatenate)"),
+    ("--embedding_type", dict(default="positional", choices=["positional", "fourier"]),
+     "time embedding: sinusoidal positional of the step index, or random Fourier features"),
+    ("--fourier_scale", dict(type=run.POSITIVE_FLOAT, default=16.0),
+     "scale of the random Fourier features (--embedding_type fourier)"),
+    ("--not_use_tanh", dict(action="store_true", default=False), "no tanh on the generator's output"),
+    ("--nz", dict(type=run.POSITIVE_INT, default=100), "size of the latent z the generator draws each step"),
+    # a plain int: the one-line message of check_model_options is pinned by the ddgan tests
+    ("--num_timesteps", dict(type=int, default=4), "denoising steps T of the chain (>= 1; 4 in the paper)"),
+    ("--z_emb_dim", dict(type=run.POSITIVE_INT, default=256), "size of z's embedding (the mapping network's width)"),
+    ("--t_emb_dim", dict(type=run.POSITIVE_INT, default=256), "size of the discriminator's time embedding"),
+    ("--ngf", dict(type=run.POSITIVE_INT, default=64),
+     "base channels of the discriminator (the reference's name, although it sizes D, not G)"),
+    ("--dataset", dict(default="cifar10"),
+     "name; picks the discriminator as the reference does (cifar10/stackmnist small, lsun/celeba_256 large, other "
+     "names: small below 64 px)"),
+]
 
 
 def add_model_args(parser, defaults=True):
     """Generator and diffusion flags. With defaults=False every default is None, so a caller
     can tell what the command line set (sampling fills the rest from the run's options.json)."""
-    d = (lambda v: v) if defaults else (lambda v: None)
-    a = parser.add_argument
-    a("--image_size", type=int, default=d(32), help="size of image")
-    a("--num_channels", type=int, default=d(3), help="channel of image")
-    a("--centered", action="store_false", default=d(True),
-      help="data in [-1, 1] (default); passing the flag means data in [0, 1]")
-    a("--use_geometric", action="store_true", default=d(False))
-    a("--beta_min", type=float, default=d(0.1))
-    a("--beta_max", type=float, default=d(20.0))
-    a("--num_channels_dae", type=int, default=d(128), help="initial channels of the generator")
-    a("--n_mlp", type=int, default=d(3), help="layers of the z mapping network")
-    a("--ch_mult", nargs="+", action=IntList, default=None,
-      help="channel multipliers, one per resolution (required: the reference has no default)")
-    a("--num_res_blocks", type=int, default=d(2))
-    a("--attn_resolutions", nargs="+", action=IntList, default=d([16]))
-    a("--dropout", type=float, default=d(0.0))
-    a("--resamp_with_conv", action="store_false", default=d(True), help="passing it turns it off")
-    a("--conditional", action="store_false", default=d(True), help="passing it turns it off")
-    a("--fir", action="store_false", default=d(True), help="passing it turns FIR off")
-    a("--fir_kernel", nargs="+", action=IntList, default=d([1, 3, 3, 1]))
-    a("--skip_rescale", action="store_false", default=d(True), help="passing it turns it off")
-    a("--resblock_type", default=d("biggan"), choices=["biggan", "ddpm", "biggan_oneadagn"])
-    a("--progressive", default=d("none"), choices=["none", "output_skip", "residual"])
-    a("--progressive_input", default=d("residual"), choices=["none", "input_skip", "residual"])
-    a("--progressive_combine", default=d("sum"), choices=["sum", "cat"])
-    a("--embedding_type", default=d("positional"), choices=["positional", "fourier"])
-    a("--fourier_scale", type=float, default=d(16.0))
-    a("--not_use_tanh", action="store_true", default=d(False))
-    a("--nz", type=int, default=d(100))
-    a("--num_timesteps", type=int, default=d(4))
-    a("--z_emb_dim", type=int, default=d(256))
-    a("--t_emb_dim", type=int, default=d(256))
-    a("--ngf", type=int, default=d(64))
-    a("--dataset", default=d("cifar10"),
-      help="name; picks the discriminator as the reference does (cifar10/stackmnist small, "
-           "lsun/celeba_256 large, other names: small below 64 px)")
+    for flag, kwargs, help_text in _MODEL_ARGS:
+        kwargs = dict(kwargs)
+        if not defaults:
+            reference = kwargs["default"]
+            kwargs["default"] = None
+            if reference is None:
+                help_text += "; None: the training run's value"
+            else:
+                shown = " ".join(map(str, reference)) if isinstance(reference, list) else reference
+                help_text += f"; None: the training run's value, else the reference's {shown}"
+        parser.add_argument(flag, help=help_text, **kwargs)
     return parser
 
 

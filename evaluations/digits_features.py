@@ -218,13 +218,18 @@ def _read(path):
     return npz.read_samples(path)
 
 
-@run.main
-def main(argv=None):
+def create_parser():
     p = run.ArgumentParser(description="FD-digits and class accuracy of digit samples (offline)")
     p.add_argument("samples", nargs="?", help="samples npz or image folder (labels from arr_1 / file names)")
     p.add_argument("--reference", default="train", choices=["train", "test"], help="real digits split to compare with")
     p.add_argument("--cache_dir", default="", help="where the trained classifier is cached (default ~/.cache/genbench)")
     p.add_argument("--test_accuracy", action="store_true", help="print the classifier's accuracy on the test split")
+    return p
+
+
+@run.main
+def main(argv=None):
+    p = create_parser()
     args = p.parse_args(argv)
     if not args.samples and not args.test_accuracy:
         p.error("give a samples npz / image folder, or --test_accuracy")

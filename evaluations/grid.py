@@ -21,19 +21,19 @@ def grid_image(images: np.ndarray, nrow: int, padding: int = 2) -> np.ndarray:
     return g.permute(1, 2, 0).contiguous().numpy()
 
 
+def create_parser():
+    p = run.ArgumentParser(description="samples npz -> PNG grid")
+    p.add_argument("npz", help="samples npz (arr_0 uint8 N,H,W,C)")
+    p.add_argument("out", help="output .png")
+    p.add_argument("--nrow", type=run.POSITIVE_INT, default=10, help="images per row")
+    p.add_argument("--num", type=run.NONNEG_INT, default=0, help="number of images, the first ones (0: nrow * nrow)")
+    p.add_argument("--padding", type=run.NONNEG_INT, default=2, help="pixels between images and around the grid")
+    return p
+
+
 @run.main
 def main(argv=None):
-    p = run.ArgumentParser(description="samples npz -> PNG grid")
-    p.add_argument("npz")
-    p.add_argument("out", help="output .png")
-    p.add_argument("--nrow", type=int, default=10, help="images per row")
-    p.add_argument("--num", type=int, default=0, help="number of images (default nrow * nrow)")
-    p.add_argument("--padding", type=int, default=2)
-    args = p.parse_args(argv)
-    if args.nrow < 1:
-        raise UserError(f"--nrow {args.nrow}: must be at least 1")
-    if args.num < 0 or args.padding < 0:
-        raise UserError("--num and --padding must not be negative")
+    args = create_parser().parse_args(argv)
     if not args.out.lower().endswith(".png"):
         raise UserError(f"{args.out}: output must be a .png file")
     images, _ = npz.read_samples(args.npz)

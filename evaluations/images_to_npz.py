@@ -94,12 +94,16 @@ def write_npz(path: str, images: np.ndarray, labels=None) -> str:
     return path
 
 
+def create_parser():
+    p = run.ArgumentParser(description="folder of images -> samples npz (arr_0, arr_1)")
+    p.add_argument("image_dir", help="folder of images of one size; names {label}_{index}.png give arr_1 labels")
+    p.add_argument("out", help="output .npz path, or an existing folder")
+    return p
+
+
 @run.main
 def main(argv=None):
-    p = run.ArgumentParser(description="folder of images -> samples npz (arr_0, arr_1)")
-    p.add_argument("image_dir")
-    p.add_argument("out", help="output .npz path, or an existing folder")
-    args = p.parse_args(argv)
+    args = create_parser().parse_args(argv)
     images, labels = read_folder(args.image_dir)
     path = write_npz(args.out, images, labels)
     print(f"{path}: {images.shape[0]} images {images.shape[1]}x{images.shape[2]}x{images.shape[3]}"

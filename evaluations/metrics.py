@@ -258,27 +258,30 @@ def parse_metrics(text):
     return chosen
 
 
-@run.main
-def main(argv=None):
+def create_parser():
     p = run.ArgumentParser(description="Precision/recall, KID, FD with bootstrap std and Inception Score.")
     p.add_argument("samples", help="samples npz or image folder")
     p.add_argument("reference", help="reference npz or image folder (its features are cached beside it)")
-    p.add_argument("--metrics", default=",".join(METRICS), help="comma list of fd, kid, pr, is (default: all)")
+    p.add_argument("--metrics", default=",".join(METRICS), help="comma list of fd, kid, pr, is")
     p.add_argument("--features", default="digits", choices=FEATURES,
-                   help="feature space: the offline digits CNN, or pytorch-fid's Inception (default: digits)")
+                   help="feature space: the offline digits CNN, or pytorch-fid's Inception")
     p.add_argument("--inception_weights", default="", help="local pytorch-fid Inception weights (offline machines)")
-    p.add_argument("--k", type=int, default=3, help="neighbours that set a manifold's radii (precision/recall)")
-    p.add_argument("--bootstrap", type=int, default=50, help="FD resamples for its std")
-    p.add_argument("--kid_subsets", type=int, default=100)
-    p.add_argument("--kid_subset_size", type=int, default=1000)
-    p.add_argument("--splits", type=int, default=10, help="Inception Score splits")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and KID subsets")
-    p.add_argument("--json", default="", help="output JSON (default: SAMPLES with .metrics.json)")
-    args = p.parse_args(argv)
+    p.add_argument("--k", type=run.POSITIVE_INT, default=3,
+                   help="neighbours that set a manifold's radii (precision/recall)")
+    p.add_argument("--bootstrap", type=run.POSITIVE_INT, default=50, help="FD resamples for its std")
+    p.add_argument("--kid_subsets", type=run.POSITIVE_INT, default=100, help="random subsets KID is averaged over")
+    p.add_argument("--kid_subset_size", type=run.POSITIVE_INT, default=1000,
+                   help="images per KID subset (capped at the smaller set's size)")
+    p.add_argument("--splits", type=run.POSITIVE_INT, default=10, help="Inception Score splits")
+    p.add_argument("--seed", type=run.NONNEG_INT, default=0, help="seed of the bootstrap and KID subsets")
+    p.add_argument("--json", default="", help="output JSON (empty: SAMPLES with .metrics.json)")
+    return p
+
+
+@run.main
+def main(argv=None):
+    args = create_parser().parse_args(argv)
     metrics = parse_metrics(args.metrics)
-    for flag in ("k", "bootstrap", "kid_subsets", "kid_subset_size", "splits"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} {getattr(args, flag)}: must be at least 1")
     samples = read_images(args.samples)
     if not os.path.exists(args.reference):
         raise UserError(f"{args.reference}: no such file or directory")

@@ -36,12 +36,16 @@ def write_folder(images: np.ndarray, labels, out_dir: str) -> int:
     return len(images)
 
 
-@run.main
-def main(argv=None):
+def create_parser():
     p = run.ArgumentParser(description="samples npz -> folder of {label}_{index:06d}.png")
     p.add_argument("npz", help="samples npz (arr_0 uint8 N,H,W,C; optional arr_1 labels)")
     p.add_argument("out_dir", help="folder to create (must not exist or be empty)")
-    args = p.parse_args(argv)
+    return p
+
+
+@run.main
+def main(argv=None):
+    args = create_parser().parse_args(argv)
     images, labels = npz.read_samples(args.npz)
     n = write_folder(images, labels, args.out_dir)
     print(f"{args.out_dir}: {n} images{' with labels' if labels is not None else ''}")

@@ -453,14 +453,19 @@ def check(out: str, runs=None) -> list:
     return problems
 
 
+def create_parser():
+    from trainkit import run
+
+    p = run.ArgumentParser(description="Check a comparison report: a row per run, finite numbers, images present.")
+    p.add_argument("--check", required=True, metavar="DIR", help="the comparison's run directory")
+    p.add_argument("--runs", default="", help="comma-separated run names that must have a row (empty: none required)")
+    return p
+
+
 def main(argv=None):
-    import argparse
     import sys
 
-    p = argparse.ArgumentParser(description="Check a comparison report: a row per run, finite numbers, images present.")
-    p.add_argument("--check", required=True, metavar="DIR", help="the comparison's run directory")
-    p.add_argument("--runs", default="", help="comma-separated run names that must have a row")
-    a = p.parse_args(argv)
+    a = create_parser().parse_args(argv)
     problems = check(a.check, [r for r in a.runs.split(",") if r])
     for line in problems:
         print(f"evaluations.report: {line}", file=sys.stderr)

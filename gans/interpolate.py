@@ -23,10 +23,14 @@ METHODS = {"lerp": dcgan.lerp, "slerp": dcgan.slerp}
 def create_argparser():
     p = run.ArgumentParser(description="Interpolate a generator of gans.train (any --model kind) between seeds.")
     p.add_argument("--model_path", default="", help="model*.pt or ema_*.pt file, or a run directory (latest model)")
-    p.add_argument("--seeds", default="0,1", help="comma list of at least two seeds")
-    p.add_argument("--num_steps", type=int, default=8, help="images per row, both ends included")
-    p.add_argument("--method", default="both", choices=("lerp", "slerp", "both"))
-    p.add_argument("--class_label", type=int, default=0, help="cdcgan/cgan: the class of every image")
+    p.add_argument("--seeds", default="0,1",
+                   help="comma list of at least two seeds; seed s stands for the latent of gans.sample --seed s")
+    p.add_argument("--num_steps", type=run.int_range(2), default=8, help="images per row, both ends included (>= 2)")
+    p.add_argument("--method", default="both", choices=("lerp", "slerp", "both"),
+                   help="lerp: the straight line between the latents; slerp: the great circle (keeps their norm); "
+                        "both: one row of each")
+    p.add_argument("--class_label", type=run.NONNEG_INT, default=0,
+                   help="cdcgan/cgan: the class of every image (ignored by unconditional models)")
     p.add_argument("--out", default="", help="PNG path (default <logdir>/interpolation.png)")
     add_model_args(p)
     run.add_run_args(p)
@@ -48,8 +52,6 @@ def interpolation_latents(seeds, nz, num_steps, methods):
 def main():
     args = create_argparser().parse_args()
     seeds = parse_seeds(args.seeds)
-    if args.num_steps < 2:
-        raise UserError(f"--num_steps {args.num_steps}: need at least 2 (the two ends)")
     G, path = load_generator(args.model_path, args)
     check_class_label(G, args.class_label if G.num_classes else -1, allow_random=False)
     if args.out and bf.exists(args.out):

@@ -18,8 +18,11 @@ from .script_util import add_model_args, check_class_label, load_generator
 def create_argparser():
     p = run.ArgumentParser(description="Sample a generator of gans.train (any --model kind) into an npz.")
     p.add_argument("--model_path", default="", help="model*.pt or ema_*.pt file, or a run directory (latest model)")
-    p.add_argument("--num_samples", type=int, default=10000)
-    p.add_argument("--batch_size", type=int, default=256, help="per rank")
+    # --num_samples and --class_label stay plain ints: main's one-line messages are pinned by tests
+    # (and a label's upper end depends on the checkpoint)
+    p.add_argument("--num_samples", type=int, default=10000, help="images written to the npz (>= 1)")
+    p.add_argument("--batch_size", type=run.POSITIVE_INT, default=256,
+                   help="images per rank per batch (the npz does not depend on it)")
     p.add_argument("--class_label", type=int, default=-1,
                    help="cdcgan/cgan: this class for every sample (-1: random per sample)")
     add_model_args(p)
@@ -30,8 +33,8 @@ def create_argparser():
 @run.main
 def main():
     args = create_argparser().parse_args()
-    if args.num_samples < 1 or args.batch_size < 1:
-        raise UserError(f"--num_samples {args.num_samples} / --batch_size {args.batch_size}: must be at least 1")
+    if args.num_samples < 1:
+        raise UserError(f"--num_samples {args.num_samples}: must be at least 1")
     # read and check the generator before the run directory is created
     G, path = load_generator(args.model_path, args)
     check_class_label(G, args.class_label, allow_random=True)

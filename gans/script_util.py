@@ -1,9 +1,11 @@
 """What gans.sample and gans.interpolate share: finding and building a saved generator."""
 
+import argparse
+
 import blobfile as bf
 import torch
 
-from trainkit import checkpoint, sampling
+from trainkit import checkpoint, ema, run, sampling
 from trainkit.errors import UserError
 
 from . import models
@@ -20,14 +22,35 @@ def generator_path(model_path: str) -> str:
     return model_path
 
 
+_MODEL_ARG_HELP = dict(
+    image_size="the image size in pixels G was trained for",
+    nz="G's latent size",
+    ngf="G's base width (channels or hidden units)",
+    ndf="D's base width (describes D: accepted, not checked)",
+    num_channels="image channels G makes: 1 or 3",
+)
+
+
 def add_model_args(parser):
     """The training run's architecture flags, accepted so that one flag file's $MODEL_FLAGS
     serve train, sample and interpolate. The architecture is read from the checkpoint; these
     flags, when given, only check it (--ndf describes D and is not checked)."""
-    parser.add_argument("--model", default="", choices=("",) + models.MODEL_KINDS, help="check: the file's model kind")
-    for name in ("image_size", "nz", "ngf", "ndf", "num_channels"):
-        parser.add_argument(f"--{name}", type=int, default=None, help="check against the checkpoint (optional)")
+    parser.add_argument("--model", default="", choices=("",) + models.MODEL_KINDS,
+                        help="optional check: the checkpoint must hold this model kind (empty: any)")
+    for name, what in _MODEL_ARG_HELP.items():
+        kind = run.int_range(1, 3) if name == "num_channels" else run.POSITIVE_INT
+        parser.add_argument(f"--{name}", type=kind, default=None,
+                            help=f"optional check against the checkpoint: {what} (None: not checked)")
     return parser
+
+
+def ema_rates(text):
+    """An argparse type for --ema_rate: a comma list of rates in [0, 1) ('' for none), kept as text."""
+    try:
+        ema.parse_rates(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--ema_rate: ")) from None
+    return text
 
 
 _CHECKED = {"model": "model", "image_size": "image_size", "nz": "nz", "ngf": "ngf", "num_channels": "channels"}

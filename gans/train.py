@@ -20,44 +20,59 @@ from trainkit import checkpoint, data, dist, loop, precision, run, sampling
 from trainkit.errors import UserError
 
 from . import models
+from .script_util import ema_rates
 from .trainer import GANTrainer
 
 
 def create_argparser():
     p = run.ArgumentParser(description="Train DCGAN (--model dcgan), class-conditional DCGAN (cdcgan), "
                                        "the fully connected GAN (gan) or its conditional variant (cgan).")
-    p.add_argument("--model", default="dcgan", choices=models.MODEL_KINDS)
+    p.add_argument("--model", default="dcgan", choices=models.MODEL_KINDS,
+                   help="dcgan/cdcgan: convolutional (Radford et al.); gan/cgan: fully connected (Goodfellow et "
+                        "al., Mirza & Osindero); cdcgan and cgan are class-conditional")
     p.add_argument("--data_dir", default="",
                    help="image folder (labels: file name before the first '_') or samples .npz")
-    p.add_argument("--image_size", type=int, default=64,
-                   help="dcgan/cdcgan need a power of two >= 8; gan/cgan any size")
-    p.add_argument("--num_channels", type=int, default=3, help="image channels: 1 (grey) or 3 (RGB)")
-    p.add_argument("--batch_size", type=int, default=128, help="images per rank per optimizer step")
-    p.add_argument("--epochs", type=int, default=50, help="passes over the data (ignored when --max_steps > 0)")
-    p.add_argument("--max_steps", type=int, default=0, help="optimizer steps to train (0: use --epochs)")
-    p.add_argument("--nz", type=int, default=100)
-    p.add_argument("--ngf", type=int, default=64)
-    p.add_argument("--ndf", type=int, default=64)
-    p.add_argument("--lr_g", type=float, default=2e-4)
-    p.add_argument("--lr_d", type=float, default=2e-4)
-    p.add_argument("--beta1", type=float, default=0.5)
-    p.add_argument("--beta2", type=float, default=0.999)
-    p.add_argument("--loss", default="bce", choices=("bce", "hinge"))
+    p.add_argument("--image_size", type=run.POSITIVE_INT, default=64,
+                   help="pixels per side; dcgan/cdcgan need a power of two >= 8, gan/cgan take any size")
+    p.add_argument("--num_channels", type=run.int_range(1, 3), default=3, help="image channels: 1 (grey) or 3 (RGB)")
+    p.add_argument("--batch_size", type=run.POSITIVE_INT, default=128, help="images per rank per optimizer step")
+    p.add_argument("--epochs", type=run.NONNEG_INT, default=50,
+                   help="passes over the data (ignored when --max_steps > 0)")
+    p.add_argument("--max_steps", type=run.NONNEG_INT, default=0, help="optimizer steps to train (0: use --epochs)")
+    p.add_argument("--nz", type=run.POSITIVE_INT, default=100, help="size of G's latent z")
+    p.add_argument("--ngf", type=run.POSITIVE_INT, default=64,
+                   help="G's width: channels of its last hidden block, doubling per stage down to 4x4 (dcgan); "
+                        "hidden layers of 4, 8 and 16 x ngf units (gan)")
+    p.add_argument("--ndf", type=run.POSITIVE_INT, default=64, help="D's width, as --ngf for G")
+    p.add_argument("--lr_g", type=run.POSITIVE_FLOAT, default=2e-4, help="Adam learning rate of G")
+    p.add_argument("--lr_d", type=run.POSITIVE_FLOAT, default=2e-4, help="Adam learning rate of D")
+    p.add_argument("--beta1", type=run.float_range(0, 1, hi_open=True), default=0.5,
+                   help="Adam beta1 of both players, in [0, 1) (0.5: the DCGAN paper's)")
+    p.add_argument("--beta2", type=run.float_range(0, 1, hi_open=True), default=0.999,
+                   help="Adam beta2 of both players, in [0, 1)")
+    p.add_argument("--loss", default="bce", choices=("bce", "hinge"),
+                   help="bce: the GAN paper's loss, non-saturating for G; hinge: max(0, 1 -/+ D) for D and -D(G(z)) "
+                        "for G")
     p.add_argument("--minibatch_std", type=run.str2bool, default=False,
                    help="D's last layer also sees the batch's feature std (one extra channel or input), a diversity "
-                        "signal; off (default) is the DCGAN paper's D")
+                        "signal; off is the DCGAN paper's D")
     p.add_argument("--resume_checkpoint", default="",
                    help="a run directory (its latest step), any file of a step, or auto "
                         "(the newest checkpoint of --logdir, or a fresh start when it has none)")
-    p.add_argument("--save_interval", type=int, default=1000, help="steps between checkpoints and grids")
-    p.add_argument("--log_interval", type=int, default=10, help="steps averaged into one log row")
-    p.add_argument("--ema_rate", default="", help="comma list of EMA rates of G, e.g. 0.999 ('' = none)")
-    p.add_argument("--grad_accum", type=int, default=1, help="micro-batches the batch is cut into (must divide it)")
-    p.add_argument("--precision", default="fp32", choices=precision.MODES)
+    p.add_argument("--save_interval", type=run.POSITIVE_INT, default=1000, help="steps between checkpoints and grids")
+    p.add_argument("--log_interval", type=run.POSITIVE_INT, default=10, help="steps averaged into one log row")
+    p.add_argument("--ema_rate", type=ema_rates, default="",
+                   help="comma list of EMA rates of G in [0, 1), e.g. 0.999 ('' = none)")
+    # not range-typed: tests pin the one-line message of check_args ("--grad_accum 0: must be at least 1")
+    p.add_argument("--grad_accum", type=int, default=1,
+                   help="micro-batches the batch is cut into (>= 1, must divide --batch_size)")
+    p.add_argument("--precision", default="fp32", choices=precision.MODES,
+                   help="autocast precision: fp32, fp16 (with a loss scale) or bf16")
     p.add_argument("--sync_bn", type=run.str2bool, default=False,
                    help="BatchNorm statistics over all ranks (gan/cgan have no BatchNorm: no effect)")
-    p.add_argument("--random_flip", type=run.str2bool, default=False)
-    p.add_argument("--grid_size", type=int, default=64, help="images in each fixed-noise grid PNG")
+    p.add_argument("--random_flip", type=run.str2bool, default=False,
+                   help="flip each training image horizontally with probability 1/2")
+    p.add_argument("--grid_size", type=run.POSITIVE_INT, default=64, help="images in each fixed-noise grid PNG")
     run.add_run_args(p)
     return p
 
@@ -65,21 +80,14 @@ def create_argparser():
 def check_args(args):
     """Flag errors that need no data, raised before the run directory exists."""
     models.check_image_size(args.model, args.image_size)
-    for name in ("batch_size", "nz", "ngf", "ndf", "save_interval", "log_interval", "grad_accum", "grid_size"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} {getattr(args, name)}: must be at least 1")
-    if args.max_steps < 0 or (args.max_steps == 0 and args.epochs < 1):
+    if args.grad_accum < 1:
+        raise UserError(f"--grad_accum {args.grad_accum}: must be at least 1")
+    if args.max_steps == 0 and args.epochs < 1:
         raise UserError(f"--epochs {args.epochs} / --max_steps {args.max_steps}: nothing to train")
-    for name in ("lr_g", "lr_d"):
-        if not getattr(args, name) > 0:
-            raise UserError(f"--{name} {getattr(args, name)}: must be positive")
-    for name in ("beta1", "beta2"):
-        if not 0 <= getattr(args, name) < 1:
-            raise UserError(f"--{name} {getattr(args, name)}: must lie in [0, 1)")
     if args.batch_size % args.grad_accum:
         raise UserError(f"--grad_accum {args.grad_accum} does not divide --batch_size {args.batch_size} "
                         "into equal micro-batches")
-    if args.num_channels not in (1, 3):
+    if args.num_channels not in (1, 3):  # the parser takes 1..3
         raise UserError(f"--num_channels {args.num_channels}: must be 1 or 3")
     if args.resume_checkpoint not in ("", "auto"):
         # a checkpoint of the other model kind (or not a GAN at all) fails here, before any

@@ -1,26 +1,54 @@
 """Flag handling shared by the entry points: openai's flags, our extensions, run-dir defaults."""
 
+import argparse
 import sys
 
 import blobfile as bf
 
-from trainkit import checkpoint, run
+from trainkit import checkpoint, ema, precision, run
 from trainkit.errors import UserError
 
-from .script_util import add_dict_to_argparser, model_and_diffusion_defaults, model_extension_defaults
+from .script_util import add_dict_to_argparser, model_and_diffusion_defaults, model_extension_defaults, one_of
+
+PRECISIONS = one_of(*precision.MODES)
+
+# Help lines of the flags several entry points share (an entry point's own dict wins).
+COMMON_HELP = dict(
+    model_path="a model .pt file (model*, ema_*; openai's too) or a training run directory (its newest "
+               "checkpoint's settled EMA, and the model flags of its options.json unless given)",
+    data_dir="image folder (class labels from the file names' text before the first '_') or a samples .npz",
+    clip_denoised="clip each predicted x_0 to [-1, 1] while denoising",
+    precision="autocast precision of the model calls: fp32, fp16 or bf16 (ours)",
+    batch_invariant="on the CPU, call the model on fixed blocks of rows, so that the output does not depend on "
+                    "--batch_size or the number of ranks; False: whole batches (faster) (ours)",
+)
+COMMON_TYPES = dict(precision=PRECISIONS, batch_size=run.POSITIVE_INT, num_samples=run.POSITIVE_INT)
+
+
+def ema_rates(text):
+    """An argparse type for --ema_rate: a comma list of rates in [0, 1), kept as the text openai
+    takes (it names the ema_RATE_*.pt files)."""
+    try:
+        ema.parse_rates(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--ema_rate: ")) from None
+    return text
+
 
 def model_keys():
     return list(model_and_diffusion_defaults()) + list(model_extension_defaults())
 
 
-def build_parser(description, defaults):
+def build_parser(description, defaults, helps=None, types=None):
     """openai's flags (`defaults` + model/diffusion flags, typed like openai), our model
-    extensions, then --logdir/--seed/--dist_timeout."""
+    extensions, then --logdir/--seed/--dist_timeout. `helps` and `types` (flag -> help line /
+    parse-time type) describe and range-check an entry point's own flags."""
     parser = run.ArgumentParser(description=description)
     merged = dict(defaults)
     merged.update(model_and_diffusion_defaults())
     merged.update(model_extension_defaults())
-    add_dict_to_argparser(parser, merged)
+    add_dict_to_argparser(parser, merged, helps={**COMMON_HELP, **(helps or {})},
+                          types={**COMMON_TYPES, **(types or {})})
     run.add_run_args(parser)
     return parser
 

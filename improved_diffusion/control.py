@@ -4,7 +4,7 @@ batch-invariant decoding in chunks, the x_T of a seed, slerp, and the PNG grid +
 import numpy as np
 import torch
 
-from trainkit import data, precision, sampling
+from trainkit import data, run, sampling
 from trainkit.errors import UserError
 from trainkit.interpolation import interpolation_row, lerp, output_paths, slerp, write_grid_and_npz  # noqa: F401
 
@@ -29,12 +29,29 @@ def control_defaults(**extra):
     return defaults
 
 
+CONTROL_HELP = dict(
+    batch_size="images per decode call (the grid does not depend on it)",
+    batch_invariant="on the CPU, call the model on fixed blocks of 8 rows as improved_diffusion.sample does, so "
+                    "that an image is the same as that command's; False: whole batches (faster)",
+    out="PNG path of the grid (default <logdir>/<entry point>.png); the npz goes beside it; must not exist",
+    class_label="class-conditional model: the label of every image (-1, edit only: each input image's own label)",
+    seeds="comma list of at least two seeds; seed s stands for the x_T of improved_diffusion.sample --seed s",
+    num_steps="images per row, both ends included (>= 2)",
+    from_images="interpolate between these images instead of seeds (a samples .npz or an image folder; "
+                "DDIM-inverted to their x_T)",
+    pairs="with --from_images: comma list of at least two image indices to interpolate between",
+    num_images="edit the first N images of --images",
+    t0="comma list of fractions in (0, 1] of the process to noise to; each gives one row (1: almost pure noise)",
+)
+CONTROL_TYPES = dict(class_label=run.int_range(-1), num_steps=run.int_range(2), num_images=run.POSITIVE_INT)
+
+
 def add_sampler_args(parser):
     parser.add_argument("--sampler", default="ddim", choices=samplers.ODE_SAMPLERS,
-                        help="deterministic sampler that decodes (default ddim, eta 0)")
-    parser.add_argument("--steps", type=int, default=50, help="sampler steps of a whole decode (default 50)")
+                        help="deterministic sampler that decodes: ddim (eta 0), dpmpp_2m or heun")
+    parser.add_argument("--steps", type=run.POSITIVE_INT, default=50, help="sampler steps of a whole decode")
     parser.add_argument("--time_schedule", default="uniform", choices=samplers.TIME_SCHEDULES,
-                        help="where the steps lie (default uniform in t)")
+                        help="where the steps lie: uniform in t, uniform in log-SNR, or EDM's karras sigmas")
     return parser
 
 
@@ -42,12 +59,6 @@ def check_args(args, allow_input_labels=False):
     """One-line refusals shared by the control entry points (before anything is written).
     allow_input_labels: --class_label -1 (the input images' own labels) is accepted."""
     resolve_model_file(args.model_path)  # a missing model is the first thing to report
-    if args.precision not in precision.MODES:
-        raise UserError(f"--precision: {args.precision!r} is not one of {', '.join(precision.MODES)}")
-    if args.steps < 1:
-        raise UserError(f"--steps {args.steps}: must be at least 1")
-    if args.batch_size < 1:
-        raise UserError(f"--batch_size {args.batch_size}: must be positive")
     if args.timestep_respacing:
         raise UserError("--timestep_respacing: the ODE samplers place --steps over the model's own timesteps; "
                         "give --steps N instead")

@@ -25,9 +25,10 @@ from .sample import load_model
 
 def create_argparser():
     defaults = control.control_defaults(num_images=8, t0="0.25,0.5,0.75,1.0", class_label=-1)
-    parser = build_parser("SDEdit images with an improved-diffusion model.", defaults)
+    parser = build_parser("SDEdit images with an improved-diffusion model.", defaults, helps=control.CONTROL_HELP,
+                          types=control.CONTROL_TYPES)
     parser.add_argument("--images", "--from_images", dest="images", default="",
-                        help="the images to edit: a samples .npz or an image folder (first --num_images)")
+                        help="the images to edit (required): a samples .npz or an image folder (first --num_images)")
     control.add_sampler_args(parser)
     return parser
 
@@ -65,8 +66,6 @@ def main():
     args = create_argparser().parse_args()
     if not args.images:
         raise UserError("--images is required (a samples .npz or an image folder)")
-    if args.num_images < 1:
-        raise UserError(f"--num_images {args.num_images}: must be positive")
     t0s = parse_t0(args.t0)
     if args.model_path:
         apply_saved_model_flags(args, saved_options(args.model_path), argv())

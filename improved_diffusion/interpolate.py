@@ -28,9 +28,10 @@ from .sample import load_model
 def create_argparser():
     defaults = control.control_defaults(seeds="0,1", num_steps=8, from_images="", pairs="0,1")
     parser = build_parser("Interpolate an improved-diffusion model in x_T between seeds or inverted images.",
-                          defaults)
+                          defaults, helps=control.CONTROL_HELP, types=control.CONTROL_TYPES)
     parser.add_argument("--method", default="slerp", choices=("lerp", "slerp", "both"),
-                        help="slerp (default): along the great circle between the x_T; lerp: the straight line")
+                        help="slerp: along the great circle between the x_T; lerp: the straight line; both: a row "
+                             "of each")
     control.add_sampler_args(parser)
     return parser
 
@@ -63,8 +64,6 @@ def main():
     if args.model_path:
         apply_saved_model_flags(args, saved_options(args.model_path), argv())
     control.check_args(args)
-    if args.num_steps < 2:
-        raise UserError(f"--num_steps {args.num_steps}: need at least 2 (the two ends)")
     methods = ["lerp", "slerp"] if args.method == "both" else [args.method]
     if args.from_images:
         picks = parse_list(args.pairs, "--pairs", "images")

@@ -23,7 +23,15 @@ from .sample import InBlocks, load_model
 def create_argparser():
     defaults = dict(data_dir="", clip_denoised=True, num_samples=1000, batch_size=1, model_path="",
                     batch_invariant=True)
-    return build_parser("Evaluate the variational bound (bits/dim) of an improved-diffusion model.", defaults)
+    helps = dict(
+        data_dir="the images to evaluate (required): an image folder or a samples .npz",
+        num_samples="evaluate the first N images of --data_dir (in file order; fewer if it has fewer)",
+        batch_size="images per rank per evaluation batch (the figure does not depend on it)",
+        batch_invariant="on the CPU, call the model on one image at a time, so that the figure is the same for any "
+                        "--batch_size or number of ranks; False: whole batches (faster) (ours)",
+    )
+    return build_parser("Evaluate the variational bound (bits/dim) of an improved-diffusion model.", defaults,
+                        helps=helps)
 
 
 @run.main
@@ -31,8 +39,6 @@ def main():
     args = create_argparser().parse_args()
     if not args.data_dir:
         raise UserError("--data_dir is required (an image folder or a samples .npz)")
-    if args.num_samples < 1 or args.batch_size < 1:
-        raise UserError("--num_samples and --batch_size must be positive")
     if args.model_path:
         apply_saved_model_flags(args, saved_options(args.model_path), argv())
     r = run.setup("improved_diffusion", args, role="nll")

@@ -1,12 +1,13 @@
 """Sample a trained model into an npz: `python -m improved_diffusion.sample --model_path PATH`.
 
 Accepts every flag of openai's scripts/image_sample.py with the same defaults. Extensions:
---model_path may be a training run directory (its newest checkpoint's settled EMA, see cli.settled_ema; model flags are then read
-from the run's options.json unless given), --seed, --logdir, --ddim_eta, --class_labels,
---precision, and the fast ODE samplers of samplers.py: --sampler ddpm|ddim|dpmpp_2m|heun,
---steps N, --time_schedule uniform|logsnr|karras (see `resolve_sampler`). Each sample index
-owns a generator seeded from (--seed, index) that draws its label, x_T and every step's noise,
-so the npz does not depend on --batch_size or the number of ranks.
+--model_path may be a training run directory (its newest checkpoint's settled EMA, see
+cli.settled_ema; model flags are then read from the run's options.json unless given), --seed,
+--logdir, --ddim_eta, --class_labels, --precision, and the fast ODE samplers of samplers.py:
+--sampler ddpm|ddim|dpmpp_2m|heun, --steps N, --time_schedule uniform|logsnr|karras (see
+`resolve_sampler`). Each sample index owns a generator seeded from (--seed, index) that draws
+its label, x_T and every step's noise, so the npz does not depend on --batch_size or the number
+of ranks.
 """
 
 import numpy as np
@@ -32,16 +33,27 @@ def create_argparser():
         ddim_eta=0.0,
         class_labels="",  # comma list of labels, repeated over the samples; empty: random labels
         precision="fp32",
-        batch_invariant=True,  # CPU: fixed blocks of 8 rows per model call (InBlocks): the npz ignores batch size / ranks
+        batch_invariant=True,  # CPU: fixed blocks of 8 rows per model call (InBlocks): the npz ignores batch/ranks
     )
-    parser = build_parser("Sample an improved-diffusion model into samples_NxHxWxC.npz.", defaults)
+    helps = dict(
+        num_samples="images written to the npz",
+        batch_size="images per rank per sampling batch (the npz does not depend on it)",
+        use_ddim="sample with DDIM (eta --ddim_eta) instead of the ancestral sampler; = --sampler ddim",
+        ddim_eta="DDIM's noise: 0 deterministic, 1 as much noise as the ancestral sampler (ours: openai fixes 0)",
+        class_labels="class-conditional model: comma list of labels, repeated over the samples; empty: a random "
+                     "label per sample (ours)",
+        batch_invariant="on the CPU, call the model on fixed blocks of 8 rows, so that the npz is the same for any "
+                        "--batch_size or number of ranks; False: whole batches (faster) (ours)",
+    )
+    parser = build_parser("Sample an improved-diffusion model into samples_NxHxWxC.npz.", defaults, helps=helps,
+                          types=dict(ddim_eta=run.NONNEG_FLOAT))
     parser.add_argument(
         "--sampler", default="", choices=("",) + samplers.SAMPLERS,
         help="ddpm: ancestral (openai's); ddim: eta=0 DDIM; dpmpp_2m: DPM-Solver++(2M); heun: EDM's 2nd-order "
              "Heun (2N-1 model calls). Default: ddpm, or ddim with --use_ddim True. dpmpp_2m and heun need --steps "
              "and refuse --timestep_respacing (they place their own steps over the model's timesteps)")
     parser.add_argument(
-        "--steps", type=int, default=0,
+        "--steps", type=run.NONNEG_INT, default=0,
         help="number of sampling steps. ddim, dpmpp_2m, heun: N steps at --time_schedule points of the model's "
              "timesteps (fractional ones interpolated in log-SNR); ddpm: the same as --timestep_respacing N. "
              "0 (default): the process of --timestep_respacing (all timesteps if empty), as openai. Not with "
@@ -197,10 +209,6 @@ def make_sample_fn(model, diffusion, args, prec, ode=False):
 @run.main
 def main():
     args = create_argparser().parse_args()
-    if args.precision not in precision.MODES:
-        raise UserError(f"--precision: {args.precision!r} is not one of {', '.join(precision.MODES)}")
-    if args.num_samples < 1 or args.batch_size < 1:
-        raise UserError("--num_samples and --batch_size must be positive")
     if args.model_path:
         apply_saved_model_flags(args, saved_options(args.model_path), argv())
     ode = resolve_sampler(args)  # before run.setup: options.json records the resolved sampler and steps

@@ -8,8 +8,10 @@ label embedding size of class-conditional models) and `image_channels` (3; 1 tra
 data as it is, where openai's loader converts every image to RGB).
 """
 
+import argparse
 import inspect
 
+from trainkit import run
 from trainkit.run import str2bool  # openai's public name, kept importable from here
 
 from . import gaussian_diffusion as gd
@@ -50,6 +52,92 @@ def model_and_diffusion_defaults():
 def model_extension_defaults():
     """Model flags that openai does not have; the defaults reproduce openai's models."""
     return dict(channel_mult="", num_classes=NUM_CLASSES, image_channels=3)
+
+
+def one_of(*options):
+    """An argparse type accepting only `options` (strings); a wrong value is refused at parse
+    time as `argument --flag: 'VALUE' is not one of A, B`."""
+    def parse(text):
+        if text not in options:
+            shown = ", ".join(repr(o) if o == "" else o for o in options)
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {shown}")
+        return text
+
+    parse.__name__ = "choice"
+    return parse
+
+
+def _int_one_of(*values):
+    def parse(text):
+        value = run.int_range()(text)
+        if value not in values:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {' or '.join(map(str, values))}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _heads_upsample(text):
+    value = run.int_range()(text)
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: must be -1 (the same as --num_heads) or >= 1")
+    return value
+
+
+# What each model/diffusion flag changes. The flags, their names and defaults are openai's;
+# "(ours)" marks a meaning openai does not have.
+MODEL_FLAG_HELP = dict(
+    image_size="image height and width in pixels; 32, 64 and 256 pick openai's channel multipliers, other sizes "
+               "need --channel_mult",
+    num_channels="base channels of the UNet (openai's model_channels); level i has num_channels x channel_mult[i]",
+    num_res_blocks="residual blocks per UNet resolution level",
+    num_heads="attention heads of the attention layers on the way down and in the middle block",
+    num_heads_upsample="attention heads on the way up; -1: the same as --num_heads",
+    attention_resolutions="comma list of feature-map sizes in pixels that get self-attention, e.g. 16,8; none: no "
+                          "attention (ours: openai has no 'none')",
+    dropout="dropout probability inside the residual blocks, in [0, 1)",
+    learn_sigma="the model also outputs the variance (2x the image channels; an interpolation between beta_t and "
+                "the posterior variance); False: a fixed variance",
+    sigma_small="with a fixed variance: the posterior variance (True) instead of beta_t (False)",
+    class_cond="class-conditional model: a label embedding of --num_classes entries; data labels from file names "
+               "(the text before the first '_') or the npz's arr_1",
+    diffusion_steps="timesteps T of the diffusion process the model is trained on",
+    noise_schedule="beta schedule: linear (openai's 1e-4..0.02, scaled by 1000/T) or cosine (s = 0.008)",
+    timestep_respacing="sample on fewer timesteps: N, ddimN, or a comma list of counts per equal section of the "
+                       "process; empty: all T (ignored by training)",
+    use_kl="train on the variational bound alone (rescaled KL) instead of the noise MSE",
+    predict_xstart="the model predicts x_0 instead of the noise eps",
+    rescale_timesteps="the model is fed t x 1000 / T, so its time embedding spans 0..1000 whatever T",
+    rescale_learned_sigmas="the hybrid loss of a learn_sigma model weights its bound term by T/1000 (openai's "
+                           "RESCALED_MSE); False: plain MSE + bound",
+    use_checkpoint="gradient checkpointing in the UNet blocks: less memory, more compute per step",
+    use_scale_shift_norm="the time (and label) embedding scales and shifts the GroupNorm output (FiLM); False: it is "
+                         "added to the features",
+    channel_mult="comma list of channel multipliers, one per UNet level, e.g. 1,2,2; empty: openai's for "
+                 "--image_size (ours)",
+    num_classes="label-embedding size of a class-conditional model; labels must lie in 0..N-1 (ours: openai fixes "
+                "1000)",
+    image_channels="1: grayscale data trained as it is; 3: RGB (ours: openai converts every image to RGB)",
+    large_size="super-resolution model: the size it outputs (64 or 256)",
+    small_size="super-resolution model: the size of the low-resolution image it is conditioned on",
+)
+
+# Parse-time types of the model/diffusion flags (openai's values all pass).
+MODEL_FLAG_TYPES = dict(
+    image_size=run.POSITIVE_INT,
+    num_channels=run.POSITIVE_INT,
+    num_res_blocks=run.POSITIVE_INT,
+    num_heads=run.POSITIVE_INT,
+    num_heads_upsample=_heads_upsample,
+    dropout=run.float_range(0, 1, hi_open=True),
+    diffusion_steps=run.POSITIVE_INT,
+    noise_schedule=one_of("linear", "cosine"),
+    num_classes=run.POSITIVE_INT,
+    image_channels=_int_one_of(1, 3),
+    large_size=run.POSITIVE_INT,
+    small_size=run.POSITIVE_INT,
+)
 
 
 def parse_channel_mult(channel_mult, image_size):
@@ -190,16 +278,22 @@ def create_gaussian_diffusion(*, steps=1000, learn_sigma=False, sigma_small=Fals
     )
 
 
-def add_dict_to_argparser(parser, default_dict):
-    """One --flag per key, typed like its default (bools via str2bool, None as str)."""
+def add_dict_to_argparser(parser, default_dict, helps=None, types=None):
+    """One --flag per key, typed like its default (bools via str2bool, None as str), as openai.
+    `helps` gives flags their help lines (default: MODEL_FLAG_HELP's) and `types` parse-time
+    types that also range-check (default: MODEL_FLAG_TYPES'); the defaults stay as given."""
+    helps = {**MODEL_FLAG_HELP, **(helps or {})}
+    types = {**MODEL_FLAG_TYPES, **(types or {})}
     for k, v in default_dict.items():
-        if v is None:
+        if k in types:
+            v_type = types[k]
+        elif v is None:
             v_type = str
         elif isinstance(v, bool):
             v_type = str2bool
         else:
             v_type = type(v)
-        parser.add_argument(f"--{k}", default=v, type=v_type)
+        parser.add_argument(f"--{k}", default=v, type=v_type, help=helps.get(k))
 
 
 def args_to_dict(args, keys):

@@ -11,10 +11,10 @@ whose gradients are averaged. The loop is trainkit.loop.
 from trainkit import data, loop, precision, run
 from trainkit.errors import UserError
 
-from .cli import build_parser
+from .cli import build_parser, ema_rates
 from .resample import create_named_schedule_sampler
 from .script_util import args_to_dict, create_model_and_diffusion, model_and_diffusion_defaults, \
-    model_extension_defaults
+    model_extension_defaults, one_of
 from .train_util import DiffusionTask
 
 
@@ -37,22 +37,53 @@ def create_argparser():
         max_steps=0,  # 0: no limit besides lr_anneal_steps (openai trains forever)
         precision="",  # fp32 | fp16 | bf16; empty: fp16 with --use_fp16 True, else fp32
     )
-    return build_parser("Train an improved-diffusion model (openai/improved-diffusion flags).", defaults)
+    return build_parser("Train an improved-diffusion model (openai/improved-diffusion flags).", defaults,
+                        helps=TRAIN_HELP, types=TRAIN_TYPES)
+
+
+TRAIN_HELP = dict(
+    data_dir="training data (required): an image folder (class labels from the file names' text before the first "
+             "'_') or a samples .npz (labels from arr_1)",
+    schedule_sampler="how each image's timestep is drawn: uniform, or loss-second-moment (importance sampling by "
+                     "the recent loss of each timestep)",
+    lr="AdamW learning rate (> 0)",
+    weight_decay="AdamW weight decay (>= 0)",
+    lr_anneal_steps="lower the lr linearly to 0 over this many steps and stop there; 0: constant lr and no end "
+                    "(as openai; see --max_steps)",
+    batch_size="images per rank per optimizer step (as openai)",
+    microbatch="cut each batch into pieces of N images; their gradients are averaged (openai sums them); -1 or 0: "
+               "no pieces",
+    ema_rate="comma list of EMA rates in [0, 1); one ema_RATE_STEP.pt file per rate",
+    log_interval="steps averaged into one log row",
+    save_interval="steps between checkpoints (one is also written at the end and on a stop signal)",
+    resume_checkpoint="continue from a checkpoint file, a run directory (ours or openai's: its newest complete step) "
+                      "or auto (the newest step of --logdir, else a fresh start); empty: a new run",
+    use_fp16="train with fp16 autocast and a loss scale (= --precision fp16; openai instead keeps fp16 weights with "
+             "fp32 master copies)",
+    fp16_scale_growth="fp16 loss-scale growth: openai adds it to log2(scale) per good step; here the scale doubles "
+                      "every round(1/value) good steps, the same rate; 0: the scale never grows",
+    max_steps="stop (with a checkpoint) after this optimizer step; 0: no limit but --lr_anneal_steps (ours)",
+    precision="fp32, fp16 or bf16 autocast; empty: fp16 with --use_fp16 True, else fp32 (ours)",
+)
+TRAIN_TYPES = dict(
+    schedule_sampler=one_of("uniform", "loss-second-moment"),
+    lr=run.POSITIVE_FLOAT,
+    weight_decay=run.NONNEG_FLOAT,
+    lr_anneal_steps=run.NONNEG_INT,
+    microbatch=run.int_range(-1),  # openai: any value <= 0 means the whole batch; -1 is its spelling
+    ema_rate=ema_rates,
+    log_interval=run.POSITIVE_INT,
+    save_interval=run.POSITIVE_INT,  # openai divides by it: 0 never worked
+    fp16_scale_growth=run.NONNEG_FLOAT,
+    max_steps=run.NONNEG_INT,
+    precision=one_of("", *precision.MODES),
+)
 
 
 def check_args(args):
+    """What parse-time types cannot check (they range-check every numeric flag)."""
     if not args.data_dir:
         raise UserError("--data_dir is required (an image folder or a samples .npz)")
-    if args.precision and args.precision not in precision.MODES:
-        raise UserError(f"--precision: {args.precision!r} is not one of {', '.join(precision.MODES)}")
-    if args.schedule_sampler not in ("uniform", "loss-second-moment"):
-        raise UserError(f"--schedule_sampler: {args.schedule_sampler!r} is not 'uniform' or 'loss-second-moment'")
-    for flag in ("batch_size", "log_interval", "save_interval"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag}: {getattr(args, flag)} must be positive")
-    for flag in ("max_steps", "lr_anneal_steps"):
-        if getattr(args, flag) < 0:
-            raise UserError(f"--{flag}: {getattr(args, flag)} must not be negative")
 
 
 def create_model_and_diffusion_checked(args):

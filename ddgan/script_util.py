@@ -111,10 +111,10 @@ def add_model_args(parser, defaults=True):
             reference = kwargs["default"]
             kwargs["default"] = None
             if reference is None:
-                help_text += "; None: the training run's value"
+                help_text += "; default: the training run's value"
             else:
                 shown = " ".join(map(str, reference)) if isinstance(reference, list) else reference
-                help_text += f"; None: the training run's value, else the reference's {shown}"
+                help_text += f"; default: the training run's value, else the reference's {shown}"
         parser.add_argument(flag, help=help_text, **kwargs)
     return parser
 

@@ -338,17 +338,17 @@ def build_parser():
     p.add_argument("--config", default="flags/compare/digits.sh",
                    help="the comparison's config: a shell file naming the runs, data, budget and judge")
     p.add_argument("--minutes", type=run.POSITIVE_FLOAT, default=None,
-                   help="time budget of the whole job in minutes (None: the config's MINUTES)")
+                   help="time budget of the whole job in minutes (default: the config's MINUTES)")
     p.add_argument("--logdir", default="", help="comparison directory (default runs/compare-<time>)")
     p.add_argument("--reuse", action="store_true", help="skip stages that already finished in --logdir")
     p.add_argument("--launcher", default="auto", choices=["auto", "local", "mpiexec", "torchrun"],
                    help="how each stage is started (launch/run.sh); auto: local for one process, else mpiexec "
                         "when mpi4py and mpiexec are installed, else torchrun")
     p.add_argument("--nproc", type=run.POSITIVE_INT, default=None,
-                   help="processes per job (None: the config's NPROC)")
+                   help="processes per job (default: the config's NPROC)")
     p.add_argument("--num_samples", type=run.POSITIVE_INT, default=None,
-                   help="images each run samples for judging (None: the config's NUM_SAMPLES)")
-    p.add_argument("--only", default="", help="comma-separated run names to include")
+                   help="images each run samples for judging (default: the config's NUM_SAMPLES)")
+    p.add_argument("--only", default="", help="comma-separated run names to include (empty: every run of the config)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any stage failed")
     p.add_argument("--data_root", default="", help="folder of the downloaded archives the config's DATA_PREP "
                    "converts (default: the config's DATA_ROOT)")

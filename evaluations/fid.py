@@ -241,16 +241,16 @@ def build_parser():
     # --batch-size stays a plain int: main's one-line message ("--batch-size 0: ...") is pinned by tests
     p.add_argument("--batch-size", type=int, default=50, help="images per rank per Inception batch (>= 1)")
     p.add_argument("--num-workers", type=run.NONNEG_INT, default=None,
-                   help="data loading processes per rank; 0: load in the main process (None: min(8, cpus))")
+                   help="data loading processes per rank; 0: load in the main process (default: min(8, cpus))")
     p.add_argument("--device", type=str, default=None,
-                   help="like cuda, cuda:0 or cpu (None: this rank's GPU, else cpu)")
+                   help="like cuda, cuda:0 or cpu (default: this rank's GPU, else cpu)")
     p.add_argument("--dims", type=int, default=2048, choices=list(inception.DIMS),
                    help="feature dimension, which picks the Inception block (2048: the pool features FID uses)")
     p.add_argument("--save-stats", action="store_true", help="write the statistics of the first path to the second")
     p.add_argument("--inception_weights", default="",
                    help=f"local {inception.WEIGHTS_NAME} (default: $TORCH_HOME/hub/checkpoints/, downloaded if absent)")
     p.add_argument("--dist_timeout", type=run.POSITIVE_FLOAT, default=None,
-                   help="seconds a collective waits for a peer before failing (None: $TRAINKIT_DIST_TIMEOUT or 1800)")
+                   help="seconds a collective waits for a peer before failing (default: $TRAINKIT_DIST_TIMEOUT or 1800)")
     p.add_argument("path", type=str, nargs=2, help="image folders, samples .npz or statistics .npz")
     return p
 

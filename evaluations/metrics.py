@@ -265,7 +265,8 @@ def create_parser():
     p.add_argument("--metrics", default=",".join(METRICS), help="comma list of fd, kid, pr, is")
     p.add_argument("--features", default="digits", choices=FEATURES,
                    help="feature space: the offline digits CNN, or pytorch-fid's Inception")
-    p.add_argument("--inception_weights", default="", help="local pytorch-fid Inception weights (offline machines)")
+    p.add_argument("--inception_weights", default="",
+                   help="local pytorch-fid Inception weights for offline machines (default: torch hub's copy)")
     p.add_argument("--k", type=run.POSITIVE_INT, default=3,
                    help="neighbours that set a manifold's radii (precision/recall)")
     p.add_argument("--bootstrap", type=run.POSITIVE_INT, default=50, help="FD resamples for its std")

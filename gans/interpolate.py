@@ -22,7 +22,8 @@ METHODS = {"lerp": dcgan.lerp, "slerp": dcgan.slerp}
 
 def create_argparser():
     p = run.ArgumentParser(description="Interpolate a generator of gans.train (any --model kind) between seeds.")
-    p.add_argument("--model_path", default="", help="model*.pt or ema_*.pt file, or a run directory (latest model)")
+    p.add_argument("--model_path", default="",
+                   help="required: a model*.pt or ema_*.pt file, or a run directory (its latest model)")
     p.add_argument("--seeds", default="0,1",
                    help="comma list of at least two seeds; seed s stands for the latent of gans.sample --seed s")
     p.add_argument("--num_steps", type=run.int_range(2), default=8, help="images per row, both ends included (>= 2)")

@@ -17,7 +17,8 @@ from .script_util import add_model_args, check_class_label, load_generator
 
 def create_argparser():
     p = run.ArgumentParser(description="Sample a generator of gans.train (any --model kind) into an npz.")
-    p.add_argument("--model_path", default="", help="model*.pt or ema_*.pt file, or a run directory (latest model)")
+    p.add_argument("--model_path", default="",
+                   help="required: a model*.pt or ema_*.pt file, or a run directory (its latest model)")
     # --num_samples and --class_label stay plain ints: main's one-line messages are pinned by tests
     # (and a label's upper end depends on the checkpoint)
     p.add_argument("--num_samples", type=int, default=10000, help="images written to the npz (>= 1)")

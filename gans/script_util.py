@@ -40,7 +40,7 @@ def add_model_args(parser):
     for name, what in _MODEL_ARG_HELP.items():
         kind = run.int_range(1, 3) if name == "num_channels" else run.POSITIVE_INT
         parser.add_argument(f"--{name}", type=kind, default=None,
-                            help=f"optional check against the checkpoint: {what} (None: not checked)")
+                            help=f"optional check against the checkpoint: {what} (default: not checked)")
     return parser
 
 

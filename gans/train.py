@@ -31,7 +31,8 @@ def create_argparser():
                    help="dcgan/cdcgan: convolutional (Radford et al.); gan/cgan: fully connected (Goodfellow et "
                         "al., Mirza & Osindero); cdcgan and cgan are class-conditional")
     p.add_argument("--data_dir", default="",
-                   help="image folder (labels: file name before the first '_') or samples .npz")
+                   help="training data (required): an image folder (labels: file name before the first '_') or "
+                        "a samples .npz")
     p.add_argument("--image_size", type=run.POSITIVE_INT, default=64,
                    help="pixels per side; dcgan/cdcgan need a power of two >= 8, gan/cgan take any size")
     p.add_argument("--num_channels", type=run.int_range(1, 3), default=3, help="image channels: 1 (grey) or 3 (RGB)")

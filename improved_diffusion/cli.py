@@ -14,7 +14,7 @@ PRECISIONS = one_of(*precision.MODES)
 
 # Help lines of the flags several entry points share (an entry point's own dict wins).
 COMMON_HELP = dict(
-    model_path="a model .pt file (model*, ema_*; openai's too) or a training run directory (its newest "
+    model_path="required: a model .pt file (model*, ema_*; openai's too) or a training run directory (its newest "
                "checkpoint's settled EMA, and the model flags of its options.json unless given)",
     data_dir="image folder (class labels from the file names' text before the first '_') or a samples .npz",
     clip_denoised="clip each predicted x_0 to [-1, 1] while denoising",

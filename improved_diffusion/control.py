@@ -38,7 +38,7 @@ CONTROL_HELP = dict(
     seeds="comma list of at least two seeds; seed s stands for the x_T of improved_diffusion.sample --seed s",
     num_steps="images per row, both ends included (>= 2)",
     from_images="interpolate between these images instead of seeds (a samples .npz or an image folder; "
-                "DDIM-inverted to their x_T)",
+                "DDIM-inverted to their x_T); empty: between --seeds",
     pairs="with --from_images: comma list of at least two image indices to interpolate between",
     num_images="edit the first N images of --images",
     t0="comma list of fractions in (0, 1] of the process to noise to; each gives one row (1: almost pure noise)",

@@ -44,8 +44,9 @@ def create_parser():
     p = run.ArgumentParser(description=__doc__)
     script_util.add_model_args(p, defaults=False)
     a = p.add_argument
-    a("--model_path", default="", help="run directory, checkpoint file or netG_*.pth (or give --exp/--epoch_id)")
-    a("--exp", default=None, help="test_ddgan.py's experiment name: the folder ./saved_info/dd_gan/{dataset}/{exp}/")
+    a("--model_path", default="", help="run directory, checkpoint file or netG_*.pth (required unless --exp/--epoch_id name one)")
+    a("--exp", default=None, help="test_ddgan.py's experiment name: the folder ./saved_info/dd_gan/{dataset}/{exp}/ "
+      "(default: none, use --model_path)")
     a("--epoch_id", type=run.NONNEG_INT, default=None,
       help="with --exp: sample netG_{epoch_id}.pth of that folder (test_ddgan.py's default: 1000)")
     a("--weights", default="auto", choices=["auto", "ema", "raw"],
@@ -58,8 +59,9 @@ def create_parser():
       help="with --compute_fid: an image folder, a pytorch-fid statistics .npz or DDGAN's .npy statistics "
            "(test_ddgan.py's default: ./pytorch_fid/cifar10_train_stat.npy)")
     a("--fid_stats", default="", help="FID statistics (.npz, or DDGAN's .npy) to score the samples against "
-      "at the end; the same as --compute_fid --real_img_dir FILE")
-    a("--inception_weights", default="", help="local pytorch-fid Inception weights file (offline machines)")
+      "at the end; the same as --compute_fid --real_img_dir FILE (default: none, no FID)")
+    a("--inception_weights", default="", help="local pytorch-fid Inception weights file for offline machines "
+      "(default: $TORCH_HOME's copy, downloaded if absent)")
     run.add_run_args(p)
     return p
 

@@ -30,7 +30,7 @@ def create_parser():
     p = run.ArgumentParser(description=__doc__)
     script_util.add_model_args(p)
     a = p.add_argument
-    a("--data_dir", default="", help="training data: an image folder, a samples .npz or an LMDB")
+    a("--data_dir", default="", help="training data (required): an image folder, a samples .npz or an LMDB")
     a("--exp", default=None,
       help="experiment name: without --logdir (or $OPENAI_LOGDIR) the run lives in "
            "./saved_info/dd_gan/{dataset}/{exp}/ with the reference's netG_{epoch}.pth, content.pth and "
@@ -51,7 +51,7 @@ def create_parser():
     a("--ema_decay", type=run.float_range(0, 1, hi_open=True), default=0.9999, help="EMA decay per step")
     a("--r1_gamma", type=run.NONNEG_FLOAT, default=0.05, help="R1 penalty weight on real pairs (0: off)")
     a("--lazy_reg", type=run.POSITIVE_INT, default=None,
-      help="apply R1 every N steps (left out: every step)")
+      help="apply R1 every N steps (default: every step)")
     a("--save_content", action="store_true", default=False,
       help="also write content.pth every --save_content_every epochs (with --exp) and checkpoint then")
     a("--save_content_every", type=run.POSITIVE_INT, default=50, help="epochs between content.pth writes")

@@ -124,7 +124,7 @@ def main():
     trainer = GANTrainer(G, D, loss=args.loss, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1,
                          beta2=args.beta2, precision_mode=args.precision, ema_rates=args.ema_rate,
                          sync_batchnorm=args.sync_bn, grad_accum=args.grad_accum, batches=batches,
-                         grid_inputs=fixed_inputs(args, G.num_classes, dist.device()))
+                         grid_inputs=fixed_inputs(args, G.num_classes, dist.device()), logger=r.logger)
     total = loop.total_steps(args.max_steps or args.epochs * batches.batches_per_epoch)
     n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     r.logger.log(f"{args.model}: G {n_params(G):,} / D {n_params(D):,} parameters, {len(d)} images, "

@@ -113,7 +113,7 @@ def run_main(module, argv, monkeypatch, capsys):
     ("ddgan.train", ["--batch_size", "16", "--grad_accum", "3"],
      "ddgan.train: error: --grad_accum 3 does not divide --batch_size 16"),
     ("ddgan.train", ["--num_timesteps", "0"], "ddgan.train: error: --num_timesteps: 0 must be a positive"),
-    ("ddgan.train", ["--lazy_reg", "0"], "ddgan.train: error: --lazy_reg 0: must be a positive"),
+    ("ddgan.train", ["--lazy_reg", "0"], "error: argument --lazy_reg: 0 is out of range: must be >= 1"),
     ("ddgan.train", ["--ch_mult", "1", "2", "--fir_kernel", "1,x"], "is not an integer"),
     ("ddgan.sample", ["--model_path", "NOWHERE"], "no such checkpoint file or run directory"),
 ])

@@ -58,7 +58,7 @@ def experiment(tmp_path_factory):
     rng = np.random.default_rng(0)
     for i in range(16):
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(cwd / "cifar" / f"{i:02d}.png")
-    first = ok(train(cwd))
+    first = ok(train(cwd, "--tensorboard"))
     files_after_first = sorted(os.listdir(cwd / EXP))
     resumed = ok(train(cwd, "--resume", "--num_epoch", "2"))
     return argparse.Namespace(cwd=cwd, dir=cwd / EXP, first=first, resumed=resumed, files_after_first=files_after_first)
@@ -79,6 +79,15 @@ def test_readme_line_runs_two_ranks_and_writes_the_reference_folder(experiment):
     assert content["epoch"] == 1 and content["global_step"] == 2  # written after epoch 0 (2 steps)
     assert all(k.startswith("module.") for k in content["netG_dict"])
     assert content["schedulerG"]["T_max"] == 1 and content["schedulerG"]["last_epoch"] == 1
+
+
+def test_tensorboard_holds_the_per_epoch_sample_grids(experiment):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(experiment.dir / "tb"), size_guidance={"images": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Images("sample_discrete")] == [2, 4]  # the last step of epochs 0 and 1
+    assert [e.step for e in acc.Scalars("errD")] == [1, 2, 3, 4]
 
 
 def test_netG_loads_strictly_as_test_ddgan_does(experiment):

@@ -31,18 +31,13 @@ PARSERS = {
     "evaluations.npz_to_images": "create_parser",
     "evaluations.report": "create_parser",
 }
-IN_PROGRESS = pytest.mark.xfail(strict=False, reason="ddgan train/sample help in progress")
 
 
 def parser_of(module):
     return getattr(importlib.import_module(module), PARSERS[module])()
 
 
-def _params():
-    return [pytest.param(m, marks=IN_PROGRESS) if m in ("ddgan.train", "ddgan.sample") else m for m in PARSERS]
-
-
-@pytest.mark.parametrize("module", _params())
+@pytest.mark.parametrize("module", list(PARSERS))
 def test_every_flag_has_a_help_line_and_help_shows_defaults(module):
     parser = parser_of(module)
     actions = [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]

@@ -88,7 +88,6 @@ def test_gans_dcgan_scalars_at_the_logged_steps(digits, tmp_path, monkeypatch, c
     assert event_files(run_dir) == [p for p in event_files(run_dir) if p.parts[0] == "tb"] and event_files(run_dir)
 
 
-@pytest.mark.xfail(strict=True, reason="gans/train.py does not yet pass logger=r.logger to GANTrainer")
 def test_gans_cli_logs_the_grid_image_at_each_checkpoint(digits, tmp_path, monkeypatch, capsys, one_thread):
     from gans import train
 

@@ -37,7 +37,7 @@ def add_args(parser):
     a("--node_rank", type=run.NONNEG_INT, default=None, help="index of this node, 0 .. num_proc_node-1 (default 0)")
     a("--local_rank", type=run.NONNEG_INT, default=None,
       help="rank within the node; set by the launcher (accepted for torch.distributed.launch, checked against "
-           "LOCAL_RANK)")
+           "LOCAL_RANK; default: the launcher's)")
     a("--master_address", default=None, help="address of node 0's rendezvous (reference default 127.0.0.1)")
     a("--master_port", type=run.int_range(1, 65535), default=None,
       help="rendezvous port (default: a free port on one node, the reference's 6020 on several)")

@@ -44,7 +44,8 @@ def create_parser():
     p = run.ArgumentParser(description=__doc__)
     script_util.add_model_args(p, defaults=False)
     a = p.add_argument
-    a("--model_path", default="", help="run directory, checkpoint file or netG_*.pth (required unless --exp/--epoch_id name one)")
+    a("--model_path", default="",
+      help="run directory, checkpoint file or netG_*.pth (required unless --exp/--epoch_id name one)")
     a("--exp", default=None, help="test_ddgan.py's experiment name: the folder ./saved_info/dd_gan/{dataset}/{exp}/ "
       "(default: none, use --model_path)")
     a("--epoch_id", type=run.NONNEG_INT, default=None,

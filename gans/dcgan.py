@@ -20,8 +20,11 @@ and works under autocast (BCE-with-logits instead of Sigmoid + BCELoss).
 
 Conditional model ("cdcgan"):
   G: a learned embedding of the label (nz numbers) is concatenated to z (cGAN, Mirza & Osindero).
-  D: projection discriminator (Miyato & Koyama 2018): logit = psi(h) + <embed(y), sum_hw h>,
-     where h is D's last feature map, so the label acts on D's output rather than its input.
+  D: the label enters with the image: K one-hot label maps are concatenated to its channels
+     (the input conditioning of Mirza & Osindero's cGAN). A projection discriminator (Miyato &
+     Koyama 2018, used here before) let the generator ignore z: one image per class on the
+     digits, the std over z at a fixed label 0.02; with the label on the input it is 0.19 and the
+     rows vary (docs/gans.md).
 """
 
 import math
@@ -111,8 +114,10 @@ class Discriminator(nn.Module):
         _check_positive("channels", channels)
         self.image_size, self.channels, self.num_classes = image_size, channels, num_classes
         width = ndf
+        if num_classes:  # the one-hot label maps (a buffer: its key marks a conditional D in a file)
+            self.register_buffer("label_onehot", torch.eye(num_classes))
         # The paper leaves BatchNorm off D's input layer (it made training unstable).
-        layers = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        layers = [nn.Conv2d(channels + num_classes, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         for _ in range(stages - 1):
             layers += [
                 nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
@@ -122,8 +127,6 @@ class Discriminator(nn.Module):
             width *= 2
         self.features = nn.Sequential(*layers)
         self.out = nn.Conv2d(width + self.minibatch_std, 1, 4, 1, 0, bias=False)
-        if num_classes:
-            self.label_proj = nn.Embedding(num_classes, width)
         init_weights(self)
 
     def forward(self, x, y=None):
@@ -133,14 +136,14 @@ class Discriminator(nn.Module):
                 f"discriminator input {tuple(x.shape[1:])}: expected "
                 f"{(self.channels, self.image_size, self.image_size)}"
             )
-        h = self.features(x)
-        logit = self.out(minibatch_std(h) if self.minibatch_std else h).flatten()
         if self.num_classes:
             check_labels(y, self.num_classes, len(x))
-            logit = logit + (self.label_proj(y).to(h.dtype) * h.sum(dim=(2, 3))).sum(dim=1)
+            maps = self.label_onehot[y].to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            x = torch.cat([x, maps], dim=1)
         elif y is not None:
             raise UserError("labels given to an unconditional DCGAN discriminator (use --model cdcgan)")
-        return logit
+        h = self.features(x)
+        return self.out(minibatch_std(h) if self.minibatch_std else h).flatten()
 
 
 def check_labels(y, num_classes, n):
@@ -156,8 +159,7 @@ def check_labels(y, num_classes, n):
 def init_weights(module):
     """DCGAN paper init: every conv weight ~ N(0, 0.02); BatchNorm scale ~ N(1, 0.02), shift 0.
 
-    G's label embedding is left at N(0, 1) so it sits on the same scale as z; D's projection
-    embedding follows the paper's N(0, 0.02) like every other D weight.
+    G's label embedding is left at N(0, 1) so it sits on the same scale as z.
     """
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -167,8 +169,6 @@ def init_weights(module):
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
-    if isinstance(module, Discriminator) and module.num_classes:
-        nn.init.normal_(module.label_proj.weight, 0.0, 0.02)
 
 
 def checked_classes(model, kinds, conditional, num_classes) -> int:
@@ -235,10 +235,18 @@ def load_generator_state(G, state_dict, path="checkpoint"):
     _load_strict(G, state_dict, path)
 
 
+def discriminator_kind(state_dict) -> str:
+    """'cdcgan' (one-hot label maps on the input, or the earlier projection layout) or 'dcgan'."""
+    return "cdcgan" if "label_onehot" in state_dict or "label_proj.weight" in state_dict else "dcgan"
+
+
 def load_discriminator_state(D, state_dict, path="checkpoint"):
     if not isinstance(state_dict, dict) or "out.weight" not in state_dict:
         raise UserError(f"{path}: not a DCGAN discriminator state_dict (no 'out.weight')")
-    kind = "cdcgan" if "label_proj.weight" in state_dict else "dcgan"
+    if "label_proj.weight" in state_dict:
+        raise UserError(f"{path}: a cdcgan discriminator of the earlier projection layout; this version puts the "
+                        "label on D's input, so the run cannot be resumed (its generator still samples)")
+    kind = discriminator_kind(state_dict)
     want = "cdcgan" if D.num_classes else "dcgan"
     if kind != want:
         raise UserError(f"{path}: checkpoint holds a {kind} discriminator, but --model is {want}")
@@ -252,7 +260,7 @@ def _load_strict(module, state_dict, path):
 
 # --- losses ------------------------------------------------------------------------------
 # bce: the paper's minimax objective for D and the non-saturating -log D(G(z)) for G.
-# hinge: Lim & Ye 2017 / Miyato et al. 2018, the usual partner of a projection discriminator.
+# hinge: Lim & Ye 2017 / Miyato et al. 2018.
 
 
 def d_loss_real(real_logits, kind="bce"):

@@ -52,7 +52,7 @@ def discriminator_kind(state_dict) -> str:
     kind = fcgan.discriminator_kind(state_dict)
     if kind or not isinstance(state_dict, dict) or "out.weight" not in state_dict:
         return kind
-    return "cdcgan" if "label_proj.weight" in state_dict else "dcgan"
+    return dcgan.discriminator_kind(state_dict)
 
 
 def _not_a(what, path):

@@ -56,7 +56,7 @@ def test_init_statistics_follow_the_paper():
     assert abs(gamma.mean().item() - 1) < 0.003 and abs(gamma.std().item() - 0.02) < 0.003
     assert all(torch.all(b.bias == 0) for b in bns)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in D.features[:2])  # none on D's input layer
-    assert abs(D.label_proj.weight.std().item() - 0.02) < 0.003
+    assert torch.equal(D.label_onehot, torch.eye(10))  # the label maps D sees beside the image
     assert abs(G.label_emb.weight.std().item() - 1) < 0.1  # on the scale of z
 
 
@@ -75,6 +75,13 @@ def test_conditional_label_reaches_the_output():
         assert min(diffs) > 0.05 * x.abs().max().item() > 0
         logits = D(x[:1].repeat(10, 1, 1, 1), y)
         assert len(set(round(v, 7) for v in logits.tolist())) == 10
+
+
+def test_projection_discriminator_of_earlier_runs_is_refused_by_name():
+    _, D = dcgan.create_models("cdcgan", 8, nz=4, ngf=2, ndf=2, channels=1, num_classes=10)
+    old = {"label_proj.weight": torch.zeros(10, 4), "out.weight": torch.zeros(1, 4, 4, 4)}
+    with pytest.raises(UserError, match="old.pt: a cdcgan discriminator of the earlier projection layout"):
+        dcgan.load_discriminator_state(D, old, "old.pt")
 
 
 def test_unconditional_model_ignores_num_classes_and_rejects_labels():

@@ -192,3 +192,14 @@ def test_num_process_per_node_must_agree_with_torchrun(monkeypatch, capsys, tmp_
     assert code == 2, err
     assert "--num_process_per_node 4 disagrees with torchrun, which started 2 processes per node" in err
     assert not (tmp_path / "saved_info").exists()
+
+
+def test_num_process_per_node_disagreeing_with_a_real_torchrun(tmp_path):
+    proc = helpers.launch("torchrun", 2, "ddgan.train", *words(README_TRAIN.replace("--num_process_per_node 2",
+                                                                                    "--num_process_per_node 4")),
+                          "--data_dir", tmp_path, cwd=tmp_path)
+    assert proc.returncode != 0
+    ours = [line for line in helpers.error_lines(proc) if "disagrees" in line]
+    assert ours and ours[0] == ("ddgan.train: error: --num_process_per_node 4 disagrees with torchrun, which "
+                                "started 2 processes per node; drop the flag or start torchrun with 4"), proc.stderr
+    assert not (tmp_path / "saved_info").exists()

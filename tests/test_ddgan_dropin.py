@@ -22,6 +22,11 @@ README_TRAIN = ("--dataset cifar10 --exp ddgan_cifar10_exp1 --num_channels 3 --n
                 "--num_timesteps 4 --num_res_blocks 2 --batch_size 64 --num_epoch 1800 --ngf 64 --nz 100 "
                 "--z_emb_dim 256 --n_mlp 4 --ch_mult 1 2 2 2 --lr_d 1.25e-4 --lr_g 1.6e-4 --lazy_reg 15 "
                 "--num_process_per_node 2 --save_content")
+# seed 003's train_ddgan.py line (one process, EMA)
+SEED003_TRAIN = ("--dataset cifar10 --exp ddgan_cifar10_exp1 --num_channels 3 --num_channels_dae 128 --num_timesteps 4 "
+                 "--num_res_blocks 2 --batch_size 128 --num_epoch 50 --ngf 64 --nz 100 --z_emb_dim 256 --n_mlp 4 "
+                 "--embedding_type positional --use_ema --ema_decay 0.9999 --r1_gamma 0.02 --lr_d 1.25e-4 "
+                 "--lr_g 1.6e-4 --lazy_reg 15 --num_process_per_node 1 --ch_mult 1 2 2 2 --save_content")
 # seed 003's test_ddgan.py line (the FID reference is each test's own)
 SEED003_SAMPLE = ("--dataset cifar10 --exp ddgan_cifar10_exp1 --num_channels 3 --num_channels_dae 128 "
                   "--num_timesteps 4 --num_res_blocks 2 --nz 100 --z_emb_dim 256 --n_mlp 4 --ch_mult 1 2 2 2 "
@@ -113,6 +118,21 @@ def test_resume_continues_the_experiment(experiment):
     assert "sample_discrete_epoch_2.png" in names and "state000006.pt" in names
     again = train(experiment.cwd)  # a fresh start into it is refused, nothing rewritten
     assert again.returncode != 0 and "already holds checkpoints" in again.stderr, helpers.describe(again)
+
+
+def test_seed003_training_line_saves_the_ema_generator(experiment, tmp_path):
+    """One process (--num_process_per_node 1), --use_ema: netG_0.pth holds the EMA weights of the
+    end of epoch 0, as train_ddgan.py swaps them in to save."""
+    proc = ok(helpers.py("ddgan.train", *words(SEED003_TRAIN, TINY_MODEL), "--batch_size", 8, "--num_epoch", 1,
+                         "--data_dir", experiment.cwd / "cifar", cwd=tmp_path))
+    d = tmp_path / EXP
+    assert json.loads((d / "options.json").read_text())["_run"]["world_size"] == 1, proc.stdout[-1000:]
+    net_g = torch.load(d / "netG_0.pth", map_location="cpu")
+    ema = torch.load(d / "ema_0.9999_000002.pt", map_location="cpu")
+    raw = torch.load(d / "model000002.pt", map_location="cpu")
+    assert all(torch.equal(ema[k[7:]], v) for k, v in net_g.items())
+    assert not all(torch.equal(raw[k[7:]], v) for k, v in net_g.items())  # EMA, not the raw weights
+    assert torch.load(d / "content.pth", weights_only=False)["epoch"] == 1
 
 
 def test_a_folder_of_the_reference_code_is_never_written(tmp_path):

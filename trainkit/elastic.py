@@ -21,7 +21,6 @@ from . import dist, run
 from .errors import UserError
 
 REFERENCE_PORT = 6020  # train_ddgan.py's init_processes hard-codes it
-FLAGS = ("num_proc_node", "num_process_per_node", "node_rank", "local_rank", "master_address", "master_port")
 
 
 def add_args(parser):

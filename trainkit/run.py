@@ -109,7 +109,7 @@ def int_range(lo=None, hi=None):
 
 
 def float_range(lo=None, hi=None, lo_open=False, hi_open=False):
-    """An argparse type: a finite float in [lo, hi] (open ends with lo_open / hi_open)."""
+    """An argparse type: a float (not NaN) in [lo, hi] (open ends with lo_open / hi_open)."""
     return _ranged(float, lo, hi, lo_open, hi_open)
 
 

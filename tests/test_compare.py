@@ -22,7 +22,8 @@ def _config(tmp_path, data_root, nproc=1):
         "dcgan | flags/gans/dcgan_digits.sh | gans | 1 | --max_steps 100000 |\n"
         "cdcgan | flags/gans/cdcgan_digits.sh | gans | 1 | --max_steps 100000 |\n"
         "ddgan | flags/ddgan/digits16.sh | ddgan | 1 | --num_epoch 100000 |\n"
-        "improved_diffusion | flags/improved_diffusion/digits_tiny.sh | improved_diffusion | 1 | --max_steps 100000 | ddim5: --timestep_respacing ddim5 --use_ddim True\n"
+        "improved_diffusion | flags/improved_diffusion/digits_tiny.sh | improved_diffusion | 1 | --max_steps 100000 | "
+        "ddim5: --timestep_respacing ddim5 --use_ddim True\n"
         '"\n'
     )
     return path
@@ -35,10 +36,10 @@ def _number(text):
 def test_compare_trains_samples_judges_and_reports(tmp_path, digits):
     data_root = digits(16).parent
     out = tmp_path / "cmp"
-    # one process a stage: it may use both cores (helpers pins every rank to one thread)
-    env = helpers.test_env(OMP_NUM_THREADS=2)
+    # one intra-op thread a stage, as helpers pins every rank: on a shared 2-core machine two
+    # OpenMP threads made the tiny U-Net's forward ~40x slower than one (1.4 s against 33 ms)
     proc = helpers.py("evaluations.compare", "--config", _config(tmp_path, data_root), "--logdir", out, "--strict",
-                      timeout=1500, env=env)
+                      timeout=1500)
     assert proc.returncode == 0, helpers.describe(proc)
     assert f"report: {out / 'report.html'}" in proc.stdout
 
@@ -101,6 +102,7 @@ def md_cells(row):
 
 def test_compare_bad_input():
     proc = helpers.py("evaluations.compare", "--config", "flags/compare/nope.sh")
-    assert proc.returncode == 2 and helpers.error_lines(proc) == ["evaluations.compare: error: flags/compare/nope.sh: no such comparison config"]
+    assert proc.returncode == 2 and helpers.error_lines(proc) == [
+        "evaluations.compare: error: flags/compare/nope.sh: no such comparison config"]
     proc = helpers.py("evaluations.compare", "--only", "nobody")
     assert proc.returncode == 2 and "--only: no run named nobody" in proc.stderr

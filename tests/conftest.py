@@ -1,6 +1,12 @@
 import pytest
+import torch
 
 import helpers
+
+# One intra-op thread for whatever runs torch in the test process itself, as helpers gives every
+# subprocess (OMP_NUM_THREADS=1): on the shared 2-core machine a second OpenMP thread waits for a
+# busy core at every op (tests/faults/test_bad_inputs.py: 50 s of CPU with one, 58 s with two).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -43,11 +43,29 @@ def _assert_same_tensors(a: dict, b: dict):
             assert a[k] == b[k], k
 
 
+@pytest.fixture(scope="module")
+def two_rank_runs(digits, tmp_path_factory):
+    """launcher -> (process, run dir) of one 10-step 2-rank self-check run on the digits, started
+    on first use. Several tests read the same run (none writes to it): test_two_ranks_agree_shard_and_reduce
+    checks it, the resume test compares with torchrun's, the data-cache test with mpiexec's."""
+    root = tmp_path_factory.mktemp("two_rank_runs")
+    made = {}
+
+    def get(launcher):
+        if launcher not in made:
+            run_dir = root / launcher
+            proc = helpers.launch(launcher, 2, "trainkit.selfcheck", "--data_dir", digits(16), "--logdir", run_dir,
+                                  "--dump", *STEPS)
+            assert proc.returncode == 0, helpers.describe(proc)
+            made[launcher] = proc, run_dir
+        return made[launcher]
+
+    return get
+
+
 @pytest.mark.parametrize("launcher", ["mpiexec", "torchrun"])
-def test_two_ranks_agree_shard_and_reduce(launcher, digits, tmp_path):
-    run_dir = tmp_path / "run"
-    proc = helpers.launch(launcher, 2, "trainkit.selfcheck", "--data_dir", digits(16), "--logdir", run_dir, "--dump", *STEPS)
-    assert proc.returncode == 0, helpers.describe(proc)
+def test_two_ranks_agree_shard_and_reduce(launcher, digits, two_rank_runs):
+    proc, run_dir = two_rank_runs(launcher)
     assert "+ " in proc.stderr  # run.sh printed the command it ran
     # all ranks hold the same parameters after the steps
     _assert_same_tensors(_params(run_dir, 0), _params(run_dir, 1))
@@ -72,11 +90,11 @@ def test_two_ranks_agree_shard_and_reduce(launcher, digits, tmp_path):
     assert options["_run"]["world_size"] == 2 and options["max_steps"] == 10
 
 
-def test_resume_is_bit_exact_on_two_ranks(digits, tmp_path):
-    straight, split = tmp_path / "straight", tmp_path / "split"
+def test_resume_is_bit_exact_on_two_ranks(digits, tmp_path, two_rank_runs):
+    split = tmp_path / "split"
     common = ["--data_dir", digits(16), "--batch_size", "4", "--save_interval", "5", "--log_interval", "5", "--dump"]
-    a = helpers.launch("torchrun", 2, "trainkit.selfcheck", *common, "--logdir", straight, "--max_steps", "10")
-    assert a.returncode == 0, helpers.describe(a)
+    # the straight 10-step run is the torchrun one of two_rank_runs: these flags and --max_steps 10 (STEPS)
+    straight = two_rank_runs("torchrun")[1]
     b1 = helpers.launch("torchrun", 2, "trainkit.selfcheck", *common, "--logdir", split, "--max_steps", "5")
     assert b1.returncode == 0, helpers.describe(b1)
     b2 = helpers.launch("torchrun", 2, "trainkit.selfcheck", *common, "--logdir", split, "--max_steps", "10",
@@ -109,7 +127,7 @@ def test_multinode_torchrun_on_one_machine(digits, tmp_path):
     assert all(r["rank"] == 0.5 for r in logger.read_progress(str(run_dir)))
 
 
-def test_a_large_folder_is_decoded_once_per_node_and_mapped_by_every_rank(digits, tmp_path):
+def test_a_large_folder_is_decoded_once_per_node_and_mapped_by_every_rank(digits, tmp_path, two_rank_runs):
     folder = tmp_path / "images"
     shutil.copytree(digits(16), folder)
     cache = tmp_path / "cache"
@@ -119,13 +137,14 @@ def test_a_large_folder_is_decoded_once_per_node_and_mapped_by_every_rank(digits
         return helpers.launch(launcher, 2, "trainkit.selfcheck", "--data_dir", folder, "--logdir", tmp_path / name,
                               "--dump", *STEPS, **kw)
 
-    plain = train("plain")
-    assert plain.returncode == 0, helpers.describe(plain)
+    # without the cache: the mpiexec run of two_rank_runs, the same flags on the same images (the
+    # folder here is a copy of them)
+    plain = two_rank_runs("mpiexec")[1]
     cached = train("cached", env=env)
     assert cached.returncode == 0, helpers.describe(cached)
     (name,) = os.listdir(cache)  # one file, no temporary left
     assert name.endswith(f"-{len(os.listdir(folder))}x1x16x16.u8")
-    _assert_same_tensors(_params(tmp_path / "cached", 0), _params(tmp_path / "plain", 0))
+    _assert_same_tensors(_params(tmp_path / "cached", 0), _params(plain, 0))
     # Blank every image but keep its size and time: both ranks of the next run read the cache,
     # not the folder, so they train exactly as before.
     for path in folder.iterdir():
@@ -134,7 +153,7 @@ def test_a_large_folder_is_decoded_once_per_node_and_mapped_by_every_rank(digits
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     reused = train("reused", "torchrun", env=env)
     assert reused.returncode == 0, helpers.describe(reused)
-    _assert_same_tensors(_params(tmp_path / "reused", 1), _params(tmp_path / "plain", 1))
+    _assert_same_tensors(_params(tmp_path / "reused", 1), _params(plain, 1))
     # A changed image makes a new file: local rank 0 fails to decode the blanked images, and
     # every rank stops with its error.
     sorted(folder.iterdir())[3].write_bytes(b"not an image")

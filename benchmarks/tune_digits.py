@@ -50,6 +50,11 @@ CANDIDATES = {
         # at the comparison's share (2.5 of 7.5 since this search): steps are what it lacks
         ("batch 16", ["--batch_size", "16"]),
         ("lr_d 1e-3", ["--lr_d", "1e-3"]),
+        # benchmarks/ddgan_dynamics.py: with one D update per G update D sits at chance and G
+        # wanders; three keep D off chance at about twice the cost of a step
+        ("d_steps 3", ["--d_steps", "3"]),
+        ("d_steps 3, ema 0.995", ["--d_steps", "3", "--ema_decay", "0.995"]),
+        ("d_steps 2", ["--d_steps", "2"]),
     ],
     "improved_diffusion": [
         ("as-is", []),

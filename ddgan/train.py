@@ -1,7 +1,7 @@
 """Train a Denoising Diffusion GAN: `python -m ddgan.train --data_dir DIR --ch_mult 1 2 2 2 ...`.
 
 Flags are train_ddgan.py's (same names and defaults) plus --data_dir, --grad_accum, --logdir,
---precision, --resume_checkpoint (alias --resume), --max_steps, --log_interval, --dist_timeout.
+--precision, --resume_checkpoint (alias --resume), --max_steps, --log_interval, --dist_timeout, --d_steps.
 --batch_size is, as in the reference and in every family here, the number of images each process
 uses for one optimizer step; --grad_accum K cuts it into K micro-batches whose gradients are
 averaged, so K only trades memory for time. The loop is trainkit.loop.
@@ -49,6 +49,10 @@ def create_parser():
       help="keep the learning rates constant (default: cosine to 1e-5 over num_epoch epochs)")
     a("--use_ema", action="store_true", default=False, help="keep an EMA of the generator (used for sampling)")
     a("--ema_decay", type=run.float_range(0, 1, hi_open=True), default=0.9999, help="EMA decay per step")
+    a("--d_steps", type=run.POSITIVE_INT, default=1,
+      help="discriminator updates per generator update, each with fresh t and noise on the step's "
+           "images (not in the reference, which does 1). With 1, D sits at chance on the digits "
+           "while the generator wanders (docs/evaluations.md)")
     a("--r1_gamma", type=run.NONNEG_FLOAT, default=0.05, help="R1 penalty weight on real pairs (0: off)")
     a("--lazy_reg", type=run.POSITIVE_INT, default=None,
       help="apply R1 every N steps (default: every step)")

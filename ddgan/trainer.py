@@ -3,6 +3,8 @@
 One optimizer step ("update"):
   D: real pairs (x_t, x_{t+1}) -> softplus(-D); every lazy_reg steps R1 = r1_gamma/2 E|grad_x_t D|^2;
      fake x_t ~ q(x_t | x_{t+1}, G(x_{t+1}, z, t)) with G under no_grad -> softplus(D).
+     --d_steps K repeats this D update K times (fresh t and noises, the same images), R1 on
+     all of them or none, before the one G update.
   G: softplus(-D(fake)) with D frozen. Adam(beta1, beta2) each; EMA of G after the G step;
   learning rates follow a cosine from lr to 1e-5 over num_epoch epochs (stepped per epoch).
 --grad_accum K cuts the per-rank batch into K micro-batches whose gradients are averaged.
@@ -153,7 +155,8 @@ class Trainer(loop.Task):
         return {"errG": err_total}
 
     def update(self, x):
-        stats = self.d_step(x)
+        for _ in range(self.o.get("d_steps", 1)):  # options saved before --d_steps existed: 1
+            stats = self.d_step(x)
         stats.update(self.g_step(x))
         self.updates += 1
         return stats
@@ -202,7 +205,8 @@ class Trainer(loop.Task):
         checkpoint.load_optimizer(self.opt_d, ck.load(d_opt), ck.path(d_opt))
         if self.ema is not None:
             if ck.has(self.ema_prefix()):
-                self.ema.load_state_dict(self.o["ema_decay"], script_util.strip_module_prefix(ck.load(self.ema_prefix())))
+                weights = script_util.strip_module_prefix(ck.load(self.ema_prefix()))
+                self.ema.load_state_dict(self.o["ema_decay"], weights)
             else:
                 raise UserError(f"{ck.dir}: step {ck.step} has no {self.ema_prefix()} file "
                                 "(trained without --use_ema or with another --ema_decay)")

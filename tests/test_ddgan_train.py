@@ -250,3 +250,41 @@ def test_reduced_precision_update_is_finite(mode):
     assert all(p.dtype == torch.float32 for p in tr.g_raw.parameters())  # master weights stay fp32
     if mode == "bf16":  # fp16 may skip its first steps while the loss scale settles
         assert any(not torch.equal(a, p) for a, p in zip(before, tr.g_raw.parameters()))
+
+
+def test_d_steps_runs_that_many_discriminator_updates_per_generator_update():
+    """--d_steps K: K Adam steps of D, each on fresh t and noises, then one of G. With K = 1
+    (the default, the reference's) update() is exactly d_step then g_step."""
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    assert options()["d_steps"] == 1
+    by_hand = make_trainer(options("--batch_size", "4"))
+    torch.manual_seed(5)
+    by_hand.d_step(x)
+    by_hand.g_step(x)
+    default = make_trainer(options("--batch_size", "4"))
+    torch.manual_seed(5)
+    default.update(x)
+    for a, b in zip(list(by_hand.g_raw.parameters()) + list(by_hand.d_raw.parameters()),
+                    list(default.g_raw.parameters()) + list(default.d_raw.parameters())):
+        assert torch.equal(a, b)
+
+    tr = make_trainer(options("--batch_size", "4", "--d_steps", "3"))
+    seen = []
+    d_step = tr.d_step
+
+    def spy(xb):
+        stats = d_step(xb)
+        seen.append(float(stats["errD"]))
+        return stats
+
+    tr.d_step = spy
+    for _ in range(2):
+        tr.update(x)
+
+    def adam_steps(opt):
+        return {int(s["step"]) for s in opt.state.values()}
+
+    assert adam_steps(tr.opt_d) == {6} and adam_steps(tr.opt_g) == {2} and tr.updates == 2
+    assert len(set(seen)) == 6  # fresh noise (and new D weights) each time, not one update repeated
+    with pytest.raises(SystemExit):
+        options("--d_steps", "0")

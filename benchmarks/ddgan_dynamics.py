@@ -16,6 +16,7 @@ it at chance. docs/evaluations.md (DDGAN: what the discriminator at chance means
 import argparse
 import os
 import shlex
+import subprocess
 import sys
 import time
 
@@ -32,13 +33,11 @@ from trainkit import data, ema, npz  # noqa: E402
 
 
 def flag_file_args(path):
-    """MODEL_FLAGS, DIFFUSION_FLAGS and TRAIN_FLAGS of a flag file, as argv."""
-    values = {}
-    for line in open(path):
-        name, sep, rest = line.partition("=")
-        if sep and name in ("MODEL_FLAGS", "DIFFUSION_FLAGS", "TRAIN_FLAGS"):
-            values[name] = shlex.split(rest)[0] if rest.strip() else ""
-    return shlex.split(" ".join(values.values()))
+    """The training flags launch/run.sh passes for a flag file ($MODEL_FLAGS $DIFFUSION_FLAGS
+    $TRAIN_FLAGS), read by sourcing it in bash as run.sh does."""
+    script = 'source "$1"; echo "$MODEL_FLAGS $DIFFUSION_FLAGS $TRAIN_FLAGS"'
+    out = subprocess.run(["bash", "-c", script, "bash", path], capture_output=True, text=True, check=True)
+    return shlex.split(out.stdout)
 
 
 def endless(batches):

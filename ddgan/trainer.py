@@ -155,7 +155,7 @@ class Trainer(loop.Task):
         return {"errG": err_total}
 
     def update(self, x):
-        for _ in range(self.o.get("d_steps", 1)):  # options saved before --d_steps existed: 1
+        for _ in range(self.o["d_steps"]):  # stats are the last D update's
             stats = self.d_step(x)
         stats.update(self.g_step(x))
         self.updates += 1

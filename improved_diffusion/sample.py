@@ -4,7 +4,7 @@ Accepts every flag of openai's scripts/image_sample.py with the same defaults. E
 --model_path may be a training run directory (its newest checkpoint's settled EMA, see
 cli.settled_ema; model flags are then read from the run's options.json unless given), --seed,
 --logdir, --ddim_eta, --class_labels, --precision, and the fast ODE samplers of samplers.py:
---sampler ddpm|ddim|dpmpp_2m|heun, --steps N, --time_schedule uniform|logsnr|karras (see
+--sampler ddpm|ddim|dpmpp_2m|dpmpp_2m_sde|heun, --steps N, --time_schedule uniform|logsnr|karras (see
 `resolve_sampler`). Each sample index owns a generator seeded from (--seed, index) that draws
 its label, x_T and every step's noise, so the npz does not depend on --batch_size or the number
 of ranks.
@@ -49,18 +49,19 @@ def create_argparser():
                           types=dict(ddim_eta=run.NONNEG_FLOAT))
     parser.add_argument(
         "--sampler", default="", choices=("",) + samplers.SAMPLERS,
-        help="ddpm: ancestral (openai's); ddim: eta=0 DDIM; dpmpp_2m: DPM-Solver++(2M); heun: EDM's 2nd-order "
-             "Heun (2N-1 model calls). Default: ddpm, or ddim with --use_ddim True. dpmpp_2m and heun need --steps "
+        help="ddpm: ancestral (openai's); ddim: eta=0 DDIM; dpmpp_2m: DPM-Solver++(2M); dpmpp_2m_sde: "
+             "SDE-DPM-Solver++(2M) (stochastic, fresh noise each step); heun: EDM's 2nd-order Heun (2N-1 model "
+             "calls). Default: ddpm, or ddim with --use_ddim True. dpmpp_2m, dpmpp_2m_sde and heun need --steps "
              "and refuse --timestep_respacing (they place their own steps over the model's timesteps)")
     parser.add_argument(
         "--steps", type=run.NONNEG_INT, default=0,
-        help="number of sampling steps. ddim, dpmpp_2m, heun: N steps at --time_schedule points of the model's "
+        help="number of sampling steps. ddim, dpmpp_2m, dpmpp_2m_sde, heun: N steps at --time_schedule points of the model's "
              "timesteps (fractional ones interpolated in log-SNR); ddpm: the same as --timestep_respacing N. "
              "0 (default): the process of --timestep_respacing (all timesteps if empty), as openai. Not with "
              "--timestep_respacing")
     parser.add_argument(
         "--time_schedule", default="uniform", choices=samplers.TIME_SCHEDULES,
-        help="where --steps puts the steps of ddim, dpmpp_2m and heun: uniform in t, uniform in log-SNR (logsnr), "
+        help="where --steps puts the steps of ddim, dpmpp_2m, dpmpp_2m_sde and heun: uniform in t, uniform in log-SNR (logsnr), "
              "or EDM's karras sigmas (rho 7); default uniform")
     return parser
 
@@ -69,7 +70,7 @@ def resolve_sampler(args):
     """Settle the sampler flags against openai's --use_ddim and --timestep_respacing, in place.
 
     Without --steps, ddpm and ddim run openai's loops over the (respaced) process exactly as
-    before. --steps N: ddim, dpmpp_2m and heun integrate the ODE over the model's own timesteps
+    before. --steps N: ddim, dpmpp_2m, dpmpp_2m_sde and heun step over the model's own timesteps
     (samplers.sample_loop); ddpm takes --timestep_respacing N. After this args.sampler is the
     sampler's name and args.steps its number of steps. Returns True for samplers.sample_loop,
     False for openai's loops. Contradictory flags are one-line UserErrors.
@@ -81,13 +82,13 @@ def resolve_sampler(args):
         raise UserError(f"--steps {args.steps}: must be positive (or 0, the process's own timesteps)")
     if args.steps and args.timestep_respacing:
         raise UserError("--steps and --timestep_respacing both choose the steps: give one of them")
-    if sampler in ("dpmpp_2m", "heun") and not args.steps:
+    if sampler in samplers.STEP_SAMPLERS and sampler != "ddim" and not args.steps:
         if args.timestep_respacing:
             raise UserError(f"--sampler {sampler} places its steps over the model's own timesteps: give --steps N, "
                             "not --timestep_respacing")
         raise UserError(f"--sampler {sampler} needs --steps N")
     if args.time_schedule != "uniform" and (not args.steps or sampler == "ddpm"):
-        raise UserError(f"--time_schedule {args.time_schedule} needs --steps N and --sampler ddim, dpmpp_2m or heun")
+        raise UserError(f"--time_schedule {args.time_schedule} needs --steps N and --sampler ddim, dpmpp_2m, dpmpp_2m_sde or heun")
     if args.steps and sampler == "ddim" and args.ddim_eta != 0:
         raise UserError("--ddim_eta with --steps: --steps runs the deterministic (eta 0) ODE; for eta > 0 use "
                         "--use_ddim True --timestep_respacing N")
@@ -192,15 +193,17 @@ def make_sample_fn(model, diffusion, args, prec, ode=False):
                  else rnd.randint(args.num_classes))
             kwargs["y"] = y
         noise = rnd.randn(*shape)
+
+        def step_noise(like):  # each sample's own generator, after its x_T
+            return rnd.randn(*like.shape[1:])
         with prec.autocast():
-            if ode:  # deterministic: x_T is the only draw
+            if ode:  # x_T is the only draw, and each step's noise for dpmpp_2m_sde
                 x = samplers.sample_loop(net, diffusion, noise, sampler=args.sampler, steps=args.steps,
                                          time_schedule=args.time_schedule, clip_denoised=args.clip_denoised,
-                                         model_kwargs=kwargs)
+                                         model_kwargs=kwargs, noise_fn=step_noise)
             else:
                 x = loop(net, (len(indices), *shape), noise=noise, clip_denoised=args.clip_denoised,
-                         model_kwargs=kwargs, device=rnd.device, noise_fn=lambda like: rnd.randn(*like.shape[1:]),
-                         **extra)
+                         model_kwargs=kwargs, device=rnd.device, noise_fn=step_noise, **extra)
         return npz.to_uint8(x.float()), (None if y is None else y.cpu().numpy().astype(np.int64))
 
     return sample_fn

@@ -14,6 +14,14 @@ data (sigma = 0): `steps` steps in all.
   D_i = (1 + 1/(2 r_i)) x0_{i-1} - 1/(2 r_i) x0_{i-2},  r_i = h_{i-1} / h_i.
   The last step, onto sigma = 0 (lambda = +inf, where r_i is 0), is first order, as in the
   paper's reference solver ("lower order final"): it returns the data prediction.
+- dpmpp_2m_sde: SDE-DPM-Solver++(2M), the stochastic (SDE, eta = 1) solver of the same paper
+  (Lu et al. 2022, Appendix on diffusion SDEs), in data prediction:
+  x_s = (sigma_s / sigma_t) e^{-h} x_t + alpha_s (1 - e^{-2h}) D_i + sigma_s sqrt(1 - e^{-2h}) z,
+  z ~ N(0, I) fresh each step, D_i as dpmpp_2m's (first order at the first step, x0 itself).
+  Its first-order step is the DDPM posterior q(x_s | x_t, x0) with x0 the model's (mean and
+  variance exactly, so over all T timesteps it is the ancestral sampler with the small, beta-tilde
+  variances); the noise it adds at every step corrects the model's errors as ancestral sampling
+  does, which the ODE cannot. Its randomness comes from the caller's `noise_fn`.
 - heun: EDM's deterministic sampler (Karras et al. 2022, Algorithm 1 without churn) on the VP
   model through sigma(t) = sqrt((1 - abar) / abar) = e^{-lambda} and x_sigma = x_t / alpha_t,
   for which dx/dsigma = (x - D(x; sigma)) / sigma with D the model's x0 prediction. Euler steps
@@ -26,10 +34,11 @@ backwards from data to x_T (DDIM inversion), and `t_start` starts the ODE sample
 intermediate timestep from a given x_t, which `sdedit` (SDEdit, Meng et al. 2022) uses after
 noising the data to it.
 
-Model evaluations per sample (`nfe`): ddim N, dpmpp_2m N, heun 2N - 1, ddpm N. The only
-randomness of ddim, dpmpp_2m and heun is x_T (the caller's `noise`), and every operation
-outside the model is elementwise with coefficients shared by the batch, so a sample depends on
-its own x_T (and label) only.
+Model evaluations per sample (`nfe`): ddim N, dpmpp_2m N, dpmpp_2m_sde N, heun 2N - 1, ddpm N.
+The only randomness of ddim, dpmpp_2m and heun is x_T (the caller's `noise`), that of
+dpmpp_2m_sde and ddpm also each step's `noise_fn`, and every operation outside the model is
+elementwise with coefficients shared by the batch, so a sample depends on its own x_T, noises
+(and label) only.
 """
 
 import math
@@ -39,8 +48,9 @@ import torch
 
 from .gaussian_diffusion import ModelMeanType, ModelVarType
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "heun")
-ODE_SAMPLERS = ("ddim", "dpmpp_2m", "heun")
+SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "dpmpp_2m_sde", "heun")
+STEP_SAMPLERS = ("ddim", "dpmpp_2m", "dpmpp_2m_sde", "heun")  # place --steps points over the model's timesteps
+ODE_SAMPLERS = ("ddim", "dpmpp_2m", "heun")  # deterministic: x_T decides the sample
 TIME_SCHEDULES = ("uniform", "logsnr", "karras")
 KARRAS_RHO = 7.0
 
@@ -166,12 +176,42 @@ def _dpm_solver_pp(denoise, x, ts, lams, second_order):
             return x0  # onto sigma = 0: e^{-h} = 0, sigma_next = 0, alpha_next = 1
         lam_next = lams[i + 1]
         h = lam_next - lam
-        d = x0
-        if second_order and prev_x0 is not None:
-            half_inv_r = 0.5 * h / prev_h  # 1 / (2 r), r = h_{i-1} / h_i
-            d = (1 + half_inv_r) * x0 - half_inv_r * prev_x0
+        d = multistep_x0(x0, prev_x0, h, prev_h) if second_order else x0
         (_, sigma), (alpha_next, sigma_next) = NoiseLevels.alpha_sigma(lam), NoiseLevels.alpha_sigma(lam_next)
         x = (sigma_next / sigma) * x - (alpha_next * math.expm1(-h)) * d
+        prev_x0, prev_h = x0, h
+    raise AssertionError("unreachable")
+
+
+def multistep_x0(x0, prev_x0, h, prev_h):
+    """DPM-Solver++(2M)'s data estimate D_i = x0_i + (x0_i - x0_{i-1}) / (2 r_i), r_i = h_{i-1} / h_i
+    (x0_i itself at the first step, where there is no x0_{i-1})."""
+    if prev_x0 is None:
+        return x0
+    half_inv_r = 0.5 * h / prev_h
+    return (1 + half_inv_r) * x0 - half_inv_r * prev_x0
+
+
+def sde_step(x, d, lam, lam_next, z):
+    """One SDE-DPM-Solver++ step (eta = 1) from half log-SNR lam to the less noisy lam_next with
+    data estimate d and standard normal z:
+    x' = (sigma' / sigma) e^{-h} x + alpha' (1 - e^{-2h}) d + sigma' sqrt(1 - e^{-2h}) z.
+    With d the true x0 this is a draw of q(x' | x, x0): mean and variance are the DDPM posterior's."""
+    h = lam_next - lam
+    (_, sigma), (alpha_next, sigma_next) = NoiseLevels.alpha_sigma(lam), NoiseLevels.alpha_sigma(lam_next)
+    one_minus = -math.expm1(-2.0 * h)  # 1 - e^{-2h}
+    return ((sigma_next / sigma) * math.exp(-h)) * x + (alpha_next * one_minus) * d + (sigma_next * math.sqrt(one_minus)) * z
+
+
+def _sde_dpm_solver_pp(denoise, x, ts, lams, noise_fn):
+    """SDE-DPM-Solver++(2M) from x_T at ts[0] to the clean data; `noise_fn(x)` draws each step's z."""
+    prev_x0 = prev_h = None
+    for i, (t, lam) in enumerate(zip(ts, lams)):
+        x0 = denoise(x, t, lam)
+        if i == len(ts) - 1:
+            return x0  # onto sigma = 0: alpha' = 1, sigma' = 0, e^{-h} = 0
+        h = lams[i + 1] - lam
+        x = sde_step(x, multistep_x0(x0, prev_x0, h, prev_h), lam, lams[i + 1], noise_fn(x))
         prev_x0, prev_h = x0, h
     raise AssertionError("unreachable")
 
@@ -202,13 +242,14 @@ def sample_loop(model, diffusion, noise, *, sampler, steps=None, time_schedule="
                 model_kwargs=None, noise_fn=None, t_start=None):
     """Samples from x_T = `noise` (N, C, ...) with one of SAMPLERS.
 
-    ddim, dpmpp_2m and heun take `steps` steps over `diffusion`'s timesteps placed by
-    `time_schedule` and call `model(x, t, **model_kwargs)` directly, with fractional t scaled as
-    the diffusion would (do not pass a respacing _WrappedModel). With `t_start` (a timestep,
+    ddim, dpmpp_2m, dpmpp_2m_sde and heun take `steps` steps over `diffusion`'s timesteps placed
+    by `time_schedule` and call `model(x, t, **model_kwargs)` directly, with fractional t scaled
+    as the diffusion would (do not pass a respacing _WrappedModel). With `t_start` (a timestep,
     fractional allowed) `noise` is x at t_start instead of x_T, and the steps cover t_start..0
     (`time_points`): the partial decode of SDEdit. ddpm runs diffusion.p_sample_loop over the
-    diffusion's own timesteps (`steps` None or their number), its per-step noise from
-    `noise_fn` as there.
+    diffusion's own timesteps (`steps` None or their number). ddpm and dpmpp_2m_sde draw each
+    step's noise with `noise_fn(like) -> standard normal tensor of like's shape` (torch.randn
+    when None), which is how per-sample generators keep a sample independent of its batch.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}: one of {', '.join(SAMPLERS)}")
@@ -218,7 +259,7 @@ def sample_loop(model, diffusion, noise, *, sampler, steps=None, time_schedule="
         if time_schedule != "uniform":
             raise ValueError("ddpm takes the diffusion's timesteps: no time schedule")
         if t_start is not None:
-            raise ValueError("ddpm starts at x_T: t_start is for ddim, dpmpp_2m and heun")
+            raise ValueError("ddpm starts at x_T: t_start is for the samplers of STEP_SAMPLERS")
         return diffusion.p_sample_loop(model, tuple(noise.shape), noise=noise, clip_denoised=clip_denoised,
                                        model_kwargs=model_kwargs, device=noise.device, noise_fn=noise_fn)
     if steps is None:
@@ -229,6 +270,8 @@ def sample_loop(model, diffusion, noise, *, sampler, steps=None, time_schedule="
     with torch.no_grad():
         if sampler == "heun":
             return _heun(denoise, levels, noise, ts, lams)
+        if sampler == "dpmpp_2m_sde":
+            return _sde_dpm_solver_pp(denoise, noise, ts, lams, noise_fn or torch.randn_like)
         return _dpm_solver_pp(denoise, noise, ts, lams, second_order=sampler == "dpmpp_2m")
 
 

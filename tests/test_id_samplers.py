@@ -32,7 +32,7 @@ GAUSS = {"means": [[0.5] * 4], "stds": [0.5], "weights": [1.0]}
 MIXTURE = {"means": [[0.6] * 4, [-0.5] * 4], "stds": [0.3, 0.2], "weights": [0.6, 0.4]}
 OVERLAPPING = {"means": [[0.4] * 4, [-0.3] * 4], "stds": [0.4, 0.3], "weights": [0.6, 0.4]}
 DETERMINISTIC = ("ddim", "dpmpp_2m", "heun")
-NATIVE_SCHEDULE = {"ddim": "uniform", "dpmpp_2m": "logsnr", "heun": "karras"}  # each one's paper's
+NATIVE_SCHEDULE = {"ddim": "uniform", "dpmpp_2m": "logsnr", "dpmpp_2m_sde": "logsnr", "heun": "karras"}  # each one's paper's
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -208,6 +208,40 @@ def test_a_sample_depends_on_its_index_only(sampler):
     assert torch.equal(run([11, 3, 7])[[1, 2, 0]], whole[[3, 7, 11]])
 
 
+def test_dpmpp_2m_sde_draws_each_steps_noise_from_the_samples_own_generator():
+    """The stochastic solver's per-step noise from PerSampleRandom, as the CLI passes it: a
+    sample's bits do not depend on its batch, and another seed with the same x_T gives another
+    sample (the noise is used, unlike the ODE's)."""
+    d = make_diffusion()
+    oracle = MixtureOracle(d, **MIXTURE)
+    x_T = torch.randn(12, *SHAPE, generator=torch.Generator().manual_seed(8))
+
+    def run(indices, seed=7):
+        rnd = PerSampleRandom(seed, indices)
+        return samplers.sample_loop(oracle, d, x_T[list(indices)], sampler="dpmpp_2m_sde", steps=5,
+                                    time_schedule="logsnr", noise_fn=lambda like: rnd.randn(*like.shape[1:]))
+
+    whole = run(range(12))
+    assert torch.equal(torch.cat([run(range(5)), run(range(5, 12))]), whole)
+    assert torch.equal(run([11, 3, 7])[[1, 2, 0]], whole[[3, 7, 11]])
+    assert (run(range(12), seed=8) - whole).abs().amax() > 0.05
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_the_sde_step_with_the_true_x0_is_a_draw_of_the_ddpm_posterior(schedule):
+    """sde_step from timestep t to t - 1 with x0 given: mean and variance of q(x_{t-1} | x_t, x0)
+    (GaussianDiffusion's posterior tables, float64), so that SDE-DPM-Solver++'s first order step
+    over every timestep is the ancestral sampler with beta-tilde variances."""
+    d = make_diffusion(T=100, schedule=schedule)
+    levels = samplers.NoiseLevels(d)
+    g = torch.Generator().manual_seed(9)
+    x0, x_t, z = (torch.randn(5, *SHAPE, generator=g, dtype=torch.float64) for _ in range(3))
+    for t in (1, 10, 50, 99):
+        mean = d.posterior_mean_coef1[t] * x0 + d.posterior_mean_coef2[t] * x_t
+        got = samplers.sde_step(x_t, x0, float(levels.lam(t)), float(levels.lam(t - 1)), z)
+        torch.testing.assert_close(got, mean + math.sqrt(d.posterior_variance[t]) * z, rtol=1e-9, atol=1e-9)
+
+
 def test_class_labels_reach_the_model():
     d = make_diffusion()
     rnd = PerSampleRandom(0, range(512))
@@ -222,7 +256,8 @@ def test_class_labels_reach_the_model():
 
 # ----- convergence ---------------------------------------------------------------------------
 
-MOMENT_STEPS = {"ddim": (2, 16, 256), "dpmpp_2m": (2, 8, 64), "heun": (2, 16, 128), "ddpm": (3, 30, 300)}
+MOMENT_STEPS = {"ddim": (2, 16, 256), "dpmpp_2m": (2, 8, 64), "dpmpp_2m_sde": (2, 16, 128), "heun": (2, 16, 128),
+                "ddpm": (3, 30, 300)}
 
 
 @pytest.mark.parametrize("data", ["gauss", "mixture"])
@@ -243,7 +278,8 @@ def test_sample_mean_and_variance_converge_to_the_data_as_nfe_grows(sampler, dat
         else:
             d = make_diffusion()
             x = samplers.sample_loop(MixtureOracle(d, **spec), d, x_T, sampler=sampler, steps=steps,
-                                     time_schedule=NATIVE_SCHEDULE[sampler], clip_denoised=False)
+                                     time_schedule=NATIVE_SCHEDULE[sampler], clip_denoised=False,
+                                     noise_fn=lambda like: torch.randn(like.shape, generator=gen, dtype=like.dtype))
         x = x.reshape(n, -1).double().numpy()
         se_mean = np.sqrt(var_true / n)
         se_var = ((x - x.mean(0)) ** 2).std(0) / np.sqrt(n)
@@ -335,6 +371,8 @@ def test_sampler_flags_resolve_and_contradictions_are_one_line_errors():
     for flags, message in [
         ({"sampler": "dpmpp_2m", "timestep_respacing": "25"}, "give --steps N, not --timestep_respacing"),
         ({"sampler": "heun"}, "needs --steps N"),
+        ({"sampler": "dpmpp_2m_sde"}, "needs --steps N"),
+        ({"sampler": "dpmpp_2m_sde", "timestep_respacing": "25"}, "give --steps N, not --timestep_respacing"),
         ({"sampler": "dpmpp_2m", "use_ddim": True, "steps": 5}, "--use_ddim True means --sampler ddim"),
         ({"sampler": "ddim", "steps": 5, "timestep_respacing": "5"}, "both choose the steps"),
         ({"sampler": "ddim", "time_schedule": "karras"}, "needs --steps N"),
@@ -346,11 +384,11 @@ def test_sampler_flags_resolve_and_contradictions_are_one_line_errors():
             resolve_sampler(_args(**flags))
 
 
-def test_cli_samples_a_trained_model_with_dpmpp_2m_and_heun(digits, tmp_path):
+def test_cli_samples_a_trained_model_with_dpmpp_2m_dpmpp_2m_sde_and_heun(digits, tmp_path):
     run_dir = tmp_path / "run"
     train("local", 1, digits(16), run_dir, "--max_steps", "2", "--save_interval", "2")
     assert "--class_cond" in TINY  # labels go through the ODE samplers too
-    for sampler, steps, nfe in (("dpmpp_2m", 5, 5), ("heun", 3, 5)):
+    for sampler, steps, nfe in (("dpmpp_2m", 5, 5), ("dpmpp_2m_sde", 4, 4), ("heun", 3, 5)):
         out = tmp_path / sampler
         proc = helpers.py("improved_diffusion.sample", "--model_path", run_dir, "--logdir", out, "--num_samples", "3",
                           "--batch_size", "2", "--sampler", sampler, "--steps", str(steps), "--time_schedule", "karras")

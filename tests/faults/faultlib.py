@@ -56,7 +56,7 @@ FAMILIES = {
     "ddgan": Family(
         "ddgan", "ddgan.train", "flags/ddgan/digits16.sh",
         ["--num_channels_dae", "8", "--ngf", "4", "--nz", "8", "--z_emb_dim", "16", "--t_emb_dim", "16",
-         "--n_mlp", "1", "--lazy_reg", "2", "--batch_size", "8", "--log_interval", "1"],
+         "--n_mlp", "1", "--lazy_reg", "2", "--batch_size", "8", "--d_steps", "1", "--log_interval", "1"],
         "--resume", ("model", "disc", "ema_0.99_", "opt", "disc_opt", "state")),
     "gans": Family(
         "gans", "gans.train", "flags/gans/dcgan_digits.sh",

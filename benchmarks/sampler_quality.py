@@ -80,8 +80,8 @@ def main(argv=None):
             m = compare.judge(compare.find_samples(d))
             s = statistics.median(times) / a.num_samples
             results.setdefault(label, []).append(m["fd_digits"])
-            print(f"{label:<16} {nfe:>4} {seed:>5} {m['fd_digits']:>9.1f} ± {m['fd_std']:<5.1f} {m['precision']:>9.3f} "
-                  f"{m['recall']:>7.3f} {s:>8.4f}", flush=True)
+            print(f"{label:<16} {nfe:>4} {seed:>5} {m['fd_digits']:>9.1f} ± {m['fd_std']:<5.1f} "
+                  f"{m['precision']:>9.3f} {m['recall']:>7.3f} {s:>8.4f}", flush=True)
     mean = {label: statistics.mean(fds) for label, fds in results.items()}
     if len(seeds) > 1:
         for label, fds in results.items():

@@ -27,8 +27,9 @@ from evaluations import compare  # noqa: E402
 from trainkit import fileio  # noqa: E402
 
 # family (a RUNS name of the config) -> [(label, extra train flags[, model flags])]; the first is the
-# flag file as is (for ddgan: since 2026-12-02 candidate 19's --batch_size 8 --d_steps 3; the rows
-# docs/evaluations.md measured before that were batch 16 with one D update). Model flags go to the sampler too: it builds the network from the flag file's.
+# flag file as is (for ddgan since 2026-12-02 candidate 19's --batch_size 8 --d_steps 3; the rows
+# docs/evaluations.md measured before that were batch 16 with one D update). Model flags go to the
+# sampler too: it builds the network from the flag file's.
 CANDIDATES = {
     "ddgan": [
         ("as-is", []),

@@ -3,7 +3,7 @@
 Accepts every flag of openai's scripts/image_sample.py with the same defaults. Extensions:
 --model_path may be a training run directory (its newest checkpoint's settled EMA, see
 cli.settled_ema; model flags are then read from the run's options.json unless given), --seed,
---logdir, --ddim_eta, --class_labels, --precision, and the fast ODE samplers of samplers.py:
+--logdir, --ddim_eta, --class_labels, --precision, and the fast samplers of samplers.py:
 --sampler ddpm|ddim|dpmpp_2m|dpmpp_2m_sde|heun, --steps N, --time_schedule uniform|logsnr|karras (see
 `resolve_sampler`). Each sample index owns a generator seeded from (--seed, index) that draws
 its label, x_T and every step's noise, so the npz does not depend on --batch_size or the number
@@ -55,14 +55,14 @@ def create_argparser():
              "and refuse --timestep_respacing (they place their own steps over the model's timesteps)")
     parser.add_argument(
         "--steps", type=run.NONNEG_INT, default=0,
-        help="number of sampling steps. ddim, dpmpp_2m, dpmpp_2m_sde, heun: N steps at --time_schedule points of the model's "
-             "timesteps (fractional ones interpolated in log-SNR); ddpm: the same as --timestep_respacing N. "
-             "0 (default): the process of --timestep_respacing (all timesteps if empty), as openai. Not with "
-             "--timestep_respacing")
+        help="number of sampling steps. ddim, dpmpp_2m, dpmpp_2m_sde, heun: N steps at --time_schedule points of "
+             "the model's timesteps (fractional ones interpolated in log-SNR); ddpm: the same as "
+             "--timestep_respacing N. 0 (default): the process of --timestep_respacing (all timesteps if empty), "
+             "as openai. Not with --timestep_respacing")
     parser.add_argument(
         "--time_schedule", default="uniform", choices=samplers.TIME_SCHEDULES,
-        help="where --steps puts the steps of ddim, dpmpp_2m, dpmpp_2m_sde and heun: uniform in t, uniform in log-SNR (logsnr), "
-             "or EDM's karras sigmas (rho 7); default uniform")
+        help="where --steps puts the steps of ddim, dpmpp_2m, dpmpp_2m_sde and heun: uniform in t, uniform in "
+             "log-SNR (logsnr), or EDM's karras sigmas (rho 7); default uniform")
     return parser
 
 
@@ -82,13 +82,14 @@ def resolve_sampler(args):
         raise UserError(f"--steps {args.steps}: must be positive (or 0, the process's own timesteps)")
     if args.steps and args.timestep_respacing:
         raise UserError("--steps and --timestep_respacing both choose the steps: give one of them")
-    if sampler in samplers.STEP_SAMPLERS and sampler != "ddim" and not args.steps:
+    if sampler in samplers.STEP_SAMPLERS and sampler != "ddim" and not args.steps:  # ddim has openai's loop
         if args.timestep_respacing:
             raise UserError(f"--sampler {sampler} places its steps over the model's own timesteps: give --steps N, "
                             "not --timestep_respacing")
         raise UserError(f"--sampler {sampler} needs --steps N")
     if args.time_schedule != "uniform" and (not args.steps or sampler == "ddpm"):
-        raise UserError(f"--time_schedule {args.time_schedule} needs --steps N and --sampler ddim, dpmpp_2m, dpmpp_2m_sde or heun")
+        raise UserError(f"--time_schedule {args.time_schedule} needs --steps N and --sampler "
+                        f"{', '.join(samplers.STEP_SAMPLERS)}")
     if args.steps and sampler == "ddim" and args.ddim_eta != 0:
         raise UserError("--ddim_eta with --steps: --steps runs the deterministic (eta 0) ODE; for eta > 0 use "
                         "--use_ddim True --timestep_respacing N")

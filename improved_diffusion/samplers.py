@@ -14,8 +14,8 @@ data (sigma = 0): `steps` steps in all.
   D_i = (1 + 1/(2 r_i)) x0_{i-1} - 1/(2 r_i) x0_{i-2},  r_i = h_{i-1} / h_i.
   The last step, onto sigma = 0 (lambda = +inf, where r_i is 0), is first order, as in the
   paper's reference solver ("lower order final"): it returns the data prediction.
-- dpmpp_2m_sde: SDE-DPM-Solver++(2M), the stochastic (SDE, eta = 1) solver of the same paper
-  (Lu et al. 2022, Appendix on diffusion SDEs), in data prediction:
+- dpmpp_2m_sde: SDE-DPM-Solver++(2M), the same paper's solver of the diffusion SDE (Lu et al.
+  2022; eta = 1), in data prediction:
   x_s = (sigma_s / sigma_t) e^{-h} x_t + alpha_s (1 - e^{-2h}) D_i + sigma_s sqrt(1 - e^{-2h}) z,
   z ~ N(0, I) fresh each step, D_i as dpmpp_2m's (first order at the first step, x0 itself).
   Its first-order step is the DDPM posterior q(x_s | x_t, x0) with x0 the model's (mean and
@@ -200,7 +200,8 @@ def sde_step(x, d, lam, lam_next, z):
     h = lam_next - lam
     (_, sigma), (alpha_next, sigma_next) = NoiseLevels.alpha_sigma(lam), NoiseLevels.alpha_sigma(lam_next)
     one_minus = -math.expm1(-2.0 * h)  # 1 - e^{-2h}
-    return ((sigma_next / sigma) * math.exp(-h)) * x + (alpha_next * one_minus) * d + (sigma_next * math.sqrt(one_minus)) * z
+    return (((sigma_next / sigma) * math.exp(-h)) * x + (alpha_next * one_minus) * d
+            + (sigma_next * math.sqrt(one_minus)) * z)
 
 
 def _sde_dpm_solver_pp(denoise, x, ts, lams, noise_fn):

@@ -32,7 +32,8 @@ GAUSS = {"means": [[0.5] * 4], "stds": [0.5], "weights": [1.0]}
 MIXTURE = {"means": [[0.6] * 4, [-0.5] * 4], "stds": [0.3, 0.2], "weights": [0.6, 0.4]}
 OVERLAPPING = {"means": [[0.4] * 4, [-0.3] * 4], "stds": [0.4, 0.3], "weights": [0.6, 0.4]}
 DETERMINISTIC = ("ddim", "dpmpp_2m", "heun")
-NATIVE_SCHEDULE = {"ddim": "uniform", "dpmpp_2m": "logsnr", "dpmpp_2m_sde": "logsnr", "heun": "karras"}  # each one's paper's
+# each one's paper's
+NATIVE_SCHEDULE = {"ddim": "uniform", "dpmpp_2m": "logsnr", "dpmpp_2m_sde": "logsnr", "heun": "karras"}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -93,5 +93,6 @@ def main(argv=None):
     if {"ddim-10", "dpmpp_2m-10"} <= mean.keys():
         print(f"dpmpp_2m-10 {mean['dpmpp_2m-10']:.1f} vs ddim-10 {mean['ddim-10']:.1f} (target: lower)")
 
+
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainkit import checkpoint, dist, ema, loop, precision
+from trainkit import checkpoint, dist, ema, loop, optim, precision
 from trainkit.errors import UserError
 
 from . import script_util
@@ -76,7 +76,8 @@ class Trainer(loop.Task):
         self.opt_d = torch.optim.Adam(self.d_raw.parameters(), lr=o["lr_d"], betas=(o["beta1"], o["beta2"]))
         self.prec_d = precision.Precision(o["precision"], device)
         self.prec_g = precision.Precision(o["precision"], device)
-        self.ema = ema.EMA(self.g_raw, [o["ema_decay"]]) if o["use_ema"] else None
+        # the reference's EMA starts from the weights after the first update
+        self.ema = ema.EMA(self.g_raw, [o["ema_decay"]], copy_first=True) if o["use_ema"] else None
         self.updates = 0  # optimizer steps done
         self.epoch = 0
         self.files = None  # ddgan.experiment.ExperimentFiles in an --exp folder
@@ -115,7 +116,8 @@ class Trainer(loop.Task):
                 self.prec_d.backward(loss / k)
             totals["errD_real"] += err_real.detach().float() / k
             totals["errD_fake"] += err_fake.detach().float() / k
-        self.prec_d.step(self.opt_d)
+        _, done = optim.finish_step(self.opt_d, self.prec_d, self.d_raw, suffix="_d")
+        totals.update(done)
         totals["errD"] = totals["errD_real"] + totals["errD_fake"]
         if not with_r1:
             del totals["r1"]
@@ -143,16 +145,10 @@ class Trainer(loop.Task):
             err_total += err.detach().float() / k
             x_pos_parts.append(x_pos.detach())
         self.last_x_pos = torch.cat(x_pos_parts)
-        self.prec_g.step(self.opt_g)
+        _, done = optim.finish_step(self.opt_g, self.prec_g, self.g_raw, ema=self.ema)
         for p in self.d_raw.parameters():
             p.requires_grad_(True)
-        if self.ema is not None:
-            if self.updates == 0:
-                # the reference's EMA starts from the weights after the first update
-                self.ema = ema.EMA(self.g_raw, [self.o["ema_decay"]])
-            else:
-                self.ema.update(self.g_raw)
-        return {"errG": err_total}
+        return {"errG": err_total, **done}
 
     def update(self, x):
         for _ in range(self.o["d_steps"]):  # stats are the last D update's

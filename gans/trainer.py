@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from trainkit import checkpoint, dist, ema, fileio, loop, precision
+from trainkit import checkpoint, dist, ema, fileio, loop, optim, precision
 
 from . import dcgan, models, sync_bn
 
@@ -92,11 +92,8 @@ class GANTrainer(loop.Task):
             loss_sum += (loss_real + loss_fake).detach()
             d_real += torch.sigmoid(real_logits.detach()).mean()
             d_fake += torch.sigmoid(fake_logits.detach()).mean()
-        self.prec_d.unscale_(self.opt_d)
-        norm = loop.grad_norm(self.D.parameters())
-        stepped = self.prec_d.step(self.opt_d)
-        return {"loss_d": loss_sum / k, "d_real": d_real / k, "d_fake": d_fake / k,
-                "grad_norm_d": norm, "skipped_d": torch.tensor(float(not stepped), device=self.device)}
+        _, done = optim.finish_step(self.opt_d, self.prec_d, self.D, suffix="_d")
+        return {"loss_d": loss_sum / k, "d_real": d_real / k, "d_fake": d_fake / k, **done}
 
     def g_step(self, labels) -> dict:
         """Update G once, on one fake micro-batch per entry of `labels` (a tensor, or None for
@@ -118,13 +115,8 @@ class GANTrainer(loop.Task):
                 d_fake += torch.sigmoid(logits.detach()).mean()
         finally:
             self.D.requires_grad_(True)
-        self.prec_g.unscale_(self.opt_g)
-        norm = loop.grad_norm(self.G.parameters())
-        stepped = self.prec_g.step(self.opt_g)
-        if self.ema is not None and stepped:
-            self.ema.update(self.G)
-        return {"loss_g": loss_sum / k, "d_fake_g": d_fake / k, "grad_norm_g": norm,
-                "skipped_g": torch.tensor(float(not stepped), device=self.device)}
+        _, done = optim.finish_step(self.opt_g, self.prec_g, self.G, ema=self.ema)
+        return {"loss_g": loss_sum / k, "d_fake_g": d_fake / k, **done}
 
     def update(self, micro_batches) -> dict:
         """One D update then one G update on this rank's micro-batches [(x, y), ...]."""

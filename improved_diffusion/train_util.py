@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from trainkit import checkpoint, dist, ema, loop, precision
+from trainkit import checkpoint, dist, ema, loop, optim, precision
 
 from .resample import LossAwareSampler, UniformSampler
 
@@ -47,16 +47,9 @@ class DiffusionTask(loop.Task):
         x, labels = batch
         self._anneal_lr(step)
         stats = self.forward_backward(x, labels)
-        if self.precision.mode == "fp16":
-            self.precision.unscale_(self.opt)
-        stats["grad_norm"] = loop.grad_norm(self.model.parameters())
-        stepped = self.precision.step(self.opt)
+        _, done = optim.finish_step(self.opt, self.precision, self.model, ema=self.ema, log=self.log, step=step + 1)
         self.opt.zero_grad(set_to_none=True)
-        if stepped:
-            self.ema.update(self.model)
-        else:
-            self.log(f"fp16: non-finite gradients at step {step + 1}, step skipped, "
-                     f"loss scale lowered to {self.precision.scale:g}")
+        stats.update(done)
         return stats
 
     def forward_backward(self, batch, labels):

@@ -160,25 +160,13 @@ def test_minibatch_std_and_sync_bn_on_the_fc_models():
         assert sync_bn.convert(G, torch.device(device)) is G and [type(m) for m in G.modules()] == before
 
 
-def test_trainer_steps_saves_and_restores_a_cgan(tmp_path):
+def test_a_cgan_checkpoint_is_refused_by_a_gan_trainer(tmp_path):
+    """Resume round trips of every kind: tests/test_task_contract.py. Here: the kind is checked."""
     torch.manual_seed(0)
     G, D = models.create_models("cgan", 6, nz=4, ngf=2, ndf=2, channels=1, num_classes=3)
     t = GANTrainer(G, D, device="cpu", ema_rates="0.5")
-    x, y = torch.rand(6, 1, 6, 6) * 2 - 1, torch.tensor([0, 1, 2, 0, 1, 2])
-    g0 = [p.detach().clone() for p in G.parameters()]
-    stats = t.update([(x, y)])
-    assert all(torch.isfinite(v) for v in stats.values()) and stats["grad_norm_g"] > 0
-    assert not all(torch.equal(a, b) for a, b in zip(g0, G.parameters()))
     assert t.trainer_state()["model_kind"] == "cgan"
-    states = t.state_dicts()
-    checkpoint.save(str(tmp_path), 1, states, {"rng": run.rng_state(), "precision": t.precision_state()})
-    torch.manual_seed(1)
-    G2, D2 = models.create_models("cgan", 6, nz=4, ngf=2, ndf=2, channels=1, num_classes=3)
-    t2 = GANTrainer(G2, D2, device="cpu", ema_rates="0.5")
-    t2.load_state_dicts(checkpoint.resolve(str(tmp_path)))
-    for a, b in zip(t.state_dicts().values(), t2.state_dicts().values()):
-        flat = lambda sd: {k: v for k, v in sd.items() if torch.is_tensor(v)}  # noqa: E731
-        assert all(torch.equal(flat(a)[k], flat(b)[k]) for k in flat(a))
+    checkpoint.save(str(tmp_path), 1, t.state_dicts(), {"rng": run.rng_state(), "precision": t.precision_state()})
     Gu, Du = models.create_models("gan", 6, nz=4, ngf=2, ndf=2, channels=1)
     with pytest.raises(UserError, match="model000001.pt: checkpoint holds a cgan generator, but --model is gan"):
         GANTrainer(Gu, Du, device="cpu").load_state_dicts(checkpoint.resolve(str(tmp_path)))

@@ -49,7 +49,7 @@ def _check_training_run(run_dir, steps=4, image_size=16):
     rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, steps + 1))  # one row per step with --log_interval 1
     for r in rows:
-        for k in ("loss_d", "loss_g", "d_real", "d_fake", "d_fake_g", "grad_norm_d", "grad_norm_g"):
+        for k in ("loss_d", "loss_g", "d_real", "d_fake", "d_fake_g", "grad_norm_d", "grad_norm"):
             assert isinstance(r[k], float) and math.isfinite(r[k]), (k, r)
         assert 0 < r["d_real"] < 1 and 0 < r["d_fake"] < 1
     with Image.open(run_dir / f"grid{steps:06d}.png") as im:

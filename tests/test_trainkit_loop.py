@@ -1,6 +1,6 @@
 """trainkit.loop in one process: device statistics, the vote cadence, the non-finite policy, the
 world-size policy of resume, the consistency check, and the shared helpers the families use
-(dist.ddp_sync, loop.grad_norm, checkpoint.load_into / checked reads / the overwrite guard)."""
+(dist.ddp_sync, optim.grad_norm, checkpoint.load_into / checked reads / the overwrite guard)."""
 
 import contextlib
 import math
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from trainkit import checkpoint, data, dist, loop, run
+from trainkit import checkpoint, data, dist, loop, optim, run
 from trainkit.errors import UserError
 from trainkit.logger import Logger, read_progress
 
@@ -211,7 +211,7 @@ def test_grad_norm_is_the_norm_of_every_gradient_together():
     a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
     c = torch.nn.Parameter(torch.zeros(1))  # no gradient: left out
     a.grad, b.grad = torch.tensor([3.0, 0.0]), torch.tensor([4.0])
-    n = loop.grad_norm([a, b, c])
+    n = optim.grad_norm([a, b, c])
     assert torch.is_tensor(n) and float(n) == 5.0
 
 

@@ -35,8 +35,12 @@ def rate_name(rate: float) -> str:
 
 
 class EMA:
-    def __init__(self, model: torch.nn.Module, rates):
+    def __init__(self, model: torch.nn.Module, rates, copy_first: bool = False):
+        """`copy_first`: the first `update` copies the weights instead of averaging them (DDGAN's
+        reference starts its EMA from the weights after the first optimizer step); a loaded
+        state is such a start too."""
         self.rates = parse_rates(rates)
+        self._copy_next = bool(copy_first)
         self.names = [n for n, p in model.named_parameters()]
         self.shadows = {
             rate: [p.detach().clone() for p in model.parameters()] for rate in self.rates
@@ -45,6 +49,12 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         params = [p.detach() for p in model.parameters()]
+        if self._copy_next:
+            self._copy_next = False
+            for shadow in self.shadows.values():
+                for s, p in zip(shadow, params):
+                    s.copy_(p)
+            return
         for rate, shadow in self.shadows.items():
             # shadow <- rate * shadow + (1 - rate) * param, in one fused call per rate
             torch._foreach_lerp_(shadow, params, 1.0 - rate)
@@ -63,6 +73,7 @@ class EMA:
             raise UserError(f"EMA {rate}: checkpoint lacks parameters {', '.join(missing[:5])}")
         for name, shadow in zip(self.names, self.shadows[rate]):
             shadow.copy_(state_dict[name])
+        self._copy_next = False
 
     @torch.no_grad()
     def copy_to(self, rate: float, model: torch.nn.Module) -> None:

@@ -73,15 +73,6 @@ def vote_interval(step_seconds: float, vote_seconds: float) -> int:
     return max(1, min(cap, math.ceil(vote_seconds / (VOTE_SHARE * step_seconds) - 1e-9)))
 
 
-def grad_norm(parameters) -> torch.Tensor:
-    """The L2 norm of all gradients together, as a 0-dim tensor on their device (no sync)."""
-    parameters = list(parameters)
-    grads = [p.grad.detach() for p in parameters if p.grad is not None]
-    if not grads:
-        return torch.zeros((), device=parameters[0].device if parameters else None)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-
-
 class TrainingDiverged(UserError):
     """A loss that is not finite outside fp16: the run stops, keeping the last good checkpoint."""
 

@@ -1,0 +1,42 @@
+"""The end of every optimizer step, the same for every family: after the backward passes,
+bring fp16 gradients back to their true size, measure their norm, step (or, under fp16 with
+inf/NaN gradients, skip the step and lower the loss scale), and update the EMA only on a step
+that was taken. A family's `loop.Task.step` calls `finish_step` once per optimizer (a GAN: once
+for D, once for G), so this policy is written once.
+
+Statistics, one vocabulary for every family: `grad_norm` and `skipped` for the network that
+samples (the diffusion model, a GAN's or DDGAN's generator), `grad_norm_d` and `skipped_d` for
+a discriminator (`suffix="_d"`). `grad_norm` is the L2 norm of all gradients together after the
+DDP all-reduce and before the step, unscaled; `skipped` is 1.0 on a step fp16 skipped, else 0.0.
+"""
+
+import torch
+
+
+def grad_norm(parameters) -> torch.Tensor:
+    """The L2 norm of all gradients together, as a 0-dim tensor on their device (no sync)."""
+    parameters = list(parameters)
+    grads = [p.grad.detach() for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=parameters[0].device if parameters else None)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+
+
+def finish_step(optimizer, prec, module, *, ema=None, suffix="", log=None, step=None):
+    """Step `optimizer` on `module`'s gradients through `prec` (a `trainkit.precision.Precision`)
+    and update `ema` (a `trainkit.ema.EMA` of `module`, or None) if the step was taken.
+
+    Returns (stepped, stats): stats holds `grad_norm{suffix}` and `skipped{suffix}` as device
+    tensors. `log(message)` (optional) hears of a skipped step; `step` numbers it there."""
+    prec.unscale_(optimizer)  # a no-op unless fp16
+    norm = grad_norm(module.parameters())
+    stepped = prec.step(optimizer)
+    if stepped:
+        if ema is not None:
+            ema.update(module)
+    elif log is not None:
+        where = f" at step {step}" if step is not None else ""
+        log(f"fp16: non-finite gradients{where}, step skipped, loss scale lowered to {prec.scale:g}")
+    device = norm.device
+    return stepped, {f"grad_norm{suffix}": norm,
+                     f"skipped{suffix}": torch.tensor(0.0 if stepped else 1.0, device=device)}

@@ -4,7 +4,8 @@ Flags are train_ddgan.py's (same names and defaults) plus --data_dir, --grad_acc
 --precision, --resume_checkpoint (alias --resume), --max_steps, --log_interval, --dist_timeout, --d_steps.
 --batch_size is, as in the reference and in every family here, the number of images each process
 uses for one optimizer step; --grad_accum K cuts it into K micro-batches whose gradients are
-averaged, so K only trades memory for time. The loop is trainkit.loop.
+averaged. D's minibatch-std layer sees one micro-batch at a time, so K changes the update a
+little as well as the memory. The loop is trainkit.loop.
 
 The reference's command lines run unchanged: --num_process_per_node N (and --num_proc_node,
 --node_rank, --master_address) starts N ranks through torch's elastic launcher
@@ -38,7 +39,8 @@ def create_parser():
            "experiment_cifar_default; left out: runs/ddgan-<time>)")
     a("--batch_size", type=run.POSITIVE_INT, default=128, help="images per process per optimizer step")
     a("--grad_accum", type=run.POSITIVE_INT, default=1,
-      help="micro-batches per step (must divide batch_size); trades memory for time, same gradients")
+      help="micro-batches per step (must divide batch_size), their gradients averaged; D's minibatch-std "
+           "then sees one micro-batch at a time")
     a("--num_epoch", type=run.POSITIVE_INT, default=1200,
       help="epochs 0..num_epoch are trained, as the reference; also the cosine lr period")
     a("--lr_g", type=run.POSITIVE_FLOAT, default=1.5e-4, help="generator Adam learning rate")

@@ -1,7 +1,5 @@
 """The DDGAN update in-process: R1, gradient accumulation, lr schedule, refusals, weight loading."""
 
-import copy
-import math
 
 import pytest
 import torch
@@ -120,38 +118,46 @@ def make_trainer(o, seed=0):
     return trainer.Trainer(o, g, d, Diffusion(o["num_timesteps"]), torch.device("cpu"))
 
 
-def test_gradient_accumulation_equals_one_batch():
-    """K = 4 micro-batches of 2 and one batch of 8, same seeds: the same gradients and the same
-    parameters after two updates (R1 included). The discriminator's minibatch-std couples the
-    images of one micro-batch by design; it is switched off (group of 1) to compare the rest."""
-    results = []
-    x = torch.rand(8, 1, 8, 8) * 2 - 1
-    for k in (1, 4):
-        o = options("--batch_size", "8", "--grad_accum", str(k), "--lazy_reg", "1",
-                    "--r1_gamma", "0.5", "--use_ema", "--ema_decay", "0.9")
-        tr = make_trainer(o)
-        tr.d_raw.stddev_group = 1
-        torch.manual_seed(123)
-        stats = [tr.update(x)]
-        grads = {n: p.grad.clone() for n, p in list(tr.g_raw.named_parameters())
-                 + [("D." + n, p) for n, p in tr.d_raw.named_parameters()]}
-        stats.append(tr.update(x))
-        params = {n: p.detach().clone() for n, p in list(tr.g_raw.named_parameters())
-                  + [("D." + n, p) for n, p in tr.d_raw.named_parameters()]}
-        ema = tr.ema.state_dict(0.9, tr.g_raw)
-        results.append((stats, grads, params, ema))
-    (s1, g1, p1, e1), (s4, g4, p4, e4) = results
-    for a, b in zip(s1, s4):
-        assert a.keys() == b.keys()
-        for key in a:
-            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-5, abs=1e-7), key
-    assert "r1" in s1[0] and s1[0]["r1"] > 0
-    for n in g1:
-        assert torch.allclose(g1[n], g4[n], rtol=1e-4, atol=1e-6), n
-    for n in p1:
-        assert torch.allclose(p1[n], p4[n], rtol=0, atol=1e-6), n
-    for n in e1:
-        assert torch.allclose(e1[n], e4[n], rtol=0, atol=1e-6), n
+def _grads(module):
+    return torch.cat([p.grad.flatten() for p in module.parameters()])
+
+
+def _d_and_g_gradients(o, x, noises):
+    """D's and G's gradients of one update (d_step, then g_step) of a fresh trainer on `x`, with
+    the random numbers of the two half-steps fixed to `noises` (what draw_step_noise returns)."""
+    tr = make_trainer(o)
+    draws = iter(noises)
+    real = trainer.draw_step_noise
+    trainer.draw_step_noise = lambda *a: next(draws)
+    try:
+        tr.d_step(x)
+        d = _grads(tr.d_raw)
+        tr.g_step(x)
+        g = _grads(tr.g_raw)
+    finally:
+        trainer.draw_step_noise = real
+    return d, g
+
+
+def test_gradient_accumulation_averages_the_micro_batches_updates():
+    """--grad_accum K gives the mean of the gradients each micro-batch would give as a batch of
+    its own, with the random numbers it drew (R1 included). It is not the whole batch's update:
+    the discriminator's minibatch-std layer (groups of 4 images) sees one micro-batch at a time,
+    so K changes the update, not only the memory."""
+    torch.manual_seed(3)
+    x = torch.rand(16, 1, 8, 8) * 2 - 1
+    o = options("--batch_size", "16", "--grad_accum", "2", "--lazy_reg", "1", "--r1_gamma", "0.5")
+    o["lr_d"] = 1e-30  # G's gradient is then taken through the same D in every run
+    noises = [trainer.draw_step_noise(x, o["num_timesteps"], o["nz"]) for _ in range(2)]  # D's, then G's
+    accumulated = _d_and_g_gradients(o, x, noises)
+    single = dict(o, batch_size=8, grad_accum=1)
+    halves = [_d_and_g_gradients(single, x[i * 8:(i + 1) * 8], [{k: v[i * 8:(i + 1) * 8] for k, v in n.items()}
+                                                                for n in noises]) for i in range(2)]
+    whole = _d_and_g_gradients(dict(o, grad_accum=1), x, noises)
+    for which, name in enumerate(("D", "G")):
+        mean = (halves[0][which] + halves[1][which]) / 2
+        assert torch.allclose(accumulated[which], mean, rtol=1e-4, atol=1e-6), name
+        assert not torch.allclose(whole[which], mean, rtol=1e-3, atol=1e-4), f"{name}: minibatch-std had no effect"
 
 
 def test_lazy_r1_schedule_and_detached_generator_in_d_step():
@@ -212,44 +218,6 @@ def test_discriminator_choice_follows_reference_datasets():
     assert script_util.discriminator_class(dict(big, dataset="faces")).__name__ == "DiscriminatorLarge"
     with pytest.raises(UserError, match="too small"):
         script_util.build_discriminator(dict(options(), image_size=4))
-
-
-def test_trainer_state_round_trip_is_exact(tmp_path):
-    """Save -> load -> next update equals an uninterrupted run (the core of bit-exact resume)."""
-    o = options("--batch_size", "4", "--use_ema", "--ema_decay", "0.9")
-    x = torch.rand(4, 1, 8, 8) * 2 - 1
-    tr = make_trainer(o)
-    torch.manual_seed(1)
-    tr.update(x)
-    saved = copy.deepcopy(tr.state_dicts())
-    rng = torch.get_rng_state()
-    tr.update(x)
-    want = {k: v.clone() for k, v in tr.g_raw.state_dict().items()}
-
-    tr2 = make_trainer(o, seed=99)
-    tr2.g_raw.load_state_dict(saved["model"])
-    tr2.d_raw.load_state_dict(saved["disc"])
-    tr2.opt_g.load_state_dict(saved["opt"])
-    tr2.opt_d.load_state_dict(saved["disc_opt"])
-    tr2.ema.load_state_dict(0.9, saved["ema_0.9_"])
-    tr2.updates = 1
-    torch.set_rng_state(rng)
-    tr2.update(x)
-    for k, v in tr2.g_raw.state_dict().items():
-        assert torch.equal(v, want[k]), k
-    assert math.isfinite(sum(v.float().sum().item() for v in want.values()))
-
-
-@pytest.mark.parametrize("mode", ["bf16", "fp16"])
-def test_reduced_precision_update_is_finite(mode):
-    o = options("--batch_size", "4", "--precision", mode, "--lazy_reg", "1")
-    tr = make_trainer(o)
-    before = [p.detach().clone() for p in tr.g_raw.parameters()]
-    stats = tr.update(torch.rand(4, 1, 8, 8) * 2 - 1)
-    assert all(math.isfinite(v) for v in stats.values()), stats
-    assert all(p.dtype == torch.float32 for p in tr.g_raw.parameters())  # master weights stay fp32
-    if mode == "bf16":  # fp16 may skip its first steps while the loss scale settles
-        assert any(not torch.equal(a, p) for a, p in zip(before, tr.g_raw.parameters()))
 
 
 def test_d_steps_runs_that_many_discriminator_updates_per_generator_update():

@@ -4,6 +4,7 @@ discriminator at chance are named. Fabricated results, no training."""
 import math
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from evaluations import report, verdict
@@ -17,22 +18,27 @@ def _progress(path, rows):
 
 
 def _results(tmp_path, a, b):
-    """Two runs, 'alpha' with the numbers a and 'beta' with b."""
+    """Two runs, 'alpha' with the numbers a and 'beta' with b. An adversarial run logs its D loss
+    under m["d_key"] (gans' loss_d, DDGAN's errD), with m["loss"] (bce or hinge); m["d_losses"]
+    gives the D loss of each log row, else every row has m["d_loss"] (plus a little noise)."""
     rng = np.random.default_rng(0)
     out = []
     for name, m in (("alpha", a), ("beta", b)):
         d = tmp_path / name
         d.mkdir(exist_ok=True)
         if m.get("d_loss") is not None:  # adversarial: D and G losses
-            rows = [{"step": i, "loss_d": m["d_loss"] + rng.normal(0, 0.001), "loss_g": 1 + rng.normal(0, m["spread"])}
-                    for i in range(40)]
+            d_key, g_key = {"errD": ("errD", "errG")}.get(m.get("d_key"), ("loss_d", "loss_g"))
+            d_losses = m.get("d_losses") or [m["d_loss"] + rng.normal(0, 0.001) for _ in range(40)]
+            rows = [{"step": i, d_key: d_loss, g_key: 1 + rng.normal(0, m["spread"])}
+                    for i, d_loss in enumerate(d_losses)]
         else:
             rows = [{"step": i, "loss": 1 + rng.normal(0, m["spread"])} for i in range(40)]
         row = {"sampler": "default", "fd_digits": m["fd"], "fd_std": 2.0, "precision": m["p"], "precision_std": 0.01,
                "recall": m["r"], "recall_std": 0.01, "sample_s_per_image": m["s"], "nfe": m["nfe"],
-               "fd_untrained": 1500.0, "num_samples": 300}
+               "fd_untrained": m.get("untrained", 1500.0), "num_samples": 300}
         out.append({"name": name, "package": "gans", "dir": str(d), "rows": [row], "failed": [],
-                    "progress": _progress(d / "progress.csv", rows), "train_seconds": 100.0, "loss": "bce"})
+                    "progress": _progress(d / "progress.csv", rows), "train_seconds": 100.0,
+                    "loss": m.get("loss", "bce")})
     return out
 
 
@@ -64,6 +70,68 @@ def test_verdict_follows_the_numbers_and_swaps_with_them(tmp_path):
     flat = verdict.verdict(_results(tmp_path, GOOD, dict(BAD, spread=0.001)))
     assert "steadiest is alpha (of the runs whose discriminator is not at chance)" in _find(flat, "Training stability")
     assert "alpha (recall 0.200)" in _find(swapped, "Collapse")
+    assert "alpha" in _find(swapped, "Training stability").split("sits at chance")[1]
+    assert "beta" not in _find(swapped, "Training stability").split("sits at chance")[1]
+    assert "beta 30.0x" in _find(swapped, "Training") and "alpha moved less than 5x" in _find(swapped, "Training")
+    assert "also the best" in _find(swapped, "Sampling speed")
+
+
+def _at_chance(findings):
+    """The run names the stability sentence says sit at chance."""
+    text = _find(findings, "Training stability")
+    if "sits at chance" not in text:
+        return set()
+    return {n for n in ("alpha", "beta") if n in text.split("sits at chance")[1]}
+
+
+def test_ddgans_d_column_is_judged_like_the_gans(tmp_path):
+    """DDGAN logs errD / errG where gans log loss_d / loss_g: the same judgement reads either."""
+    ddgan_bad = dict(BAD, d_key="errD")
+    assert _at_chance(verdict.verdict(_results(tmp_path, GOOD, ddgan_bad))) == {"beta"}
+    assert _at_chance(verdict.verdict(_results(tmp_path, ddgan_bad, GOOD))) == {"alpha"}
+
+
+def test_the_hinge_losss_chance_value_is_two(tmp_path):
+    """At chance a hinge D outputs 0: max(0, 1 - 0) + max(0, 1 + 0) = 2, not 2 ln 2."""
+    hinge_at_chance = dict(BAD, loss="hinge", d_loss=2.0)
+    findings = verdict.verdict(_results(tmp_path, GOOD, hinge_at_chance))
+    assert _at_chance(findings) == {"beta"} and "2.000 in 100% of the rows, beta" in _find(findings, "Training stability")
+    # 2 ln 2 is chance for the logistic loss only: a hinge D there is not at chance
+    assert _at_chance(verdict.verdict(_results(tmp_path, GOOD, dict(BAD, loss="hinge")))) == set()
+
+
+@pytest.mark.parametrize("relative,at_chance", [(0.019, True), (-0.019, True), (0.021, False), (-0.021, False)])
+def test_at_chance_means_within_the_tolerance_of_the_chance_value(tmp_path, relative, at_chance):
+    assert verdict.CHANCE_TOLERANCE == 0.02
+    near = dict(BAD, d_losses=[2 * math.log(2) * (1 + relative)] * 40)
+    assert _at_chance(verdict.verdict(_results(tmp_path, GOOD, near))) == ({"beta"} if at_chance else set())
+
+
+@pytest.mark.parametrize("share,at_chance", [(0.8, True), (0.75, False)])
+def test_at_chance_needs_that_share_of_the_second_half_of_the_rows(tmp_path, share, at_chance):
+    """40 rows: the first half is not judged; of the last 20, `share` sit at chance."""
+    assert verdict.CHANCE_SHARE == 0.8
+    chance, off = 2 * math.log(2), 1.0
+    n_at = round(share * 20)
+    d_losses = [chance] * 20 + [chance] * n_at + [off] * (20 - n_at)  # the first half at chance too: ignored
+    found = _at_chance(verdict.verdict(_results(tmp_path, GOOD, dict(BAD, d_losses=d_losses))))
+    assert found == ({"beta"} if at_chance else set())
+    early = [chance] * 20 + [off] * 20  # at chance only early on: not judged at chance
+    assert _at_chance(verdict.verdict(_results(tmp_path, GOOD, dict(BAD, d_losses=early)))) == set()
+
+
+@pytest.mark.parametrize("recall,collapsed", [(0.299, True), (0.3, False), (0.301, False)])
+def test_collapse_is_recall_below_the_line(tmp_path, recall, collapsed):
+    assert verdict.COLLAPSE_RECALL == 0.3
+    text = _find(verdict.verdict(_results(tmp_path, GOOD, dict(GOOD, r=recall, d_loss=1.0))), "Collapse")
+    assert ("beta (recall" in text) == collapsed and "alpha (recall" not in text
+
+
+@pytest.mark.parametrize("untrained,weak", [(4.9 * 50.0, True), (5.1 * 50.0, False)])
+def test_a_run_that_moved_less_than_five_times_is_named(tmp_path, untrained, weak):
+    text = _find(verdict.verdict(_results(tmp_path, GOOD, dict(GOOD, untrained=untrained))), "Training")
+    assert ("beta moved less than 5x" in text) == weak and "alpha moved" not in text
+    assert f"beta {untrained / 50.0:.1f}x" in text
 
 
 def test_overlapping_error_bars_are_called_a_tie(tmp_path):

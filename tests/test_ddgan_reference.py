@@ -1,82 +1,23 @@
-"""Our networks against NVlabs/denoising-diffusion-gan's own modules, when a clone is at hand.
-
-The reference's model files are read from a git clone ($DDGAN_REFERENCE_REPO, default the
-build machine's mirror) into a temporary directory at test time; nothing of it is part of this
-repository. Its CUDA ops are replaced by their CPU definitions (upfirdn2d_native, taken from the
-same clone, and leaky_relu(x + b, 0.2) * sqrt 2). Same random weights in both, same inputs: the
-outputs must agree. Skipped when no clone is available (CI).
+"""Our networks against NVlabs/denoising-diffusion-gan's own modules, when a clone is at hand
+(tests/ddgan_reference.py loads them). Same random weights in both, same inputs: the outputs
+must agree. Skipped when no clone is available; CI compares against the reference's recorded
+outputs instead (tests/test_ddgan_golden.py).
 """
-
-import argparse
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from ddgan.discriminator import DiscriminatorLarge, DiscriminatorSmall
 from ddgan.ncsnpp import GeneratorConfig, NCSNpp
+from ddgan_reference import available, modules, options, random_weights
 
-REPO = os.environ.get("DDGAN_REFERENCE_REPO", "/work/.mirror/NVlabs+denoising-diffusion-gan/repo")
-
-pytestmark = pytest.mark.skipif(not os.path.isdir(REPO), reason="no clone of the reference")
-
-OP_INIT = """
-import torch.nn.functional as F
-from .upfirdn2d_cpu import upfirdn2d_native
-def upfirdn2d(input, kernel, up=1, down=1, pad=(0, 0)):
-    return upfirdn2d_native(input, kernel, up, up, down, down, pad[0], pad[1], pad[0], pad[1])
-def fused_leaky_relu(x, bias, negative_slope=0.2, scale=2 ** 0.5):
-    return F.leaky_relu(x + bias.view(1, -1, *([1] * (x.ndim - 2))), 0.2) * scale
-"""
-
-
-def git_show(path):
-    return subprocess.run(["git", "-C", REPO, "show", f"HEAD:{path}"], check=True,
-                          capture_output=True, text=True).stdout
+pytestmark = pytest.mark.skipif(not available(), reason="no clone of the reference")
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddgan_reference")
-    names = subprocess.run(["git", "-C", REPO, "ls-tree", "-r", "HEAD", "--name-only"], check=True,
-                           capture_output=True, text=True).stdout.split()
-    for name in names:
-        if name.startswith("score_sde/models/") and name.endswith(".py") or name == "score_sde/__init__.py":
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            (root / name).write_text(git_show(name))
-    op = root / "score_sde" / "op"
-    op.mkdir(parents=True)
-    native = git_show("score_sde/op/upfirdn2d.py")
-    native = native[native.index("def upfirdn2d_native"):]
-    (op / "upfirdn2d_cpu.py").write_text("import torch\nimport torch.nn.functional as F\n\n" + native)
-    (op / "__init__.py").write_text(OP_INIT)
-    sys.path.insert(0, str(root))
-    try:
-        from score_sde.models import discriminator, ncsnpp_generator_adagn
-        yield ncsnpp_generator_adagn.NCSNpp, discriminator
-    finally:
-        sys.path.remove(str(root))
-        for mod in [m for m in sys.modules if m == "score_sde" or m.startswith("score_sde.")]:
-            del sys.modules[mod]
-
-
-def options(**kw):
-    base = dict(image_size=16, num_channels=3, centered=True, num_channels_dae=16, n_mlp=2,
-                ch_mult=[1, 2, 2], num_res_blocks=1, attn_resolutions=(8,), dropout=0.0,
-                resamp_with_conv=True, conditional=True, fir=True, fir_kernel=[1, 3, 3, 1],
-                skip_rescale=True, resblock_type="biggan", progressive="none",
-                progressive_input="residual", progressive_combine="sum",
-                embedding_type="positional", fourier_scale=16.0, not_use_tanh=False, nz=8,
-                z_emb_dim=16)
-    base.update(kw)
-    return argparse.Namespace(**base)
-
-
-def random_weights(state_dict):
-    g = torch.Generator().manual_seed(0)
-    return {k: torch.randn(v.shape, generator=g) * 0.2 for k, v in state_dict.items()}
+    with modules(tmp_path_factory.mktemp("ddgan_reference")) as refs:
+        yield refs
 
 
 @pytest.mark.parametrize("variant", [

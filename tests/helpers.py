@@ -3,16 +3,29 @@
 Tests import this as `helpers` (pytest puts tests/ on sys.path). Every subprocess gets the
 repository on PYTHONPATH, one intra-op thread per rank (the CI machine has 2 cores), no CUDA,
 and a short process-group timeout so a dead peer fails a test instead of hanging it.
+
+A single-process `python -m MODULE` or `python SCRIPT` of the project, started here or by
+launch/run.sh (whose $PYTHON is tests/bin/python), runs as a forked child of one fork server
+per session (tests/forkserver.py) that has torch and the project imported: the same process a
+user starts, minus ~2.5 s of imports. Launchers' ranks get real interpreters.
+GENBENCH_TEST_FORK=0 makes every process a real interpreter.
 """
 
+import atexit
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import forkserver
+
 ROOT = Path(__file__).resolve().parent.parent
+# A subprocess that hangs must fail its test with its own output, before pytest's per-test
+# timeout (pytest.ini) kills the whole test without it: every timeout here stays below that.
 DEFAULT_TIMEOUT = 600
+MAX_TIMEOUT = 600
 
 
 def free_port() -> int:
@@ -21,7 +34,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_server = None
+
+
+def _fork_server():
+    """The session's fork server, started on first use; None when GENBENCH_TEST_FORK=0."""
+    global _server
+    if os.environ.get(forkserver.SWITCH_ENV) == "0":
+        return None
+    if _server is None:
+        _server = forkserver.Server(tempfile.mkdtemp(prefix="forkserver-"), _base_env())
+        atexit.register(_server.close)
+    return _server
+
+
 def test_env(**extra) -> dict:
+    env = _base_env(**extra)
+    server = _fork_server()
+    if server is not None:
+        env[forkserver.SOCKET_ENV] = server.path
+        env["PYTHON"] = str(ROOT / "tests" / "bin" / "python")  # launch/run.sh's and the main job's python
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def _base_env(**extra) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["OMP_NUM_THREADS"] = "1"
@@ -43,8 +80,16 @@ def test_env(**extra) -> dict:
 
 
 def _run(cmd, timeout, env, cwd):
+    if timeout > MAX_TIMEOUT:
+        raise ValueError(f"subprocess timeout {timeout} s is above helpers.MAX_TIMEOUT {MAX_TIMEOUT} s")
+    cmd = [str(c) for c in cmd]
+    env = env or test_env()
+    if cmd[0] == sys.executable and len(cmd) > 1:
+        kind, target = ("module", cmd[2]) if cmd[1] == "-m" and len(cmd) > 2 else ("path", cmd[1])
+        if forkserver.forkable(kind, target, env):
+            return forkserver.run(cmd, env, cwd or ROOT, timeout)
     return subprocess.run(
-        [str(c) for c in cmd], cwd=str(cwd or ROOT), env=env or test_env(),
+        cmd, cwd=str(cwd or ROOT), env=env,
         capture_output=True, text=True, timeout=timeout,
     )
 

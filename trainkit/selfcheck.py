@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint, data, dist, ema, loop, run
+from . import checkpoint, data, dist, ema, loop, optim, precision, run
 
 
 class TinyAutoencoder(torch.nn.Module):
@@ -65,6 +65,7 @@ class AutoencoderTask(loop.Task):
         self.net = dist.wrap_ddp(self.model)  # broadcasts rank 0's weights: every rank starts equal
         self.opt = torch.optim.Adam(self.model.parameters(), lr=args.lr)
         self.averages = ema.EMA(self.model, args.ema_rate)
+        self.precision = precision.Precision("fp32", dist.device())
         self.start = 0
         self.consumed = []
 
@@ -73,9 +74,8 @@ class AutoencoderTask(loop.Task):
         x = batch[0].to(dist.device())
         loss = F.mse_loss(self.net(x + 0.1 * torch.randn_like(x)), x)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.averages.update(self.model)
+        self.precision.backward(loss)
+        _, stats = optim.finish_step(self.opt, self.precision, self.model, ema=self.averages)
         done = step + 1
         first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0  # torchrun --max-restarts
         if done == self.args.selfkill_step and dist.rank() == self.args.selfkill_rank and first_attempt:
@@ -83,7 +83,7 @@ class AutoencoderTask(loop.Task):
         if done == self.args.selfterm_step and dist.is_main():
             os.kill(os.getpid(), signal.SIGTERM)
         # its reduced mean over ranks proves the reduction
-        return {"loss": loss.detach(), "rank": torch.tensor(float(dist.rank()), device=dist.device())}
+        return {"loss": loss.detach(), "rank": torch.tensor(float(dist.rank()), device=dist.device()), **stats}
 
     def state_dicts(self):
         states = {"model": self.model.state_dict(), "opt": self.opt.state_dict()}

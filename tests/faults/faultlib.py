@@ -1,19 +1,17 @@
-"""What the fault tests share: each family's tiny training command, a client of the fork server
-(zygote.py), and checks on run directories."""
+"""What the fault tests share: each family's tiny training command (and the runtime self-check's,
+trainkit.selfcheck, on which the kill and signal tests run), a client of the fork server
+(tests/forkserver.py), and checks on run directories."""
 
-import json
 import os
 import re
-import select
 import shlex
 import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+import forkserver
 import helpers
 
 HERE = Path(__file__).resolve().parent
@@ -30,7 +28,7 @@ def flag_file_argv(flag_file, role="TRAIN"):
 class Family:
     name: str
     module: str
-    flag_file: str
+    flag_file: str  # None: no flag file (the self-check)
     tiny: list  # overrides that make a step take tens of milliseconds
     resume_flag: str
     step_files: tuple  # prefixes written at every checkpoint
@@ -39,9 +37,15 @@ class Family:
     def argv(self, data, logdir, max_steps, *extra):
         """The run's command line: the family's flag file, made tiny, checkpointing every step,
         and resuming automatically, so that the same command serves every restart."""
-        return [*flag_file_argv(helpers.ROOT / self.flag_file), *self.tiny, "--data_dir", str(data),
+        return [*self.flag_argv(), *self.tiny, "--data_dir", str(data),
                 "--logdir", str(logdir), "--max_steps", str(max_steps), "--save_interval", "1",
                 self.resume_flag, "auto", *extra]
+
+    def flag_argv(self, role="TRAIN"):
+        return flag_file_argv(helpers.ROOT / self.flag_file, role) if self.flag_file else []
+
+    def flag_files(self):
+        return [helpers.ROOT / self.flag_file] if self.flag_file else []
 
     def files_of_step(self, run_dir, step):
         names = [f"{p}{step:06d}.pt" for p in self.step_files] + [f"{p}{step:06d}.png" for p in self.extra_files]
@@ -64,53 +68,38 @@ FAMILIES = {
         "--resume_checkpoint", ("model", "disc", "opt", "disc_opt", "state"), ("grid",)),
 }
 
+# The runtime's own smallest loop (trainkit.selfcheck): what the kill -9, SIGTERM and dead-rank
+# tests run. Those paths (atomic checkpoints, the stop vote, resume) are trainkit's, shared by
+# every family; each family's own part of a resume is tests/test_task_contract.py's.
+SELFCHECK = Family("selfcheck", "trainkit.selfcheck", None, ["--batch_size", "4", "--log_interval", "1"],
+                   "--resume_checkpoint", ("model", "ema_0.99_", "ema_0.9_", "opt", "state"))
+
 # what every family's log says when it continues from a checkpoint
 RESUMED = re.compile(r"resum\w* from (?P<dir>\S+?),? (?:at )?step (?P<step>\d+)")
 FRESH = "starting at step 0"
 
 
 class Zygote:
-    """Client of zygote.py: start training runs as forked children, wait with a deadline, kill."""
+    """Start training runs as children of the session's fork server (tests/forkserver.py, which
+    has the code imported: 20 restarts cost what 20 forks do), wait with a deadline, kill."""
 
-    def __init__(self, modules, env=None):
-        env = env or helpers.test_env()
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "zygote.py"), *modules], cwd=str(helpers.ROOT),
-                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self._buffer = b""
-        line = self._line(timeout=300)
-        assert line == "ready", f"fork server did not start: {line!r}"
-
-    def _line(self, timeout):
-        """The server's next line, or None when `timeout` seconds pass first."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([self.proc.stdout], [], [], left)
-            if ready:
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
-                if not chunk:
-                    raise RuntimeError(f"fork server exited with {self.proc.wait()}")
-                self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
+    def __init__(self, env=None):
+        self.env = env or helpers.test_env()
+        self.child = None
 
     def start(self, module, argv, log) -> int:
-        request = {"module": module, "argv": [str(a) for a in argv], "log": str(log)}
-        self.proc.stdin.write((json.dumps(request) + "\n").encode())
-        self.proc.stdin.flush()
-        line = self._line(timeout=60)
-        assert line and line.startswith("pid "), line
-        return int(line.split()[1])
+        with open(log, "ab") as f, open(os.devnull, "rb") as stdin:
+            if forkserver.forkable("module", module, self.env):
+                self.child = forkserver.Forked("module", module, argv, self.env, helpers.ROOT, stdin.fileno(),
+                                               f.fileno(), f.fileno())
+            else:  # GENBENCH_TEST_FORK=0: a real interpreter
+                self.child = _Popen([helpers.sys.executable, "-m", module, *map(str, argv)], cwd=helpers.ROOT,
+                                    env=self.env, stdin=stdin, stdout=f, stderr=f)
+        return self.child.pid
 
     def wait(self, timeout):
         """The child's exit code (negative: killed by that signal), or None if still running."""
-        line = self._line(timeout)
-        if line is None:
-            return None
-        assert line.startswith("exit "), line
-        return int(line.split()[1])
+        return self.child.wait(timeout)
 
     def run(self, module, argv, log, timeout=600) -> int:
         self.start(module, argv, log)
@@ -118,9 +107,13 @@ class Zygote:
         assert code is not None, f"{module} did not finish within {timeout} s; log: {log}"
         return code
 
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+
+class _Popen(subprocess.Popen):
+    def wait(self, timeout=None):  # None on a timeout, as forkserver.Forked.wait
+        try:
+            return super().wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
 
 def assert_same(a, b, where=""):

@@ -1,4 +1,7 @@
-"""Preemption and dead ranks, with 2 ranks under the real launchers, for every family.
+"""Preemption and dead ranks, with 2 ranks under the real launchers, on the runtime's
+self-check (trainkit.selfcheck): the stop vote, the signal handling of launch/run.sh and of the
+loop, and the dead-rank timeouts are trainkit's, the same for every family (each family's own
+SIGTERM at a step: tests/test_gans_cli.py and the families' launcher tests).
 
 - SIGTERM to the launcher (launch/run.sh, which is what tmux, Slurm and users start): every
   rank finishes its step, checkpoints it and exits 0, so the launcher exits 0, within 30 s; the
@@ -23,6 +26,8 @@ from trainkit import checkpoint
 import faultlib
 import helpers
 
+pytestmark = pytest.mark.slow  # every test here starts a launcher
+
 STOP_DEADLINE = 30  # the issue's bound, and torchrun's default grace before it kills workers
 STOPPED = re.compile(r"^stopped at step (\d+) by a signal", re.M)
 
@@ -31,8 +36,7 @@ def start(launcher, family, data, run_dir, max_steps=10**6, nproc=2):
     """launch/run.sh as a user starts it, in a background process the test can signal."""
     argv = [*family.tiny, "--data_dir", data, "--logdir", run_dir, "--max_steps", max_steps,
             "--save_interval", 10**6, family.resume_flag, "auto"]
-    cmd = ["bash", helpers.ROOT / "launch" / "run.sh", launcher, nproc, helpers.ROOT / family.flag_file,
-           family.module, *argv]
+    cmd = ["bash", helpers.ROOT / "launch" / "run.sh", launcher, nproc, *family.flag_files(), family.module, *argv]
     return subprocess.Popen([str(c) for c in cmd], cwd=helpers.ROOT, env=helpers.test_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -105,9 +109,8 @@ def training_row(step):
     return rb"^\| step\s+\| %d\s" % step
 
 
-@pytest.mark.parametrize("name", sorted(faultlib.FAMILIES))
-def test_sigterm_to_the_launcher_checkpoints_and_the_next_start_resumes(name, digits, tmp_path):
-    family, data, run_dir = faultlib.FAMILIES[name], digits(16), tmp_path / "run"
+def test_sigterm_to_the_launcher_checkpoints_and_the_next_start_resumes(digits, tmp_path):
+    family, data, run_dir = faultlib.SELFCHECK, digits(16), tmp_path / "run"
     previous = None
     for launcher in ("mpiexec", "torchrun"):
         proc = start(launcher, family, data, run_dir)
@@ -134,7 +137,7 @@ def test_sigterm_to_the_launcher_checkpoints_and_the_next_start_resumes(name, di
 
     # and a plain process continues from there to one step further
     proc = helpers.launch("local", 1, family.module, *family.tiny, "--data_dir", data, "--logdir", run_dir,
-                          "--max_steps", previous + 1, family.resume_flag, "auto", flag_files=[helpers.ROOT / family.flag_file])
+                          "--max_steps", previous + 1, family.resume_flag, "auto", flag_files=family.flag_files())
     assert proc.returncode == 0, helpers.describe(proc)
     resumed = faultlib.RESUMED.search(proc.stdout + proc.stderr)
     assert resumed and int(resumed["step"]) == previous
@@ -142,9 +145,8 @@ def test_sigterm_to_the_launcher_checkpoints_and_the_next_start_resumes(name, di
 
 
 @pytest.mark.parametrize("launcher", ["mpiexec", "torchrun"])
-@pytest.mark.parametrize("name", sorted(faultlib.FAMILIES))
-def test_one_rank_killed_fails_the_job_without_a_hang(name, launcher, digits, tmp_path):
-    family = faultlib.FAMILIES[name]
+def test_one_rank_killed_fails_the_job_without_a_hang(launcher, digits, tmp_path):
+    family = faultlib.SELFCHECK
     proc = start(launcher, family, digits(16), tmp_path / "run")
     try:
         read_until(proc, training_row(2))

@@ -1,0 +1,10 @@
+"""A script for tests/test_forkserver.py: prints what a process sees, then exits as asked."""
+
+import os
+import sys
+
+import torch  # noqa: F401  (a real interpreter pays for it; a forked child has it already)
+
+print(f"argv={sys.argv[1:]} cwd={os.getcwd()} probe={os.environ.get('PROBE')} main={__name__}")
+print(f"to stderr {sys.stdin.read() or '(no input)'}", file=sys.stderr)
+sys.exit(sys.argv[1] if sys.argv[1:] and not sys.argv[1].isdigit() else int(sys.argv[1]) if sys.argv[1:] else 0)

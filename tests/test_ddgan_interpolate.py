@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_ddgan_cli import FLAGS, SMALL, SMALL_MODEL, ok
+from test_ddgan_cli import FLAGS, SMALL_MODEL
 
-import helpers
 from ddgan import interpolate, sample
 
 
@@ -24,11 +23,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def ddgan_run(digits, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("ddgan_interp") / "run"
-    ok(helpers.launch("local", 1, "ddgan.train", "--data_dir", digits(16), "--batch_size", "4", *SMALL,
-                      "--max_steps", "2", "--save_interval", "2", "--logdir", run_dir, flag_files=[FLAGS]))
-    return run_dir
+def ddgan_run(trained_run):
+    return trained_run("ddgan_small")  # conftest.RUN_RECIPES: test_ddgan_cli.SMALL, 2 steps
 
 
 def _main(module, monkeypatch, capsys, *argv):

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from test_id_samplers import GAUSS, MIXTURE, OVERLAPPING, SHAPE, MixtureOracle, make_diffusion, rms
-from test_id_train import FLAGS, TINY, train
+from test_id_train import FLAGS, TINY
 
 from improved_diffusion import control, edit, interpolate, sample, samplers
 
@@ -140,11 +140,9 @@ def test_interpolation_rows_end_exactly_at_their_ends_and_slerp_keeps_the_norm()
 # ----- the command line ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny_run(digits, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("id_control") / "run"
-    train("local", 1, digits(16), run_dir, "--max_steps", "2", "--save_interval", "2")
+def tiny_run(trained_run):
     assert "--class_cond" in TINY  # labels go through inversion, interpolation and SDEdit
-    return run_dir
+    return trained_run("id_cond")  # conftest.RUN_RECIPES: test_id_train.TINY, 2 steps
 
 
 def _main(module, monkeypatch, capsys, *argv):

@@ -18,7 +18,7 @@ import helpers
 import numpy as np
 import pytest
 import torch
-from test_id_train import TINY, train
+from test_id_train import TINY
 
 from improved_diffusion import samplers
 from improved_diffusion.gaussian_diffusion import ModelMeanType
@@ -462,9 +462,8 @@ def test_sampler_flags_resolve_and_contradictions_are_one_line_errors():
             resolve_sampler(_args(**flags))
 
 
-def test_cli_samples_a_trained_model_with_dpmpp_2m_dpmpp_2m_sde_and_heun(digits, tmp_path):
-    run_dir = tmp_path / "run"
-    train("local", 1, digits(16), run_dir, "--max_steps", "2", "--save_interval", "2")
+def test_cli_samples_a_trained_model_with_dpmpp_2m_dpmpp_2m_sde_and_heun(trained_run, tmp_path):
+    run_dir = trained_run("id_cond")  # conftest.RUN_RECIPES: test_id_train.TINY, 2 steps
     assert "--class_cond" in TINY  # labels go through the ODE samplers too
     for sampler, steps, nfe in (("dpmpp_2m", 5, 5), ("dpmpp_2m_sde", 4, 4), ("heun", 3, 5)):
         out = tmp_path / sampler

@@ -67,8 +67,9 @@ def digest(directory):
 
 
 @pytest.fixture(scope="module")
-def inputs(digits, tmp_path_factory):
-    """Bad files and folders, and a finished 1-step run of each family (the earlier checkpoints)."""
+def inputs(digits, trained_run, tmp_path_factory):
+    """Bad files and folders, and a copy of the session's finished 2-step run of each family (the
+    earlier checkpoints)."""
     root = tmp_path_factory.mktemp("bad")
     good = digits(16)
     pngs = sorted(good.iterdir())[:24]
@@ -101,10 +102,7 @@ def inputs(digits, tmp_path_factory):
     torch.save({"model": Payload(str(root / "PWNED"))}, evil / "model000001.pt")
     torch.save(Payload(str(root / "PWNED")), evil / "netG.pth")
     for name in faultlib.FAMILIES:
-        run_dir = root / f"run_{name}"
-        proc = helpers.py(faultlib.FAMILIES[name].module, *family_argv(name, good, run_dir, "--max_steps", 1))
-        assert proc.returncode == 0, helpers.describe(proc)
-        made[f"run_{name}"] = run_dir
+        made[f"run_{name}"] = shutil.copytree(trained_run(name), root / f"run_{name}")
     made["digests"] = {k: digest(v) for k, v in made.items() if k.startswith("run_")}
     return made
 
@@ -140,9 +138,9 @@ CASES = [
     ("gans-bad-loss", "gans.train", T("gans", "{good}", "--loss", "wasserstein"), ["--loss", "wasserstein"]),
     ("id-sample-unknown-flag", "improved_diffusion.sample", ["--model_path", "{run_improved_diffusion}", "--bogus", "1"], ["unrecognized arguments: --bogus"]),
     # checkpoints
-    ("id-resume-another-config", "improved_diffusion.train", T("improved_diffusion", "{good}", "--resume_checkpoint", "{run_improved_diffusion}", "--num_channels", "64"), ["model000001.pt", "model weights do not fit", "check the model flags"]),
-    ("ddgan-resume-another-ch-mult", "ddgan.train", T("ddgan", "{good}", "--resume", "{run_ddgan}", "--ch_mult", "1", "1"), ["model000001.pt", "do not fit"]),
-    ("gans-resume-another-kind", "gans.train", T("gans", "{good}", "--resume_checkpoint", "{run_gans}", "--model", "cdcgan"), ["model000001.pt", "holds a dcgan generator"]),
+    ("id-resume-another-config", "improved_diffusion.train", T("improved_diffusion", "{good}", "--resume_checkpoint", "{run_improved_diffusion}", "--num_channels", "64"), ["model000002.pt", "model weights do not fit", "check the model flags"]),
+    ("ddgan-resume-another-ch-mult", "ddgan.train", T("ddgan", "{good}", "--resume", "{run_ddgan}", "--ch_mult", "1", "1"), ["model000002.pt", "do not fit"]),
+    ("gans-resume-another-kind", "gans.train", T("gans", "{good}", "--resume_checkpoint", "{run_gans}", "--model", "cdcgan"), ["model000002.pt", "holds a dcgan generator"]),
     ("id-resume-pickle-payload", "improved_diffusion.train", T("improved_diffusion", "{good}", "--resume_checkpoint", "{root}/evil/model000001.pt"), ["model000001.pt", "refused", "would run code"]),
     ("gans-sample-pickle-payload", "gans.sample", ["--model_path", "{root}/evil/model000001.pt", "--logdir", "{out}"], ["model000001.pt", "refused"]),
     ("ddgan-sample-pickle-payload", "ddgan.sample", [*faultlib.flag_file_argv(helpers.ROOT / "flags/ddgan/digits16.sh", "SAMPLE"),
@@ -211,16 +209,16 @@ def test_full_disk_fails_the_checkpoint_and_keeps_the_last_one(inputs, tmp_path)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write() instead of a killed process
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
-    argv = family_argv("gans", inputs["good"], run_dir, "--max_steps", 2, "--resume_checkpoint", "auto")
+    argv = family_argv("gans", inputs["good"], run_dir, "--max_steps", 3, "--resume_checkpoint", "auto")
     proc = subprocess.run([sys.executable, "-m", "gans.train", *[str(a) for a in argv]], cwd=helpers.ROOT,
                           env=helpers.test_env(), capture_output=True, text=True, timeout=300, preexec_fn=limit)
     lines = helpers.error_lines(proc)
     assert proc.returncode == 2, helpers.describe(proc)
-    assert len(lines) == 1 and "cannot write" in lines[0] and "000002" in lines[0], lines
+    assert len(lines) == 1 and "cannot write" in lines[0] and "000003" in lines[0], lines
     after = digest(run_dir)
     assert {k: v for k, v in after.items() if k in before and k.endswith(".pt")} == \
         {k: v for k, v in before.items() if k.endswith(".pt")}
-    assert not [n for n in os.listdir(run_dir) if n.startswith(".tmp") or "000002" in n and n.endswith(".pt")]
+    assert not [n for n in os.listdir(run_dir) if n.startswith(".tmp") or "000003" in n and n.endswith(".pt")]
 
 
 @pytest.mark.parametrize("argv,fragment", [

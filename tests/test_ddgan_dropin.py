@@ -69,6 +69,7 @@ def experiment(tmp_path_factory):
     return argparse.Namespace(cwd=cwd, dir=cwd / EXP, first=first, resumed=resumed, files_after_first=files_after_first)
 
 
+@pytest.mark.slow
 def test_readme_line_runs_two_ranks_and_writes_the_reference_folder(experiment):
     d = experiment.dir
     record = json.loads((d / "options.json").read_text())["_run"]
@@ -86,6 +87,7 @@ def test_readme_line_runs_two_ranks_and_writes_the_reference_folder(experiment):
     assert content["schedulerG"]["T_max"] == 1 and content["schedulerG"]["last_epoch"] == 1
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_the_per_epoch_sample_grids(experiment):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -95,6 +97,7 @@ def test_tensorboard_holds_the_per_epoch_sample_grids(experiment):
     assert [e.step for e in acc.Scalars("errD")] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_netG_loads_strictly_as_test_ddgan_does(experiment):
     from ddgan import script_util
     from trainkit import run
@@ -111,6 +114,7 @@ def test_netG_loads_strictly_as_test_ddgan_does(experiment):
     assert all(torch.equal(step2[k], v) for k, v in ckpt.items())
 
 
+@pytest.mark.slow
 def test_resume_continues_the_experiment(experiment):
     out = experiment.resumed.stdout
     assert re.search(r"resuming from \S*ddgan_cifar10_exp1 step 4", out), out[-2000:]
@@ -120,6 +124,7 @@ def test_resume_continues_the_experiment(experiment):
     assert again.returncode != 0 and "already holds checkpoints" in again.stderr, helpers.describe(again)
 
 
+@pytest.mark.slow
 def test_seed003_training_line_saves_the_ema_generator(experiment, tmp_path):
     """One process (--num_process_per_node 1), --use_ema: netG_0.pth holds the EMA weights of the
     end of epoch 0, as train_ddgan.py swaps them in to save."""
@@ -163,6 +168,7 @@ def references(experiment):
     return argparse.Namespace(folder=folder, npz=root / "stats.npz", npy=root / "stats.npy", weights=weights)
 
 
+@pytest.mark.slow
 def test_seed003_sampling_line_against_each_kind_of_reference(experiment, references):
     values = {}
     for kind in ("folder", "npz", "npy"):
@@ -187,6 +193,7 @@ def test_seed003_sampling_line_against_each_kind_of_reference(experiment, refere
      "bad.npy: not DDGAN FID statistics"),
     (["--model_path", "x", "--exp", "ddgan_cifar10_exp1"], "both name a model"),
 ])
+@pytest.mark.slow
 def test_sampling_refusals_are_one_line(experiment, argv, message, monkeypatch, capsys):
     from ddgan import sample
 
@@ -214,6 +221,7 @@ def test_num_process_per_node_must_agree_with_torchrun(monkeypatch, capsys, tmp_
     assert not (tmp_path / "saved_info").exists()
 
 
+@pytest.mark.slow
 def test_num_process_per_node_disagreeing_with_a_real_torchrun(tmp_path):
     proc = helpers.launch("torchrun", 2, "ddgan.train", *words(README_TRAIN.replace("--num_process_per_node 2",
                                                                                     "--num_process_per_node 4")),

@@ -119,6 +119,7 @@ def test_folder_npz_and_stats_inputs_agree(offline_home, folders, tmp_path):
     np.testing.assert_array_equal(mu1, mu3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["torchrun"])
 def test_two_ranks_equal_one(torch_home, folders, tmp_path, launcher):
     common = ["--save-stats", "--dims", "64", "--batch-size", "4", "--num-workers", "0", folders["a"]]

@@ -1,14 +1,15 @@
 """gans.train / sample / interpolate as real processes under mpiexec -n 2 and torchrun 2.
 
-Tiny digits runs (16 px, 8-channel networks, a few steps): losses finite, a grid PNG, an npz,
-and resume bit-exact: a run resumed from step 2 ends with exactly the files of the run that
-went straight to step 4.
+Tiny digits runs (16 px, 8-channel networks, a few steps), one per launcher: losses finite, a
+grid PNG, an npz that does not depend on the rank count. (A resume's bits: the family's in
+tests/test_task_contract.py, the launchers' in tests/test_trainkit_dist.py.)
 """
 
 import json
 import math
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -16,33 +17,16 @@ import helpers
 from gans import script_util
 from trainkit import npz, sampling
 
+pytestmark = pytest.mark.slow
+
 FLAGS = helpers.ROOT / "flags" / "gans" / "cdcgan_digits.sh"
 TINY = ("--nz", 8, "--ngf", 8, "--ndf", 8, "--batch_size", 8, "--max_steps", 4, "--save_interval", 2,
         "--log_interval", 1)
-PREFIXES = ("model", "disc", "opt", "disc_opt", "state")
 
 
 def _ok(proc):
     assert proc.returncode == 0, helpers.describe(proc)
     return proc
-
-
-def _equal(a, b):
-    if isinstance(a, dict):
-        return isinstance(b, dict) and sorted(a, key=str) == sorted(b, key=str) and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    if torch.is_tensor(a):
-        return torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b)
-    return a == b
-
-
-def _assert_bit_exact(run_a, run_b, step, prefixes):
-    for prefix in prefixes:
-        a = torch.load(run_a / f"{prefix}{step:06d}.pt", weights_only=True)
-        b = torch.load(run_b / f"{prefix}{step:06d}.pt", weights_only=True)
-        assert _equal(a, b), f"{prefix}{step:06d}.pt differs after resume"
-    assert (run_a / f"grid{step:06d}.png").read_bytes() == (run_b / f"grid{step:06d}.png").read_bytes()
 
 
 def _check_training_run(run_dir, steps=4, image_size=16):
@@ -59,16 +43,13 @@ def _check_training_run(run_dir, steps=4, image_size=16):
     assert options["_run"]["world_size"] == 2
 
 
-def test_mpiexec_cdcgan_train_resume_sample(tmp_path, digits):
+def test_mpiexec_cdcgan_train_sample(tmp_path, digits):
     data = digits(16)
-    a, b = tmp_path / "a", tmp_path / "b"
+    a = tmp_path / "a"
     first = _ok(helpers.launch("mpiexec", 2, "gans.train", "--data_dir", data, "--logdir", a, *TINY, flag_files=[FLAGS]))
     assert "Warning" not in first.stderr  # e.g. torch 2.14's deprecation of DDP's broadcast_buffers
     _check_training_run(a)
     assert json.loads((a / "options.json").read_text())["_run"]["launcher"] == "mpi"
-    _ok(helpers.launch("mpiexec", 2, "gans.train", "--data_dir", data, "--logdir", b, *TINY,
-                       "--resume_checkpoint", a / "model000002.pt", flag_files=[FLAGS]))
-    _assert_bit_exact(a, b, 4, PREFIXES)
 
     # sampling split over 2 ranks gives what one process computes with another batch size
     s2 = tmp_path / "s2"
@@ -87,9 +68,9 @@ def test_mpiexec_cdcgan_train_resume_sample(tmp_path, digits):
     assert np.array_equal(labels, y.numpy()) and np.array_equal(images, expected)
 
 
-def test_torchrun_dcgan_sync_bn_accumulation_ema_resume(tmp_path, digits):
+def test_torchrun_dcgan_sync_bn_accumulation_ema(tmp_path, digits):
     data = digits(16)
-    a, b = tmp_path / "a", tmp_path / "b"
+    a = tmp_path / "a"
     extra = ("--model", "dcgan", "--sync_bn", "true", "--grad_accum", 2, "--ema_rate", "0.9", "--loss", "hinge")
     _ok(helpers.launch("torchrun", 2, "gans.train", "--data_dir", data, "--logdir", a, *TINY, *extra,
                        flag_files=[FLAGS]))
@@ -98,9 +79,7 @@ def test_torchrun_dcgan_sync_bn_accumulation_ema_resume(tmp_path, digits):
     rows = [json.loads(line) for line in (a / "stats.jsonl").read_text().splitlines()]
     # --batch_size is per rank and step whatever --grad_accum: steps x batch x ranks
     assert rows[-1]["samples"] == 4 * 8 * 2
-    _ok(helpers.launch("torchrun", 2, "gans.train", "--data_dir", data, "--logdir", b, *TINY, *extra,
-                       "--resume_checkpoint", a / "state000002.pt", flag_files=[FLAGS]))
-    _assert_bit_exact(a, b, 4, PREFIXES + ("ema_0.9_",))
+    assert ["ema_0.9_000004.pt"] == [p.name for p in a.glob("ema_*000004.pt")]
 
     # unconditional npz: no arr_1
     _ok(helpers.launch("torchrun", 2, "gans.sample", "--model_path", a / "ema_0.9_000004.pt", "--num_samples", 6,

@@ -135,6 +135,7 @@ def test_without_the_flag_no_event_files(digits, tmp_path, monkeypatch, capsys, 
     assert (run_dir / "progress.csv").exists() and not (run_dir / "tb").exists()
 
 
+@pytest.mark.slow
 def test_two_ranks_only_rank_0_writes_events(digits, tmp_path):
     run_dir = tmp_path / "run"
     proc = helpers.launch("mpiexec", 2, "gans.train", "--data_dir", digits(16), *GANS_TINY, "--max_steps", 2,

@@ -1,14 +1,12 @@
 """The main job end to end on a tiny budget: every family trains, samples and is judged, and the
-report has a row per family with finite numbers and every image it shows."""
+report has a row per family with finite numbers and every image it shows; a run that fails shows
+as FAILED and the others go on."""
 
-import math
 
 import pytest
 
 import helpers
 from evaluations import report
-
-pytestmark = pytest.mark.slow
 
 FAMILIES = {"dcgan", "cdcgan", "ddgan", "improved_diffusion"}
 
@@ -24,6 +22,8 @@ def _config(tmp_path, data_root, nproc=1):
         "ddgan | flags/ddgan/digits16.sh | ddgan | 1 | --num_epoch 100000 |\n"
         "improved_diffusion | flags/improved_diffusion/digits_tiny.sh | improved_diffusion | 1 | --max_steps 100000 | "
         "ddim5: --timestep_respacing ddim5 --use_ddim True\n"
+        # a run that cannot start (cdcgan's flags, a size DCGAN cannot make): FAILED, the rest go on
+        "broken | flags/gans/cdcgan_digits.sh | gans | 1 | --model dcgan --image_size 17 |\n"
         '"\n'
     )
     return path
@@ -33,28 +33,39 @@ def _number(text):
     return float(text.replace(",", ""))
 
 
+@pytest.mark.slow
 def test_compare_trains_samples_judges_and_reports(tmp_path, digits):
     data_root = digits(16).parent
     out = tmp_path / "cmp"
     # one intra-op thread a stage, as helpers pins every rank: on a shared 2-core machine two
     # OpenMP threads made the tiny U-Net's forward ~40x slower than one (1.4 s against 33 ms)
-    proc = helpers.py("evaluations.compare", "--config", _config(tmp_path, data_root), "--logdir", out, "--strict",
-                      timeout=1500)
-    assert proc.returncode == 0, helpers.describe(proc)
+    proc = helpers.py("evaluations.compare", "--config", _config(tmp_path, data_root), "--logdir", out)
+    assert proc.returncode == 0, helpers.describe(proc)  # a failed stage fails the job only with --strict
     assert f"report: {out / 'report.html'}" in proc.stdout
 
     md = (out / "report.md").read_text()
-    rows = report.read_table(md)
+    rows = [r for r in report.read_table(md) if r["run"] != "broken"]
     assert {r["run"] for r in rows} == FAMILIES
-    assert report.check(str(out), FAMILIES) == []  # finite numbers in every row, every image present
+    # finite numbers in every row but the failed run's, every image present
+    problems = report.check(str(out), FAMILIES)
+    assert problems and all("run broken" in p for p in problems), problems
+    broken = next(r for r in report.read_table(md) if r["run"] == "broken")
+    assert broken["sampler"] == "–" and "FAILED" in " ".join(broken.values())
     for r in rows:
         assert _number(r["samples"]) == 40 and _number(r["steps"]) >= 1
     by_name = {r["run"]: r for r in rows}
     assert _number(by_name["ddgan"]["NFE/img"]) == 4 and _number(by_name["improved_diffusion"]["NFE/img"]) == 5
     assert _number(by_name["dcgan"]["NFE/img"]) == 1
     assert 0 <= _number(by_name["cdcgan"]["class acc."]) <= 1  # conditional samples carry labels
+    # The judge reads the samples: the GANs train tens of steps even in this budget and must beat
+    # their one-step baselines, sampled with the same sampler (a judge that returns a constant,
+    # or scores the untrained samples twice, fails here).
+    for name in ("dcgan", "cdcgan"):
+        trained, untrained = _number(by_name[name]["FD-digits"]), _number(by_name[name]["FD untrained"])
+        assert _number(by_name[name]["steps"]) > 1 and trained < 0.95 * untrained, (name, trained, untrained)
+    assert len({by_name[name]["FD-digits"] for name in FAMILIES}) == len(FAMILIES)
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 3 and "FAILED" not in html
+    assert html.count("data:image/png;base64,") >= 3 and "FAILED" in html
     assert "Hardware:" in md and "feature" in md
     assert md.index("## Verdict") < md.index("## Results") and "**Collapse**" in md
     # controllability: an interpolation per family and improved diffusion's partial denoising
@@ -64,40 +75,13 @@ def test_compare_trains_samples_judges_and_reports(tmp_path, digits):
     assert "**improved_diffusion: partial denoising**" in control
     assert (out / "improved_diffusion" / "edit" / "edit.npz").is_file()
 
-    # --reuse: nothing runs again
-    logs = {p: p.stat().st_mtime_ns for p in out.rglob("launch.log")}
+    # --reuse: no finished stage runs again (the failed one does, and fails again); --strict
+    # makes the exit status say that a stage failed
+    finished = {p: p.stat().st_mtime_ns for p in out.rglob("launch.log") if "broken" not in p.parts}
     again = helpers.py("evaluations.compare", "--config", _config(tmp_path, data_root), "--logdir", out, "--reuse",
                        "--strict", timeout=600)
-    assert again.returncode == 0, helpers.describe(again)
-    assert logs == {p: p.stat().st_mtime_ns for p in out.rglob("launch.log")}
-
-
-def test_failed_run_shows_in_report_and_the_rest_go_on(tmp_path, digits):
-    data_root = digits(16).parent
-    config = tmp_path / "broken.sh"
-    config.write_text(
-        f'DATA_DIR="{data_root}"\nNPROC=1\nMINUTES=0.1\nNUM_SAMPLES=20\nSAMPLE_BATCH=20\n'
-        'RUNS="\n'
-        "broken | flags/gans/cdcgan_digits.sh | gans | 1 | --model dcgan --image_size 17 |\n"
-        "dcgan | flags/gans/dcgan_digits.sh | gans | 1 | --max_steps 100000 |\n"
-        '"\n'
-    )
-    out = tmp_path / "cmp"
-    # the untrained baselines and controllability stages are the main test's; here they only cost time
-    cheap = ["--no_baseline", "--no_control"]
-    proc = helpers.py("evaluations.compare", "--config", config, "--logdir", out, *cheap, timeout=900)
-    assert proc.returncode == 0, helpers.describe(proc)
-    rows = {r["run"]: r for r in report.read_table((out / "report.md").read_text())}
-    assert any("broken" in p for p in report.check(str(out)))
-    assert rows["broken"]["sampler"] == "–" and "FAILED" in md_cells(rows["broken"])
-    assert math.isfinite(_number(rows["dcgan"]["FD-digits"]))
-    strict = helpers.py("evaluations.compare", "--config", config, "--logdir", out, "--reuse", "--strict", *cheap,
-                        timeout=900)
-    assert strict.returncode == 1
-
-
-def md_cells(row):
-    return " ".join(row.values())
+    assert again.returncode == 1, helpers.describe(again)
+    assert finished == {p: p.stat().st_mtime_ns for p in out.rglob("launch.log") if "broken" not in p.parts}
 
 
 def test_compare_bad_input():
@@ -106,3 +90,19 @@ def test_compare_bad_input():
         "evaluations.compare: error: flags/compare/nope.sh: no such comparison config"]
     proc = helpers.py("evaluations.compare", "--only", "nobody")
     assert proc.returncode == 2 and "--only: no run named nobody" in proc.stderr
+
+
+def test_a_multi_process_stage_uses_mpiexec_when_it_is_installed(monkeypatch):
+    """The main job's launcher: one process runs alone; more go to mpiexec when mpi4py and
+    mpiexec are installed (the README's [mpi] extra), else to torchrun."""
+    import importlib.util
+    import shutil
+
+    from evaluations import compare
+
+    assert compare.pick_launcher(1) == "local"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(shutil, "which", lambda name: "/bin/" + name)
+    assert compare.pick_launcher(2) == "mpiexec"
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert compare.pick_launcher(2) == "torchrun"

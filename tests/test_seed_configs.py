@@ -44,7 +44,7 @@ def _compare(tmp_path, name, nproc, data_root, *extra, num_samples=16, batch=4, 
     env = helpers.test_env(OMP_NUM_THREADS=2) if nproc == 1 else None
     proc = helpers.py("evaluations.compare", "--config", _shrunk(tmp_path, name, nproc, num_samples, batch, lines),
                       "--data_root", data_root, "--data_dir", tmp_path / "data", "--logdir", out, "--no_baseline",
-                      "--no_control", "--strict", *extra, timeout=1500, env=env)
+                      "--no_control", "--strict", *extra, env=env)
     assert proc.returncode == 0, helpers.describe(proc)
     return out
 
@@ -76,9 +76,9 @@ def _assert_pictures(out, names):
     assert "## The seed's pictures" in md and all(f"results/{n}" in md for n in names)
 
 
-def test_seed002_mnist_28px_under_mpiexec(tmp_path):
+def test_seed002_mnist_28px_with_two_ranks_a_stage(tmp_path):
     mnist_files(tmp_path / "mnist", n_train=40, n_test=10, every_class=True)
-    out = _compare(tmp_path, "seed002_mnist.sh", 2, tmp_path / "mnist", num_samples=8)
+    out = _compare(tmp_path, "seed002_mnist.sh", 2, tmp_path / "mnist", "--launcher", "torchrun", num_samples=8)
     assert report.check(str(out), ["gan", "cgan", "ddpm"]) == []
     assert (tmp_path / "data" / "train" / "0_00000.png").is_file()  # converted from the IDX files
     gan, _ = _samples(out, "gan", "default")
@@ -90,12 +90,13 @@ def test_seed002_mnist_28px_under_mpiexec(tmp_path):
     assert ddpm.shape == (8, 28, 28, 1)
     _assert_square_grid(out / "results" / "ddpm_samples.png", ddpm)
     _assert_pictures(out, ["gan_samples.png", "cgan_samples.png", "ddpm_samples.png", "loss_curve.png"])
-    assert "mpiexec x 2" in (out / "report.md").read_text()
+    assert "torchrun x 2" in (out / "report.md").read_text()
 
 
-def test_seed000_fashion_mnist_under_mpiexec(tmp_path):
+def test_seed000_fashion_mnist(tmp_path):
+    """One process per stage (seed 002's test runs a config's stages with 2 ranks each)."""
     mnist_files(tmp_path / "fashion", n_train=40, n_test=10, every_class=True, seed=1)
-    out = _compare(tmp_path, "seed000_fashion_mnist.sh", 2, tmp_path / "fashion")
+    out = _compare(tmp_path, "seed000_fashion_mnist.sh", 1, tmp_path / "fashion")
     assert report.check(str(out), ["gan", "cgan", "ddpm", "cddpm"]) == []
     images, labels = _samples(out, "cddpm", "ddpm-1000")
     assert images.shape == (16, 32, 32, 1)
@@ -107,10 +108,10 @@ def test_seed000_fashion_mnist_under_mpiexec(tmp_path):
     _assert_pictures(out, ["gan_samples.png", "cgan_samples.png", "ddpm_samples.png", "cddpm_samples.png",
                            "loss_curve.png"])
     md = (out / "report.md").read_text()
-    assert "class acc." in md and "| FD-digits |" in md and "mpiexec x 2" in md
+    assert "class acc." in md and "| FD-digits |" in md and "local x 1" in md
 
 
-def test_seed004_celeba64_with_fid_under_mpiexec(tmp_path):
+def test_seed004_celeba64_with_fid(tmp_path):
     from evaluations import inception
 
     weights = inception.make_random_weights(str(tmp_path / "inception.pth"), seed=0, calibration_batches=1,
@@ -124,11 +125,11 @@ def test_seed004_celeba64_with_fid_under_mpiexec(tmp_path):
     train = "improved_diffusion | 3 | --max_steps 1000000"
     lines = [f'RUNS="${{RUNS//{train}/{train} {narrow}}}"',
              f'RUNS="${{RUNS//--timestep_respacing 1000/--timestep_respacing 1000 {narrow}}}"']
-    out = _compare(tmp_path, "seed004_celeba64.sh", 2, tmp_path / "celeba", "--inception_weights", weights,
+    out = _compare(tmp_path, "seed004_celeba64.sh", 1, tmp_path / "celeba", "--inception_weights", weights,
                    num_samples=8, batch=2, lines=lines)
     assert report.check(str(out), ["dcgan", "ddpm"]) == []
     md = (out / "report.md").read_text()
-    assert "| FID |" in md and "FD-digits" not in md and "Inception-v3" in md and "mpiexec x 2" in md
+    assert "| FID |" in md and "FD-digits" not in md and "Inception-v3" in md and "local x 1" in md
     for run, sampler, picture in (("dcgan", "default", "dcgan_samples.png"), ("ddpm", "ddpm-1000", "ddpm_samples.png")):
         images, _ = _samples(out, run, sampler)
         assert images.shape == (8, 64, 64, 3)
@@ -186,17 +187,17 @@ def test_seed002_unet_at_28px_has_no_attention_and_the_linear_schedule():
     assert widths[:3] == [32, 64, 128]
 
 
-def test_gan_mnist28_flag_file_trains_and_samples_under_torchrun(tmp_path):
+def test_gan_mnist28_flag_file_trains_and_samples(tmp_path):
     mnist_files(tmp_path / "mnist", n_train=16, n_test=2, every_class=True)
     proc = helpers.script("datasets/mnist.py", tmp_path / "mnist", "--out", tmp_path / "mnist28", timeout=300)
     assert proc.returncode == 0, helpers.describe(proc)
     flags = [helpers.ROOT / "flags" / "gans" / "gan_mnist28.sh"]
     run_dir = tmp_path / "run"
-    proc = helpers.launch("torchrun", 2, "gans.train", "--data_dir", tmp_path / "mnist28" / "train", "--max_steps", 2,
+    proc = helpers.launch("local", 1, "gans.train", "--data_dir", tmp_path / "mnist28" / "train", "--max_steps", 2,
                           "--batch_size", 4, "--logdir", run_dir, flag_files=flags)
     assert proc.returncode == 0, helpers.describe(proc)
     assert (run_dir / "model000002.pt").is_file()
-    proc = helpers.launch("torchrun", 2, "gans.sample", "--model_path", run_dir, "--num_samples", 6,
+    proc = helpers.launch("local", 1, "gans.sample", "--model_path", run_dir, "--num_samples", 6,
                           "--batch_size", 3, "--logdir", tmp_path / "samples", flag_files=flags)
     assert proc.returncode == 0, helpers.describe(proc)
     images, labels = npz.read_samples(str(tmp_path / "samples" / "samples_6x28x28x1.npz"))

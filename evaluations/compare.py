@@ -12,7 +12,8 @@ when the samples carry labels); train img/s, wall times, sampling s/image, netwo
 per image and parameter counts are recorded. `report.md` and a self-contained `report.html`
 go to the comparison's run directory; a stage that failed shows as failed and the rest go on.
 
-`--reuse` skips every stage that already finished in the same run directory.
+`--reuse` skips every stage that already finished in the same run directory with the same command
+line; a stage whose command line changed (sample count, sampler flags, config) runs again.
 """
 
 import glob
@@ -147,10 +148,13 @@ class Stage:
         self.record_path = os.path.join(directory, "stage.json")
 
     def done_before(self):
+        """The record of this stage's earlier success with the same command line, else None: a
+        stage whose flags changed (another sample count, sampler or config) runs again."""
         if os.path.exists(self.record_path):
             with open(self.record_path) as f:
                 record = json.load(f)
-            return record if record.get("ok") else None
+            same = record.get("argv") == [str(a) for a in self.argv]
+            return record if record.get("ok") and same else None
         return None
 
     def run(self, reuse: bool) -> dict:
@@ -170,7 +174,8 @@ class Stage:
             log.flush()
             code = subprocess.call(self.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         seconds = time.time() - start
-        record = {"ok": code == 0, "exit": code, "seconds": seconds, "log": log_path}
+        record = {"ok": code == 0, "exit": code, "seconds": seconds, "log": log_path,
+                  "argv": [str(a) for a in self.argv]}
         if code != 0:
             record["error"] = last_error_line(log_path)
         with open(self.record_path, "w") as f:
@@ -340,7 +345,7 @@ def build_parser():
     p.add_argument("--minutes", type=run.POSITIVE_FLOAT, default=None,
                    help="time budget of the whole job in minutes (default: the config's MINUTES)")
     p.add_argument("--logdir", default="", help="comparison directory (default runs/compare-<time>)")
-    p.add_argument("--reuse", action="store_true", help="skip stages that already finished in --logdir")
+    p.add_argument("--reuse", action="store_true", help="skip stages that already finished in --logdir with the same command line")
     p.add_argument("--launcher", default="auto", choices=["auto", "local", "mpiexec", "torchrun"],
                    help="how each stage is started (launch/run.sh); auto: local for one process, else mpiexec "
                         "when mpi4py and mpiexec are installed, else torchrun")
@@ -410,10 +415,11 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
     # sampler would spend minutes of the budget on noise.
     untrained_dir = os.path.join(base, "untrained")
     rec = train(untrained_dir, 0) if baseline else {"ok": False, "skipped": True}
-    baseline = None
+    baseline, baseline_sampler = None, None
     if rec["ok"]:
         options = read_options(untrained_dir)
         cheapest = min(entry["samplers"], key=lambda s: network_evaluations(package, options, s["flags"]))
+        baseline_sampler = cheapest["label"]
         result["baseline_nfe"] = network_evaluations(package, options, cheapest["flags"])
         srec = sample(untrained_dir, os.path.join(base, "untrained-samples"), cheapest["flags"])
         if srec["ok"]:
@@ -448,6 +454,7 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
         stage_dir = os.path.join(base, f"samples-{sampler['label']}")
         srec = sample(train_dir, stage_dir, sampler["flags"])
         row = {"sampler": sampler["label"], "dir": stage_dir, "fd_untrained": baseline,
+               "untrained_sampler": baseline_sampler,
                "nfe": network_evaluations(package, options, sampler["flags"])}
         if srec["ok"]:
             row["npz"] = find_samples(stage_dir)

@@ -5,12 +5,15 @@ rows) and returns markdown sentences:
 
 - fidelity (precision), diversity (recall) and both at once (FD-digits): the best row, and
   every other row whose ±1 std error bar overlaps it, so a tie is called a tie;
-- sampling speed: the fastest row and its quality, against the best row's cost;
+- sampling speed: the fastest row and its quality, against the best row's cost, with the same
+  tie rule;
 - stability: each run's relative loss spread (std / |mean| of its main loss over the second half
   of its log rows) and whether its discriminator sits at chance (D loss within 2% of the chance
   value, 2 ln 2 for the logistic loss or 2 for the hinge, in at least 80% of those rows);
 - collapse: every row whose recall is below COLLAPSE_RECALL is named as collapsed;
-- training: how far each run moved from its untrained baseline in FD-digits.
+- training: how far each run moved from its untrained baseline in FD-digits, both sampled with
+  the baseline's sampler;
+- rows judged on different sample counts are not ranked (FD's bias shrinks as 1/n).
 
 Nothing here is written by hand for a particular result: tests feed it fabricated numbers with
 the ranking swapped and check that the verdict swaps with them.
@@ -76,15 +79,18 @@ def _speed_sentence(judged, fd_name):
     if not timed:
         return None
     fastest = min(timed, key=lambda j: j[2]["sample_s_per_image"])
-    best = min(timed, key=lambda j: j[2]["fd_digits"])
+    best, ties, _ = _ranked(timed, "fd_digits", "fd_std", False)
     f = fastest[2]
     text = (f"**Sampling speed**: fastest is {fastest[0]}, {f['sample_s_per_image']:.3g} s/image at "
-            f"{f.get('nfe', '?')} network evaluations, {fd_name} {f['fd_digits']:.3g}")
+            f"{f.get('nfe', '?')} network evaluations, {fd_name} {_pm(f['fd_digits'], f.get('fd_std'))}")
     if best is fastest:
         return text + f"; it is also the best on {fd_name}."
     b = best[2]
     ratio = b["sample_s_per_image"] / max(f["sample_s_per_image"], 1e-12)
-    return text + (f"; the best on {fd_name}, {best[0]} ({b['fd_digits']:.3g}), takes "
+    if fastest in ties:  # the FD sentence's tie rule: overlapping ±1 std error bars
+        return text + (f"; its error bar overlaps the best on {fd_name}, {best[0]} "
+                       f"({_pm(b['fd_digits'], b.get('fd_std'))}), which takes {ratio:.1f}x longer per image.")
+    return text + (f"; the best on {fd_name}, {best[0]} ({_pm(b['fd_digits'], b.get('fd_std'))}), takes "
                    f"{b['sample_s_per_image']:.3g} s/image ({ratio:.1f}x slower).")
 
 
@@ -136,7 +142,7 @@ def _stability_sentence(results):
     if at_chance:
         text += " The discriminator sits at chance (its loss at " + ", ".join(
             f"{s['chance']:.3f} in {100 * s['d_at_chance']:.0f}% of the rows, {n}" for n, s in at_chance
-        ) + "): it no longer tells real from generated, so the generator gets no signal."
+        ) + "): the value of a discriminator that cannot tell real from generated."
     elif adversarial:
         text += " No discriminator sits at chance."
     return text
@@ -157,15 +163,19 @@ def _collapse_sentence(judged, data_name):
 def _training_sentence(results, fd_name):
     moved = []
     for r in results:
-        rows = [row for row in r["rows"] if row.get("fd_digits") and row.get("fd_untrained")]
+        # untrained over trained from one sampler: the baseline's (its cheapest), since the
+        # samplers of one network differ in FD by themselves
+        rows = [row for row in r["rows"] if row.get("fd_digits") and row.get("fd_untrained")
+                and row.get("untrained_sampler", row["sampler"]) == row["sampler"]]
         if rows:
-            best = min(rows, key=lambda row: row["fd_digits"])
-            moved.append((r["name"], best["fd_untrained"] / best["fd_digits"], r.get("train_seconds")))
+            row = rows[0]
+            moved.append((_label(r, row), row["fd_untrained"] / row["fd_digits"], r.get("train_seconds")))
     if not moved:
         return None
     parts = [f"{n} {x:.1f}x" + (f" in {s:.0f} s" if s else "") for n, x, s in moved]
     weak = [n for n, x, _ in moved if x < 5]
-    text = f"**Training** (untrained {fd_name} over trained, in the training seconds each run had): " + ", ".join(parts)
+    text = (f"**Training** (untrained {fd_name} over trained, both with the untrained baseline's sampler, in the "
+            "training seconds each run had): " + ", ".join(parts))
     return text + (f"; {', '.join(weak)} moved less than 5x from untrained." if weak else ".")
 
 
@@ -176,13 +186,22 @@ def verdict(results, fd_name="FD-digits", data_name="the real digits") -> list:
     judged = _judged(results)
     if not judged:
         return ["No run produced judged samples, so there is no verdict."]
-    sentences = [
-        _ranking_sentence("Fidelity", f"precision: share of samples on {data_name}' manifold", judged,
-                          "precision", "precision_std", True),
-        _ranking_sentence("Diversity", f"recall: share of {data_name}' manifold the samples cover", judged,
-                          "recall", "recall_std", True),
-        _ranking_sentence("Both at once", f"{fd_name}, lower is better", judged, "fd_digits", "fd_std", False),
-        _speed_sentence(judged, fd_name),
+    counts = sorted({j[2].get("num_samples") for j in judged if j[2].get("num_samples")})
+    if len(counts) > 1:
+        # FD's bias grows as 1/n (and P/R's with it): figures from different n are not ranked
+        ranking = [f"**Not ranked**: the rows were judged on different sample counts "
+                   f"({', '.join(map(str, counts))}); {fd_name}'s bias shrinks as 1/n, so their figures are not "
+                   "comparable. Sample every row with one --num_samples."]
+    else:
+        ranking = [
+            _ranking_sentence("Fidelity", f"precision: share of samples on {data_name}' manifold", judged,
+                              "precision", "precision_std", True),
+            _ranking_sentence("Diversity", f"recall: share of {data_name}' manifold the samples cover", judged,
+                              "recall", "recall_std", True),
+            _ranking_sentence("Both at once", f"{fd_name}, lower is better", judged, "fd_digits", "fd_std", False),
+            _speed_sentence(judged, fd_name),
+        ]
+    sentences = ranking + [
         _stability_sentence(results),
         _collapse_sentence(judged, data_name),
         _training_sentence(results, fd_name),

@@ -106,3 +106,20 @@ def test_a_multi_process_stage_uses_mpiexec_when_it_is_installed(monkeypatch):
     assert compare.pick_launcher(2) == "mpiexec"
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert compare.pick_launcher(2) == "torchrun"
+
+
+def test_reuse_skips_a_finished_stage_only_when_its_command_line_is_the_same(tmp_path):
+    """--reuse: a stage that finished with these flags is not run again; one whose command line
+    changed (another --num_samples, say) is, since its old output answers another question."""
+    import sys
+
+    from evaluations import compare
+
+    count = tmp_path / "runs.txt"
+    argv = lambda n: [sys.executable, "-c", f"open({str(count)!r}, 'a').write('{n}\\n')"]  # noqa: E731
+    stage = tmp_path / "stage"
+    assert compare.Stage(str(stage), argv(500)).run(reuse=True)["ok"]
+    assert compare.Stage(str(stage), argv(500)).run(reuse=True)["reused"]
+    again = compare.Stage(str(stage), argv(250)).run(reuse=True)
+    assert again["ok"] and "reused" not in again
+    assert count.read_text().split() == ["500", "250"]

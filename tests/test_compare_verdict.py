@@ -143,6 +143,44 @@ def test_overlapping_error_bars_are_called_a_tie(tmp_path):
     assert "No discriminator sits at chance" in _find(findings, "Training stability")
 
 
+def test_the_fastest_row_within_the_best_rows_error_bar_is_called_a_tie(tmp_path):
+    """The speed sentence uses the FD sentence's tie rule: a fast row whose FD error bar
+    overlaps the best one's is not 'slower and worse'."""
+    fast_close = dict(GOOD, fd=52.0, s=0.0001)  # |50 - 52| <= 2 + 2, ten times faster
+    text = _find(verdict.verdict(_results(tmp_path, GOOD, fast_close)), "Sampling speed")
+    assert "fastest is beta" in text and "its error bar overlaps the best on FD-digits, alpha" in text
+    fast_far = dict(GOOD, fd=60.0, s=0.0001)
+    text = _find(verdict.verdict(_results(tmp_path, GOOD, fast_far)), "Sampling speed")
+    assert "the best on FD-digits, alpha (50 ± 2), takes" in text and "overlaps" not in text
+
+
+def test_training_divides_the_untrained_fd_by_the_same_samplers_trained_fd(tmp_path):
+    """The baseline is sampled with the run's cheapest sampler; the ratio uses that sampler's
+    trained row, not the best row of another sampler."""
+    results = _results(tmp_path, GOOD, GOOD)
+    best = results[0]["rows"][0]
+    best.update(sampler="full", untrained_sampler="fast", fd_untrained=1000.0, fd_digits=50.0)
+    results[0]["rows"].append(dict(best, sampler="fast", fd_digits=100.0))
+    text = _find(verdict.verdict(results), "Training")
+    assert "alpha (fast) 10.0x" in text and "20.0x" not in text
+
+
+def test_rows_judged_on_different_sample_counts_are_not_ranked(tmp_path):
+    results = _results(tmp_path, GOOD, BAD)
+    results[1]["rows"][0]["num_samples"] = 250
+    findings = verdict.verdict(results)
+    assert "different sample counts (250, 300)" in _find(findings, "Not ranked")
+    assert not [f for f in findings if f.startswith(("**Fidelity", "**Diversity", "**Both", "**Sampling"))]
+    assert _find(findings, "Collapse")  # each row's own judgement stays
+
+
+def test_a_discriminator_at_chance_is_not_said_to_give_no_signal(tmp_path):
+    """At D = 1/2 the non-saturating G loss still has a gradient: the sentence says what the
+    numbers show, the chance value, and nothing about the generator's signal."""
+    text = _find(verdict.verdict(_results(tmp_path, GOOD, BAD)), "Training stability")
+    assert "cannot tell real from generated" in text and "no signal" not in text
+
+
 def test_a_collapsed_run_is_named_from_real_metrics(tmp_path):
     """All samples one image: recall (and the verdict) say so."""
     from evaluations import digits_features, metrics

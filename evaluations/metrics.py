@@ -10,16 +10,19 @@ sizes and times, so an edited reference is computed again).
 - **fd**: Fréchet distance, with the std of `--bootstrap` resamples of the samples (with
   replacement): how much the figure moves with the draw of the samples.
 - **kid**: Kernel Inception Distance (Bińkowski et al. 2018): the unbiased MMD² with the cubic
-  polynomial kernel k(x, y) = (x·y / d + 1)³, mean ± std over `--kid_subsets` subsets of
-  `--kid_subset_size` samples from each side. Unbiased: about 0 for two samples of one law.
+  polynomial kernel k(x, y) = (x·y / d + 1)³, the mean over `--kid_subsets` subsets of
+  `--kid_subset_size` samples from each side, at most half of the smaller set so that the
+  subsets differ; the std is their spread scaled to the whole set's estimate (see `kid`).
+  Unbiased: about 0 for two samples of one law.
 - **pr**: improved precision and recall (Kynkäänniemi et al. 2019) with k = `--k` (3): each
   set's manifold is the union of balls around its points reaching their k-th nearest
   neighbour; precision is the share of samples inside the reference's manifold (fidelity),
   recall the share of reference points inside the samples' (diversity: a collapsed generator
   has recall near 0).
 - **is**: Inception Score, exp(E_x KL(p(y|x) || p(y))), mean ± std over `--splits` (10) splits,
-  from the classifier's logits: Inception's 1008-way ones (the fc layer that pytorch-fid's
-  weights file carries), or the digits classifier's 10-way ones.
+  from the classifier's logits: Inception's 1008-way ones (pool features times the weight of
+  the fc layer that pytorch-fid's weights file carries, without its bias, as openai's and
+  torch-fidelity's IS), or the digits classifier's 10-way ones.
 
 Features: `digits` (offline, the 64-d penultimate layer of evaluations.digits_features' CNN) or
 `inception` (pytorch-fid's 2048-d pool features; `--inception_weights` for offline machines).
@@ -71,6 +74,11 @@ def kid(ref_features, features, subsets=100, subset_size=1000, seed=0):
     """(mean, std) of the unbiased MMD² with the cubic polynomial kernel over random subsets."""
     x_all, y_all = _t(ref_features), _t(features)
     m = min(subset_size, len(x_all), len(y_all))
+    if subsets > 1:
+        # Subsets as large as a set are that set every time: their std is 0 or only the other
+        # side's. At most half of the smaller set, the subsets differ, and their spread measures
+        # how the estimate moves with the draw of the images.
+        m = min(m, min(len(x_all), len(y_all)) // 2)
     if m < 2:
         raise UserError(f"KID needs at least 2 images on each side, got {len(y_all)} and {len(x_all)}")
     g = torch.Generator().manual_seed(seed)
@@ -82,7 +90,16 @@ def kid(ref_features, features, subsets=100, subset_size=1000, seed=0):
         off = m * (m - 1)
         values.append(float((kxx.sum() - kxx.diagonal().sum()) / off + (kyy.sum() - kyy.diagonal().sum()) / off
                             - 2 * kxy.mean()))
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if subsets > 1 else 0.0
+    if subsets == 1:
+        return float(values[0]), 0.0
+    # The spread over subsets of m of the n images measures how the estimate moves with the draw
+    # of the images. Drawn from a fixed set, the subsets overlap (a finite-population factor
+    # 1 - m/n), and a whole set's estimate varies as 1/n where one of m varies as 1/m (two
+    # different laws): sqrt(m / (n - m)) turns the one into the other, 1 at half the set. For one
+    # law the variance falls as 1/n², so there the bar is conservative.
+    n = min(len(x_all), len(y_all))
+    std = float(np.std(values, ddof=1)) * math.sqrt(m / (n - m))
+    return float(np.mean(values)), std
 
 
 def _knn_radii(x, k, block=2048):
@@ -154,9 +171,10 @@ class Extractor:
             net = fid.FeatureModel(2048, self.weights).get()  # fetches the weights when missing
             state = inception.load_weights(self.weights or inception.default_weights_path())
             # pytorch-fid keeps only the blocks up to the pool; its weights file also carries
-            # torchvision's 1008-way `fc`, which turns the pool features into the logits.
-            self._net = (net, state["fc.weight"].double(), state["fc.bias"].double())
-        net, weight, bias = self._net
+            # torchvision's 1008-way `fc`, which turns the pool features into the logits. The
+            # standard IS (openai's pool3 x W, torch-fidelity's logits_unbiased) leaves its bias out.
+            self._net = (net, state["fc.weight"].double())
+        net, weight = self._net
         feats = []
         x_all = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
         if x_all.shape[1] == 1:
@@ -166,7 +184,7 @@ class Extractor:
                 x = x_all[i:i + self.batch_size].float().div(255).to(next(net.parameters()).device)
                 feats.append(net(x)[0].flatten(1).double().cpu())
         f = torch.cat(feats)
-        return f.numpy(), (f @ weight.T + bias).numpy()
+        return f.numpy(), (f @ weight.T).numpy()
 
 
 def read_images(path):
@@ -241,7 +259,7 @@ def format_lines(result) -> list:
     if "fd" in result:
         lines.append(f"fd: {result['fd'][0]:.4f} ± {result['fd'][1]:.4f} (bootstrap std)")
     if "kid" in result:
-        lines.append(f"kid: {result['kid'][0]:.6f} ± {result['kid'][1]:.6f} (std over subsets)")
+        lines.append(f"kid: {result['kid'][0]:.6f} ± {result['kid'][1]:.6f} (std from half-set subsets)")
     if "precision" in result:
         lines.append(f"precision: {result['precision']:.4f}")
         lines.append(f"recall: {result['recall']:.4f}")

@@ -99,3 +99,57 @@ def test_command_line_on_digits_caches_the_reference_and_writes_json(digits, tmp
     assert json.loads((tmp_path / "pr.json").read_text()).keys() >= {"precision", "recall"}
     bad = helpers.py("evaluations.metrics", samples, tmp_path / "nowhere")
     assert bad.returncode == 2 and len(helpers.error_lines(bad)) == 1 and "nowhere: no such file" in bad.stderr
+
+
+def test_inception_logits_are_pool_features_times_the_fc_weight_without_its_bias(monkeypatch):
+    """The standard IS (openai's pool3 x W, torch-fidelity's logits_unbiased) leaves the fc bias
+    out: with a fixed fake network and fc, the logits equal features @ W.T whatever the bias."""
+    import torch
+
+    from evaluations import fid, inception
+
+    class Pool(torch.nn.Module):  # "pool features": each channel's mean, spread over 2048 dims
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.arange(1.0, 2049.0).reshape(1, 2048, 1, 1) / 2048)
+
+        def forward(self, x):
+            return [x.mean(dim=(1, 2, 3), keepdim=True) * self.w]
+
+    rng = np.random.default_rng(0)
+    weight = torch.from_numpy(rng.normal(size=(1008, 2048)))
+    state = {"fc.weight": weight, "fc.bias": torch.full((1008,), 100.0)}
+    monkeypatch.setattr(fid.FeatureModel, "get", lambda self: Pool())
+    monkeypatch.setattr(inception, "load_weights", lambda path: state)
+    images = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    feats, logits = metrics.Extractor("inception", inception_weights="fake.pth")(images)
+    assert feats.shape == (4, 2048) and logits.shape == (4, 1008)
+    np.testing.assert_allclose(logits, feats @ weight.numpy().T, rtol=1e-12)
+
+
+def test_kids_error_bar_is_calibrated_over_disjoint_halves_of_one_set():
+    """Two disjoint halves of sklearn's digits are two draws of one law: KID / std over 20
+    random splits is a z-score with mean near 0 and a spread near 1 (conservative for one law).
+    Subsets as large as a half are that half every time, and the std was 23x too small."""
+    from evaluations import digits_features
+
+    feats = digits_features.features(digits_features.digits_images("train", 16)[0])
+    z = []
+    for seed in range(20):
+        order = np.random.default_rng(seed).permutation(len(feats))
+        half = len(feats) // 2
+        mean, std = metrics.kid(feats[order[:half]], feats[order[half:]], seed=seed)
+        z.append(mean / std)
+    assert abs(np.mean(z)) < 0.5 and 0.5 < np.std(z, ddof=1) < 2
+
+
+def test_kids_error_bar_is_the_spread_of_the_estimate_between_draws_of_two_laws():
+    """For two different laws the std from one draw's subsets matches the std of KID between
+    independent draws (a 500-sample set against a 1400-image reference, as in the main job)."""
+    means, stds = [], []
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        mean, std = metrics.kid(rng.normal(size=(1400, 8)), rng.normal(size=(500, 8)) + 0.15, seed=seed)
+        means.append(mean)
+        stds.append(std)
+    assert 0.7 < np.mean(stds) / np.std(means, ddof=1) < 1.5

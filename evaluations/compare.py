@@ -18,7 +18,6 @@ line; a stage whose command line changed (sample count, sampler flags, config) r
 
 import glob
 import json
-import math
 import os
 import re
 import shlex
@@ -326,10 +325,7 @@ def judge(npz_path: str, seed: int = 0, judging: Judging = None) -> dict:
     m = metrics.evaluate_features(ref, feats, logits, splits=min(10, len(images)), seed=seed)
     out = {"fd_digits": m["fd"][0], "fd_std": m["fd"][1], "kid": m["kid"][0], "kid_std": m["kid"][1],
            "precision": m["precision"], "recall": m["recall"], "is": m["is"][0], "is_std": m["is"][1],
-           "num_samples": int(len(images))}
-    # binomial standard errors: precision is a mean over the samples, recall over the reference
-    out["precision_std"] = math.sqrt(out["precision"] * (1 - out["precision"]) / len(feats))
-    out["recall_std"] = math.sqrt(out["recall"] * (1 - out["recall"]) / len(ref))
+           "precision_std": m["precision_std"], "recall_std": m["recall_std"], "num_samples": int(len(images))}
     if labels is not None and judging.class_accuracy:
         out["class_accuracy"] = digits_features.accuracy(images, labels, digits_features.load_classifier())
     fileio.write_text(npz_path + ".metrics.json", json.dumps(out, indent=2) + "\n")

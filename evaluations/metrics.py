@@ -130,6 +130,27 @@ def precision_recall(ref_features, features, k=3):
     return float(precision), float(recall)
 
 
+def precision_recall_std(ref_features, features, k=3, rounds=50, seed=0):
+    """(std of precision, std of recall) between draws of the samples, from `rounds` random
+    halves of them. Recall's randomness comes from the samples, whose balls define the manifold,
+    so a binomial over the reference points understates it (about half, tests/test_eval_metrics.py);
+    a bootstrap's repeated points would have a neighbour at distance 0 and shrink their balls.
+    The spread of a mean over halves drawn from a fixed set is the whole set's std (the
+    finite-population factor 1 - m/n is 1/2), and that holds for recall too in simulation."""
+    real, fake = _t(ref_features), _t(features)
+    m = len(fake) // 2
+    if m <= k or rounds < 2:
+        return float("nan"), float("nan")  # too few samples for a half to have k neighbours
+    in_real = _inside(fake, real, _knn_radii(real, k)).double()  # the real balls do not move
+    g = torch.Generator().manual_seed(seed)
+    ps, rs = [], []
+    for _ in range(rounds):
+        half = fake[idx := torch.randperm(len(fake), generator=g)[:m]]
+        ps.append(float(in_real[idx].mean()))
+        rs.append(float(_inside(real, half, _knn_radii(half, k)).double().mean()))
+    return float(np.std(ps, ddof=1)), float(np.std(rs, ddof=1))
+
+
 def inception_score(logits, splits=10):
     """(mean, std) over `splits` of exp(E_x KL(p(y|x) || p(y))) from classifier logits."""
     logits = _t(logits)
@@ -249,6 +270,7 @@ def evaluate_features(ref_feats, feats, logits=None, metrics=METRICS, k=3, boots
         out["kid"] = list(kid(ref_feats, feats, kid_subsets, kid_subset_size, seed))
     if "pr" in metrics:
         out["precision"], out["recall"] = precision_recall(ref_feats, feats, k)
+        out["precision_std"], out["recall_std"] = precision_recall_std(ref_feats, feats, k, bootstrap, seed)
     if "is" in metrics and logits is not None:
         out["is"] = list(inception_score(logits, splits))
     return out
@@ -261,8 +283,8 @@ def format_lines(result) -> list:
     if "kid" in result:
         lines.append(f"kid: {result['kid'][0]:.6f} ± {result['kid'][1]:.6f} (std from half-set subsets)")
     if "precision" in result:
-        lines.append(f"precision: {result['precision']:.4f}")
-        lines.append(f"recall: {result['recall']:.4f}")
+        lines.append(f"precision: {result['precision']:.4f} ± {result['precision_std']:.4f} (std from half-set draws)")
+        lines.append(f"recall: {result['recall']:.4f} ± {result['recall_std']:.4f} (std from half-set draws)")
     if "is" in result:
         lines.append(f"is: {result['is'][0]:.4f} ± {result['is'][1]:.4f} (std over splits)")
     return lines

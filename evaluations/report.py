@@ -320,7 +320,8 @@ def write(out: str, results: list, meta: dict) -> dict:
         f"{meta['feature_network']}; FD std: its std over 50 bootstrap resamples of the samples. "
         f"Precision and recall: improved precision and recall (Kynkäänniemi et al. 2019, k = 3) in the same space: the "
         f"share of samples inside the real images' manifold (fidelity) and of real images inside the samples' "
-        f"(diversity; a collapsed model has recall near 0), binomial std in the verdict. KID: unbiased MMD² with the "
+        f"(diversity; a collapsed model has recall near 0), std from random halves of the samples in the verdict. "
+        f"KID: unbiased MMD² with the "
         f"cubic polynomial kernel in the same space, mean over 100 subsets. IS: Inception-Score formula on "
         f"{is_source}. FD untrained: the network after one training step, sampled "
         f"with its run's cheapest sampler. Conditional grids hold one row per class, the class at the left.",

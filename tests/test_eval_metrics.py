@@ -153,3 +153,22 @@ def test_kids_error_bar_is_the_spread_of_the_estimate_between_draws_of_two_laws(
         means.append(mean)
         stds.append(std)
     assert 0.7 < np.mean(stds) / np.std(means, ddof=1) < 1.5
+
+
+def test_recalls_std_is_the_spread_between_draws_of_the_samples():
+    """Recall's randomness is the samples': over 30 independent sample sets against one
+    reference, the std from one set's halves matches recall's spread; the binomial over the
+    reference points (the earlier error bar) is well below it. Precision's std is kept too."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(700, 6))
+    recalls, stds = [], []
+    for seed in range(30):
+        fake = np.random.default_rng(100 + seed).normal(size=(300, 6)) * 0.8 + 0.2
+        recalls.append(metrics.precision_recall(real, fake)[1])
+        if seed < 6:
+            stds.append(metrics.precision_recall_std(real, fake, rounds=30, seed=seed))
+    true = np.std(recalls, ddof=1)
+    binomial = np.sqrt(np.mean(recalls) * (1 - np.mean(recalls)) / len(real))
+    assert binomial < 0.8 * true
+    assert 0.7 < np.mean([s[1] for s in stds]) / true < 1.4
+    assert all(s[0] > 0 for s in stds)

@@ -123,3 +123,20 @@ def test_reuse_skips_a_finished_stage_only_when_its_command_line_is_the_same(tmp
     again = compare.Stage(str(stage), argv(250)).run(reuse=True)
     assert again["ok"] and "reused" not in again
     assert count.read_text().split() == ["500", "250"]
+
+
+def test_the_main_jobs_ddim_row_is_the_samplers_ddim_from_the_last_timestep():
+    """The report's ddim row is DDIM over the model's own 100 timesteps from t = T-1 (its label
+    names the sampler and its steps), not openai's ddimN respacing, which starts at t = 90."""
+    import shlex
+
+    from evaluations import compare
+
+    entry = next(r for r in compare.read_config("flags/compare/digits.sh")["runs"]
+                 if r["package"] == "improved_diffusion")
+    rows = {s["label"]: s["flags"] for s in entry["samplers"]}
+    ddim = {label: flags for label, flags in rows.items() if "ddim" in shlex.join(flags)}
+    assert list(ddim) == ["ddim-10"]
+    flags = ddim["ddim-10"]
+    assert flags[flags.index("--sampler") + 1] == "ddim" and flags[flags.index("--steps") + 1] == "10"
+    assert flags[flags.index("--timestep_respacing") + 1] == ""

@@ -10,9 +10,12 @@ SAMPLE_BATCH=125       # per process
 
 # One run a line: NAME | FLAG_FILE | PACKAGE | SHARE | extra train flags | samplers
 # samplers: "label: extra sample flags" separated by ";" (one empty sampler when blank).
+# ddim-10 is DDIM's deterministic sampler at 10 steps from t = T-1 to 0 (samplers.sample_loop),
+# not openai's "ddim10" respacing, which starts from pure noise at t = 90 of 100, where the
+# cosine schedule's alpha-bar is 0.02 (2e-7 at t = 99): a different sampler.
 RUNS="
 dcgan              | flags/gans/dcgan_digits.sh                 | gans               | 1   | --max_steps 100000 |
 cdcgan             | flags/gans/cdcgan_digits.sh                | gans               | 1   | --max_steps 100000 |
 ddgan              | flags/ddgan/digits16.sh                    | ddgan              | 2.5 | --num_epoch 100000 |
-improved_diffusion | flags/improved_diffusion/digits_tiny.sh    | improved_diffusion | 3   | --max_steps 100000 | full: --timestep_respacing 100 ; ddim10: --timestep_respacing ddim10 --use_ddim True ; dpmpp_2m-10: --timestep_respacing '' --sampler dpmpp_2m --steps 10 --time_schedule logsnr ; dpmpp_2m-20: --timestep_respacing '' --sampler dpmpp_2m --steps 20 --time_schedule logsnr ; dpmpp_2m_sde-10: --timestep_respacing '' --sampler dpmpp_2m_sde --steps 10 --time_schedule logsnr ; dpmpp_2m_sde-20: --timestep_respacing '' --sampler dpmpp_2m_sde --steps 20 --time_schedule logsnr ; heun-19: --timestep_respacing '' --sampler heun --steps 10 --time_schedule karras
+improved_diffusion | flags/improved_diffusion/digits_tiny.sh    | improved_diffusion | 3   | --max_steps 100000 | full: --timestep_respacing 100 ; ddim-10: --timestep_respacing '' --sampler ddim --steps 10 ; dpmpp_2m-10: --timestep_respacing '' --sampler dpmpp_2m --steps 10 --time_schedule logsnr ; dpmpp_2m-20: --timestep_respacing '' --sampler dpmpp_2m --steps 20 --time_schedule logsnr ; dpmpp_2m_sde-10: --timestep_respacing '' --sampler dpmpp_2m_sde --steps 10 --time_schedule logsnr ; dpmpp_2m_sde-20: --timestep_respacing '' --sampler dpmpp_2m_sde --steps 20 --time_schedule logsnr ; heun-19: --timestep_respacing '' --sampler heun --steps 10 --time_schedule karras
 "

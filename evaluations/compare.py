@@ -274,6 +274,28 @@ class Judging:
 
         return fid.list_images(self.data_train)
 
+    def reference_labels(self, size):
+        """Class labels of the reference images, in reference_features' order, or None. A
+        folder's come from openai's file names, CLASS_rest.png, numbered in sorted order of
+        the class names as the training data loader numbers them."""
+        if self.reference == "digits":
+            from . import digits_features
+
+            return digits_features.digits_images("train", size)[1]
+        files = self._files()
+        names = [os.path.basename(files[i]).split("_")[0] for i in self._chosen(len(files))]
+        if not all(os.path.basename(files[i]).count("_") for i in self._chosen(len(files))):
+            return None
+        index = {c: i for i, c in enumerate(sorted(set(os.path.basename(f).split("_")[0] for f in files)))}
+        import numpy as np
+
+        return np.array([index[c] for c in names])
+
+    def _chosen(self, count):
+        import numpy as np
+
+        return sorted(np.random.default_rng(0).permutation(count)[: self.reference_size])
+
     def reference_features(self, size):
         if self.reference == "digits":
             from . import digits_features
@@ -294,7 +316,7 @@ class Judging:
         files = self._files()
         if not files:
             raise UserError(f"{self.data_train}: no images to judge against")
-        chosen = sorted(np.random.default_rng(0).permutation(len(files))[: self.reference_size])
+        chosen = self._chosen(len(files))
         cache = os.path.join(self.cache_dir or self.data_train, "reference",
                              f"{self.features}-{len(chosen)}-of-{len(files)}.npz")
         if os.path.isfile(cache):
@@ -314,7 +336,8 @@ def judge(npz_path: str, seed: int = 0, judging: Judging = None) -> dict:
     """FD (FD-digits, or FID with Inception features) with its bootstrap std, KID, precision/recall
     (k = 3) and the Inception Score formula on the feature network's classes, of a samples npz
     against the reference of `judging` (default: the real digits, train split, at the samples'
-    size), and the digits-classifier accuracy of labelled samples when the judging asks for it.
+    size), and for labelled samples their per-class recall (class_recall, its mean and minimum) and
+    the digits-classifier accuracy when the judging asks for it.
     Also written to `<npz>.metrics.json`."""
     from . import digits_features, metrics
 
@@ -326,6 +349,16 @@ def judge(npz_path: str, seed: int = 0, judging: Judging = None) -> dict:
     out = {"fd_digits": m["fd"][0], "fd_std": m["fd"][1], "kid": m["kid"][0], "kid_std": m["kid"][1],
            "precision": m["precision"], "recall": m["recall"], "is": m["is"][0], "is_std": m["is"][1],
            "precision_std": m["precision_std"], "recall_std": m["recall_std"], "num_samples": int(len(images))}
+    if labels is not None:
+        ref_labels = judging.reference_labels(images.shape[1])
+        if ref_labels is not None:
+            # within-class collapse: one image per class passes the overall recall
+            per_class = {c: r for c, r in metrics.class_recall(ref, ref_labels, feats, labels).items() if r is not None}
+            if per_class:
+                worst = min(per_class, key=per_class.get)
+                out.update(class_recall={str(c): r for c, r in per_class.items()},
+                           class_recall_mean=float(sum(per_class.values()) / len(per_class)),
+                           class_recall_min=per_class[worst], class_recall_min_class=worst)
     if labels is not None and judging.class_accuracy:
         out["class_accuracy"] = digits_features.accuracy(images, labels, digits_features.load_classifier())
     fileio.write_text(npz_path + ".metrics.json", json.dumps(out, indent=2) + "\n")

@@ -130,6 +130,19 @@ def precision_recall(ref_features, features, k=3):
     return float(precision), float(recall)
 
 
+def class_recall(ref_features, ref_labels, features, labels, k=3) -> dict:
+    """{class: recall of the samples of that class against the real images of that class}, for
+    class-conditional samples: a generator that draws one image per class has a fine overall
+    recall (each class's image lands near its class) but near 0 within every class. A class with
+    k or fewer images on either side gets None."""
+    ref_labels, labels = np.asarray(ref_labels), np.asarray(labels)
+    out = {}
+    for c in sorted(set(ref_labels.tolist()) | set(labels.tolist())):
+        real, fake = np.asarray(ref_features)[ref_labels == c], np.asarray(features)[labels == c]
+        out[int(c)] = precision_recall(real, fake, k)[1] if min(len(real), len(fake)) > k else None
+    return out
+
+
 def precision_recall_std(ref_features, features, k=3, rounds=50, seed=0):
     """(std of precision, std of recall) between draws of the samples, from `rounds` random
     halves of them. Recall's randomness comes from the samples, whose balls define the manifold,

@@ -27,6 +27,7 @@ COLUMNS = [
     ("parameters", "train"), ("samples", "sample"), ("NFE/img", "sample"), ("sampling s/img", "sample"),
     ("FD-digits", "sample"), ("FD std", "sample"), ("precision", "sample"), ("recall", "sample"),
     ("KID", "sample"), ("IS", "sample"), ("FD untrained", "untrained"), ("class acc.", "sample"),
+    ("class recall mean / min", "sample"),
 ]
 
 
@@ -58,6 +59,12 @@ def _fmt(v, kind=None):
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
     return str(v)
+
+
+def _class_recall_cell(row) -> str:
+    if row.get("class_recall_mean") is None:
+        return "–"
+    return f"{row['class_recall_mean']:.3f} / {row['class_recall_min']:.3f} (class {row['class_recall_min_class']})"
 
 
 def table_rows(results: list, out: str) -> list:
@@ -95,6 +102,7 @@ def table_rows(results: list, out: str) -> list:
                 (_fmt(row.get("is")), rel(row.get("npz"))),
                 (_fmt(row.get("fd_untrained")), rel(untrained)),
                 (_fmt(row.get("class_accuracy")), rel(row.get("npz"))),
+                (_class_recall_cell(row), rel(row.get("npz"))),
             ]
             rows.append(cells)
     return rows

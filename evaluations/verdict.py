@@ -10,7 +10,8 @@ rows) and returns markdown sentences:
 - stability: each run's relative loss spread (std / |mean| of its main loss over the second half
   of its log rows) and whether its discriminator sits at chance (D loss within 2% of the chance
   value, 2 ln 2 for the logistic loss or 2 for the hinge, in at least 80% of those rows);
-- collapse: every row whose recall is below COLLAPSE_RECALL is named as collapsed;
+- collapse: every row whose recall is below COLLAPSE_RECALL is named as collapsed, and every
+  class of a class-conditional row whose within-class recall is below it;
 - training: how far each run moved from its untrained baseline in FD-digits, both sampled with
   the baseline's sampler;
 - rows judged on different sample counts are not ranked (FD's bias shrinks as 1/n).
@@ -153,11 +154,26 @@ def _collapse_sentence(judged, data_name):
     if not with_recall:
         return None
     collapsed = [j for j in with_recall if j[2]["recall"] < COLLAPSE_RECALL]
+    # class-conditional rows: the samples of each class against the real images of that class
+    within = [(j, sorted((int(c), r) for c, r in j[2]["class_recall"].items() if r < COLLAPSE_RECALL))
+              for j in with_recall if j[2].get("class_recall")]
+    within_bad = [(j, bad) for j, bad in within if bad]
     if not collapsed:
-        return f"**Collapse**: none; every run's recall is at least {COLLAPSE_RECALL}."
-    return ("**Collapse**: " + ", ".join(f"{j[0]} (recall {j[2]['recall']:.3f})" for j in collapsed)
-            + f" {'is' if len(collapsed) == 1 else 'are'} collapsed: recall below {COLLAPSE_RECALL}, "
-            f"the samples cover little of {data_name}.")
+        text = f"**Collapse**: none; every run's recall is at least {COLLAPSE_RECALL}."
+    else:
+        text = ("**Collapse**: " + ", ".join(f"{j[0]} (recall {j[2]['recall']:.3f})" for j in collapsed)
+                + f" {'is' if len(collapsed) == 1 else 'are'} collapsed: recall below {COLLAPSE_RECALL}, "
+                f"the samples cover little of {data_name}.")
+    for j, bad in within_bad:
+        text += (f" Within classes, {j[0]} is collapsed in " + ", ".join(f"class {c} (recall {r:.3f})" for c, r in bad)
+                 + f": its samples of {'that class' if len(bad) == 1 else 'those classes'} cover little of the "
+                 "class's real images.")
+    ok = [j for j, bad in within if not bad]
+    if ok:
+        text += " Per class, " + ", ".join(
+            f"{j[0]}'s lowest recall is {j[2]['class_recall_min']:.3f} (class {j[2]['class_recall_min_class']})"
+            for j in ok) + f", at least {COLLAPSE_RECALL}."
+    return text
 
 
 def _training_sentence(results, fd_name):

@@ -194,6 +194,40 @@ def test_a_collapsed_run_is_named_from_real_metrics(tmp_path):
     assert "beta (recall" in _find(verdict.verdict(results), "Collapse")
 
 
+def test_a_class_conditional_run_collapsed_within_a_class_is_named(tmp_path):
+    """A class-conditional run whose overall recall passes the line is named when the samples
+    of one class cover little of that class's real images; the others get their minimum."""
+    results = _results(tmp_path, GOOD, GOOD)
+    per_class = {str(c): 0.6 for c in range(10)}
+    results[0]["rows"][0].update(class_recall=dict(per_class, **{"3": 0.12}), class_recall_mean=0.55,
+                                 class_recall_min=0.12, class_recall_min_class=3)
+    results[1]["rows"][0].update(class_recall=per_class, class_recall_mean=0.6, class_recall_min=0.6,
+                                 class_recall_min_class=0)
+    text = _find(verdict.verdict(results), "Collapse")
+    assert "none; every run's recall" in text  # overall, nobody is collapsed
+    assert "alpha is collapsed in class 3 (recall 0.120)" in text
+    assert "beta's lowest recall is 0.600 (class 0)" in text and "beta is collapsed" not in text
+
+
+def test_per_class_recall_sees_one_image_per_class(tmp_path):
+    """Real digits as 'samples', except that every sample of class 3 is one image: the judge's
+    per-class recall is near 0 for class 3 and high for the others, while the overall recall
+    stays above the collapse line; the report's column shows the minimum and its class."""
+    from evaluations import compare, digits_features
+
+    images, labels = digits_features.digits_images("train", 16)
+    images = images.copy()
+    threes = np.flatnonzero(labels == 3)
+    images[threes] = images[threes[0]]
+    path = npz.write_samples(str(tmp_path), images, labels)
+    out = compare.judge(path, judging=compare.Judging(class_accuracy=False))
+    assert out["recall"] > verdict.COLLAPSE_RECALL
+    assert out["class_recall"]["3"] < 0.05 and out["class_recall_min_class"] == 3
+    assert min(r for c, r in out["class_recall"].items() if c != "3") > 0.9
+    row = dict(out, sampler="default")
+    assert report._class_recall_cell(row).endswith("(class 3)")
+
+
 def test_report_writes_the_verdict_and_class_rows(tmp_path):
     images = np.random.default_rng(0).integers(0, 255, (40, 16, 16, 1), dtype=np.uint8)
     labels = np.arange(40) % 10
@@ -208,3 +242,20 @@ def test_report_writes_the_verdict_and_class_rows(tmp_path):
     assert "<b>Fidelity</b>" in open(paths["html"]).read()
     grid = Image.open(tmp_path / "figures" / "grid-alpha-default.png")
     assert grid.height == 10 * (16 + 2) * 3 + 2 * 3  # one row per class
+
+
+def test_a_folder_references_labels_come_from_openais_file_names(tmp_path):
+    """CLASS_rest.png, numbered in sorted order of the class names, in the order of the
+    reference's chosen images; a folder without class prefixes has no labels."""
+    from evaluations import compare
+
+    for i, name in enumerate(["cat_0.png", "ant_1.png", "cat_2.png", "bee_3.png"]):
+        Image.new("L", (8, 8), color=i * 40).save(tmp_path / name)
+    judging = compare.Judging(reference="train", data_train=str(tmp_path), reference_size=10)
+    files = [f.split("/")[-1] for f in judging._files()]
+    expected = [{"ant": 0, "bee": 1, "cat": 2}[f.split("_")[0]] for f in files]
+    assert list(judging.reference_labels(8)) == expected
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    Image.new("L", (8, 8)).save(plain / "a.png")
+    assert compare.Judging(reference="train", data_train=str(plain)).reference_labels(8) is None

@@ -8,7 +8,7 @@ rows) and returns markdown sentences:
 - sampling speed: the fastest row and its quality, against the best row's cost, with the same
   tie rule;
 - stability: each run's relative loss spread (std / |mean| of its main loss over the second half
-  of its log rows) and whether its discriminator sits at chance (D loss within 2% of the chance
+  of its log rows; listed, not ranked, since the families' losses differ) and whether its discriminator sits at chance (D loss within 2% of the chance
   value, 2 ln 2 for the logistic loss or 2 for the hinge, in at least 80% of those rows);
 - collapse: every row whose recall is below COLLAPSE_RECALL is named as collapsed, and every
   class of a class-conditional row whose within-class recall is below it;
@@ -127,19 +127,16 @@ def stability(r) -> dict:
 
 def _stability_sentence(results):
     stats = [(r["name"], stability(r)) for r in results]
-    spread = sorted([(n, s["spread"]) for n, s in stats if "spread" in s], key=lambda x: x[1])
+    spread = [(n, s["spread"]) for n, s in stats if "spread" in s]  # in the config's order
     if not spread:
         return None
     adversarial = [(n, s) for n, s in stats if s.get("d_at_chance") is not None]
     at_chance = [(n, s) for n, s in adversarial if s["d_at_chance"] >= CHANCE_SHARE]
-    # a discriminator at chance makes the losses flat: that is no signal, not stability
-    chance_names = {n for n, _ in at_chance}
-    learning = [x for x in spread if x[0] not in chance_names] or spread
-    text = ("**Training stability** (relative spread of each run's loss over the second half of its log, "
-            "lower is steadier): " + ", ".join(f"{n} {v:.3g}" for n, v in spread)
-            + f"; steadiest is {learning[0][0]}"
-            + (" (of the runs whose discriminator is not at chance)." if chance_names and learning is not spread
-               else "."))
+    # Each spread is in its own loss's terms (diffusion's MSE + VB, a GAN's logistic or hinge G
+    # loss, whose mean can sit near 0), so the runs are listed, not ranked.
+    text = ("**Training stability** (relative spread, std / |mean|, of each run's own loss over the second half "
+            "of its log; the families' losses differ, so the runs are not ranked on it): "
+            + ", ".join(f"{n} {v:.3g}" for n, v in spread) + ".")
     if at_chance:
         text += " The discriminator sits at chance (its loss at " + ", ".join(
             f"{s['chance']:.3f} in {100 * s['d_at_chance']:.0f}% of the rows, {n}" for n, s in at_chance

@@ -282,14 +282,14 @@ class Judging:
             from . import digits_features
 
             return digits_features.digits_images("train", size)[1]
-        files = self._files()
-        names = [os.path.basename(files[i]).split("_")[0] for i in self._chosen(len(files))]
-        if not all(os.path.basename(files[i]).count("_") for i in self._chosen(len(files))):
-            return None
-        index = {c: i for i, c in enumerate(sorted(set(os.path.basename(f).split("_")[0] for f in files)))}
         import numpy as np
 
-        return np.array([index[c] for c in names])
+        names = [os.path.basename(f) for f in self._files()]
+        if not names or not all("_" in n for n in names):
+            return None
+        classes = [n.split("_")[0] for n in names]
+        index = {c: i for i, c in enumerate(sorted(set(classes)))}
+        return np.array([index[classes[i]] for i in self._chosen(len(names))])
 
     def _chosen(self, count):
         import numpy as np

@@ -158,7 +158,8 @@ def precision_recall_std(ref_features, features, k=3, rounds=50, seed=0):
     g = torch.Generator().manual_seed(seed)
     ps, rs = [], []
     for _ in range(rounds):
-        half = fake[idx := torch.randperm(len(fake), generator=g)[:m]]
+        idx = torch.randperm(len(fake), generator=g)[:m]
+        half = fake[idx]
         ps.append(float(in_real[idx].mean()))
         rs.append(float(_inside(real, half, _knn_radii(half, k)).double().mean()))
     return float(np.std(ps, ddof=1)), float(np.std(rs, ddof=1))

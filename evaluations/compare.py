@@ -278,6 +278,12 @@ class Judging:
         """Class labels of the reference images, in reference_features' order, or None. A
         folder's come from openai's file names, CLASS_rest.png, numbered in sorted order of
         the class names as the training data loader numbers them."""
+        key = ("labels", size if self.reference == "digits" else "train")
+        if key not in self._ref:
+            self._ref[key] = self._reference_labels(size)
+        return self._ref[key]
+
+    def _reference_labels(self, size):
         if self.reference == "digits":
             from . import digits_features
 

@@ -7,7 +7,8 @@ and a short process-group timeout so a dead peer fails a test instead of hanging
 A single-process `python -m MODULE` or `python SCRIPT` of the project, started here or by
 launch/run.sh (whose $PYTHON is tests/bin/python), runs as a forked child of one fork server
 per session (tests/forkserver.py) that has torch and the project imported: the same process a
-user starts, minus ~2.5 s of imports. Launchers' ranks get real interpreters.
+user starts, minus ~2.5 s of imports. torchrun's workers are forked too; mpiexec's ranks get
+real interpreters (MPI's daemon knows its ranks by the processes it started).
 GENBENCH_TEST_FORK=0 makes every process a real interpreter.
 """
 

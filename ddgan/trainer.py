@@ -94,7 +94,7 @@ class Trainer(loop.Task):
         self.opt_d.zero_grad(set_to_none=True)
         rnd = draw_step_noise(x, diff.num_timesteps, o["nz"])
         with_r1 = self.r1_due()
-        totals = {"errD_real": 0.0, "errD_fake": 0.0, "r1": 0.0}
+        totals = {"errD_real": 0.0, "errD_fake": 0.0, "r1": 0.0, optim.D_ACCURACY: 0.0}
         for i, (xb, r) in enumerate(zip(x.chunk(k), [_micro(rnd, i, k) for i in range(k)])):
             with dist.ddp_sync(self.D, i == k - 1):
                 x_t, x_tp1 = diff.q_sample_pairs(xb, r["t"], r["noise"], r["noise_next"])
@@ -111,11 +111,13 @@ class Trainer(loop.Task):
                     x0_pred = self.g_raw(x_tp1, r["t"], r["z"])
                 x_pos = diff.sample_posterior(x0_pred, x_tp1, r["t"], r["post_noise"])
                 with self.prec_d.autocast():
-                    err_fake = F.softplus(self.D(x_pos, r["t"], x_tp1).view(-1)).mean()
+                    d_fake = self.D(x_pos, r["t"], x_tp1).view(-1)
+                    err_fake = F.softplus(d_fake).mean()
                 loss = loss + err_fake
                 self.prec_d.backward(loss / k)
             totals["errD_real"] += err_real.detach().float() / k
             totals["errD_fake"] += err_fake.detach().float() / k
+            totals[optim.D_ACCURACY] += optim.d_accuracy(d_real, d_fake) / k
         _, done = optim.finish_step(self.opt_d, self.prec_d, self.d_raw, suffix="_d")
         totals.update(done)
         totals["errD"] = totals["errD_real"] + totals["errD_fake"]
@@ -151,8 +153,13 @@ class Trainer(loop.Task):
         return {"errG": err_total, **done}
 
     def update(self, x):
-        for _ in range(self.o["d_steps"]):  # stats are the last D update's
+        # the losses are the last D update's; D's accuracy is the first's, read before D has
+        # updated on these images (later updates see them again: in-sample, biased up)
+        stats = self.d_step(x)
+        accuracy = stats[optim.D_ACCURACY]
+        for _ in range(self.o["d_steps"] - 1):
             stats = self.d_step(x)
+        stats[optim.D_ACCURACY] = accuracy
         stats.update(self.g_step(x))
         self.updates += 1
         return stats

@@ -8,8 +8,11 @@ rows) and returns markdown sentences:
 - sampling speed: the fastest row and its quality, against the best row's cost, with the same
   tie rule;
 - stability: each run's relative loss spread (std / |mean| of its main loss over the second half
-  of its log rows; listed, not ranked, since the families' losses differ) and whether its discriminator sits at chance (D loss within 2% of the chance
-  value, 2 ln 2 for the logistic loss or 2 for the hinge, in at least 80% of those rows);
+  of its log rows; listed, not ranked, since the families' losses differ) and, for each GAN, its
+  discriminator's accuracy over those rows (`d_acc`, logged by every GAN family from D's logits
+  on the step's real images and fresh fakes before D updates on them), at chance when within
+  CHANCE_ACCURACY_TOLERANCE of 1/2. The D loss is not used: noisy logits without skill give a
+  logistic loss above 2 ln 2, and a D right 72% of the time can have a loss of exactly 2 ln 2;
 - collapse: every row whose recall is below COLLAPSE_RECALL is named as collapsed, and every
   class of a class-conditional row whose within-class recall is below it;
 - training: how far each run moved from its untrained baseline in FD-digits, both sampled with
@@ -25,11 +28,13 @@ import os
 
 import numpy as np
 
-from trainkit import logger
+from trainkit import logger, optim
 
 COLLAPSE_RECALL = 0.3
-CHANCE_TOLERANCE = 0.02   # relative distance to the chance value that counts as "at chance"
-CHANCE_SHARE = 0.8        # share of the second half's rows that must be at chance
+# D's mean accuracy this close to 1/2 is "at chance": a D that tells real from generated in 55%
+# of the cases or fewer. The log's means are over thousands of images, so the binomial error of
+# the accuracy itself (0.5 / sqrt(images)) is far below this.
+CHANCE_ACCURACY_TOLERANCE = 0.05
 
 # (D loss column, G loss column) per family's progress.csv; diffusion logs one "loss"
 D_LOSS = ("errD", "loss_d")
@@ -96,8 +101,8 @@ def _speed_sentence(judged, fd_name):
 
 
 def stability(r) -> dict:
-    """{'spread': relative spread of the main loss, 'd_at_chance': share of rows at chance or
-    None, 'chance': the chance value} from the run's progress.csv (second half of its rows)."""
+    """{'spread': relative spread of the main loss, 'd_accuracy': D's mean accuracy or None,
+    'chance': its chance value} from the run's progress.csv (second half of its rows)."""
     path = r.get("progress")
     if not path or not os.path.exists(path):
         return {}
@@ -117,32 +122,39 @@ def stability(r) -> dict:
     main = column(G_LOSS) if column(D_LOSS) is not None else column(("loss",))
     if main is not None and len(main) > 1 and abs(main.mean()) > 0:
         out["spread"] = float(main.std(ddof=1) / abs(main.mean()))
-    d = column(D_LOSS)
-    if d is not None:
-        chance = 2.0 if r.get("loss") == "hinge" else 2 * math.log(2)
-        out["chance"] = chance
-        out["d_at_chance"] = float((np.abs(d - chance) <= CHANCE_TOLERANCE * chance).mean())
+    acc = column((optim.D_ACCURACY,))
+    if acc is not None:
+        out["chance"] = optim.D_ACCURACY_CHANCE
+        out["d_accuracy"] = float(acc.mean())
     return out
 
 
 def _stability_sentence(results):
     stats = [(r["name"], stability(r)) for r in results]
     spread = [(n, s["spread"]) for n, s in stats if "spread" in s]  # in the config's order
-    if not spread:
+    adversarial = [(n, s) for n, s in stats if s.get("d_accuracy") is not None]
+    if not spread and not adversarial:
         return None
-    adversarial = [(n, s) for n, s in stats if s.get("d_at_chance") is not None]
-    at_chance = [(n, s) for n, s in adversarial if s["d_at_chance"] >= CHANCE_SHARE]
-    # Each spread is in its own loss's terms (diffusion's MSE + VB, a GAN's logistic or hinge G
-    # loss, whose mean can sit near 0), so the runs are listed, not ranked.
-    text = ("**Training stability** (relative spread, std / |mean|, of each run's own loss over the second half "
-            "of its log; the families' losses differ, so the runs are not ranked on it): "
-            + ", ".join(f"{n} {v:.3g}" for n, v in spread) + ".")
-    if at_chance:
-        text += " The discriminator sits at chance (its loss at " + ", ".join(
-            f"{s['chance']:.3f} in {100 * s['d_at_chance']:.0f}% of the rows, {n}" for n, s in at_chance
-        ) + "): the value of a discriminator that cannot tell real from generated."
-    elif adversarial:
-        text += " No discriminator sits at chance."
+    text = "**Training stability**"
+    if spread:
+        # Each spread is in its own loss's terms (diffusion's MSE + VB, a GAN's logistic or hinge
+        # G loss, whose mean can sit near 0), so the runs are listed, not ranked.
+        text += (" (relative spread, std / |mean|, of each run's own loss over the second half of its log; the "
+                 "families' losses differ, so the runs are not ranked on it): "
+                 + ", ".join(f"{n} {v:.3g}" for n, v in spread) + ".")
+    else:
+        text += ":"
+    if adversarial:
+        at_chance = [n for n, s in adversarial if abs(s["d_accuracy"] - s["chance"]) <= CHANCE_ACCURACY_TOLERANCE]
+        text += (" Discriminator accuracy on the step's real images and fresh fakes, before it updates on them "
+                 f"(second half of the log; chance {optim.D_ACCURACY_CHANCE:g}): "
+                 + ", ".join(f"{n} {s['d_accuracy']:.3f}" for n, s in adversarial) + ". ")
+        if at_chance:
+            text += (", ".join(at_chance) + (" is" if len(at_chance) == 1 else " are")
+                     + f" at chance (within {CHANCE_ACCURACY_TOLERANCE:g}): a discriminator that cannot tell real "
+                     "from generated.")
+        else:
+            text += "No discriminator is at chance."
     return text
 
 

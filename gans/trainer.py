@@ -73,7 +73,7 @@ class GANTrainer(loop.Task):
         self.D.train(), self.G.train()
         self.opt_d.zero_grad(set_to_none=True)
         k = len(micro_batches)
-        loss_sum = d_real = d_fake = 0.0
+        loss_sum = d_real = d_fake = acc = 0.0
         for i, (x, y) in enumerate(micro_batches):
             x = x.to(self.device)
             y = None if y is None else y.to(self.device)
@@ -92,8 +92,10 @@ class GANTrainer(loop.Task):
             loss_sum += (loss_real + loss_fake).detach()
             d_real += torch.sigmoid(real_logits.detach()).mean()
             d_fake += torch.sigmoid(fake_logits.detach()).mean()
+            acc += optim.d_accuracy(real_logits, fake_logits)  # all before the update below
         _, done = optim.finish_step(self.opt_d, self.prec_d, self.D, suffix="_d")
-        return {"loss_d": loss_sum / k, "d_real": d_real / k, "d_fake": d_fake / k, **done}
+        return {"loss_d": loss_sum / k, "d_real": d_real / k, "d_fake": d_fake / k,
+                optim.D_ACCURACY: acc / k, **done}
 
     def g_step(self, labels) -> dict:
         """Update G once, on one fake micro-batch per entry of `labels` (a tensor, or None for

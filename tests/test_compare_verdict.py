@@ -19,7 +19,8 @@ def _progress(path, rows):
 
 def _results(tmp_path, a, b):
     """Two runs, 'alpha' with the numbers a and 'beta' with b. An adversarial run logs its D loss
-    under m["d_key"] (gans' loss_d, DDGAN's errD), with m["loss"] (bce or hinge); m["d_losses"]
+    under m["d_key"] (gans' loss_d, DDGAN's errD), with m["loss"] (bce or hinge), and D's
+    accuracy under d_acc: m["d_accs"] per log row, else m["d_acc"] in every row; m["d_losses"]
     gives the D loss of each log row, else every row has m["d_loss"] (plus a little noise)."""
     rng = np.random.default_rng(0)
     out = []
@@ -29,8 +30,9 @@ def _results(tmp_path, a, b):
         if m.get("d_loss") is not None:  # adversarial: D and G losses
             d_key, g_key = {"errD": ("errD", "errG")}.get(m.get("d_key"), ("loss_d", "loss_g"))
             d_losses = m.get("d_losses") or [m["d_loss"] + rng.normal(0, 0.001) for _ in range(40)]
-            rows = [{"step": i, d_key: d_loss, g_key: 1 + rng.normal(0, m["spread"])}
-                    for i, d_loss in enumerate(d_losses)]
+            d_accs = m.get("d_accs") or [m["d_acc"]] * len(d_losses)
+            rows = [{"step": i, d_key: d_loss, g_key: 1 + rng.normal(0, m["spread"]), "d_acc": acc}
+                    for i, (d_loss, acc) in enumerate(zip(d_losses, d_accs))]
         else:
             rows = [{"step": i, "loss": 1 + rng.normal(0, m["spread"])} for i in range(40)]
         row = {"sampler": "default", "fd_digits": m["fd"], "fd_std": 2.0, "precision": m["p"], "precision_std": 0.01,
@@ -42,8 +44,8 @@ def _results(tmp_path, a, b):
     return out
 
 
-GOOD = {"fd": 50.0, "p": 0.9, "r": 0.8, "s": 0.001, "nfe": 1, "spread": 0.01, "d_loss": 1.0}
-BAD = {"fd": 400.0, "p": 0.5, "r": 0.2, "s": 0.1, "nfe": 100, "spread": 0.2, "d_loss": 2 * math.log(2)}
+GOOD = {"fd": 50.0, "p": 0.9, "r": 0.8, "s": 0.001, "nfe": 1, "spread": 0.01, "d_loss": 1.0, "d_acc": 0.8}
+BAD = {"fd": 400.0, "p": 0.5, "r": 0.2, "s": 0.1, "nfe": 100, "spread": 0.2, "d_loss": 2 * math.log(2), "d_acc": 0.5}
 
 
 def _find(findings, title):
@@ -58,7 +60,7 @@ def test_verdict_follows_the_numbers_and_swaps_with_them(tmp_path):
     assert "fastest is alpha" in _find(first, "Sampling speed") and "also the best" in _find(first, "Sampling speed")
     assert "alpha 0.0" in _find(first, "Training stability") and "beta 0." in _find(first, "Training stability")
     assert "steadiest" not in _find(first, "Training stability")  # other losses: not ranked
-    assert "beta" in _find(first, "Training stability").split("sits at chance")[1]  # D at 2 ln 2
+    assert _at_chance(first) == {"beta"}  # D's accuracy 0.5
     assert "beta (recall 0.200)" in _find(first, "Collapse") and "alpha" not in _find(first, "Collapse")
     assert "alpha 30.0x" in _find(first, "Training") and "beta moved less than 5x" in _find(first, "Training")
 
@@ -68,60 +70,59 @@ def test_verdict_follows_the_numbers_and_swaps_with_them(tmp_path):
     assert "fastest is beta" in _find(swapped, "Sampling speed")
     assert "beta 0.0" in _find(swapped, "Training stability") and "not ranked" in _find(swapped, "Training stability")
     assert "alpha (recall 0.200)" in _find(swapped, "Collapse")
-    assert "alpha" in _find(swapped, "Training stability").split("sits at chance")[1]
-    assert "beta" not in _find(swapped, "Training stability").split("sits at chance")[1]
+    assert _at_chance(swapped) == {"alpha"}
     assert "beta 30.0x" in _find(swapped, "Training") and "alpha moved less than 5x" in _find(swapped, "Training")
     assert "also the best" in _find(swapped, "Sampling speed")
 
 
 def _at_chance(findings):
-    """The run names the stability sentence says sit at chance."""
+    """The run names the stability sentence says are at chance."""
     text = _find(findings, "Training stability")
-    if "sits at chance" not in text:
+    if " at chance (within" not in text:
         return set()
-    return {n for n in ("alpha", "beta") if n in text.split("sits at chance")[1]}
+    names = text.split(" at chance (within")[0].rsplit(". ", 1)[1]
+    return {n for n in ("alpha", "beta") if n in names}
 
 
-def test_ddgans_d_column_is_judged_like_the_gans(tmp_path):
-    """DDGAN logs errD / errG where gans log loss_d / loss_g: the same judgement reads either."""
+def test_ddgans_d_accuracy_is_judged_like_the_gans(tmp_path):
+    """DDGAN logs errD / errG where gans log loss_d / loss_g; both log D's accuracy as d_acc."""
     ddgan_bad = dict(BAD, d_key="errD")
     assert _at_chance(verdict.verdict(_results(tmp_path, GOOD, ddgan_bad))) == {"beta"}
     assert _at_chance(verdict.verdict(_results(tmp_path, ddgan_bad, GOOD))) == {"alpha"}
 
 
-def test_the_hinge_losss_chance_value_is_two(tmp_path):
-    """At chance a hinge D outputs 0: max(0, 1 - 0) + max(0, 1 + 0) = 2, not 2 ln 2."""
-    hinge_at_chance = dict(BAD, loss="hinge", d_loss=2.0)
-    findings = verdict.verdict(_results(tmp_path, GOOD, hinge_at_chance))
-    assert _at_chance(findings) == {"beta"} and "2.000 in 100% of the rows, beta" in _find(findings, "Training stability")
-    # 2 ln 2 is chance for the logistic loss only: a hinge D there is not at chance
-    assert _at_chance(verdict.verdict(_results(tmp_path, GOOD, dict(BAD, loss="hinge")))) == set()
+def test_at_chance_is_read_from_ds_accuracy_not_its_loss(tmp_path):
+    """A skilled D (72% right) whose logistic loss is exactly 2 ln 2 is not at chance; a D with
+    noisy logits and no skill, whose loss is above 2 ln 2, is; the same for a hinge D at 2."""
+    skilled_at_2ln2 = dict(BAD, d_acc=0.72)
+    noisy_no_skill = dict(BAD, d_loss=2.1, d_acc=0.5)
+    hinge_at_2 = dict(BAD, loss="hinge", d_loss=2.0, d_acc=0.7)
+    findings = verdict.verdict(_results(tmp_path, skilled_at_2ln2, noisy_no_skill))
+    assert _at_chance(findings) == {"beta"}
+    assert "alpha 0.720, beta 0.500" in _find(findings, "Training stability")
+    assert "chance 0.5" in _find(findings, "Training stability")
+    assert _at_chance(verdict.verdict(_results(tmp_path, GOOD, hinge_at_2))) == set()
 
 
-@pytest.mark.parametrize("relative,at_chance", [(0.019, True), (-0.019, True), (0.021, False), (-0.021, False)])
-def test_at_chance_means_within_the_tolerance_of_the_chance_value(tmp_path, relative, at_chance):
-    assert verdict.CHANCE_TOLERANCE == 0.02
-    near = dict(BAD, d_losses=[2 * math.log(2) * (1 + relative)] * 40)
+@pytest.mark.parametrize("accuracy,at_chance", [(0.549, True), (0.451, True), (0.551, False), (0.449, False)])
+def test_at_chance_means_an_accuracy_within_the_tolerance_of_one_half(tmp_path, accuracy, at_chance):
+    assert verdict.CHANCE_ACCURACY_TOLERANCE == 0.05
+    near = dict(BAD, d_acc=accuracy)
     assert _at_chance(verdict.verdict(_results(tmp_path, GOOD, near))) == ({"beta"} if at_chance else set())
 
 
-@pytest.mark.parametrize("share,at_chance", [(0.8, True), (0.75, False)])
-def test_at_chance_needs_that_share_of_the_second_half_of_the_rows(tmp_path, share, at_chance):
-    """40 rows: the first half is not judged; of the last 20, `share` sit at chance."""
-    assert verdict.CHANCE_SHARE == 0.8
-    chance, off = 2 * math.log(2), 1.0
-    n_at = round(share * 20)
-    d_losses = [chance] * 20 + [chance] * n_at + [off] * (20 - n_at)  # the first half at chance too: ignored
-    found = _at_chance(verdict.verdict(_results(tmp_path, GOOD, dict(BAD, d_losses=d_losses))))
-    assert found == ({"beta"} if at_chance else set())
-    early = [chance] * 20 + [off] * 20  # at chance only early on: not judged at chance
-    assert _at_chance(verdict.verdict(_results(tmp_path, GOOD, dict(BAD, d_losses=early)))) == set()
+def test_at_chance_is_judged_on_the_second_half_of_the_rows(tmp_path):
+    """40 rows: the first half is not judged."""
+    late = [0.9] * 20 + [0.5] * 20
+    early = [0.5] * 20 + [0.9] * 20
+    assert _at_chance(verdict.verdict(_results(tmp_path, GOOD, dict(BAD, d_accs=late)))) == {"beta"}
+    assert _at_chance(verdict.verdict(_results(tmp_path, GOOD, dict(BAD, d_accs=early)))) == set()
 
 
 @pytest.mark.parametrize("recall,collapsed", [(0.299, True), (0.3, False), (0.301, False)])
 def test_collapse_is_recall_below_the_line(tmp_path, recall, collapsed):
     assert verdict.COLLAPSE_RECALL == 0.3
-    text = _find(verdict.verdict(_results(tmp_path, GOOD, dict(GOOD, r=recall, d_loss=1.0))), "Collapse")
+    text = _find(verdict.verdict(_results(tmp_path, GOOD, dict(GOOD, r=recall))), "Collapse")
     assert ("beta (recall" in text) == collapsed and "alpha (recall" not in text
 
 
@@ -138,7 +139,7 @@ def test_overlapping_error_bars_are_called_a_tie(tmp_path):
     assert "overlaps beta" in _find(findings, "Both at once")  # |50 - 52| <= 2 + 2
     assert "overlaps" in _find(findings, "Fidelity") and "overlaps" in _find(findings, "Diversity")
     assert "none; every run's recall" in _find(findings, "Collapse")
-    assert "No discriminator sits at chance" in _find(findings, "Training stability")
+    assert "No discriminator is at chance" in _find(findings, "Training stability")
 
 
 def test_the_fastest_row_within_the_best_rows_error_bar_is_called_a_tie(tmp_path):

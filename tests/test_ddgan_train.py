@@ -256,3 +256,30 @@ def test_d_steps_runs_that_many_discriminator_updates_per_generator_update():
     assert len(set(seen)) == 6  # fresh noise (and new D weights) each time, not one update repeated
     with pytest.raises(SystemExit):
         options("--d_steps", "0")
+
+
+def test_d_accuracy_is_read_before_d_updates_on_the_batch():
+    """With --d_steps 3 the losses are the third D update's, on images D has already stepped on;
+    d_acc is the first update's, before any of them: equal to what a 1-update run logs from the
+    same state and noise, and to the accuracy of that run's logits."""
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    one = make_trainer(options("--batch_size", "4"))
+    three = make_trainer(options("--batch_size", "4", "--d_steps", "3"))
+    logits = []
+    forward = one.D.forward
+
+    def spy(*args):
+        out = forward(*args)
+        logits.append(out.detach().view(-1))
+        return out
+
+    one.D.forward = spy
+    torch.manual_seed(5)
+    first = one.update(x)
+    torch.manual_seed(5)
+    third = three.update(x)
+    real, fake = logits[0], logits[1]  # d_step's two D calls: real pairs, then generated ones
+    by_hand = ((real > 0).float().mean() + (fake < 0).float().mean()) / 2
+    assert float(first["d_acc"]) == pytest.approx(float(by_hand))
+    assert float(third["d_acc"]) == float(first["d_acc"])
+    assert float(third["errD"]) != float(first["errD"])

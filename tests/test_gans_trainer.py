@@ -126,3 +126,58 @@ def test_the_chosen_loss_is_the_one_trained(loss, d_loss, g_loss):
 def test_a_bad_loss_is_refused_by_name():
     with pytest.raises(UserError, match="--loss 'ls'"):
         _trainer("dcgan", loss="ls")
+
+
+def _logit_at_2ln2(right):
+    """a > 0 with right * softplus(-a) + (1 - right) * softplus(a) = ln 2: logits of size a, of
+    the right sign for a share `right` of the images, give the logistic D loss of chance."""
+    f = lambda a: right * math.log1p(math.exp(-a)) + (1 - right) * math.log1p(math.exp(a)) - math.log(2)  # noqa: E731
+    lo, hi = 1e-6, 10.0  # f < 0 just above 0 (right > 1/2), > 0 far out
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
+    return lo
+
+
+class ScriptedD(torch.nn.Module):
+    """Returns the logits it is given, call by call (d_step shows D the real images first, then
+    the fakes), plus a learnable 0 so that D has a gradient to step on."""
+
+    def __init__(self, calls):
+        super().__init__()
+        self.calls = list(calls)
+        self.zero = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, y=None):
+        return self.calls.pop(0) + self.zero + 0 * x.sum()
+
+
+def test_d_accuracy_measures_skill_where_the_loss_cannot():
+    """A D right on 18 of 25 real and 18 of 25 fake images, with logits sized so that its
+    logistic loss is exactly 2 ln 2 (the loss of chance): d_acc is 0.72. A D with large random
+    logits and no skill (loss far above 2 ln 2) has d_acc 1/2 of whatever it got right by luck."""
+    a = _logit_at_2ln2(0.72)
+    signs = torch.tensor([1.0] * 18 + [-1.0] * 7)
+    torch.manual_seed(0)
+    G, _ = dcgan.create_models("dcgan", 8, nz=4, ngf=4, ndf=4, channels=1)
+    skilled = GANTrainer(G, ScriptedD([a * signs, -a * signs]), device="cpu")
+    stats = skilled.d_step([_batch(25, labelled=False)])
+    assert float(stats["loss_d"]) == pytest.approx(2 * math.log(2), abs=1e-6)
+    assert float(stats["d_acc"]) == pytest.approx(0.72)
+
+    g = torch.Generator().manual_seed(3)
+    real, fake = torch.randn(25, generator=g) * 5, torch.randn(25, generator=g) * 5
+    noisy = GANTrainer(G, ScriptedD([real, fake]), device="cpu")
+    stats = noisy.d_step([_batch(25, labelled=False)])
+    assert float(stats["loss_d"]) > 2 * math.log(2) + 1
+    assert float(stats["d_acc"]) == pytest.approx(((real > 0).float().mean() + (fake < 0).float().mean()) / 2)
+
+
+def test_d_accuracy_of_micro_batches_is_their_mean():
+    torch.manual_seed(0)
+    G, _ = dcgan.create_models("dcgan", 8, nz=4, ngf=4, ndf=4, channels=1)
+    ones = torch.ones(5)
+    # first micro-batch: all right (1.0); second: reals right, fakes wrong (0.5)
+    t = GANTrainer(G, ScriptedD([ones, -ones, ones, ones]), device="cpu")
+    stats = t.d_step([_batch(5, labelled=False), _batch(5, labelled=False)])
+    assert float(stats["d_acc"]) == pytest.approx(0.75)

@@ -40,3 +40,20 @@ def finish_step(optimizer, prec, module, *, ema=None, suffix="", log=None, step=
     device = norm.device
     return stepped, {f"grad_norm{suffix}": norm,
                      f"skipped{suffix}": torch.tensor(0.0 if stepped else 1.0, device=device)}
+
+
+# A discriminator's skill, one key and one meaning for every GAN family: its accuracy on the
+# step's real images and fresh fakes, read from the logits of its first forward pass on them,
+# before it updates on that batch (a logit > 0 says "real", for the logistic and the hinge
+# loss alike). Chance is D_ACCURACY_CHANCE whatever the loss; the loss value is not a measure
+# of skill (noisy logits without skill give a logistic loss above 2 ln 2, and a D right 72% of
+# the time can sit at exactly 2 ln 2).
+D_ACCURACY = "d_acc"
+D_ACCURACY_CHANCE = 0.5
+
+
+def d_accuracy(real_logits, fake_logits) -> torch.Tensor:
+    """(share of real logits > 0 + share of fake logits < 0) / 2, a 0-dim tensor (no sync)."""
+    real = (real_logits.detach().float() > 0).float().mean()
+    fake = (fake_logits.detach().float() < 0).float().mean()
+    return (real + fake) / 2

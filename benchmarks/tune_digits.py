@@ -145,7 +145,7 @@ def main(argv=None):
         acc = f"{r['class_accuracy']:.3f}" if r.get("class_accuracy") is not None else "–"
         lines.append(f"| {r['family']} | {r['candidate']} | {r['budget_s']:.0f} | {r['steps']} | "
                      f"{r['fd_digits']:.1f} ± {r['fd_std']:.1f} | {r['precision']:.3f} | {r['recall']:.3f} | "
-                     f"{r['kid']:.1f} | {acc} | {r['load']:.1f} |")
+                     f"{r['kid']:.4f} | {acc} | {r['load']:.1f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     fileio.write_text(os.path.join(out, "tune.md"), text)

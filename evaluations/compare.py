@@ -351,7 +351,8 @@ def judge(npz_path: str, seed: int = 0, judging: Judging = None) -> dict:
     images, labels = npz.read_samples(npz_path)
     feats, logits = judging.extractor(images)
     ref = judging.reference_features(images.shape[1])
-    m = metrics.evaluate_features(ref, feats, logits, splits=min(10, len(images)), seed=seed)
+    m = metrics.evaluate_features(ref, feats, logits, splits=min(10, len(images)), seed=seed,
+                                  kid_scale=judging.extractor.kid_scale)
     out = {"fd_digits": m["fd"][0], "fd_std": m["fd"][1], "kid": m["kid"][0], "kid_std": m["kid"][1],
            "precision": m["precision"], "recall": m["recall"], "is": m["is"][0], "is_std": m["is"][1],
            "precision_std": m["precision_std"], "recall_std": m["recall_std"], "num_samples": int(len(images))}

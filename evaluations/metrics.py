@@ -13,7 +13,12 @@ sizes and times, so an edited reference is computed again).
   polynomial kernel k(x, y) = (x·y / d + 1)³, the mean over `--kid_subsets` subsets of
   `--kid_subset_size` samples from each side, at most half of the smaller set so that the
   subsets differ; the std is their spread scaled to the whole set's estimate (see `kid`).
-  Unbiased: about 0 for two samples of one law.
+  Unbiased: about 0 for two samples of one law. The features are first multiplied by the
+  feature space's `Extractor.kid_scale`: 1 for Inception, whose pool features are of order
+  0.1-1, and 1 / digits_features.FEATURE_RMS for the digits CNN, whose features have norms near
+  66 (a kernel of ~3e5 and KIDs in the thousands), so that x·y / d is of order 1 in both.
+  Inception KID is printed ×10³ (the field's convention, "kid ×10³"), digits KID as it is; the
+  JSON holds the MMD² itself (of the scaled features) in both, beside `kid_feature_scale`.
 - **pr**: improved precision and recall (Kynkäänniemi et al. 2019) with k = `--k` (3): each
   set's manifold is the union of balls around its points reaching their k-th nearest
   neighbour; precision is the share of samples inside the reference's manifold (fidelity),
@@ -182,13 +187,23 @@ def inception_score(logits, splits=10):
 # --- features of images -----------------------------------------------------------------------
 
 class Extractor:
-    """Features and logits of uint8 N,H,W,C images in one feature space."""
+    """Features and logits of uint8 N,H,W,C images in one feature space.
+
+    kid_scale: what KID multiplies the features by (see `evaluate_features`): 1 for Inception's
+    pool features, 1 / digits_features.FEATURE_RMS for the digits CNN's, so that the kernel's
+    argument x·y / d is of order 1 in both spaces."""
 
     def __init__(self, kind="digits", inception_weights=None, batch_size=50):
         if kind not in FEATURES:
             raise UserError(f"--features {kind!r}: choose {' or '.join(FEATURES)}")
         self.kind, self.weights, self.batch_size = kind, inception_weights, batch_size
         self._net = None
+        if kind == "digits":
+            from . import digits_features
+
+            self.kid_scale = 1.0 / digits_features.FEATURE_RMS
+        else:
+            self.kid_scale = 1.0
 
     def __call__(self, images):
         """(features N,d float64, logits N,classes float64)."""
@@ -269,19 +284,23 @@ def evaluate(samples, ref, metrics=METRICS, extractor=None, k=3, bootstrap=50, k
     ref_feats, _ = reference_features(ref, extractor)
     feats, logits = extractor(np.asarray(samples))
     out = evaluate_features(ref_feats, feats, logits, metrics, k, bootstrap, kid_subsets, kid_subset_size,
-                            splits, seed)
+                            splits, seed, kid_scale=extractor.kid_scale)
     out["features"] = extractor.kind
     return out
 
 
 def evaluate_features(ref_feats, feats, logits=None, metrics=METRICS, k=3, bootstrap=50, kid_subsets=100,
-                      kid_subset_size=1000, splits=10, seed=0):
-    """The metrics of feature arrays (and the samples' logits, for IS) against reference features."""
+                      kid_subset_size=1000, splits=10, seed=0, kid_scale=1.0):
+    """The metrics of feature arrays (and the samples' logits, for IS) against reference features.
+    KID is computed on both feature sets times `kid_scale` (the feature space's
+    `Extractor.kid_scale`); FD, precision/recall and IS use the features as they are."""
     out = {"num_samples": int(len(feats)), "num_reference": int(len(ref_feats))}
     if "fd" in metrics:
         out["fd"] = list(fd_bootstrap(ref_feats, feats, bootstrap, seed))
     if "kid" in metrics:
-        out["kid"] = list(kid(ref_feats, feats, kid_subsets, kid_subset_size, seed))
+        scaled = [np.asarray(f, dtype=np.float64) * kid_scale for f in (ref_feats, feats)]
+        out["kid"] = list(kid(*scaled, kid_subsets, kid_subset_size, seed))
+        out["kid_feature_scale"] = float(kid_scale)
     if "pr" in metrics:
         out["precision"], out["recall"] = precision_recall(ref_feats, feats, k)
         out["precision_std"], out["recall_std"] = precision_recall_std(ref_feats, feats, k, bootstrap, seed)
@@ -290,12 +309,23 @@ def evaluate_features(ref_feats, feats, logits=None, metrics=METRICS, k=3, boots
     return out
 
 
+def kid_display_scale(features) -> int:
+    """What KID is multiplied by where a person reads it: 1000 for Inception (the field's
+    "KID ×10³"), 1 for the digits space, whose KID is readable as it is (0.05 for the
+    digits against themselves with Gaussian pixel noise of std 0.3, docs/evaluations.md)."""
+    return 1000 if features == "inception" else 1
+
+
 def format_lines(result) -> list:
     lines = []
     if "fd" in result:
         lines.append(f"fd: {result['fd'][0]:.4f} ± {result['fd'][1]:.4f} (bootstrap std)")
     if "kid" in result:
-        lines.append(f"kid: {result['kid'][0]:.6f} ± {result['kid'][1]:.6f} (std from half-set subsets)")
+        scale = kid_display_scale(result.get("features"))
+        label = "kid ×10³" if scale == 1000 else "kid"
+        mean, std = result["kid"][0] * scale, result["kid"][1] * scale
+        digits = 4 if scale == 1000 else 6
+        lines.append(f"{label}: {mean:.{digits}f} ± {std:.{digits}f} (std from half-set subsets)")
     if "precision" in result:
         lines.append(f"precision: {result['precision']:.4f} ± {result['precision_std']:.4f} (std from half-set draws)")
         lines.append(f"recall: {result['recall']:.4f} ± {result['recall_std']:.4f} (std from half-set draws)")

@@ -67,8 +67,16 @@ def _class_recall_cell(row) -> str:
     return f"{row['class_recall_mean']:.3f} / {row['class_recall_min']:.3f} (class {row['class_recall_min_class']})"
 
 
-def table_rows(results: list, out: str) -> list:
-    """One row per (run, sampler): list of (text, link or None) cells."""
+def kid_column(fd_name: str):
+    """(header, factor) of the KID column: Inception KID (an FID comparison) is shown ×10³, the
+    field's convention; the digits space's KID (on features divided by their RMS,
+    digits_features.FEATURE_RMS) as it is. The rows keep the MMD² itself."""
+    return ("KID ×10³", 1000) if fd_name == "FID" else ("KID", 1)
+
+
+def table_rows(results: list, out: str, kid_factor=1) -> list:
+    """One row per (run, sampler): list of (text, link or None) cells; KID times `kid_factor`
+    (see `kid_column`)."""
     rows = []
     for r in results:
         rel = lambda p: os.path.relpath(p, out) if p else None  # noqa: E731
@@ -98,7 +106,7 @@ def table_rows(results: list, out: str) -> list:
                 (_fmt(row.get("fd_std")), rel(row.get("npz"))),
                 (_fmt(row.get("precision")), rel(row.get("npz"))),
                 (_fmt(row.get("recall")), rel(row.get("npz"))),
-                (_fmt(row.get("kid")), rel(row.get("npz"))),
+                (_fmt(None if row.get("kid") is None else row["kid"] * kid_factor), rel(row.get("npz"))),
                 (_fmt(row.get("is")), rel(row.get("npz"))),
                 (_fmt(row.get("fd_untrained")), rel(untrained)),
                 (_fmt(row.get("class_accuracy")), rel(row.get("npz"))),
@@ -317,8 +325,9 @@ def write(out: str, results: list, meta: dict) -> dict:
                 label = r["name"] if row["sampler"] == "default" else f"{r['name']} ({row['sampler']})"
                 grids.append((label, grid_png(row["npz"], os.path.join(fig_dir, f"grid-{r['name']}-{row['sampler']}.png"))))
     pictures = seed_pictures(out, results, losses, meta)
-    rows = table_rows(results, out)
-    header = [fd_name if c == "FD-digits" else c for c, _ in COLUMNS]
+    kid_name, kid_factor = kid_column(fd_name)
+    rows = table_rows(results, out, kid_factor)
+    header = [{"FD-digits": fd_name, "KID": kid_name}.get(c, c) for c, _ in COLUMNS]
     is_source = meta.get("is_source", "the digits classifier's 10-way predictions (at most 10)")
     under = [
         f"Hardware: {meta['machine']}, {meta['cpu_cores']} cores, {meta['device']}; torch {meta['torch']}, "
@@ -329,8 +338,11 @@ def write(out: str, results: list, meta: dict) -> dict:
         f"Precision and recall: improved precision and recall (Kynkäänniemi et al. 2019, k = 3) in the same space: the "
         f"share of samples inside the real images' manifold (fidelity) and of real images inside the samples' "
         f"(diversity; a collapsed model has recall near 0), std from random halves of the samples in the verdict. "
-        f"KID: unbiased MMD² with the "
-        f"cubic polynomial kernel in the same space, mean over 100 subsets. IS: Inception-Score formula on "
+        f"{kid_name}: unbiased MMD² with the cubic polynomial kernel (x·y/d + 1)³ in the same space"
+        + (", times 1000 (the usual KID ×10³)" if kid_factor == 1000 else
+           " on the features divided by their RMS coordinate over the real digits "
+           "(digits_features.FEATURE_RMS), so that x·y/d is of order 1")
+        + ", mean over 100 subsets. IS: Inception-Score formula on "
         f"{is_source}. FD untrained: the network after one training step, sampled "
         f"with its run's cheapest sampler. Conditional grids hold one row per class, the class at the left.",
         f"Train s and img/s: wall time of the training job (process start included) and images seen per second "
@@ -413,6 +425,7 @@ NUMERIC = ["steps", "train s", "train img/s", "parameters", "samples", "NFE/img"
 
 
 FD_NAMES = ("FD-digits", "FID")
+KID_NAMES = ("KID", "KID ×10³")
 
 
 def read_table(md_text: str) -> list:
@@ -450,6 +463,8 @@ def check(out: str, runs=None) -> list:
                 continue
             if col == "FD-digits" and col not in r:
                 col = next((c for c in FD_NAMES if c in r), col)  # the config's feature space names it
+            if col == "KID" and col not in r:
+                col = next((c for c in KID_NAMES if c in r), col)  # shown ×10³ for Inception
             try:
                 ok = math.isfinite(float(r.get(col, "").replace(",", "")))
             except ValueError:

@@ -140,3 +140,23 @@ def test_the_main_jobs_ddim_row_is_the_samplers_ddim_from_the_last_timestep():
     flags = ddim["ddim-10"]
     assert flags[flags.index("--sampler") + 1] == "ddim" and flags[flags.index("--steps") + 1] == "10"
     assert flags[flags.index("--timestep_respacing") + 1] == ""
+
+
+@pytest.mark.parametrize("fd_name,header,cell", [("FID", "KID ×10³", 12.3), ("FD-digits", "KID", 0.0123)])
+def test_the_reports_kid_column_is_times_a_thousand_for_inception(tmp_path, fd_name, header, cell):
+    """An FID comparison (Inception features) shows KID ×10³, the field's convention; the digits
+    space's KID is shown as it is. The row keeps the MMD² itself and check() reads either column."""
+    row = {"sampler": "default", "fd_digits": 50.0, "fd_std": 2.0, "precision": 0.9, "precision_std": 0.01,
+           "recall": 0.8, "recall_std": 0.01, "kid": 0.0123, "kid_std": 0.001, "is": 5.0, "nfe": 1,
+           "sample_s_per_image": 0.001, "fd_untrained": 300.0, "num_samples": 40}
+    results = [{"name": "alpha", "package": "gans", "dir": str(tmp_path / "alpha"), "rows": [row], "failed": [],
+                "train_seconds": 10.0, "steps": 5, "train_img_per_s": 1.0, "parameters": 10}]
+    meta = {"machine": "x", "cpu_cores": 2, "device": "CPU only", "torch": "t", "python": "p", "launcher": "local x 1",
+            "feature_network": "f", "num_samples": 40, "minutes": 1, "config": "c", "wall_seconds": 60,
+            "fd_name": fd_name}
+    md = open(report.write(str(tmp_path), results, meta)["md"]).read()
+    (table_row,) = report.read_table(md)
+    other = {"KID ×10³": "KID", "KID": "KID ×10³"}[header]
+    assert other not in table_row and _number(table_row[header]) == pytest.approx(cell)
+    assert f"{header}: unbiased MMD²" in md and row["kid"] == 0.0123
+    assert report.check(str(tmp_path), ["alpha"]) == []

@@ -172,3 +172,62 @@ def test_recalls_std_is_the_spread_between_draws_of_the_samples():
     assert binomial < 0.8 * true
     assert 0.7 < np.mean([s[1] for s in stds]) / true < 1.4
     assert all(s[0] > 0 for s in stds)
+
+
+def _noisy(images, std, seed=0):
+    """uint8 images plus Gaussian noise of `std` in the [0, 1] pixel range, clipped."""
+    x = images / 255.0 + np.random.default_rng(seed).normal(0, std, images.shape)
+    return (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+
+
+def test_the_digits_feature_rms_constant_is_the_networks():
+    """FEATURE_RMS, which KID divides the digits features by, is recomputed from the network
+    (so a retrained network cannot leave it stale)."""
+    from evaluations import digits_features
+
+    assert digits_features.feature_rms("train", 16) == pytest.approx(digits_features.FEATURE_RMS, rel=0.01)
+    assert metrics.Extractor("digits").kid_scale == 1 / digits_features.FEATURE_RMS
+
+
+def test_digits_kid_is_computed_on_features_divided_by_their_rms(tmp_path):
+    """The digits against the same digits with pixel noise of std 0.3: KID of the raw features
+    (norms near 66, a kernel of ~3e5) is in the thousands; the digits space's KID, through
+    evaluate's Extractor, is kid() of the features divided by FEATURE_RMS, below 10 (about 0.05)."""
+    from evaluations import digits_features
+    from trainkit import npz
+
+    images = digits_features.digits_images("train", 16)[0]
+    ref_path = npz.write_samples(str(tmp_path), images)
+    noisy = _noisy(images, 0.3)
+    result = metrics.evaluate(noisy, ref_path, metrics=("kid",), kid_subsets=20, seed=0)
+    ref_feats, feats = digits_features.features(images), digits_features.features(noisy)
+    raw = metrics.kid(ref_feats, feats, subsets=20, seed=0)
+    scaled = metrics.kid(ref_feats / digits_features.FEATURE_RMS, feats / digits_features.FEATURE_RMS,
+                         subsets=20, seed=0)
+    assert raw[0] > 1000
+    assert result["kid"] == pytest.approx(list(scaled), rel=1e-9)
+    assert 0 < result["kid"][0] < 10 and result["kid"][0] > 3 * result["kid"][1]  # still sees the noise
+    assert result["kid_feature_scale"] == pytest.approx(1 / digits_features.FEATURE_RMS)
+
+
+def test_evaluate_features_scales_kids_features_only():
+    """kid_scale multiplies both feature sets before KID; FD, precision/recall and IS are those
+    of the features as they are."""
+    rng = np.random.default_rng(5)
+    ref, feats = rng.normal(size=(120, 6)) * 4, rng.normal(size=(100, 6)) * 4 + 1
+    logits = rng.normal(size=(100, 10))
+    kw = dict(bootstrap=5, kid_subsets=10, kid_subset_size=40, splits=5, seed=3)
+    plain = metrics.evaluate_features(ref, feats, logits, **kw)
+    s = 0.25
+    scaled = metrics.evaluate_features(ref, feats, logits, kid_scale=s, **kw)
+    assert scaled["kid"] == list(metrics.kid(ref * s, feats * s, 10, 40, 3))
+    assert scaled["kid"] != plain["kid"]
+    for key in ("fd", "precision", "recall", "precision_std", "recall_std", "is"):
+        assert scaled[key] == plain[key], key
+
+
+def test_inception_kid_is_printed_times_a_thousand_and_digits_kid_as_it_is():
+    result = {"kid": [0.0123456, 0.0007], "features": "inception"}
+    assert metrics.format_lines(result) == ["kid ×10³: 12.3456 ± 0.7000 (std from half-set subsets)"]
+    result["features"] = "digits"
+    assert metrics.format_lines(result) == ["kid: 0.012346 ± 0.000700 (std from half-set subsets)"]

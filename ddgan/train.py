@@ -18,6 +18,7 @@ The step itself (D and G updates, lazy R1, EMA, cosine lr) is ddgan/trainer.py.
 
 import os
 
+from evaluations import probe
 from trainkit import data, dist, elastic, loop, precision, run
 from trainkit.errors import UserError
 
@@ -75,6 +76,7 @@ def create_parser():
       help="also checkpoint every N steps (0: only at the epochs above)")
     a("--log_interval", type=run.POSITIVE_INT, default=100, help="steps between log rows")
     elastic.add_args(p)
+    probe.add_args(p)
     run.add_run_args(p)
     p.set_defaults(seed=1024)  # the reference's default seed
     return p
@@ -144,7 +146,7 @@ def train(args):
     total = loop.total_steps((o["num_epoch"] + 1) * batches.batches_per_epoch, o["max_steps"])
     loop.Loop(r, trainer, batches, total_steps=total, log_interval=o["log_interval"],
               save_interval=o["save_interval"], epoch_save=epoch_save, precision=o["precision"],
-              seed=o["seed"]).run_loop()
+              seed=o["seed"], probe=probe.from_args(args, o["image_size"])).run_loop()
     return r.dir
 
 

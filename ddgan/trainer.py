@@ -10,12 +10,13 @@ One optimizer step ("update"):
 --grad_accum K cuts the per-rank batch into K micro-batches whose gradients are averaged.
 """
 
+import copy
 import math
 
 import torch
 import torch.nn.functional as F
 
-from trainkit import checkpoint, dist, ema, loop, optim, precision
+from trainkit import checkpoint, dist, ema, loop, npz, optim, precision, sampling
 from trainkit.errors import UserError
 
 from . import script_util
@@ -195,6 +196,18 @@ class Trainer(loop.Task):
         if self.ema is not None:
             s[self.ema_prefix()] = self.ema.state_dict(self.o["ema_decay"], self.g_raw)
         return s
+
+    def probe_images(self, weights, n, seed):
+        """n images of a copy of the generator holding `weights` (eval mode, as ddgan.sample),
+        through the T-step posterior chain, on the noise ddgan.sample draws for indices 0..n-1."""
+        g = copy.deepcopy(self.g_raw)
+        g.load_state_dict(script_util.strip_module_prefix(weights))
+        g.eval()
+        rnd = sampling.PerSampleRandom(seed, range(n), self.device)
+        o = self.o
+        x = self.diffusion.sample(g, rnd.randn(o["num_channels"], o["image_size"], o["image_size"]), o["nz"],
+                                  randn=rnd.randn)
+        return npz.to_uint8(x), None
 
     def trainer_state(self):
         return {"epoch": self.epoch, "precision_d": self.prec_d.state_dict(),

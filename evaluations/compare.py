@@ -35,7 +35,7 @@ from . import report
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_KEYS = ("DATA_DIR", "DATA_PREP", "DATA_ROOT", "DATA_NEEDS", "NPROC", "MINUTES", "TRAIN_FRACTION", "NUM_SAMPLES",
                "SAMPLE_BATCH", "RUNS", "FEATURES", "REFERENCE", "REFERENCE_SIZE", "CLASS_ACCURACY", "PICTURES",
-               "LOSS_PICTURE")
+               "LOSS_PICTURE", "PROBE_POINTS", "PROBE_SAMPLES")
 
 
 # --- configuration ----------------------------------------------------------------------
@@ -67,6 +67,8 @@ def read_config(path: str) -> dict:
             "class_accuracy": (values.get("CLASS_ACCURACY") or "yes").lower() in ("yes", "true", "1"),
             "pictures": parse_pictures(values.get("PICTURES", "")),
             "loss_picture": values.get("LOSS_PICTURE", ""),
+            "probe_points": int(values.get("PROBE_POINTS") or 4),
+            "probe_samples": int(values.get("PROBE_SAMPLES") or 200),
         }
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
@@ -202,6 +204,14 @@ def read_options(run_dir: str) -> dict:
         return json.load(f)
 
 
+def read_quality(run_dir: str) -> list:
+    """The rows of the run's quality probe (trainkit.loop.QUALITY_FILE), or [] without one."""
+    from trainkit import logger, loop
+
+    path = os.path.join(run_dir, loop.QUALITY_FILE)
+    return logger.read_progress(path) if os.path.isfile(path) else []
+
+
 def parameter_count(ck) -> int:
     """Learned parameters in the checkpoint's model file (BatchNorm statistics excluded)."""
     sd = ck.load("model")
@@ -302,6 +312,24 @@ class Judging:
 
         return sorted(np.random.default_rng(0).permutation(count)[: self.reference_size])
 
+    def probe_flags(self, points, samples):
+        """The training flags of the quality probe (evaluations.probe) against this judging's
+        reference: the digits' train split (at the run's own image size), or the training
+        folder's cached features."""
+        if not points:
+            return []
+        flags = ["--probe_points", points, "--probe_samples", samples, "--probe_features", self.features]
+        if self.reference == "digits":
+            return flags + ["--probe_reference", "digits"]
+        self.reference_features(None)  # computed (and cached) before the training that reads it
+        flags += ["--probe_reference", self._cache_path(len(self._chosen(len(self._files()))), len(self._files()))]
+        if self.extractor.weights:
+            flags += ["--probe_inception_weights", self.extractor.weights]
+        return flags
+
+    def _cache_path(self, chosen, total):
+        return os.path.join(self.cache_dir or self.data_train, "reference", f"{self.features}-{chosen}-of-{total}.npz")
+
     def reference_features(self, size):
         if self.reference == "digits":
             from . import digits_features
@@ -323,8 +351,7 @@ class Judging:
         if not files:
             raise UserError(f"{self.data_train}: no images to judge against")
         chosen = self._chosen(len(files))
-        cache = os.path.join(self.cache_dir or self.data_train, "reference",
-                             f"{self.features}-{len(chosen)}-of-{len(files)}.npz")
+        cache = self._cache_path(len(chosen), len(files))
         if os.path.isfile(cache):
             with np.load(cache) as z:
                 return z["features"]
@@ -435,10 +462,11 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
     result = {"name": name, "package": package, "flag_file": entry["flag_file"], "dir": base, "rows": [], "failed": []}
     common_train = ["--data_dir", data_train, *entry["train_flags"]]
 
-    def train(stage_dir, deadline_seconds):
+    def train(stage_dir, deadline_seconds, *extra):
         # The deadline is set when the stage starts, so waiting in line costs no training time.
         deadline = {"TRAINKIT_DEADLINE": str(time.time() + deadline_seconds)}
-        argv = run_sh(launcher, nproc, entry["flag_file"], f"{package}.train", *common_train, "--logdir", stage_dir)
+        argv = run_sh(launcher, nproc, entry["flag_file"], f"{package}.train", *common_train, *extra,
+                      "--logdir", stage_dir)
         return Stage(stage_dir, argv, deadline).run(reuse)
 
     def sample(model_dir, stage_dir, flags):
@@ -467,7 +495,9 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
         result["failed"].append(("untrained", rec))
 
     train_dir = os.path.join(base, "train")
-    rec = train(train_dir, train_seconds)
+    # quality over training: the probe's FD at evenly spaced points of the training's share
+    probe_flags = (judging or Judging()).probe_flags(config.get("probe_points", 0), config.get("probe_samples", 200))
+    rec = train(train_dir, train_seconds, *probe_flags)
     result["train"] = rec
     if not rec["ok"]:
         result["failed"].append(("train", rec))
@@ -484,7 +514,8 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
         train_img_per_s=ck.step * int(options.get("batch_size", 0)) * world / max(rec["seconds"], 1e-9),
         parameters=parameter_count(ck),
         progress=os.path.join(train_dir, "progress.csv"),
-        loss=options.get("loss"),  # gans' D loss kind: its chance value (evaluations.verdict)
+        loss=options.get("loss"),  # gans' D loss kind
+        quality=read_quality(train_dir),
     )
     for sampler in entry["samplers"]:
         stage_dir = os.path.join(base, f"samples-{sampler['label']}")

@@ -228,6 +228,38 @@ def cost_figure(results: list, path: str, fd_name: str = "FD-digits"):
     return path
 
 
+def quality_figure(results: list, path: str, fd_name: str = "FD-digits"):
+    """FD of each run's quality probe (RUN/train/quality.csv) against training seconds and images
+    seen, ±1 std error bars: quality over training, comparable across families."""
+    runs = [(r, r["quality"]) for r in results if r.get("quality")]
+    if not runs:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for r, rows in runs:
+        fd = [q["fd"] for q in rows]
+        std = [q["fd_std"] for q in rows]
+        for ax, key in zip(axes, ("train_seconds", "samples")):
+            ax.errorbar([q[key] for q in rows], fd, yerr=std, marker="o", ms=4, capsize=3, lw=1, label=r["name"])
+    axes[0].set_xlabel("training seconds (probes left out)")
+    axes[1].set_xlabel("images seen")
+    axes[0].set_ylabel(f"{fd_name}, {int(runs[0][1][0]['num_samples'])} samples (lower is better)")
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+    axes[1].set_xscale("log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{fd_name} over training (fixed noise, each run's cheapest sampler)", fontsize=10)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    return path
+
+
+QUALITY_NOTE = ("Each run's training measured the {fd} of {n} samples (the same noise every time, the family's "
+                "cheapest sampler: gans and DDGAN their only one, improved diffusion DDIM at 10 steps) at {k} evenly "
+                "spaced points of its time budget, the last at its end; error bars: ±1 std over 50 bootstrap "
+                "resamples.{bias} The probes cost {cost} of training time.")
+
+
 PICTURES_NOTE = ("The pictures the seed project publishes, under its file names: each model's sample grid "
                  "(a conditional model's with one row per class) and one figure of every model's loss curves.")
 
@@ -311,6 +343,18 @@ def _data_uri(path):
         return "data:image/png;base64," + base64.b64encode(f.read()).decode()
 
 
+def _quality_note(results, fd_name, meta):
+    runs = [r for r in results if r.get("quality")]
+    first = runs[0]["quality"]
+    cost = ", ".join(f"{r['name']} {sum(q['probe_seconds'] for q in r['quality']):.1f} s" for r in runs)
+    n, m = int(first[0]["num_samples"]), meta.get("num_samples")
+    bias = ""
+    if m and n != m:  # FD's bias falls as 1/n
+        bias = (f" {n} samples give a {'larger' if n < m else 'smaller'} {fd_name} than the table's {m} (its bias "
+                "falls as 1/n), so compare the curves with each other, not with the table.")
+    return QUALITY_NOTE.format(fd=fd_name, n=n, k=max(len(r["quality"]) for r in runs), bias=bias, cost=cost)
+
+
 def write(out: str, results: list, meta: dict) -> dict:
     fig_dir = os.path.join(out, "figures")
     os.makedirs(fig_dir, exist_ok=True)
@@ -318,6 +362,8 @@ def write(out: str, results: list, meta: dict) -> dict:
     fd_name = meta.get("fd_name", "FD-digits")
     reference = meta.get("reference", "the real digits (train split)")
     cost = cost_figure(results, os.path.join(fig_dir, "fd_vs_cost.png"), fd_name)
+    quality = quality_figure(results, os.path.join(fig_dir, "fd_over_training.png"), fd_name)
+    quality_note = _quality_note(results, fd_name, meta) if quality else ""
     grids = []
     for r in results:
         for row in r["rows"]:
@@ -364,6 +410,8 @@ def write(out: str, results: list, meta: dict) -> dict:
         md += ["## Loss curves", "", f"![losses]({rel(losses)})", ""]
     if grids:
         md += ["## Samples", ""] + [f"**{label}**\n\n![{label}]({rel(p)})\n" for label, p in grids]
+    if quality:
+        md += [f"## {fd_name} over training", "", f"![quality over training]({rel(quality)})", "", quality_note, ""]
     if cost:
         md += ["## FD against sampling cost", "", f"![cost]({rel(cost)})", ""]
     if pictures:
@@ -402,6 +450,9 @@ def write(out: str, results: list, meta: dict) -> dict:
         h.append("<h2>Samples</h2><div class='grids'>" + "".join(
             f"<figure><img src='{_data_uri(p)}' alt='{html.escape(label)}'><figcaption>{html.escape(label)}</figcaption></figure>"
             for label, p in grids) + "</div>")
+    if quality:
+        h.append(f"<h2>{html.escape(fd_name)} over training</h2><img src='{_data_uri(quality)}' alt='quality over "
+                 f"training'><p class='note'>{html.escape(quality_note)}</p>")
     if cost:
         h.append(f"<h2>FD against sampling cost</h2><img src='{_data_uri(cost)}' alt='FD vs cost'>")
     if control:

@@ -7,12 +7,15 @@ rows) and returns markdown sentences:
   every other row whose ±1 std error bar overlaps it, so a tie is called a tie;
 - sampling speed: the fastest row and its quality, against the best row's cost, with the same
   tie rule;
-- stability: each run's relative loss spread (std / |mean| of its main loss over the second half
-  of its log rows; listed, not ranked, since the families' losses differ) and, for each GAN, its
-  discriminator's accuracy over those rows (`d_acc`, logged by every GAN family from D's logits
-  on the step's real images and fresh fakes before D updates on them), at chance when within
-  CHANCE_ACCURACY_TOLERANCE of 1/2. The D loss is not used: noisy logits without skill give a
-  logistic loss above 2 ln 2, and a D right 72% of the time can have a loss of exactly 2 ln 2;
+- stability: each run's quality over training, read from its quality probe (evaluations.probe:
+  the FD of a small fixed sample set at evenly spaced points of its training, with bootstrap
+  error bars; one measure for every family, where their losses are different quantities): still
+  improving, level, or worse at the end, each beyond or within the ±1 std error bars of its
+  last two points; and, for each GAN, its discriminator's accuracy over the second half of the
+  log (`d_acc`, logged by every GAN family from D's logits on the step's real images and fresh
+  fakes before D updates on them), at chance when within CHANCE_ACCURACY_TOLERANCE of 1/2. The
+  D loss is not used: noisy logits without skill give a logistic loss above 2 ln 2, and a D
+  right 72% of the time can have a loss of exactly 2 ln 2;
 - collapse: every row whose recall is below COLLAPSE_RECALL is named as collapsed, and every
   class of a class-conditional row whose within-class recall is below it;
 - training: how far each run moved from its untrained baseline in FD-digits, both sampled with
@@ -36,9 +39,6 @@ COLLAPSE_RECALL = 0.3
 # the accuracy itself (0.5 / sqrt(images)) is far below this.
 CHANCE_ACCURACY_TOLERANCE = 0.05
 
-# (D loss column, G loss column) per family's progress.csv; diffusion logs one "loss"
-D_LOSS = ("errD", "loss_d")
-G_LOSS = ("errG", "loss_g")
 
 
 def _label(r, row):
@@ -51,7 +51,9 @@ def _judged(results):
 
 
 def _pm(v, s, digits=3):
-    return f"{v:.{digits}g} ± {s:.2g}" if s is not None else f"{v:.{digits}g}"
+    # whole numbers from 10^digits up (1524, not 1.52e+03)
+    text = f"{v:.0f}" if abs(v) >= 10 ** digits else f"{v:.{digits}g}"
+    return f"{text} ± {s:.2g}" if s is not None else text
 
 
 def _ranked(judged, key, std_key, higher_better):
@@ -100,55 +102,56 @@ def _speed_sentence(judged, fd_name):
                    f"{b['sample_s_per_image']:.3g} s/image ({ratio:.1f}x slower).")
 
 
-def stability(r) -> dict:
-    """{'spread': relative spread of the main loss, 'd_accuracy': D's mean accuracy or None,
-    'chance': its chance value} from the run's progress.csv (second half of its rows)."""
+def d_accuracy(r):
+    """D's mean accuracy over the second half of the run's log rows, or None (not a GAN, no log)."""
     path = r.get("progress")
     if not path or not os.path.exists(path):
-        return {}
-    rows = logger.read_progress(path)
-    rows = rows[len(rows) // 2:]
-    if not rows:
-        return {}
-
-    def column(names):
-        for n in names:
-            ys = np.array([row.get(n, np.nan) for row in rows], dtype=float)
-            if np.isfinite(ys).any():
-                return ys[np.isfinite(ys)]
         return None
-
-    out = {}
-    main = column(G_LOSS) if column(D_LOSS) is not None else column(("loss",))
-    if main is not None and len(main) > 1 and abs(main.mean()) > 0:
-        out["spread"] = float(main.std(ddof=1) / abs(main.mean()))
-    acc = column((optim.D_ACCURACY,))
-    if acc is not None:
-        out["chance"] = optim.D_ACCURACY_CHANCE
-        out["d_accuracy"] = float(acc.mean())
-    return out
+    rows = logger.read_progress(path)
+    acc = np.array([row.get(optim.D_ACCURACY, np.nan) for row in rows[len(rows) // 2:]], dtype=float)
+    acc = acc[np.isfinite(acc)]
+    return float(acc.mean()) if len(acc) else None
 
 
-def _stability_sentence(results):
-    stats = [(r["name"], stability(r)) for r in results]
-    spread = [(n, s["spread"]) for n, s in stats if "spread" in s]  # in the config's order
-    adversarial = [(n, s) for n, s in stats if s.get("d_accuracy") is not None]
-    if not spread and not adversarial:
+def trend(quality) -> str:
+    """How a run's probe FD ends: compared with the point before, beyond or within the error bars."""
+    if len(quality) < 2:
+        return "one point only"
+    prev, last = quality[-2], quality[-1]
+    bars = (prev.get("fd_std") or 0.0) + (last.get("fd_std") or 0.0)
+    change = last["fd"] - prev["fd"]
+    if abs(change) <= bars:
+        text = "level at the end (its last two points within their error bars)"
+    elif change < 0:
+        text = "still improving at the end (beyond the error bars)"
+    else:
+        text = "worse at the end than at the point before (beyond the error bars)"
+    best = min(quality, key=lambda q: q["fd"])
+    if best is not last and best is not prev and last["fd"] - best["fd"] > (best.get("fd_std") or 0.0) + (
+            last.get("fd_std") or 0.0):
+        text += f", past its best ({_pm(best['fd'], best.get('fd_std'))} at {best['train_seconds']:.0f} s)"
+    return text
+
+
+def _stability_sentence(results, fd_name):
+    probed = [r for r in results if r.get("quality")]
+    adversarial = [(r["name"], a) for r in results if (a := d_accuracy(r)) is not None]
+    if not probed and not adversarial:
         return None
     text = "**Training stability**"
-    if spread:
-        # Each spread is in its own loss's terms (diffusion's MSE + VB, a GAN's logistic or hinge
-        # G loss, whose mean can sit near 0), so the runs are listed, not ranked.
-        text += (" (relative spread, std / |mean|, of each run's own loss over the second half of its log; the "
-                 "families' losses differ, so the runs are not ranked on it): "
-                 + ", ".join(f"{n} {v:.3g}" for n, v in spread) + ".")
+    if probed:
+        n = int(probed[0]["quality"][0].get("num_samples", 0))
+        text += (f" ({fd_name} of {n} fixed samples at evenly spaced points of each run's training, ±1 std; one "
+                 "measure for every family, see the figure): " + "; ".join(
+                     f"{r['name']} " + " → ".join(_pm(q["fd"], q.get("fd_std")) for q in r["quality"])
+                     + f", {trend(r['quality'])}" for r in probed) + ".")
     else:
-        text += ":"
+        text += " (no run measured its quality during training):"
     if adversarial:
-        at_chance = [n for n, s in adversarial if abs(s["d_accuracy"] - s["chance"]) <= CHANCE_ACCURACY_TOLERANCE]
+        at_chance = [n for n, a in adversarial if abs(a - optim.D_ACCURACY_CHANCE) <= CHANCE_ACCURACY_TOLERANCE]
         text += (" Discriminator accuracy on the step's real images and fresh fakes, before it updates on them "
                  f"(second half of the log; chance {optim.D_ACCURACY_CHANCE:g}): "
-                 + ", ".join(f"{n} {s['d_accuracy']:.3f}" for n, s in adversarial) + ". ")
+                 + ", ".join(f"{n} {a:.3f}" for n, a in adversarial) + ". ")
         if at_chance:
             text += (", ".join(at_chance) + (" is" if len(at_chance) == 1 else " are")
                      + f" at chance (within {CHANCE_ACCURACY_TOLERANCE:g}): a discriminator that cannot tell real "
@@ -227,7 +230,7 @@ def verdict(results, fd_name="FD-digits", data_name="the real digits") -> list:
             _speed_sentence(judged, fd_name),
         ]
     sentences = ranking + [
-        _stability_sentence(results),
+        _stability_sentence(results, fd_name),
         _collapse_sentence(judged, data_name),
         _training_sentence(results, fd_name),
     ]

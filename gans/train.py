@@ -16,6 +16,7 @@ sample grid of G on fixed noise (fixed labels i mod classes for the conditional 
 
 import torch
 
+from evaluations import probe
 from trainkit import checkpoint, data, dist, loop, precision, run, sampling
 from trainkit.errors import UserError
 
@@ -74,6 +75,7 @@ def create_argparser():
     p.add_argument("--random_flip", type=run.str2bool, default=False,
                    help="flip each training image horizontally with probability 1/2")
     p.add_argument("--grid_size", type=run.POSITIVE_INT, default=64, help="images in each fixed-noise grid PNG")
+    probe.add_args(p)
     run.add_run_args(p)
     return p
 
@@ -130,7 +132,8 @@ def main():
     r.logger.log(f"{args.model}: G {n_params(G):,} / D {n_params(D):,} parameters, {len(d)} images, "
                  f"{d.num_classes} classes, {batches.batches_per_epoch} steps per epoch, training to step {total}")
     loop.Loop(r, trainer, batches, total_steps=total, log_interval=args.log_interval,
-              save_interval=args.save_interval, precision=args.precision, seed=args.seed).run_loop()
+              save_interval=args.save_interval, precision=args.precision, seed=args.seed,
+              probe=probe.from_args(args, args.image_size)).run_loop()
 
 
 if __name__ == "__main__":

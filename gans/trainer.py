@@ -21,11 +21,12 @@ Fakes in a conditional run use the labels of the real micro-batch they are paire
 the class mix D sees on both sides is the data's.
 """
 
+import copy
 import math
 
 import torch
 
-from trainkit import checkpoint, dist, ema, fileio, loop, optim, precision
+from trainkit import checkpoint, dist, ema, fileio, loop, npz, optim, precision, sampling
 
 from . import dcgan, models, sync_bn
 
@@ -147,6 +148,17 @@ class GANTrainer(loop.Task):
             grid = write_grid(self.G, *self.grid_inputs, f"{run_dir}/grid{step:06d}.png")
             if self.logger is not None:
                 self.logger.log_image("samples", grid, step)
+
+    def probe_images(self, weights, n, seed):
+        """n images of a copy of G holding `weights`, in eval mode like gans.sample, on the noise
+        (and random labels) gans.sample draws for indices 0..n-1 with --seed `seed`."""
+        G = copy.deepcopy(self.G)
+        G.load_state_dict(weights)
+        G.eval()
+        rnd = sampling.PerSampleRandom(seed, range(n), self.device)
+        z = rnd.randn(G.nz, 1, 1)
+        y = rnd.randint(G.num_classes).to(self.device, torch.long) if G.num_classes else None
+        return npz.to_uint8(G(z, y).float()), None if y is None else y.cpu().numpy()
 
     def trainer_state(self) -> dict:
         return {"precision": self.precision_state(), "model_kind": models.kind_of(self.G),

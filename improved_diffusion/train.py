@@ -8,6 +8,7 @@ openai's), or `auto` (the newest checkpoint of --logdir, or a fresh start when i
 whose gradients are averaged. The loop is trainkit.loop.
 """
 
+from evaluations import probe
 from trainkit import data, loop, precision, run
 from trainkit.errors import UserError
 
@@ -37,8 +38,8 @@ def create_argparser():
         max_steps=0,  # 0: no limit besides lr_anneal_steps (openai trains forever)
         precision="",  # fp32 | fp16 | bf16; empty: fp16 with --use_fp16 True, else fp32
     )
-    return build_parser("Train an improved-diffusion model (openai/improved-diffusion flags).", defaults,
-                        helps=TRAIN_HELP, types=TRAIN_TYPES)
+    return probe.add_args(build_parser("Train an improved-diffusion model (openai/improved-diffusion flags).",
+                                       defaults, helps=TRAIN_HELP, types=TRAIN_TYPES))
 
 
 TRAIN_HELP = dict(
@@ -119,11 +120,13 @@ def main():
         weight_decay=args.weight_decay,
         lr_anneal_steps=args.lr_anneal_steps,
         log=r.logger.log,
+        probe_shape=(args.image_channels, args.image_size, args.image_size),
     )
     # openai trains until --lr_anneal_steps, or forever when it is 0; --max_steps can stop sooner
     loop.Loop(r, task, data.Batches(dataset, args.batch_size, seed=args.seed),
               total_steps=loop.total_steps(args.lr_anneal_steps, args.max_steps), log_interval=args.log_interval,
-              save_interval=args.save_interval, precision=task.precision.mode, seed=args.seed).run_loop()
+              save_interval=args.save_interval, precision=task.precision.mode, seed=args.seed,
+              probe=probe.from_args(args, args.image_size)).run_loop()
 
 
 if __name__ == "__main__":

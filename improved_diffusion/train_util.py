@@ -11,18 +11,22 @@ Differences from openai/improved-diffusion's TrainLoop, each deliberate:
 The loop itself (resume, logging, stopping, checkpoints, the non-finite policy) is trainkit.loop.
 """
 
+import copy
 import math
 
+import numpy as np
 import torch
 
-from trainkit import checkpoint, dist, ema, loop, optim, precision
+from trainkit import checkpoint, dist, ema, loop, npz, optim, precision, sampling
 
+from . import samplers
 from .resample import LossAwareSampler, UniformSampler
 
 
 class DiffusionTask(loop.Task):
     def __init__(self, *, model, diffusion, microbatch=-1, lr=1e-4, ema_rate="0.9999", precision_mode="fp32",
-                 fp16_scale_growth=1e-3, schedule_sampler=None, weight_decay=0.0, lr_anneal_steps=0, log=print):
+                 fp16_scale_growth=1e-3, schedule_sampler=None, weight_decay=0.0, lr_anneal_steps=0, log=print,
+                 probe_shape=None):
         self.device = dist.device()
         self.model = model.to(self.device)
         self.diffusion = diffusion
@@ -31,6 +35,7 @@ class DiffusionTask(loop.Task):
         self.schedule_sampler = schedule_sampler or UniformSampler(diffusion)
         self.lr_anneal_steps = lr_anneal_steps
         self.log = log
+        self.probe_shape = probe_shape  # (C, H, W) of the quality probe's samples
         # DDP broadcasts rank 0's weights, so every copy below (EMA, optimizer) starts equal.
         self.ddp_model = dist.wrap_ddp(self.model)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -119,6 +124,24 @@ class DiffusionTask(loop.Task):
         weights, rate**step, is under 1% (for a long run the paper's 0.9999), else the model."""
         settled = [r for r in self.ema.rates if r ** max(step, 0) < 0.01]
         return f"ema_{ema.rate_name(max(settled))}_" if settled else "model"
+
+    def probe_images(self, weights, n, seed):
+        """n images of a copy of the model holding `weights` (eval mode, as improved_diffusion.sample)
+        with DDIM at 10 steps from t = T-1 (samplers.sample_loop; the comparison's ddim-10), on the
+        noise (and random labels) improved_diffusion.sample draws for indices 0..n-1."""
+        net = copy.deepcopy(self.model)
+        net.load_state_dict(weights)
+        net.eval()
+        rnd = sampling.PerSampleRandom(seed, range(n), self.device)
+        kwargs = {"y": rnd.randint(net.num_classes)} if getattr(net, "num_classes", None) else {}
+        noise = rnd.randn(*self.probe_shape)
+
+        def step_noise(like):
+            return rnd.randn(*like.shape[1:])
+        x = samplers.sample_loop(net, self.diffusion, noise, sampler="ddim", steps=10, model_kwargs=kwargs,
+                                 noise_fn=step_noise)
+        labels = kwargs["y"].cpu().numpy().astype(np.int64) if kwargs else None
+        return npz.to_uint8(x.float()), labels
 
     def log_extras(self):
         if self.precision.mode == "fp16":

@@ -3,6 +3,7 @@ report has a row per family with finite numbers and every image it shows; a run 
 as FAILED and the others go on."""
 
 
+import numpy as np
 import pytest
 
 import helpers
@@ -15,7 +16,7 @@ def _config(tmp_path, data_root, nproc=1):
     path = tmp_path / "tiny.sh"
     path.write_text(
         f'DATA_DIR="{data_root}"\nDATA_PREP=""\nNPROC={nproc}\nMINUTES=1\nTRAIN_FRACTION=0.5\n'
-        "NUM_SAMPLES=40\nSAMPLE_BATCH=20\n"
+        "NUM_SAMPLES=40\nSAMPLE_BATCH=20\nPROBE_POINTS=2\nPROBE_SAMPLES=50\n"
         'RUNS="\n'
         "dcgan | flags/gans/dcgan_digits.sh | gans | 1 | --max_steps 100000 |\n"
         "cdcgan | flags/gans/cdcgan_digits.sh | gans | 1 | --max_steps 100000 |\n"
@@ -63,7 +64,9 @@ def test_compare_trains_samples_judges_and_reports(tmp_path, digits):
     for name in ("dcgan", "cdcgan"):
         trained, untrained = _number(by_name[name]["FD-digits"]), _number(by_name[name]["FD untrained"])
         assert _number(by_name[name]["steps"]) > 1 and trained < 0.95 * untrained, (name, trained, untrained)
-    assert len({by_name[name]["FD-digits"] for name in FAMILIES}) == len(FAMILIES)
+    # (3 significant digits: two families' FD alone can print alike, as dcgan's and cdcgan's 156 did)
+    assert len({tuple(by_name[name][c] for c in ("FD-digits", "FD std", "precision", "recall"))
+                for name in FAMILIES}) == len(FAMILIES)
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "FAILED" in html
     assert "Hardware:" in md and "feature" in md
@@ -73,6 +76,15 @@ def test_compare_trains_samples_judges_and_reports(tmp_path, digits):
     for name in FAMILIES:
         assert f"**{name}: interpolation**" in control
     assert "**improved_diffusion: partial denoising**" in control
+    # quality over training: each family's training probed its FD at the end of its share (and
+    # at its middle when it got that far), the report plots it and the verdict reads it
+    for name in FAMILIES:
+        quality = (out / name / "train" / "quality.csv").read_text().splitlines()
+        assert quality[0] == "step,samples,train_seconds,probe_seconds,fd,fd_std,num_samples" and len(quality) >= 2
+        assert all(line.endswith(",50") for line in quality[1:])
+        assert not (out / name / "untrained" / "quality.csv").exists()  # the one-step baseline is not probed
+    assert (out / "figures" / "fd_over_training.png").is_file() and "## FD-digits over training" in md
+    assert "fixed samples at evenly spaced points" in md[md.index("## Verdict"):md.index("## Results")]
     assert (out / "improved_diffusion" / "edit" / "edit.npz").is_file()
 
     # --reuse: no finished stage runs again (the failed one does, and fails again); --strict
@@ -82,6 +94,22 @@ def test_compare_trains_samples_judges_and_reports(tmp_path, digits):
                        "--strict", timeout=600)
     assert again.returncode == 1, helpers.describe(again)
     assert finished == {p: p.stat().st_mtime_ns for p in out.rglob("launch.log") if "broken" not in p.parts}
+
+
+def test_the_training_stages_probe_flags_name_the_judgings_reference(tmp_path, digits):
+    """Digits judging: the probe reads the digits' train split itself; a folder's reference: its
+    features are computed and cached before training, and the probe reads that file."""
+    from evaluations import compare
+
+    assert compare.Judging().probe_flags(4, 200) == ["--probe_points", 4, "--probe_samples", 200, "--probe_features",
+                                                     "digits", "--probe_reference", "digits"]
+    assert compare.Judging().probe_flags(0, 200) == []
+    folder = compare.Judging("digits", "train", str(digits(16)), reference_size=300, cache_dir=str(tmp_path))
+    flags = folder.probe_flags(2, 50)
+    path = flags[flags.index("--probe_reference") + 1]
+    assert path == str(tmp_path / "reference" / "digits-300-of-1438.npz")
+    with np.load(path) as z:
+        assert z["features"].shape == (300, 64)
 
 
 def test_compare_bad_input():

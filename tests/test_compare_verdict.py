@@ -38,14 +38,19 @@ def _results(tmp_path, a, b):
         row = {"sampler": "default", "fd_digits": m["fd"], "fd_std": 2.0, "precision": m["p"], "precision_std": 0.01,
                "recall": m["r"], "recall_std": 0.01, "sample_s_per_image": m["s"], "nfe": m["nfe"],
                "fd_untrained": m.get("untrained", 1500.0), "num_samples": 300}
+        quality = [{"step": 10 * (i + 1), "samples": 320 * (i + 1), "train_seconds": 25.0 * (i + 1),
+                    "probe_seconds": 0.1, "fd": fd, "fd_std": std, "num_samples": 200}
+                   for i, (fd, std) in enumerate(m.get("quality", ()))]
         out.append({"name": name, "package": "gans", "dir": str(d), "rows": [row], "failed": [],
                     "progress": _progress(d / "progress.csv", rows), "train_seconds": 100.0,
-                    "loss": m.get("loss", "bce")})
+                    "loss": m.get("loss", "bce"), "quality": quality})
     return out
 
 
-GOOD = {"fd": 50.0, "p": 0.9, "r": 0.8, "s": 0.001, "nfe": 1, "spread": 0.01, "d_loss": 1.0, "d_acc": 0.8}
-BAD = {"fd": 400.0, "p": 0.5, "r": 0.2, "s": 0.1, "nfe": 100, "spread": 0.2, "d_loss": 2 * math.log(2), "d_acc": 0.5}
+GOOD = {"fd": 50.0, "p": 0.9, "r": 0.8, "s": 0.001, "nfe": 1, "spread": 0.01, "d_loss": 1.0, "d_acc": 0.8,
+        "quality": [(200, 5), (90, 4), (51, 2), (50, 2)]}  # level at the end
+BAD = {"fd": 400.0, "p": 0.5, "r": 0.2, "s": 0.1, "nfe": 100, "spread": 0.2, "d_loss": 2 * math.log(2), "d_acc": 0.5,
+       "quality": [(300, 5), (150, 5), (200, 5), (400, 5)]}  # worse at the end, past its best
 
 
 def _find(findings, title):
@@ -58,8 +63,10 @@ def test_verdict_follows_the_numbers_and_swaps_with_them(tmp_path):
     assert "best is alpha" in _find(first, "Diversity")
     assert "best is alpha" in _find(first, "Both at once")
     assert "fastest is alpha" in _find(first, "Sampling speed") and "also the best" in _find(first, "Sampling speed")
-    assert "alpha 0.0" in _find(first, "Training stability") and "beta 0." in _find(first, "Training stability")
-    assert "steadiest" not in _find(first, "Training stability")  # other losses: not ranked
+    stability = _find(first, "Training stability")
+    assert "alpha 200 ± 5 → 90 ± 4 → 51 ± 2 → 50 ± 2, level at the end" in stability
+    assert "beta 300 ± 5 → 150 ± 5 → 200 ± 5 → 400 ± 5, worse at the end" in stability
+    assert "past its best (150 ± 5 at 50 s)" in stability and "steadiest" not in stability
     assert _at_chance(first) == {"beta"}  # D's accuracy 0.5
     assert "beta (recall 0.200)" in _find(first, "Collapse") and "alpha" not in _find(first, "Collapse")
     assert "alpha 30.0x" in _find(first, "Training") and "beta moved less than 5x" in _find(first, "Training")
@@ -68,7 +75,7 @@ def test_verdict_follows_the_numbers_and_swaps_with_them(tmp_path):
     for title in ("Fidelity", "Diversity", "Both at once"):
         assert "best is beta" in _find(swapped, title)
     assert "fastest is beta" in _find(swapped, "Sampling speed")
-    assert "beta 0.0" in _find(swapped, "Training stability") and "not ranked" in _find(swapped, "Training stability")
+    assert "beta 200 ± 5 → 90 ± 4 → 51 ± 2 → 50 ± 2, level at the end" in _find(swapped, "Training stability")
     assert "alpha (recall 0.200)" in _find(swapped, "Collapse")
     assert _at_chance(swapped) == {"alpha"}
     assert "beta 30.0x" in _find(swapped, "Training") and "alpha moved less than 5x" in _find(swapped, "Training")
@@ -173,6 +180,32 @@ def test_rows_judged_on_different_sample_counts_are_not_ranked(tmp_path):
     assert _find(findings, "Collapse")  # each row's own judgement stays
 
 
+@pytest.mark.parametrize("last,says", [
+    ((48.0, 1.0), "level at the end"),       # |48 - 50| <= 1 + 1
+    ((47.9, 1.0), "still improving"),       # 2.1 beyond 1 + 1
+    ((52.1, 1.0), "worse at the end"),
+])
+def test_the_trend_is_the_last_two_points_against_their_error_bars(last, says):
+    quality = [{"fd": 90.0, "fd_std": 1.0, "train_seconds": 10.0}, {"fd": 50.0, "fd_std": 1.0, "train_seconds": 20.0},
+               {"fd": last[0], "fd_std": last[1], "train_seconds": 30.0}]
+    text = verdict.trend(quality)
+    assert text.startswith(says) and "past its best" not in text
+
+
+def test_a_run_that_got_worse_than_its_best_point_says_so():
+    quality = [{"fd": 40.0, "fd_std": 1.0, "train_seconds": 10.0}, {"fd": 60.0, "fd_std": 1.0, "train_seconds": 20.0},
+               {"fd": 61.0, "fd_std": 1.0, "train_seconds": 30.0}]
+    assert verdict.trend(quality) == ("level at the end (its last two points within their error bars), "
+                                      "past its best (40 ± 1 at 10 s)")
+    assert verdict.trend(quality[:1]) == "one point only"
+
+
+def test_without_a_quality_probe_the_stability_sentence_says_so(tmp_path):
+    text = _find(verdict.verdict(_results(tmp_path, dict(GOOD, quality=()), dict(BAD, quality=()))),
+                 "Training stability")
+    assert "no run measured its quality during training" in text and "beta is at chance" in text
+
+
 def test_a_discriminator_at_chance_is_not_said_to_give_no_signal(tmp_path):
     """At D = 1/2 the non-saturating G loss still has a gradient: the sentence says what the
     numbers show, the chance value, and nothing about the generator's signal."""
@@ -241,6 +274,15 @@ def test_report_writes_the_verdict_and_class_rows(tmp_path):
     assert "<b>Fidelity</b>" in open(paths["html"]).read()
     grid = Image.open(tmp_path / "figures" / "grid-alpha-default.png")
     assert grid.height == 10 * (16 + 2) * 3 + 2 * 3  # one row per class
+    # quality over training: the figure, and a note that names the probe's count against the table's
+    over = md[md.index("## FD-digits over training"):]
+    assert "![quality over training](figures/fd_over_training.png)" in over
+    assert "200 samples give a smaller FD-digits than the table's 40" in over
+    assert "The probes cost alpha 0.4 s, beta 0.4 s of training time." in over
+    assert Image.open(tmp_path / "figures" / "fd_over_training.png").width > 0
+    no_probe = [dict(r, quality=[]) for r in results]
+    md = open(report.write(str(tmp_path / "none"), no_probe, meta)["md"]).read()
+    assert "over training" not in md
 
 
 def test_a_folder_references_labels_come_from_openais_file_names(tmp_path):

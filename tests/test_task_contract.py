@@ -7,6 +7,8 @@ process, on tiny networks (8 px, 1 channel):
   networks' layers have it) while the weights stay fp32;
 - fp16 overflow: a step whose gradients are not finite moves neither the weights, nor the
   optimizer state, nor the EMA, and says so in its statistics (`skipped`, `skipped_d`);
+- the quality probe: `probe_images` samples the weights it is given (not the live network),
+  on the same noise every call, as uint8 images (with labels for a conditional model);
 - the gradient norm is logged under one key (`grad_norm`, D's `grad_norm_d`) and is the true,
   unscaled norm of the gradients the optimizer stepped with.
 
@@ -17,6 +19,7 @@ new family proves it fits the loop.
 import copy
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,7 +60,7 @@ def _diffusion(precision, seed):
               learn_sigma=True, diffusion_steps=10, noise_schedule="cosine", image_channels=1)
     model, diffusion = create_model_and_diffusion(**kw)
     task = DiffusionTask(model=model, diffusion=diffusion, lr=1e-3, ema_rate="0.9", precision_mode=precision,
-                         log=lambda *a: None)
+                         log=lambda *a: None, probe_shape=(1, 8, 8))
     return Case(task, [(task.opt, task.precision, task.model, task.ema, "")], networks={"model": task.model})
 
 
@@ -235,3 +238,25 @@ def test_the_gradient_norm_is_logged_under_one_key_unscaled(family, precision):
     for *_, suffix in case.players:
         logged = float(stats[f"grad_norm{suffix}"])
         assert logged > 0 and logged == pytest.approx(at_step[suffix], rel=1e-5), (family, suffix)
+
+
+# --- the quality probe ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_quality_probe_samples_the_given_weights_on_fixed_noise(family):
+    case = build(family)
+    task = case.task
+    case.step(0)
+    weights = task.state_dicts()[task.sample_weights(1)]
+    live = copy.deepcopy(task.state_dicts())
+    images, labels = task.probe_images(weights, 5, 0)
+    again, labels_again = task.probe_images(weights, 5, 0)
+    assert images.dtype == np.uint8 and images.shape == (5, 8, 8, 1)
+    assert np.array_equal(images, again)  # the same noise every time: the points are comparable
+    if case.conditional:
+        assert labels.shape == (5,) and np.array_equal(labels, labels_again) and set(labels) <= set(range(NUM_CLASSES))
+    else:
+        assert labels is None
+    moved = {k: v + 0.3 if torch.is_tensor(v) and v.is_floating_point() else v for k, v in weights.items()}
+    assert not np.array_equal(task.probe_images(moved, 5, 0)[0], images)  # it samples `weights`
+    assert _same(task.state_dicts(), live)  # and leaves the training networks as they were

@@ -4,7 +4,9 @@ world-size policy of resume, the consistency check, and the shared helpers the f
 
 import contextlib
 import math
+import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -300,3 +302,77 @@ def test_resume_refuses_what_would_overwrite_newer_or_other_steps(tmp_path):
     assert run.resume_point(str(a), str(a)).step == 2  # a run directory continuing itself
     assert run.resume_point(str(a), str(tmp_path / "new")).step == 2
     assert math.isfinite(float(checkpoint.load(str(a / "model000002.pt"))["w"]))
+
+
+# --- the quality probe --------------------------------------------------------------------
+
+class Probed(Scalar):
+    """Scalar with a quality probe: its 'images' record the weight they were sampled from."""
+
+    def __init__(self):
+        super().__init__()
+        self.probed = []
+
+    def probe_images(self, weights, n, seed):
+        self.probed.append(float(weights["weight"]))
+        return np.zeros((n, 4, 4, 1), np.uint8), None
+
+
+class FakeProbe:
+    """FD = the number of images, std 0.5: what the loop writes is checkable."""
+    points, num_samples, name = 4, 3, "FD"
+
+    def __call__(self, images, labels=None):
+        return {"fd": float(len(images)), "fd_std": 0.5}
+
+
+def _probed_loop(tmp_path, total, resume=""):
+    task = Probed()
+    lp = loop.Loop(_run(tmp_path, resume), task, data.Batches(_images(), 4), total_steps=total, log_interval=1000,
+                   save_interval=10, probe=FakeProbe())
+    return lp, task
+
+
+def test_the_quality_probe_runs_at_evenly_spaced_steps_and_at_the_end(tmp_path, signals):
+    lp, task = _probed_loop(tmp_path, 40)
+    assert lp.run_loop() == 40
+    rows = read_progress(str(tmp_path / loop.QUALITY_FILE))
+    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+    # the weights of that step: each step adds 1 to the (random) initial weight
+    assert [w - task.probed[0] for w in task.probed] == pytest.approx([0.0, 10.0, 20.0, 30.0])
+    assert [r["samples"] for r in rows] == [40, 80, 120, 160]  # batch 4, one rank
+    assert all(r["fd"] == 3.0 and r["fd_std"] == 0.5 and r["num_samples"] == 3 for r in rows)
+    seconds = [r["train_seconds"] for r in rows]
+    assert seconds == sorted(seconds) and all(r["probe_seconds"] >= 0 for r in rows)
+
+
+def test_a_resumed_run_appends_to_its_quality_rows(tmp_path, signals):
+    """The points of a resumed run are spread over what is left of its budget; the rows of the
+    earlier run stay as they were."""
+    _probed_loop(tmp_path, 20)[0].run_loop()
+    first = (tmp_path / loop.QUALITY_FILE).read_text()
+    _probed_loop(tmp_path, 40, resume="auto")[0].run_loop()
+    text = (tmp_path / loop.QUALITY_FILE).read_text()
+    assert text.startswith(first)
+    assert [r["step"] for r in read_progress(str(tmp_path / loop.QUALITY_FILE))] == [5, 10, 15, 20, 25, 30, 35, 40]
+
+
+def test_a_deadline_budget_probes_once_per_step_reached_and_not_twice_at_the_end(tmp_path, monkeypatch, signals):
+    """A deadline already past: every time point is reached at step 1, where the run stops; one
+    probe covers them all and the end adds none."""
+    monkeypatch.setenv("TRAINKIT_DEADLINE", str(time.time() - 1))
+    lp, task = _probed_loop(tmp_path, 10**6)
+    assert lp.run_loop() == 1
+    assert [r["step"] for r in read_progress(str(tmp_path / loop.QUALITY_FILE))] == [1]
+
+
+def test_a_signal_gets_no_end_probe_and_no_budget_no_probe(tmp_path, monkeypatch, signals):
+    lp, task = _probed_loop(tmp_path, 40)
+    monkeypatch.setitem(run._signals, "count", 1)  # as after SIGTERM (run.setup resets it): stops at the first vote
+    assert lp.run_loop() == 1
+    assert not (tmp_path / loop.QUALITY_FILE).exists() and task.probed == []
+    other = tmp_path / "unbounded"
+    lp, task = _probed_loop(other, None)
+    monkeypatch.setitem(run._signals, "count", 1)
+    assert lp.run_loop() == 1 and not (other / loop.QUALITY_FILE).exists()
+    assert "quality probe off: the run has no budget" in (other / "log.txt").read_text()

@@ -16,6 +16,9 @@ What a family implements (subclass `Task`):
   directory written by openai's code: weights only).
 - `modules()`: the networks whose parameters every rank must hold identically.
 - `sample_weights(step)`: the prefix a sampler should use (recorded in every state file).
+- optional `probe_images(weights, n, seed) -> (uint8 N,H,W,C, labels or None)`: n images
+  from the sampling network holding `weights` (the state_dict `sample_weights` names), with
+  the family's cheapest sampler and noise fixed by (seed, index), for the quality probe below.
 - optional `log_extras()` (keys added to a log row), `artefacts(run_dir, step)` (files
   written beside a checkpoint, e.g. gans' grid PNG; called on every rank, rank 0 writes) and
   `epoch_end(run_dir, epoch, step)` (after the last step of each data epoch, before that epoch's
@@ -43,20 +46,32 @@ What the loop guarantees:
 - **Logs**: one row every `log_interval` steps (and at a stop and at the end), with `step` and
   `samples`; the logger is closed on the way out, also on error, so a blobfile run directory
   keeps every line.
+- **Quality probe** (`probe`, e.g. evaluations.probe.Probe: `.points`, `.num_samples`, and a
+  call on images and labels that returns their FD and its std): at `points` evenly spaced
+  points of the run's budget (the time to $TRAINKIT_DEADLINE when one is set, else the steps
+  to `total_steps`), the last at its end (not after a signal), rank 0 alone samples
+  `num_samples` images through `Task.probe_images` and writes a row of `QUALITY_FILE`: step,
+  images seen, training seconds (the probes' own time left out), the probe's seconds, FD and
+  its std. The other ranks go on to the next step's gradient sync and wait for rank 0 there.
 """
 
+import csv
+import io
 import math
 import time
 
+import blobfile as bf
 import torch
 
-from . import checkpoint, dist, run
+from . import checkpoint, dist, fileio, run
 from .errors import UserError
 
 VOTE_SHARE = 0.01  # the largest share of training time the stop vote may take
 MAX_VOTE_GAP_S = 2.0  # votes at most this far apart, so a signal stops the run promptly
 _NO_BAD_STEP = -1
 _BAD_BASE = 2**62  # the vote encodes "first non-finite step s" as BASE - s: MAX then finds the earliest
+QUALITY_FILE = "quality.csv"
+QUALITY_COLUMNS = ("step", "samples", "train_seconds", "probe_seconds", "fd", "fd_std", "num_samples")
 
 
 def total_steps(*limits):
@@ -107,6 +122,9 @@ class Task:
 
     def epoch_end(self, run_dir: str, epoch: int, step: int) -> None:
         pass
+
+    def probe_images(self, weights: dict, n: int, seed: int):
+        raise NotImplementedError(f"{type(self).__name__} has no quality probe")
 
 
 class StepStats:
@@ -195,9 +213,10 @@ def check_consistency(modules: dict, step: int) -> None:
 
 class Loop:
     def __init__(self, run_, task: Task, batches, *, total_steps=None, log_interval=10, save_interval=0,
-                 epoch_save=None, precision="fp32", resume_flag="--resume_checkpoint", seed=0):
+                 epoch_save=None, precision="fp32", resume_flag="--resume_checkpoint", seed=0, probe=None):
         """`run_` is the `run.Run` of `run.setup`; `batches` a `trainkit.data.Batches`.
-        `epoch_save(epoch)` says whether the end of that epoch gets a checkpoint."""
+        `epoch_save(epoch)` says whether the end of that epoch gets a checkpoint; `probe` the
+        quality probe (see the module docstring) or None."""
         self.run = run_
         self.logger = run_.logger
         self.task = task
@@ -217,6 +236,11 @@ class Loop:
         self._vote_cost = 0.0
         self._steps_since_vote = 0
         self._since = time.perf_counter()
+        self.probe = probe if probe is not None and getattr(probe, "points", 0) > 0 else None
+        self._probe_due = []  # rank 0's remaining probe points: ("step" | "time", value)
+        self._probe_seconds = 0.0
+        self._last_probe = None  # the step of the latest probe
+        self._started = time.perf_counter()
 
     @property
     def images_per_step(self) -> int:
@@ -263,9 +287,13 @@ class Loop:
                 self.logger.log(f"step {self.step} is already at or past the last step {self.total}: "
                                 "nothing to train")
                 return self.step
+            self._plan_probes(start)
             stopped = self._train()
             if self.step > start and self.last_saved != self.step:
                 self._checked_save()
+            if (self.probe is not None and self.step > start and not run.signalled()
+                    and self._last_probe != self.step):
+                self._run_probe()  # the end of the budget (a deadline or the last step), not a signal
             if stopped:
                 self.logger.log(run.stopped_message(self.step, self.run.dir, self.resume_flag))
             return self.step
@@ -281,6 +309,8 @@ class Loop:
             self.step += 1
             self._steps_since_vote += 1
             self.stats.add(stats, self.step)
+            if self._probe_due and self._probe_reached():
+                self._run_probe()
             if self.batches.epoch != epoch:
                 self.task.epoch_end(self.run.dir, epoch, self.step)
             last = self.total is not None and self.step >= self.total
@@ -298,6 +328,64 @@ class Loop:
             if stop:
                 return True
         return False
+
+    # ----- the quality probe (rank 0) -----------------------------------------------------
+
+    def _plan_probes(self, start: int) -> None:
+        """Rank 0's probe points: `points - 1` evenly spaced inside the budget; the last is the
+        end of training (run_loop)."""
+        self._started = time.perf_counter()
+        if self.probe is None or not dist.is_main():
+            return
+        k = self.probe.points
+        limit = run.deadline()
+        if limit is not None:
+            now, budget = time.time(), max(limit - time.time(), 0.0)
+            self._probe_due = [("time", now + budget * i / k) for i in range(1, k)]
+            what = f"every {budget / k:.0f} s of the {budget:.0f} s to $TRAINKIT_DEADLINE"
+        elif self.total is not None:
+            self._probe_due = [("step", start + math.ceil((self.total - start) * i / k)) for i in range(1, k)]
+            what = f"every {(self.total - start) / k:.0f} steps to step {self.total}"
+        else:
+            self.probe = None
+            self.logger.log("quality probe off: the run has no budget (--max_steps or $TRAINKIT_DEADLINE) "
+                            "to space its points over")
+            return
+        self.logger.log(f"quality probe: {self.probe.num_samples} samples {what} and at the end, "
+                        f"into {QUALITY_FILE}")
+
+    def _probe_reached(self) -> bool:
+        kind, value = self._probe_due[0]
+        return self.step >= value if kind == "step" else time.time() >= value
+
+    def _run_probe(self) -> None:
+        """Rank 0: sample, measure, append a row to QUALITY_FILE (rewritten whole, atomically)."""
+        while self._probe_due and self._probe_reached():  # one probe for points passed together
+            self._probe_due.pop(0)
+        if not dist.is_main():
+            return
+        self._last_probe = self.step
+        began = time.perf_counter()
+        weights = self.task.state_dicts()[self.task.sample_weights(self.step)]
+        with torch.no_grad():
+            images, labels = self.task.probe_images(weights, self.probe.num_samples, self.seed)
+        measured = self.probe(images, labels)
+        seconds = time.perf_counter() - began
+        row = {"step": self.step, "samples": self.step * self.images_per_step,
+               "train_seconds": round(began - self._started - self._probe_seconds, 3),
+               "probe_seconds": round(seconds, 3), "fd": measured["fd"], "fd_std": measured["fd_std"],
+               "num_samples": len(images)}
+        self._probe_seconds += seconds
+        path = bf.join(self.run.dir, QUALITY_FILE)
+        old = bf.BlobFile(path, "r").read() if bf.exists(path) else ""
+        out = io.StringIO()
+        writer = csv.DictWriter(out, QUALITY_COLUMNS)
+        if not old:
+            writer.writeheader()
+        writer.writerow(row)
+        fileio.write_text(path, old + out.getvalue())
+        self.logger.log(f"quality probe at step {self.step}: {getattr(self.probe, 'name', 'FD')} "
+                        f"{measured['fd']:.4g} ± {measured['fd_std']:.2g} ({len(images)} samples, {seconds:.1f} s)")
 
     def _vote(self) -> bool:
         """All ranks agree on: stop?, the first non-finite step, and the next vote's distance."""

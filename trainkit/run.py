@@ -386,6 +386,11 @@ def deadline():
         raise UserError(f"TRAINKIT_DEADLINE: {value!r} is not a unix time in seconds") from None
 
 
+def signalled() -> bool:
+    """A signal (not the deadline) asked this process to stop."""
+    return _signals["count"] > 0
+
+
 def stop_requested() -> bool:
     """This rank's own view: a signal arrived or the deadline passed (no communication)."""
     if _signals["count"] > 0:

@@ -7,6 +7,8 @@ MINUTES=17             # whole job, about; training gets TRAIN_FRACTION of it, s
 TRAIN_FRACTION=0.65
 NUM_SAMPLES=500        # per family and sampler, same seeds for all
 SAMPLE_BATCH=125       # per process
+PROBE_POINTS=4         # FD-digits of PROBE_SAMPLES fixed samples at 4 evenly spaced points of each
+PROBE_SAMPLES=200      # training's share, the last at its end (the report's "over training" figure)
 
 # One run a line: NAME | FLAG_FILE | PACKAGE | SHARE | extra train flags | samplers
 # samplers: "label: extra sample flags" separated by ";" (one empty sampler when blank).

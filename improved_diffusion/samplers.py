@@ -53,6 +53,11 @@ STEP_SAMPLERS = ("ddim", "dpmpp_2m", "dpmpp_2m_sde", "heun")  # place --steps po
 ODE_SAMPLERS = ("ddim", "dpmpp_2m", "heun")  # deterministic: x_T decides the sample
 TIME_SCHEDULES = ("uniform", "logsnr", "karras")
 KARRAS_RHO = 7.0
+# openai's betas_for_alpha_bar clips each beta at 0.999: the cosine schedule's last step(s) jump
+# in lambda (100 steps: lambda(98) = -4.16, lambda(99) = -7.62) where the schedule is no longer
+# the cosine's. logsnr and karras spacing from lambda(T-1) then spent most levels inside that
+# jump (logsnr-10: 3 of 10 in t in (98, 99]; karras-10: 5 of 10, two steps for t in [0, 71.6]).
+CLIPPED_BETA = 0.999 - 1e-6
 
 
 def nfe(sampler: str, steps: int) -> int:
@@ -80,6 +85,12 @@ class NoiseLevels:
         self.input_scale = 1000.0 / base_steps if diffusion.rescale_timesteps else 1.0
         self.t_min, self.t_max = float(self.timesteps[0]), float(self.timesteps[-1])
         self.lambda_max, self.lambda_min = float(self.lambdas[0]), float(self.lambdas[-1])
+        # The noisiest timestep before the trailing run of clipped steps (t_max without one).
+        betas = 1.0 - abar[1:] / abar[:-1]
+        clipped = 0
+        while clipped < len(betas) and betas[len(betas) - 1 - clipped] >= CLIPPED_BETA:
+            clipped += 1
+        self.t_unclipped = float(self.timesteps[-1 - clipped])
 
     def lam(self, t):
         """lambda at (fractional) timesteps t in [t_min, t_max]."""
@@ -108,6 +119,11 @@ def time_points(levels: NoiseLevels, steps: int, schedule: str = "uniform", t_st
     with sigma = e^{-lambda} and sigma_max the level of t_start. One step visits t_start only.
     A t_start below t_max is where a partial decode (SDEdit) starts: the same rule over the
     part of the process below it.
+
+    Where the schedule's last betas are clipped (openai's cosine), logsnr and karras visit t_max
+    first and space the other steps - 1 levels from the last unclipped timestep
+    (`NoiseLevels.t_unclipped`): the sampler still starts from pure noise at t_max, and one step
+    crosses the clipped jump in lambda instead of several.
     """
     if schedule not in TIME_SCHEDULES:
         raise ValueError(f"unknown time schedule {schedule!r}: one of {', '.join(TIME_SCHEDULES)}")
@@ -117,6 +133,9 @@ def time_points(levels: NoiseLevels, steps: int, schedule: str = "uniform", t_st
     if not levels.t_min <= t_hi <= levels.t_max:
         raise ValueError(f"t_start {t_hi} is outside the timesteps {levels.t_min:g}..{levels.t_max:g}")
     lam_lo = levels.lambda_min if t_start is None else float(levels.lam(t_hi))
+    if schedule != "uniform" and steps > 2 and levels.t_unclipped < t_hi:
+        ts, lams = time_points(levels, steps - 1, schedule, t_start=levels.t_unclipped)
+        return np.concatenate([[t_hi], ts]), np.concatenate([[lam_lo], lams])
     u = np.linspace(0.0, 1.0, steps) if steps > 1 else np.zeros(1)
     if schedule == "uniform":
         ts = t_hi + u * (levels.t_min - t_hi)

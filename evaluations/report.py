@@ -260,13 +260,13 @@ QUALITY_NOTE = ("Each run's training measured the {fd} of {n} samples (the same 
                 "resamples.{bias} The probes cost {cost} of training time.")
 
 
-PICTURES_NOTE = ("The pictures the seed project publishes, under its file names: each model's sample grid "
+PICTURES_NOTE = ("The pictures the reference project publishes, under its file names: each model's sample grid "
                  "(a conditional model's with one row per class) and one figure of every model's loss curves.")
 
 
 def seed_pictures(out: str, results: list, losses, meta: dict) -> list:
     """[(what, path)] of the config's PICTURES, copied from the report's figures to <out>/results/
-    under the seed's names; a run without samples has no picture and is left out."""
+    under the reference project's names; a run without samples has no picture and is left out."""
     wanted = meta.get("pictures") or []
     if not wanted and not meta.get("loss_picture"):
         return []
@@ -415,7 +415,7 @@ def write(out: str, results: list, meta: dict) -> dict:
     if cost:
         md += ["## FD against sampling cost", "", f"![cost]({rel(cost)})", ""]
     if pictures:
-        md += ["## The seed's pictures", "", PICTURES_NOTE, ""]
+        md += ["## The reference project's pictures", "", PICTURES_NOTE, ""]
         md += [f"- [{rel(p)}]({rel(p)}): {what}" for what, p in pictures] + [""]
     control = [(f"{r['name']}: {what}",
                 _scaled_copy(p, os.path.join(fig_dir, f"control-{r['name']}-{os.path.basename(p)}")))
@@ -460,7 +460,7 @@ def write(out: str, results: list, meta: dict) -> dict:
             f"<figure><img src='{_data_uri(p)}' alt='{html.escape(label)}'><figcaption>{html.escape(label)}</figcaption></figure>"
             for label, p in control) + "</div>")
     if pictures:
-        h.append(f"<h2>The seed's pictures</h2><p class='note'>{html.escape(PICTURES_NOTE)}</p><ul>" + "".join(
+        h.append(f"<h2>The reference project's pictures</h2><p class='note'>{html.escape(PICTURES_NOTE)}</p><ul>" + "".join(
             f"<li><a href='{html.escape(rel(p))}'>{html.escape(rel(p))}</a>: {html.escape(what)}</li>"
             for what, p in pictures) + "</ul>")
     h.append("</body></html>")

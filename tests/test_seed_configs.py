@@ -73,7 +73,7 @@ def _assert_pictures(out, names):
         with Image.open(out / "results" / name) as im:
             assert im.format == "PNG"
     md = (out / "report.md").read_text()
-    assert "## The seed's pictures" in md and all(f"results/{n}" in md for n in names)
+    assert "## The reference project's pictures" in md and all(f"results/{n}" in md for n in names)
 
 
 def test_seed002_mnist_28px_with_two_ranks_a_stage(tmp_path):

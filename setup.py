@@ -7,8 +7,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["trainkit*", "evaluations*", "improved_diffusion*", "ddgan*", "gans*"]),
     install_requires=[
-        "torch>=2.14.1",
-        "torchvision>=0.29.1",
+        "torch>=2.8.0",
+        "torchvision>=0.23.0",
         "numpy>=1.24",
         "scipy>=1.10",
         "pillow>=9.0",

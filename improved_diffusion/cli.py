@@ -101,11 +101,9 @@ def resolve_model_file(path, ema_first=True):
 
 
 def saved_options(path):
-    """options.json of the run a model path belongs to, or {} (e.g. a released checkpoint)."""
-    try:
-        return run.load_options(path)
-    except UserError:
-        return {}
+    """options.json of the run a model path belongs to, or {} when it has none (e.g. a released
+    checkpoint); a broken one is refused by name, not replaced by the default flags."""
+    return run.load_options(path, missing_ok=True)
 
 
 def argv():

@@ -202,8 +202,9 @@ def resume_point(value: str, run_dir: str, flag: str = "--resume_checkpoint"):
                             f"{flag} auto to continue it, or choose another --logdir")
         _refuse_other_role(run_dir)
         return None
-    if ck is None or not _same_dir(ck.dir, run_dir):  # not a run continuing in its own directory
-        _refuse_other_role(run_dir)
+    # also a run continuing in its own directory: it rewrites its options.json, which must be
+    # a training run's, and readable (a damaged one is refused by name, not overwritten)
+    _refuse_other_role(run_dir)
     if ck is not None and ck.state is None and _same_dir(ck.dir, run_dir):
         ck = checkpoint.adopt(ck)
     return ck
@@ -215,11 +216,7 @@ def _refuse_other_role(run_dir: str) -> None:
     path = bf.join(run_dir, "options.json")
     if not bf.exists(path):
         return
-    try:
-        with bf.BlobFile(path, "r") as f:
-            role = (json.load(f).get("_run") or {}).get("role", "train")
-    except (json.JSONDecodeError, AttributeError):
-        role = "unknown"
+    role = (read_options_file(path).get("_run") or {}).get("role", "train")
     if role != "train":
         raise UserError(f"{run_dir}: holds a {role} run (its options.json); training there would rewrite it; "
                         "choose another --logdir")
@@ -326,17 +323,32 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
     return Run(run_dir, logger, options, ck)
 
 
-def load_options(path: str) -> dict:
-    """The flags saved in a run directory (or in the directory of a checkpoint file)."""
-    directory = path if bf.isdir(path) else bf.dirname(path)
-    f = bf.join(directory, "options.json")
-    if not bf.exists(f):
-        raise UserError(f"{directory}: no options.json (not a run directory of this project)")
+def read_options_file(f: str) -> dict:
+    """The parsed options.json `f`; one line naming it when it is not valid JSON or not an
+    object of flags (a damaged file is never taken for a missing one)."""
     try:
         with bf.BlobFile(f, "r") as fh:
             options = json.load(fh)
     except json.JSONDecodeError as e:
-        raise UserError(f"{f}: not valid JSON ({e})") from None
+        raise UserError(f"{f}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{f}: not valid JSON (not UTF-8 text: {e.reason})") from None
+    if not isinstance(options, dict):
+        raise UserError(f"{f}: not a JSON object of flags (a {type(options).__name__})")
+    return options
+
+
+def load_options(path: str, missing_ok: bool = False) -> dict:
+    """The flags saved in a run directory (or in the directory of a checkpoint file). With
+    `missing_ok`, {} when there is no options.json (a released checkpoint); a file that is there
+    but broken is refused either way."""
+    directory = path if bf.isdir(path) else bf.dirname(path)
+    f = bf.join(directory, "options.json")
+    if not bf.exists(f):
+        if missing_ok:
+            return {}
+        raise UserError(f"{directory}: no options.json (not a run directory of this project)")
+    options = read_options_file(f)
     options.pop("_run", None)
     return options
 

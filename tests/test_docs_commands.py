@@ -23,6 +23,12 @@ FLAG_VARS = ("MODEL_FLAGS", "DIFFUSION_FLAGS", "TRAIN_FLAGS", "SAMPLE_FLAGS", "N
              "EDIT_FLAGS", "EXPORT_FLAGS", "SELFCHECK_FLAGS")
 
 
+def console_scripts() -> dict:
+    """setup.py's console scripts: command -> module."""
+    text = (helpers.ROOT / "setup.py").read_text()
+    return dict(re.findall(r'"([a-z-]+)=([a-z_.]+):main"', text))
+
+
 def _documents():
     root = helpers.ROOT
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
@@ -87,6 +93,8 @@ def entry(words, env):
     # `[--flag VALUE]`: an optional part, which must parse too
     words = [w.lstrip("[").rstrip("]") if w.startswith("[") or w.endswith("]") else w for w in words]
     words = [w for w in words if w]
+    if words and words[0] in console_scripts():
+        return console_scripts()[words[0]], _expand(words[1:], env)
     if words[:2] == ["bash", "launch/run.sh"]:
         rest = words[2:]
         while rest and rest[0].startswith("--"):  # run.sh's own multi-node options
@@ -144,6 +152,21 @@ def test_the_extraction_sees_flag_files_sources_and_bad_flags():
     with pytest.raises(SystemExit):
         with contextlib.redirect_stderr(io.StringIO()):
             _parser(m1).parse_args(a1)
+
+
+def test_every_console_script_is_documented_with_an_example():
+    """README's console-script table: one row per setup.py command, naming its module, with an
+    example command line (which test_every_documented_command_line_parses parses)."""
+    readme = (helpers.ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \| `([a-z_.]+)` \| `[^`]+` \|$", readme, re.M))
+    assert rows == console_scripts() and len(rows) == 12
+    table = readme[readme.index("## Console scripts"):readme.index("## Data\n")]
+    examples = [m.group(1) for m in re.finditer(r"\| `([a-z-]+ [^`]+)` \|$", table, re.M)]
+    parsed = [entry(shlex.split(e), {}) for e in examples]
+    assert len(examples) == 12 and all(parsed)
+    for module, argv in parsed:
+        with contextlib.redirect_stderr(io.StringIO()):
+            _parser(module).parse_args(argv)
 
 
 def test_the_readmes_quoted_flag_file_is_the_files_content():

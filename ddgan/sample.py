@@ -27,7 +27,6 @@ import math
 import os
 import re
 
-import blobfile as bf
 import torch
 import tqdm
 
@@ -146,19 +145,25 @@ def write_reference_images(npz_path, dataset, batch_size, folder_of_images, logg
     return out
 
 
+def _model_flags(args):
+    """(reference defaults, the run's saved model flags, the model flags given on the command line)."""
+    defaults = vars(script_util.add_model_args(run.ArgumentParser()).parse_args([]))
+    path = args.model_path.rstrip("/")  # main_sample has resolved --exp / --epoch_id into it
+    saved = {k: v for k, v in run.load_options(path, missing_ok=True).items() if k in defaults}
+    given = {k: v for k, v in vars(args).items() if k in defaults and v is not None}
+    return defaults, saved, given
+
+
 def model_options(args):
     """Reference defaults < the run's options.json < flags given on the command line."""
-    defaults = vars(script_util.add_model_args(run.ArgumentParser()).parse_args([]))
-    saved = {}
-    path = args.model_path.rstrip("/")  # main_sample has resolved --exp / --epoch_id into it
-    directory = path if bf.isdir(path) else bf.dirname(path)
-    if bf.exists(bf.join(directory, "options.json")):
-        saved = run.load_options(directory)
-    given = {k: v for k, v in vars(args).items() if k in defaults and v is not None}
-    o = dict(defaults)
-    o.update({k: v for k, v in saved.items() if k in defaults})
-    o.update(given)
-    return o
+    defaults, saved, given = _model_flags(args)
+    return {**defaults, **saved, **given}
+
+
+def checkpoint_contradictions(args):
+    """The model flags given on the command line that the run's options.json contradicts."""
+    _, saved, given = _model_flags(args)
+    return checkpoint.flag_contradictions(given, saved, run.options_file(args.model_path.rstrip("/")))
 
 
 def pick_weights(ck, choice, ema_decay=None):
@@ -179,7 +184,7 @@ def load_generator(args, o, device):
     ck = checkpoint.resolve(args.model_path)
     prefix, path = pick_weights(ck, args.weights, o.get("ema_decay"))
     generator = script_util.build_generator(o)
-    script_util.load_weights(generator, checkpoint.load(path), path)
+    script_util.load_weights(generator, checkpoint.load(path), path, contradictions=checkpoint_contradictions(args))
     return generator.to(device).eval(), path
 
 

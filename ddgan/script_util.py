@@ -173,7 +173,9 @@ def strip_module_prefix(state_dict):
     return state_dict
 
 
-def load_weights(model, state_dict, source, what="generator"):
-    """checkpoint.load_into, with the flags that decide a generator's shapes named in the error.
-    Released generators (saved from DDP, keys prefixed `module.`) load as they are."""
-    return checkpoint.load_into(model, state_dict, source, what, hint="check --ch_mult/--num_channels_dae/...")
+def load_weights(model, state_dict, source, what="generator", contradictions=()):
+    """checkpoint.load_into, with the flags that decide a generator's shapes named in the error
+    (the given ones that contradict the run's options.json first). Released generators (saved
+    from DDP, keys prefixed `module.`) load as they are."""
+    return checkpoint.load_into(model, state_dict, source, what, hint="check --ch_mult/--num_channels_dae/...",
+                                contradictions=contradictions)

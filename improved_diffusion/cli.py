@@ -68,6 +68,33 @@ def apply_saved_model_flags(args, saved, argv):
     return args
 
 
+def trained_flags(state_dict) -> dict:
+    """The model flags a checkpoint's tensors fix, for a file without options.json (openai's):
+    num_channels and image_channels (the first convolution), learn_sigma (twice the image
+    channels out), class_cond and num_classes (a label embedding and its rows)."""
+    sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    flags = {"class_cond": "label_emb.weight" in sd}
+    if flags["class_cond"]:
+        flags["num_classes"] = sd["label_emb.weight"].shape[0]
+    first, last = sd.get("input_blocks.0.0.weight"), sd.get("out.2.weight")
+    if first is not None:
+        flags["num_channels"], flags["image_channels"] = first.shape[0], first.shape[1]
+        if last is not None:
+            flags["learn_sigma"] = last.shape[0] == 2 * first.shape[1]
+    return flags
+
+
+def checkpoint_contradictions(args, state_dict) -> list:
+    """The model flags of `args` that contradict what the checkpoint of args.model_path was
+    trained with: its run's options.json where there is one, else what its tensors show."""
+    saved = {k: v for k, v in saved_options(args.model_path).items()
+             if k in model_keys() and k != "timestep_respacing"}  # respacing is a sampling choice
+    flags = vars(args)
+    found = checkpoint.flag_contradictions(flags, saved, run.options_file(args.model_path))
+    shown = {k: v for k, v in trained_flags(state_dict).items() if k not in saved}
+    return found + checkpoint.flag_contradictions(flags, shown, "the checkpoint")
+
+
 def settled_ema(ck):
     """The checkpoint's EMA to sample from, or "model" when none has settled yet.
 

@@ -17,7 +17,7 @@ from trainkit import checkpoint, dist, npz, precision, run, sampling
 from trainkit.errors import UserError
 
 from . import samplers
-from .cli import apply_saved_model_flags, argv, build_parser, resolve_model_file, saved_options
+from .cli import apply_saved_model_flags, argv, build_parser, checkpoint_contradictions, resolve_model_file, saved_options
 from .respace import space_timesteps
 from .train import create_model_and_diffusion_checked
 
@@ -122,7 +122,11 @@ def load_model(args, log):
     """The model of args.model_path (a .pt state dict or a run directory), in eval mode."""
     path = resolve_model_file(args.model_path)
     model, diffusion = create_model_and_diffusion_checked(args)
-    checkpoint.load_into(model, checkpoint.load(path), path, hint="check the model flags")
+    state_dict = checkpoint.load(path)
+    contradictions = checkpoint_contradictions(args, state_dict)
+    checkpoint.load_into(model, state_dict, path, hint="check the model flags", contradictions=contradictions)
+    for line in contradictions:  # the weights fit (a diffusion flag, say): sampled as asked, said once
+        log.log(f"note: {line}")
     log.log(f"loaded {path}")
     return model.to(dist.device()).eval(), diffusion
 

@@ -79,10 +79,19 @@ def load(path):
         raise Unreadable(f"{path}: not a readable checkpoint ({_reason(e)})") from None
 
 
-def checked_state_dict(module, state_dict, source, what="model", hint=""):
+def flag_contradictions(flags: dict, known: dict, where: str) -> list:
+    """'--k V, but WHERE has W' for each flag of `known` (what the checkpoint is known to have
+    been trained with) that `flags` sets to another value: the cause to name first when the
+    weights then do not fit, rather than only the tensors that disagree."""
+    return [f"--{k} {flags[k]}, but {where} has {v}" for k, v in known.items() if k in flags and flags[k] != v]
+
+
+def checked_state_dict(module, state_dict, source, what="model", hint="", contradictions=()):
     """`state_dict` if it fits `module` key for key and shape, else one UserError line naming
-    `source` and the missing, unexpected and mis-shaped keys. A state_dict saved from
-    DistributedDataParallel (every key prefixed `module.`) is accepted, and returned unprefixed."""
+    `source` and the missing, unexpected and mis-shaped keys, after the flags that contradict
+    the checkpoint (`contradictions`, from flag_contradictions) when there are any. A state_dict
+    saved from DistributedDataParallel (every key prefixed `module.`) is accepted, and returned
+    unprefixed."""
     if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
         raise UserError(f"{source}: not a {what} state_dict")
     if state_dict and all(k.startswith("module.") for k in state_dict):
@@ -99,15 +108,18 @@ def checked_state_dict(module, state_dict, source, what="model", hint=""):
             if items:
                 more = f" (+{len(items) - 6} more)" if len(items) > 6 else ""
                 parts.append(f"{label}: {', '.join(items[:6])}{more}")
+        if contradictions:
+            raise UserError(f"{source}: {what} weights do not fit the model built from the flags: "
+                            f"{'; '.join(contradictions)} ({'; '.join(parts)})")
         raise UserError(f"{source}: {what} weights do not fit the model built from the flags"
                         f"{' (' + hint + ')' if hint else ''}: {'; '.join(parts)}")
     return state_dict
 
 
-def load_into(module, state_dict, source, what="model", hint=""):
+def load_into(module, state_dict, source, what="model", hint="", contradictions=()):
     """`module.load_state_dict(..., strict=True)` after `checked_state_dict`: a checkpoint that
     does not fit is one line naming the file and the keys, never torch's multi-line error."""
-    module.load_state_dict(checked_state_dict(module, state_dict, source, what, hint), strict=True)
+    module.load_state_dict(checked_state_dict(module, state_dict, source, what, hint, contradictions), strict=True)
     return module
 
 

@@ -338,12 +338,17 @@ def read_options_file(f: str) -> dict:
     return options
 
 
+def options_file(path: str) -> str:
+    """The options.json of a run directory, or of the directory of a checkpoint file in it."""
+    return bf.join(path if bf.isdir(path) else bf.dirname(path), "options.json")
+
+
 def load_options(path: str, missing_ok: bool = False) -> dict:
     """The flags saved in a run directory (or in the directory of a checkpoint file). With
     `missing_ok`, {} when there is no options.json (a released checkpoint); a file that is there
     but broken is refused either way."""
-    directory = path if bf.isdir(path) else bf.dirname(path)
-    f = bf.join(directory, "options.json")
+    f = options_file(path)
+    directory = bf.dirname(f)
     if not bf.exists(f):
         if missing_ok:
             return {}

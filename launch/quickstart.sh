@@ -7,7 +7,10 @@
 # --smoke: a 3-minute budget and fewer samples (CI). Other flags go to evaluations.compare
 # (e.g. --minutes 30, --reuse). Ends by printing the report's path.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# In a checkout, run from its root (runs/ and data/ land there); the copy a wheel installs (under
+# site-packages/genbench_data/) runs where it is called and finds the shipped flag files itself.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [[ -f "$root/setup.py" ]]; then cd "$root"; fi
 extra=()
 if [[ "${1:-}" == "--smoke" ]]; then extra=(--minutes 3 --num_samples 100); shift; fi
 out="runs/quickstart-$(date +%Y%m%d-%H%M%S)"

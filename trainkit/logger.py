@@ -12,6 +12,14 @@ reduced over all ranks (weighted by how many values each rank saw), then rank 0 
   (or at the row's number, 1, 2, ..., in a row without one, as openai's logger counts), and
   the images of `log_image`. torch.utils.tensorboard is imported only then; without the
   tensorboard package that is a one-line UserError saying how to install it.
+- with the "wandb" format (off unless asked for: `wandb=True`, or in `formats`), every numeric
+  value of the row logged to a Weights & Biases run at the row's `step` (counted as for
+  TensorBoard), with `config` as the run's config. wandb is imported only then; its settings
+  come from its own variables (WANDB_MODE=offline for no network, WANDB_PROJECT, default
+  "genbench", WANDB_DIR, default the run directory: files under `RUN_DIR/wandb/`).
+
+While a progress bar is attached (`attach_bar`, trainkit.loop's tqdm bar on a terminal), the
+table and `log()` lines go to stdout through the bar, so that they never land inside it.
 
 Other ranks write nothing. `dumpkvs` is a collective: every rank calls it at the same step
 (unless the logger was made with `reduce_over_ranks=False`: then each rank keeps its own means
@@ -27,6 +35,7 @@ import io
 import json
 import math
 import os
+import random
 import sys
 import tempfile
 from collections import defaultdict
@@ -40,10 +49,13 @@ from .fileio import is_local
 
 LOG_FILES = ("log.txt", "progress.csv", "stats.jsonl")
 DEFAULT_FORMATS = ("stdout", "log", "csv", "jsonl")  # the table on stdout, then one file each, named by FILE_NAMES
-FORMATS = DEFAULT_FORMATS + ("tensorboard",)  # tensorboard: event files in a folder, only when asked for
+# tensorboard: event files in a folder; wandb: a Weights & Biases run; each only when asked for
+FORMATS = DEFAULT_FORMATS + ("tensorboard", "wandb")
 FILE_NAMES = dict(zip(DEFAULT_FORMATS[1:], LOG_FILES))
 TENSORBOARD_DIR = "tb"
 TENSORBOARD_INSTALL = 'pip install -e ".[tensorboard]"'
+WANDB_INSTALL = 'pip install -e ".[wandb]"'
+WANDB_PROJECT = "genbench"  # when $WANDB_PROJECT is unset
 
 
 def tensorboard_installed() -> bool:
@@ -56,6 +68,17 @@ def require_tensorboard(what: str = "the tensorboard log format") -> None:
     the package is there."""
     if not tensorboard_installed():
         raise UserError(f"{what} needs the tensorboard package: {TENSORBOARD_INSTALL}")
+
+
+def wandb_installed() -> bool:
+    return importlib.util.find_spec("wandb") is not None
+
+
+def require_wandb(what: str = "the wandb log format") -> None:
+    """A one-line UserError naming `what` asked for Weights & Biases and how to install it,
+    unless the package is there."""
+    if not wandb_installed():
+        raise UserError(f"{what} needs the wandb package: {WANDB_INSTALL}")
 
 
 def _format_value(v) -> str:
@@ -143,19 +166,59 @@ class _TensorBoard:
         self.writer.close()
 
 
+class _WandB:
+    """Rank 0's Weights & Biases run: the numbers of every row."""
+
+    def __init__(self, directory, name, config):
+        import wandb  # only when asked for: the package is optional
+
+        # wandb.init must not move the training's random streams (resume is bit for bit)
+        saved = random.getstate()
+        try:
+            self.run = wandb.init(
+                project=os.environ.get("WANDB_PROJECT") or WANDB_PROJECT,
+                name=name,
+                # read here, not left to wandb: it reads its variables once per process
+                dir=os.environ.get("WANDB_DIR") or directory,
+                mode=os.environ.get("WANDB_MODE") or None,
+                config=config,
+                # the table and log lines are in log.txt already; wandb rewiring stdout would
+                # also fight the progress bar
+                settings=wandb.Settings(console="off"),
+            )
+        finally:
+            random.setstate(saved)
+        self.rows = 0
+
+    def write_row(self, row: dict):
+        self.rows += 1
+        step = _number(row.get("step"))
+        step = int(step) if step is not None and math.isfinite(step) else self.rows
+        numbers = {k: n for k, n in ((k, _number(v)) for k, v in row.items()) if n is not None}
+        self.run.log(numbers, step=step)
+
+    def close(self):
+        self.run.finish()
+
+
 class Logger:
-    def __init__(self, dir: str, stdout=True, formats=None, names=None, reduce_over_ranks=True, tensorboard=False):
+    def __init__(self, dir: str, stdout=True, formats=None, names=None, reduce_over_ranks=True, tensorboard=False,
+                 wandb=False, config=None):
         """`formats`: which of FORMATS to write (default DEFAULT_FORMATS, stdout only when `stdout`);
-        `tensorboard`: add the tensorboard format; `names`: file names replacing some of
-        FILE_NAMES, e.g. {"jsonl": "progress.json"}, or of TENSORBOARD_DIR ({"tensorboard": "tb1"})."""
+        `tensorboard` / `wandb`: add that format; `names`: file names replacing some of
+        FILE_NAMES, e.g. {"jsonl": "progress.json"}, or of TENSORBOARD_DIR ({"tensorboard": "tb1"});
+        `config`: the wandb run's config (the run's options)."""
         if formats is None:
             formats = DEFAULT_FORMATS if stdout else DEFAULT_FORMATS[1:]
         formats = tuple(formats) + (("tensorboard",) if tensorboard and "tensorboard" not in formats else ())
+        formats += ("wandb",) if wandb and "wandb" not in formats else ()
         unknown = sorted(set(formats) - set(FORMATS))
         if unknown:
             raise ValueError(f"unknown logger format {unknown[0]!r} (expected {', '.join(FORMATS)})")
         if "tensorboard" in formats:
             require_tensorboard()  # on every rank alike, before any file is opened
+        if "wandb" in formats:
+            require_wandb()
         self.dir = dir
         self.is_main = dist.is_main()
         self.formats = tuple(formats)
@@ -169,7 +232,8 @@ class Logger:
         self._csv = "csv" in self.formats
         self._names = {**FILE_NAMES, "tensorboard": TENSORBOARD_DIR, **(names or {})}
         self._files = [self._names[fmt] for fmt in DEFAULT_FORMATS[1:] if fmt in self.formats]
-        self._tensorboard = None
+        self._tensorboard = self._wandb = None
+        self._bar = None  # a tqdm bar the console lines go through (attach_bar)
         self._remote = not is_local(dir)
         self._local_dir = tempfile.mkdtemp(prefix="trainkit-log-") if self._remote else dir
         if self.is_main:
@@ -190,6 +254,35 @@ class Logger:
                 self._csv_frozen = bool(self._csv_keys)
             if "tensorboard" in self.formats:  # a resumed run adds an event file; TensorBoard reads them all
                 self._tensorboard = _TensorBoard(os.path.join(self._local_dir, self._names["tensorboard"]))
+        if "wandb" in self.formats:
+            self._start_wandb(config)
+
+    def _start_wandb(self, config):
+        """Rank 0 starts the wandb run; a failure (e.g. no API key outside offline mode) is one
+        line on every rank alike, so that no rank goes on to wait in a collective for rank 0."""
+        error = None
+        if self.is_main:
+            try:
+                self._wandb = _WandB(self._local_dir, os.path.basename(str(self.dir).rstrip("/")), config)
+            except Exception as e:  # wandb's own errors have no common base class
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                error = f"wandb could not start a run ({first}); log in with `wandb login`, or set WANDB_MODE=offline"
+        if self.reduce_over_ranks:
+            error = dist.broadcast_object(error)
+        if error:
+            self.close()  # the files opened so far keep what they hold
+            raise UserError(error)
+
+    def attach_bar(self, bar) -> None:
+        """Write the console's lines through `bar` (a tqdm bar, or None to detach)."""
+        self._bar = bar
+
+    def _console(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stdout, end="")  # clears the bar, writes, redraws it
+        else:
+            sys.stdout.write(text)
+        sys.stdout.flush()
 
     def get_dir(self) -> str:
         return self.dir
@@ -228,8 +321,7 @@ class Logger:
         if self.is_main and row:
             table = format_table(row)
             if self._stdout:
-                sys.stdout.write(table)
-                sys.stdout.flush()
+                self._console(table)
             if self._log_txt:
                 self._log_txt.write(table)
                 self._log_txt.flush()
@@ -240,6 +332,8 @@ class Logger:
                 self._jsonl.flush()
             if self._tensorboard:
                 self._tensorboard.write_row(row)
+            if self._wandb:
+                self._wandb.write_row(row)
             self._sync_remote()
         self._values.clear()
         self._means.clear()
@@ -279,7 +373,7 @@ class Logger:
             return
         line = " ".join(str(a) for a in args)
         if self._stdout:
-            print(line, flush=True)
+            self._console(line + "\n")
         if self._log_txt:
             self._log_txt.write(line + "\n")
             self._log_txt.flush()
@@ -300,6 +394,9 @@ class Logger:
         if self.is_main:
             if self._tensorboard:
                 self._tensorboard.close()  # flushes the last events before they are copied up
+            if self._wandb:
+                self._wandb.close()
+                self._wandb = None  # a second close (the loop's, then the entry point's) finishes once
             self._sync_remote()
             for f in (self._log_txt, self._jsonl):
                 if f:

@@ -43,9 +43,16 @@ What the loop guarantees:
   scale: the loop leaves the step out of the logged means and goes on.
 - **Checkpoints** every `save_interval` steps, at chosen epoch ends, at a stop and at the last
   step; before each, a cross-rank check that every rank holds the same parameters.
-- **Logs**: one row every `log_interval` steps (and at a stop and at the end), with `step` and
-  `samples`; the logger is closed on the way out, also on error, so a blobfile run directory
-  keeps every line.
+- **Logs**: one row every `log_interval` steps (and at a stop and at the end), with `step`,
+  `samples` (images seen, all ranks), and the speed over the row's interval of wall-clock time:
+  `sec_per_step` and `img_per_sec` (all ranks' images), and when the run has an end (the last
+  step, $TRAINKIT_DEADLINE, or both: the nearer) `eta_seconds`, the time left to it (steps left
+  at this process's mean step time so far). These are rank 0's clock readings, logged only: they
+  enter no checkpoint and no random stream. The logger is closed on the way out, also on error,
+  so a blobfile run directory keeps every line.
+- **Progress bar**: on rank 0, when stderr is a terminal and not `--no_progress`, a tqdm bar
+  over the steps (to the last step when known) moves at every step; the log rows are written
+  through it, so they never land inside the bar.
 - **Quality probe** (`probe`, e.g. evaluations.probe.Probe: `.points`, `.num_samples`, and a
   call on images and labels that returns their FD and its std): at `points` evenly spaced
   points of the run's budget (the time to $TRAINKIT_DEADLINE when one is set, else the steps
@@ -58,10 +65,12 @@ What the loop guarantees:
 import csv
 import io
 import math
+import sys
 import time
 
 import blobfile as bf
 import torch
+from tqdm import tqdm
 
 from . import checkpoint, dist, fileio, run
 from .errors import UserError
@@ -72,6 +81,11 @@ _NO_BAD_STEP = -1
 _BAD_BASE = 2**62  # the vote encodes "first non-finite step s" as BASE - s: MAX then finds the earliest
 QUALITY_FILE = "quality.csv"
 QUALITY_COLUMNS = ("step", "samples", "train_seconds", "probe_seconds", "fd", "fd_std", "num_samples")
+
+
+def _now() -> float:
+    """The clock of the speed columns (a function, so that tests can drive it)."""
+    return time.perf_counter()
 
 
 def total_steps(*limits):
@@ -213,10 +227,12 @@ def check_consistency(modules: dict, step: int) -> None:
 
 class Loop:
     def __init__(self, run_, task: Task, batches, *, total_steps=None, log_interval=10, save_interval=0,
-                 epoch_save=None, precision="fp32", resume_flag="--resume_checkpoint", seed=0, probe=None):
+                 epoch_save=None, precision="fp32", resume_flag="--resume_checkpoint", seed=0, probe=None,
+                 progress=None):
         """`run_` is the `run.Run` of `run.setup`; `batches` a `trainkit.data.Batches`.
         `epoch_save(epoch)` says whether the end of that epoch gets a checkpoint; `probe` the
-        quality probe (see the module docstring) or None."""
+        quality probe (see the module docstring) or None; `progress` whether a terminal gets the
+        progress bar (default: unless the run's options say `no_progress`)."""
         self.run = run_
         self.logger = run_.logger
         self.task = task
@@ -241,6 +257,10 @@ class Loop:
         self._probe_seconds = 0.0
         self._last_probe = None  # the step of the latest probe
         self._started = time.perf_counter()
+        options = getattr(run_, "options", None) or {}
+        self.progress = not options.get("no_progress", False) if progress is None else bool(progress)
+        self._bar = None
+        self._began = self._row_at = (_now(), 0)  # (clock, step): this process's start, the last row
 
     @property
     def images_per_step(self) -> int:
@@ -288,6 +308,8 @@ class Loop:
                                 "nothing to train")
                 return self.step
             self._plan_probes(start)
+            self._began = self._row_at = (_now(), self.step)
+            self._open_bar()
             stopped = self._train()
             if self.step > start and self.last_saved != self.step:
                 self._checked_save()
@@ -298,7 +320,53 @@ class Loop:
                 self.logger.log(run.stopped_message(self.step, self.run.dir, self.resume_flag))
             return self.step
         finally:
+            self._close_bar()
             self.logger.close()
+
+    # ----- what a person watches -----------------------------------------------------------
+
+    def _open_bar(self) -> None:
+        if not (self.progress and dist.is_main() and getattr(sys.stderr, "isatty", lambda: False)()):
+            return
+        self._bar = tqdm(total=self.total, initial=self.step, unit="step", desc="training", file=sys.stderr,
+                         dynamic_ncols=True)
+        self.logger.attach_bar(self._bar)
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self.logger.attach_bar(None)
+            self._bar.close()
+            self._bar = None
+
+    def _eta(self, now: float):
+        """Seconds to the nearer end of the run, or None when it has none."""
+        left = []
+        t0, s0 = self._began
+        if self.total is not None and self.step > s0:
+            left.append((self.total - self.step) * (now - t0) / (self.step - s0))
+        limit = run.deadline()
+        if limit is not None:
+            left.append(max(limit - time.time(), 0.0))
+        return min(left) if left else None
+
+    def _speed(self) -> dict:
+        """The speed columns of the row that closes now (see the module docstring)."""
+        now = _now()
+        t0, s0 = self._row_at
+        self._row_at = (now, self.step)
+        out = {}
+        if self.step > s0:
+            seconds = max(now - t0, 1e-9)
+            out = {"sec_per_step": seconds / (self.step - s0),
+                   "img_per_sec": (self.step - s0) * self.images_per_step / seconds}
+        eta = self._eta(now)
+        if eta is not None:
+            out["eta_seconds"] = eta
+        if self._bar is not None and "img_per_sec" in out:
+            note = f"{out['img_per_sec']:.4g} img/s"
+            self._bar.set_postfix_str(note + (f", eta {tqdm.format_interval(eta)}" if eta is not None else ""),
+                                      refresh=False)
+        return out
 
     def _train(self) -> bool:
         next_vote = self.step + 1
@@ -307,6 +375,8 @@ class Loop:
             batch = next(self.batches)
             stats = self.task.step(batch, self.step, epoch)
             self.step += 1
+            if self._bar is not None:
+                self._bar.update(1)
             self._steps_since_vote += 1
             self.stats.add(stats, self.step)
             if self._probe_due and self._probe_reached():
@@ -415,6 +485,8 @@ class Loop:
             self.logger.logkv_sum(key, total, count)
         self.logger.logkv("step", self.step)
         self.logger.logkv("samples", self.step * self.images_per_step)
+        for key, value in self._speed().items():
+            self.logger.logkv(key, value)
         for key, value in self.task.log_extras().items():
             self.logger.logkv(key, value)
         self.logger.dumpkvs()

@@ -37,7 +37,7 @@ import torch
 from . import checkpoint, dist
 from .errors import UserError
 from .fileio import is_local, remove_leftovers, write_text
-from .logger import Logger, require_tensorboard
+from .logger import Logger, require_tensorboard, require_wandb
 
 
 def program_name() -> str:
@@ -130,6 +130,13 @@ def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="also write every logged scalar (at its step) and the sample grids as TensorBoard "
                              "event files in RUN_DIR/tb/, from rank 0 (also on when $OPENAI_LOG_FORMAT names "
                              'tensorboard); needs pip install -e ".[tensorboard]"')
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log every logged scalar (at its step) to a Weights & Biases run, from rank 0 "
+                             "(also on when $OPENAI_LOG_FORMAT names wandb; WANDB_MODE=offline keeps it local); "
+                             'needs pip install -e ".[wandb]"')
+    parser.add_argument("--no_progress", action="store_true",
+                        help="no training progress bar on stderr (default: training shows one on rank 0 when "
+                             "stderr is a terminal; samplers keep their own)")
     return parser
 
 
@@ -271,7 +278,8 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
 
     With `args.tensorboard` (or tensorboard in $OPENAI_LOG_FORMAT) the logger also writes
     TensorBoard event files to `RUN_DIR/tb/`; without the tensorboard package that is a UserError
-    raised before anything is written.
+    raised before anything is written. `args.wandb` (or wandb in $OPENAI_LOG_FORMAT) does the same
+    for a Weights & Biases run, with the options as its config.
 
     Seeds are seed + rank so ranks draw different noise; models built after this differ between
     ranks until `dist.wrap_ddp` broadcasts rank 0's weights, so build EMA copies after wrapping.
@@ -281,6 +289,10 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
                    "tensorboard in $OPENAI_LOG_FORMAT" if "tensorboard" in openai_formats else "")
     if tensorboard:  # before the process group and the run directory: a missing package writes nothing
         require_tensorboard(tensorboard)
+    wandb = ("--wandb" if getattr(args, "wandb", False) else
+             "wandb in $OPENAI_LOG_FORMAT" if "wandb" in openai_formats else "")
+    if wandb:
+        require_wandb(wandb)
     dist.init(getattr(args, "dist_timeout", None))
     options = dict(vars(args))
     run_dir = resolve_logdir(family, logdir if logdir is not None else options.get("logdir", ""))
@@ -312,7 +324,7 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
     dist.barrier()
     seed_all(int(options.get("seed", 0) or 0) + dist.rank())
     install_signal_handlers()
-    logger = Logger(run_dir, stdout=stdout, tensorboard=bool(tensorboard))
+    logger = Logger(run_dir, stdout=stdout, tensorboard=bool(tensorboard), wandb=bool(wandb), config=options)
     logger.log(f"Logging to {run_dir} ({dist.launcher()}, {dist.world_size()} rank(s), device {dist.device()})")
     if run_dir != asked_dir:
         logger.log(f"{asked_dir} holds another run: writing into {run_dir} (none of that run's files are rewritten)")

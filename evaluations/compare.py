@@ -11,11 +11,15 @@ its output kept in `<stage>/launch.log`. Samples are judged by FD-digits (and cl
 when the samples carry labels); train img/s, wall times, sampling s/image, network evaluations
 per image and parameter counts are recorded. `report.md` and a self-contained `report.html`
 go to the comparison's run directory; a stage that failed shows as failed and the rest go on.
+While it runs, `Progress` shows stages done / total, elapsed and left of the budget, and a running
+training's latest progress.csv step; it ends with one summary line per run (report.summary_lines)
+and the report's paths.
 
 `--reuse` skips every stage that already finished in the same run directory with the same command
 line; a stage whose command line changed (sample count, sampler flags, config) runs again.
 """
 
+import csv
 import glob
 import json
 import os
@@ -27,12 +31,13 @@ import time
 
 import torch
 
-from trainkit import checkpoint, fileio, npz, run
+from trainkit import checkpoint, fileio, npz, resources, run
 from trainkit.errors import UserError
 
 from . import report
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# flags/, launch/ and datasets/: the checkout's, or an installed wheel's copies (trainkit.resources)
+ROOT = resources.ROOT
 CONFIG_KEYS = ("DATA_DIR", "DATA_PREP", "DATA_ROOT", "DATA_NEEDS", "NPROC", "MINUTES", "TRAIN_FRACTION", "NUM_SAMPLES",
                "SAMPLE_BATCH", "RUNS", "FEATURES", "REFERENCE", "REFERENCE_SIZE", "CLASS_ACCURACY", "PICTURES",
                "LOSS_PICTURE", "PROBE_POINTS", "PROBE_SAMPLES")
@@ -42,10 +47,9 @@ CONFIG_KEYS = ("DATA_DIR", "DATA_PREP", "DATA_ROOT", "DATA_NEEDS", "NPROC", "MIN
 
 def read_config(path: str) -> dict:
     """Source the shell config in bash and read its variables back (it stays plain shell)."""
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: no such comparison config")
+    source = resources.find(path, "comparison config")  # as given, else the shipped copy
     script = 'source "$0" >/dev/null || exit 3; for v in ' + " ".join(CONFIG_KEYS) + '; do printf "%s=%s\\0" "$v" "${!v-}"; done'
-    proc = subprocess.run(["bash", "-c", script, path], capture_output=True, text=True)
+    proc = subprocess.run(["bash", "-c", script, source], capture_output=True, text=True)
     if proc.returncode != 0:
         raise UserError(f"{path}: the config failed to load in bash ({proc.stderr.strip()[:200]})")
     values = dict(item.split("=", 1) for item in proc.stdout.split("\0") if "=" in item)
@@ -142,11 +146,16 @@ def pick_launcher(nproc: int) -> str:
 class Stage:
     """One launch/run.sh job with its own directory, log and record of success."""
 
-    def __init__(self, directory, argv, env_extra=None):
+    def __init__(self, directory, argv, env_extra=None, label=None, watch_csv=None):
         self.dir = directory
         self.argv = argv
         self.env_extra = env_extra or {}
         self.record_path = os.path.join(directory, "stage.json")
+        # shown by the job's progress display: RUN/STAGE, and a training's progress.csv to read while it runs
+        self.label = label or os.path.join(os.path.basename(os.path.dirname(directory)), os.path.basename(directory))
+        self.watch_csv = watch_csv
+        deadline = self.env_extra.get("TRAINKIT_DEADLINE")
+        self.deadline = float(deadline) if deadline else None
 
     def done_before(self):
         """The record of this stage's earlier success with the same command line, else None: a
@@ -158,22 +167,34 @@ class Stage:
             return record if record.get("ok") and same else None
         return None
 
-    def run(self, reuse: bool) -> dict:
+    def run(self, reuse: bool, progress=None) -> dict:
+        """Run the job (or, with `reuse`, take its earlier success); `progress` (a Progress) hears
+        when it starts and ends and, every `progress.poll_seconds` while it runs, how far it is."""
         if reuse:
             record = self.done_before()
             if record:
                 record["reused"] = True
+                if progress:
+                    progress.finish(self.label, "reused")
                 return record
         os.makedirs(self.dir, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env_extra)
-        env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        if resources.CHECKOUT:  # an installed package's children import the installed modules
+            env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("PYTHON", sys.executable)
         log_path = os.path.join(self.dir, "launch.log")
         start = time.time()
         with open(log_path, "w") as log:
             log.write("$ " + " ".join(shlex.quote(a) for a in self.argv) + "\n")
             log.flush()
-            code = subprocess.call(self.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            if progress:
+                progress.start(self.label)
+            with subprocess.Popen(self.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT) as proc:
+                try:
+                    code = self._wait(proc, start, progress)
+                except BaseException:  # as subprocess.call: an interrupted job does not outlive us
+                    proc.kill()
+                    raise
         seconds = time.time() - start
         record = {"ok": code == 0, "exit": code, "seconds": seconds, "log": log_path,
                   "argv": [str(a) for a in self.argv]}
@@ -181,7 +202,19 @@ class Stage:
             record["error"] = last_error_line(log_path)
         with open(self.record_path, "w") as f:
             json.dump(record, f, indent=2)
+        if progress:
+            progress.finish(self.label, f"done in {clock(seconds)}" if code == 0 else f"FAILED (exit {code})")
         return record
+
+    def _wait(self, proc, start, progress) -> int:
+        if progress is None:
+            return proc.wait()
+        while True:
+            try:
+                return proc.wait(timeout=progress.poll_seconds)
+            except subprocess.TimeoutExpired:
+                latest = latest_progress(self.watch_csv) if self.watch_csv else None
+                progress.running(self.label, time.time() - start, latest, self.deadline)
 
 
 def last_error_line(log_path: str) -> str:
@@ -194,7 +227,153 @@ def last_error_line(log_path: str) -> str:
 
 
 def run_sh(launcher, nproc, flag_file, module, *flags):
-    return ["bash", os.path.join(ROOT, "launch", "run.sh"), launcher, str(nproc), flag_file, module, *map(str, flags)]
+    return ["bash", resources.run_sh(), launcher, str(nproc), resources.find(flag_file, "flag file"), module,
+            *map(str, flags)]
+
+
+# --- progress ---------------------------------------------------------------------------
+
+def clock(seconds: float) -> str:
+    """m:ss, or h:mm:ss from an hour up."""
+    h, rest = divmod(int(round(max(seconds, 0))), 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def latest_progress(path: str, tail_bytes: int = 65536):
+    """The last complete row of the progress.csv a running training is writing, as {column: float
+    or text} (blank cells left out, as logger.read_progress), or None while it has none. Reads the
+    header and the file's tail only. The training may be in the middle of a line (no newline yet:
+    skipped), or rewriting the file because a column appeared (a row whose cell count is not the
+    header's: skipped); the next look sees the finished file."""
+    try:
+        with open(path, "rb") as f:
+            header = f.readline()
+            start = max(len(header), os.fstat(f.fileno()).st_size - tail_bytes)
+            f.seek(start)
+            tail = f.read()
+    except OSError:  # not written yet
+        return None
+    if not header.endswith(b"\n"):
+        return None
+    keys = next(csv.reader([header.decode(errors="replace").rstrip("\r\n")]))
+    lines = tail.split(b"\n")[:-1]  # the last piece follows the last newline: empty or half-written
+    if start > len(header):
+        lines = lines[1:]  # the tail began inside a line
+    for line in reversed(lines):
+        text = line.decode(errors="replace").rstrip("\r")
+        cells = next(csv.reader([text]), [])
+        if not text or len(cells) != len(keys):
+            continue
+        row = {}
+        for k, v in zip(keys, cells):
+            if v != "":
+                try:
+                    row[k] = float(v)
+                except ValueError:
+                    row[k] = v
+        return row
+    return None
+
+
+def stage_detail(seconds: float, latest=None, deadline_in=None) -> str:
+    """What a running stage shows: how long it has run and, for a training, its latest logged step
+    with the img/s and ETA columns when the training logs them (else the time to its deadline)."""
+    parts = [f"running for {clock(seconds)}"]
+    number = lambda k: latest.get(k) if latest and isinstance(latest.get(k), float) else None  # noqa: E731
+    if number("step") is not None:
+        parts.append(f"step {int(number('step')):,}")
+    if number("img_per_sec") is not None:
+        parts.append(f"{number('img_per_sec'):.3g} img/s")
+    if number("eta_seconds") is not None:
+        parts.append(f"ETA {clock(number('eta_seconds'))}")
+    elif deadline_in is not None and deadline_in > 0:
+        parts.append(f"deadline in {clock(deadline_in)}")
+    return ", ".join(parts)
+
+
+def budget_text(elapsed: float, budget: float) -> str:
+    left = budget - elapsed
+    if left >= 0:
+        return f"{clock(elapsed)} elapsed, {clock(left)} of {clock(budget)} left"
+    return f"{clock(elapsed)} elapsed, {clock(-left)} over the {clock(budget)} budget"
+
+
+def format_progress(done: int, total: int, elapsed: float, budget: float, stage="", detail="") -> str:
+    """One plain progress line: `3/19 stages, 2:05 elapsed, 14:55 of 17:00 left | RUN/STAGE: detail`."""
+    text = f"{done}/{total} stages, {budget_text(elapsed, budget)}"
+    if stage:
+        text += f" | {stage}" + (f": {detail}" if detail else "")
+    return text
+
+
+class Progress:
+    """The job's one progress display: stages done of the total, time elapsed and left of the
+    budget, and the running stage's own progress. On a terminal (stderr) a tqdm bar, refreshed
+    every `poll_seconds`; otherwise (a log file, CI) a `progress:` line on `stream` when a stage
+    starts or ends, and at most every `interval` seconds while one runs. `clock` is time.time
+    (tests pass their own)."""
+
+    def __init__(self, total: int, budget_seconds: float, stream=None, tty=None, interval=30.0,
+                 clock=time.time, bar_file=None):
+        self.total, self.budget, self.interval, self.clock = total, budget_seconds, interval, clock
+        self.stream = stream or sys.stdout
+        self.bar_file = bar_file or sys.stderr
+        self.done = 0
+        self.started = clock()
+        self._last_line = None
+        tty = self.bar_file.isatty() if tty is None else tty
+        self.poll_seconds = min(1.0, interval) if tty else interval
+        self.bar = None
+        if tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, file=self.bar_file, unit="stage", dynamic_ncols=True,
+                            bar_format="{n_fmt}/{total_fmt} stages |{bar:16}| {desc}")
+            self._show("", "")
+
+    def echo(self, text: str):
+        """A line of the job's own output (above the bar on a terminal)."""
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+            self.stream.flush()
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def _show(self, stage, detail, line=True):
+        elapsed = self.clock() - self.started
+        if self.bar is not None:
+            self.bar.n = self.done
+            text = budget_text(elapsed, self.budget) + (f" | {stage}" + (f": {detail}" if detail else "") if stage else "")
+            self.bar.set_description_str(text, refresh=False)
+            self.bar.refresh()
+        elif line:
+            print("progress: " + format_progress(self.done, self.total, elapsed, self.budget, stage, detail),
+                  file=self.stream, flush=True)
+            self._last_line = self.clock()
+
+    def start(self, label: str):
+        self._show(label, "started")
+
+    def running(self, label: str, seconds: float, latest=None, deadline=None):
+        due = self._last_line is None or self.clock() - self._last_line >= self.interval
+        deadline_in = deadline - time.time() if deadline is not None else None
+        self._show(label, stage_detail(seconds, latest, deadline_in), line=due)
+
+    def finish(self, label: str, status: str):
+        self.done = min(self.done + 1, self.total)
+        self._show(label, status)
+
+    def skip_to(self, done: int, label: str = "", why: str = ""):
+        """Count stages that will not run (an earlier stage of their run failed) as done."""
+        if done > self.done:
+            self.done = min(done, self.total)
+            self._show(label, why)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 # --- measurements -----------------------------------------------------------------------
@@ -454,8 +633,13 @@ def prepare_data(config, data_dir, data_root):
         raise UserError(f"{data_dir}: `{shlex.join(command)}` failed (exit {proc.returncode}); nothing was trained")
 
 
+def planned_stages(entry, baseline=True, control=True) -> int:
+    """The jobs compare_run starts for `entry` when none fails: the progress display's total."""
+    return (2 if baseline else 0) + 1 + len(entry["samplers"]) + (len(CONTROL.get(entry["package"], [])) if control else 0)
+
+
 def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, baseline=True, control=True,
-                judging=None) -> dict:
+                judging=None, progress=None) -> dict:
     name, package = entry["name"], entry["package"]
     nproc, n, batch = config["nproc"], config["num_samples"], config["sample_batch"]
     base = os.path.join(out, name)
@@ -467,12 +651,12 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
         deadline = {"TRAINKIT_DEADLINE": str(time.time() + deadline_seconds)}
         argv = run_sh(launcher, nproc, entry["flag_file"], f"{package}.train", *common_train, *extra,
                       "--logdir", stage_dir)
-        return Stage(stage_dir, argv, deadline).run(reuse)
+        return Stage(stage_dir, argv, deadline, watch_csv=os.path.join(stage_dir, "progress.csv")).run(reuse, progress)
 
     def sample(model_dir, stage_dir, flags):
         argv = run_sh(launcher, nproc, entry["flag_file"], f"{package}.sample", "--model_path", model_dir,
                       "--num_samples", n, "--batch_size", batch, "--seed", 0, "--logdir", stage_dir, *flags)
-        return Stage(stage_dir, argv).run(reuse)
+        return Stage(stage_dir, argv).run(reuse, progress)
 
     # A baseline trained for one step: what "untrained" scores. It uses the run's cheapest
     # sampler: the point is how far training moved the network, and a 100-step diffusion
@@ -534,7 +718,7 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
             result["failed"].append((f"samples {sampler['label']}", srec))
         result["rows"].append(row)
     if control:
-        result["control"] = controllability(entry, train_dir, base, data_train, reuse, result["failed"])
+        result["control"] = controllability(entry, train_dir, base, data_train, reuse, result["failed"], progress)
     return result
 
 
@@ -549,14 +733,14 @@ CONTROL = {
 }
 
 
-def controllability(entry, train_dir, base, data_train, reuse, failed) -> list:
+def controllability(entry, train_dir, base, data_train, reuse, failed, progress=None) -> list:
     """[(what, png)] of the family's CONTROL stages run on the trained model; failures to `failed`."""
     shown = []
     for what, module, png_name, flags in CONTROL.get(entry["package"], []):
         stage_dir = os.path.join(base, module.rsplit(".", 1)[1])
         flags = [f.format(data=data_train) for f in flags]
         argv = run_sh("local", 1, entry["flag_file"], module, "--model_path", train_dir, "--logdir", stage_dir, *flags)
-        rec = Stage(stage_dir, argv).run(reuse)
+        rec = Stage(stage_dir, argv).run(reuse, progress)
         png = os.path.join(stage_dir, png_name)
         if rec["ok"] and os.path.isfile(png):
             shown.append((what, png))
@@ -586,14 +770,14 @@ def main(argv=None):
             raise UserError(f"--only: no run named {', '.join(unknown)} in {args.config}")
         runs = [r for r in runs if r["name"] in wanted]
     for r in runs:
-        if not os.path.isfile(os.path.join(ROOT, r["flag_file"])):
-            raise UserError(f"{args.config}: flag file {r['flag_file']} of run {r['name']} does not exist")
+        resources.find(r["flag_file"], f"flag file (run {r['name']} of {args.config})")  # before anything runs
 
     data_dir = args.data_dir or config["data_dir"]
-    data_dir = os.path.abspath(data_dir if os.path.isabs(data_dir) or args.data_dir else os.path.join(ROOT, data_dir))
+    data_dir = os.path.abspath(data_dir if os.path.isabs(data_dir) or args.data_dir
+                               else os.path.join(resources.base_dir(), data_dir))
     # --data_root is the user's (relative to the working directory); DATA_ROOT the config's, like DATA_DIR
     data_root = os.path.abspath(args.data_root) if args.data_root else (
-        os.path.join(ROOT, config["data_root"]) if config["data_root"] else os.getcwd())
+        os.path.join(resources.base_dir(), config["data_root"]) if config["data_root"] else os.getcwd())
     prepare_data(config, data_dir, data_root)
     out = os.path.abspath(args.logdir or os.path.join("runs", time.strftime("compare-%Y%m%d-%H%M%S")))
     os.makedirs(out, exist_ok=True)
@@ -607,22 +791,28 @@ def main(argv=None):
           f"({train_budget:.0f} s of training shared out)", flush=True)
 
     started = time.time()
+    baseline, control = not args.no_baseline, not args.no_control
+    planned = [planned_stages(entry, baseline, control) for entry in runs]
+    progress = Progress(sum(planned) + 1, minutes * 60)  # + 1: the report
     results = []
-    for entry in runs:
+    for entry, stages in zip(runs, planned):
         seconds = train_budget * entry["share"] / total_share
-        print(f"[{entry['name']}] training for up to {seconds:.0f} s, then sampling", flush=True)
+        progress.echo(f"[{entry['name']}] training for up to {seconds:.0f} s, then sampling")
+        after = progress.done + stages
         try:
             result = compare_run(entry, config, out, launcher, seconds, args.reuse, os.path.join(data_dir, "train"),
-                                 baseline=not args.no_baseline, control=not args.no_control, judging=judging)
+                                 baseline=baseline, control=control, judging=judging, progress=progress)
         except UserError as e:
             result = {"name": entry["name"], "package": entry["package"], "dir": os.path.join(out, entry["name"]),
                       "rows": [], "failed": [("evaluation", {"error": str(e)})], "flag_file": entry["flag_file"]}
         for what, rec in result["failed"]:
-            print(f"[{entry['name']}] FAILED {what}: {rec.get('error')}", flush=True)
+            progress.echo(f"[{entry['name']}] FAILED {what}: {rec.get('error')}")
+        progress.skip_to(after, entry["name"], "its remaining stages skipped")
         results.append(result)
 
+    progress.start("report")
     meta = report.environment(launcher, config["nproc"])
-    meta.update(config=os.path.abspath(args.config), minutes=minutes, wall_seconds=time.time() - started,
+    meta.update(config=resources.find(args.config), minutes=minutes, wall_seconds=time.time() - started,
                 num_samples=config["num_samples"], fd_name=judging.fd_name, reference=judging.describe_reference(),
                 data_name="the real digits" if config["reference"] == "digits" else "the training images",
                 pictures=config["pictures"], loss_picture=config["loss_picture"])
@@ -630,7 +820,10 @@ def main(argv=None):
         meta["feature_network"] = "Inception-v3 of pytorch-fid (FID weights), 2048-d pool features"
         meta["is_source"] = "Inception-v3's 1008-way logits"
     paths = report.write(out, results, meta)
+    progress.finish("report", "written")
+    progress.close()
     failed = sum(len(r["failed"]) for r in results)
+    print("\n".join(report.summary_lines(results, judging.fd_name)))
     print(f"report: {paths['html']}")
     print(f"report: {paths['md']}")
     if failed:

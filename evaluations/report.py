@@ -116,6 +116,28 @@ def table_rows(results: list, out: str, kid_factor=1) -> list:
     return rows
 
 
+def summary_lines(results: list, fd_name: str = "FD-digits") -> list:
+    """The job's closing text: a heading, then one line per run with its best row (lowest FD) as
+    FD ± std, precision and recall, written as the table's cells write them; a run without a
+    judged row shows its failure as the table does."""
+    lines, labelled = [f"best row per run ({fd_name} ± std, precision, recall; lower {fd_name} is better):"], []
+    for r in results:
+        judged = [row for row in r["rows"] if row.get("fd_digits") is not None and math.isfinite(row["fd_digits"])]
+        if judged:
+            row = min(judged, key=lambda row: row["fd_digits"])
+            label = r["name"] if row["sampler"] == "default" else f"{r['name']} ({row['sampler']})"
+            text = (f"{fd_name} {_fmt(row['fd_digits'])} ± {_fmt(row.get('fd_std'))}, "
+                    f"precision {_fmt(row.get('precision'))}, recall {_fmt(row.get('recall'))}")
+        elif r["failed"]:
+            what, rec = r["failed"][-1]
+            label, text = r["name"], f"FAILED ({what}): {rec.get('error') or 'failed'}"
+        else:
+            label, text = r["name"], "no judged samples"
+        labelled.append((label, text))
+    width = max((len(label) for label, _ in labelled), default=0)
+    return lines + [f"  {label + ':':<{width + 1}} {text}" for label, text in labelled]
+
+
 # --- figures ----------------------------------------------------------------------------
 
 def _loss_columns(rows: list) -> list:

@@ -3,6 +3,8 @@ report has a row per family with finite numbers and every image it shows; a run 
 as FAILED and the others go on."""
 
 
+import re
+
 import numpy as np
 import pytest
 
@@ -55,6 +57,19 @@ def test_compare_trains_samples_judges_and_reports(tmp_path, digits):
     for r in rows:
         assert _number(r["samples"]) == 40 and _number(r["steps"]) >= 1
     by_name = {r["run"]: r for r in rows}
+    # the closing summary, before the report's paths: each run's best row as the table has it,
+    # after a progress display that counted every stage (stderr is no terminal here: plain lines)
+    start = proc.stdout.index("best row per run (FD-digits")
+    summary = proc.stdout[start:proc.stdout.index("\nreport: ", start)].splitlines()
+    assert len(summary) == 1 + len(FAMILIES) + 1
+    for name, r in by_name.items():
+        label = name if r["sampler"] == "default" else f"{name} ({r['sampler']})"
+        (line,) = [l for l in summary if l.strip().startswith(label + ":")]
+        assert line.split(":", 1)[1].split() == (f"FD-digits {r['FD-digits']} ± {r['FD std']}, precision "
+                                                 f"{r['precision']}, recall {r['recall']}").split()
+    assert [l for l in summary if l.strip().startswith("broken:")][0].split()[1] == "FAILED"
+    done = re.findall(r"^progress: (\d+)/(\d+) stages, .* \| report: written$", proc.stdout, re.M)
+    assert len(done) == 1 and done[0][0] == done[0][1], proc.stdout
     assert _number(by_name["ddgan"]["NFE/img"]) == 4 and _number(by_name["improved_diffusion"]["NFE/img"]) == 5
     assert _number(by_name["dcgan"]["NFE/img"]) == 1
     assert 0 <= _number(by_name["cdcgan"]["class acc."]) <= 1  # conditional samples carry labels

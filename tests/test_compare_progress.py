@@ -1,0 +1,208 @@
+"""The main job's progress display and closing summary, in process: the progress line (stages
+done / total, elapsed, left of the budget), the latest row of a training's progress.csv read while
+it is being written, a running stage shown from the parent's polling, and the summary's exact
+text from fixed rows."""
+
+import io
+import os
+import re
+import sys
+
+import pytest
+
+from evaluations import compare, report
+
+
+class FakeClock:
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+# --- the line ---------------------------------------------------------------------------
+
+def test_the_progress_line_says_stages_elapsed_and_whats_left_of_the_budget():
+    assert compare.format_progress(3, 19, 125, 17 * 60) == "3/19 stages, 2:05 elapsed, 14:55 of 17:00 left"
+    assert compare.format_progress(19, 19, 1100, 17 * 60, "report", "written") == (
+        "19/19 stages, 18:20 elapsed, 1:20 over the 17:00 budget | report: written")
+    assert compare.format_progress(0, 2, 3725, 7200) == "0/2 stages, 1:02:05 elapsed, 57:55 of 2:00:00 left"
+
+
+def test_a_running_stage_shows_its_step_and_the_optional_columns_when_logged():
+    assert compare.stage_detail(35) == "running for 0:35"
+    assert compare.stage_detail(35, {"step": 1200.0, "samples": 76800.0}) == "running for 0:35, step 1,200"
+    # without an ETA column: the time to the training's deadline
+    assert compare.stage_detail(35, {"step": 7.0}, deadline_in=40.2) == "running for 0:35, step 7, deadline in 0:40"
+    assert compare.stage_detail(35, None, deadline_in=-3) == "running for 0:35"
+    row = {"step": 1200.0, "img_per_sec": 35.21, "eta_seconds": 95.0}
+    assert compare.stage_detail(35, row, deadline_in=40) == "running for 0:35, step 1,200, 35.2 img/s, ETA 1:35"
+
+
+def test_plain_lines_at_each_stage_start_and_end_and_at_most_every_interval_while_it_runs():
+    clock, out = FakeClock(), io.StringIO()
+    p = compare.Progress(4, 600, stream=out, tty=False, interval=30, clock=clock)
+    assert p.poll_seconds == 30 and p.bar is None
+    p.echo("[dcgan] training for up to 60 s, then sampling")
+    p.start("dcgan/untrained")
+    clock.now += 10
+    p.running("dcgan/untrained", 10, {"step": 1.0})  # 10 s after the last line: not yet
+    clock.now += 20
+    p.running("dcgan/untrained", 30, {"step": 3.0})
+    clock.now += 5
+    p.finish("dcgan/untrained", "done in 0:35")
+    p.finish("dcgan/untrained-samples", "reused")
+    p.skip_to(3, "dcgan", "its remaining stages skipped")
+    p.skip_to(2)  # never backwards
+    assert out.getvalue().splitlines() == [
+        "[dcgan] training for up to 60 s, then sampling",
+        "progress: 0/4 stages, 0:00 elapsed, 10:00 of 10:00 left | dcgan/untrained: started",
+        "progress: 0/4 stages, 0:30 elapsed, 9:30 of 10:00 left | dcgan/untrained: running for 0:30, step 3",
+        "progress: 1/4 stages, 0:35 elapsed, 9:25 of 10:00 left | dcgan/untrained: done in 0:35",
+        "progress: 2/4 stages, 0:35 elapsed, 9:25 of 10:00 left | dcgan/untrained-samples: reused",
+        "progress: 3/4 stages, 0:35 elapsed, 9:25 of 10:00 left | dcgan: its remaining stages skipped",
+    ]
+    assert p.done == 3
+
+
+def test_on_a_terminal_one_tqdm_bar_and_the_jobs_lines_above_it():
+    clock, out, bar = FakeClock(), io.StringIO(), io.StringIO()
+    p = compare.Progress(3, 120, stream=out, tty=True, interval=30, clock=clock, bar_file=bar)
+    assert p.poll_seconds == 1.0
+    p.start("ddgan/train")
+    clock.now += 15
+    p.running("ddgan/train", 15, {"step": 42.0, "eta_seconds": 30.0})
+    last = bar.getvalue().split("\r")[-1]
+    assert last.startswith("0/3 stages") and "0:15 elapsed, 1:45 of 2:00 left | ddgan/train: running for 0:15, " \
+        "step 42, ETA 0:30" in last
+    p.finish("ddgan/train", "done in 0:15")
+    assert bar.getvalue().split("\r")[-1].startswith("1/3 stages")
+    p.echo("[ddgan] FAILED samples: boom")
+    p.close()
+    assert out.getvalue() == "[ddgan] FAILED samples: boom\n" and "progress:" not in out.getvalue()
+
+
+# --- a training's progress.csv ----------------------------------------------------------
+
+def test_the_latest_step_is_the_last_complete_row(tmp_path):
+    path = tmp_path / "progress.csv"
+    assert compare.latest_progress(str(path)) is None  # not written yet
+    path.write_bytes(b"loss,samp")  # the header itself half-written
+    assert compare.latest_progress(str(path)) is None
+    path.write_bytes(b"loss,samples,step\r\n")  # csv.writer's line ends; no row yet
+    assert compare.latest_progress(str(path)) is None
+    path.write_bytes(b"loss,samples,step\r\n0.9,64,1\r\n0.5,,2\r\n0.4,192,3")  # the last line half-written
+    assert compare.latest_progress(str(path)) == {"loss": 0.5, "step": 2.0}  # blank cells left out
+    with open(path, "ab") as f:
+        f.write(b"\r\n")
+    assert compare.latest_progress(str(path)) == {"loss": 0.4, "samples": 192.0, "step": 3.0}
+
+
+def test_the_latest_row_is_read_from_the_tail_of_a_long_file(tmp_path):
+    path = tmp_path / "progress.csv"
+    rows = "".join(f"{0.5:.4f},{64 * i},{i},{i * 0.5:.1f}\r\n" for i in range(1, 2001))
+    path.write_text("loss,samples,step,eta_seconds\n" + rows + "0.5,64")
+    assert compare.latest_progress(str(path), tail_bytes=100) == {
+        "loss": 0.5, "samples": 128000.0, "step": 2000.0, "eta_seconds": 1000.0}
+
+
+def test_a_row_that_does_not_match_the_header_is_skipped(tmp_path):
+    """The logger rewrites the file when a column appears: a row of the new width under the old
+    header (or the reverse) is not read as if its cells were the header's."""
+    path = tmp_path / "progress.csv"
+    path.write_text("samples,step\n64,1\n128,2,0.3\n")
+    assert compare.latest_progress(str(path)) == {"samples": 64.0, "step": 1.0}
+
+
+def test_a_running_stage_is_shown_from_its_progress_csv(tmp_path):
+    """A child that writes a progress row and then waits: the parent, polling it, reads the row
+    and shows the step while the child runs; the display's line tells when the child may exit
+    (through a FIFO, so that nothing waits on a timer)."""
+    stage_dir = tmp_path / "dcgan" / "train"
+    stage_dir.mkdir(parents=True)
+    csv_path, fifo = stage_dir / "progress.csv", tmp_path / "go"
+    os.mkfifo(fifo)
+    child = ("import signal; signal.alarm(60)\n"  # never outlives a broken test
+             f"open({str(csv_path)!r}, 'w').write('samples,step\\r\\n64,7\\r\\n')\n"
+             f"open({str(fifo)!r}).read()\n")
+
+    class Releasing(compare.Progress):
+        def running(self, label, seconds, latest=None, deadline=None):
+            super().running(label, seconds, latest, deadline)
+            if latest and latest.get("step") == 7.0:
+                try:
+                    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError:  # the child has not opened its end yet: the next poll
+                    return
+                os.write(fd, b"go")
+                os.close(fd)
+
+    out = io.StringIO()
+    p = Releasing(1, 600, stream=out, tty=False, interval=0.01)
+    stage = compare.Stage(str(stage_dir), [sys.executable, "-c", child], watch_csv=str(csv_path))
+    record = stage.run(reuse=False, progress=p)
+    assert record["ok"], open(record["log"]).read()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "progress: 0/1 stages, 0:00 elapsed, 10:00 of 10:00 left | dcgan/train: started"
+    assert any(re.fullmatch(r"progress: 0/1 stages, .* \| dcgan/train: running for 0:0\d, step 7", l) for l in lines)
+    assert re.fullmatch(r"progress: 1/1 stages, .* \| dcgan/train: done in 0:0\d", lines[-1])
+
+
+def test_a_failed_or_reused_stage_says_so(tmp_path):
+    out = io.StringIO()
+    p = compare.Progress(2, 60, stream=out, tty=False)
+    fail = compare.Stage(str(tmp_path / "run" / "bad"), [sys.executable, "-c", "raise SystemExit(3)"])
+    assert fail.run(reuse=False, progress=p)["exit"] == 3
+    ok = compare.Stage(str(tmp_path / "run" / "good"), [sys.executable, "-c", "pass"])
+    assert ok.run(reuse=False)["ok"]
+    assert ok.run(reuse=True, progress=p)["reused"]
+    lines = out.getvalue().splitlines()
+    assert lines[-2].endswith("| run/bad: FAILED (exit 3)") and lines[-2].startswith("progress: 1/2 stages")
+    assert lines[-1].endswith("| run/good: reused") and lines[-1].startswith("progress: 2/2 stages")
+
+
+def test_the_total_counts_every_job_of_the_default_comparison():
+    runs = {r["name"]: r for r in compare.read_config("flags/compare/digits.sh")["runs"]}
+    # untrained + its samples, the training, one job per sampler, the controllability entry points
+    assert compare.planned_stages(runs["dcgan"]) == 2 + 1 + 1 + 1
+    assert compare.planned_stages(runs["improved_diffusion"]) == 2 + 1 + 7 + 2
+    assert compare.planned_stages(runs["improved_diffusion"], baseline=False, control=False) == 1 + 7
+
+
+# --- the summary ------------------------------------------------------------------------
+
+def _row(sampler, fd, std, p, r):
+    return {"sampler": sampler, "fd_digits": fd, "fd_std": std, "precision": p, "recall": r, "num_samples": 500}
+
+
+RESULTS = [
+    {"name": "dcgan", "rows": [_row("default", 156.34, 4.213, 0.8123, 0.4551)], "failed": []},
+    # the best row of several samplers: the lowest FD, wherever it is in the list
+    {"name": "improved_diffusion", "rows": [_row("full", 61.2, 2.0, 0.7, 0.61), _row("ddim-10", 48.77, 1.91, 0.71, 0.6),
+                                            _row("dpmpp_2m-10", float("nan"), None, None, None)], "failed": []},
+    {"name": "ddgan", "rows": [_row("default", 1523.2, 40.0, 0.0, 0.0012)], "failed": []},
+    {"name": "broken", "rows": [], "failed": [("train", {"error": "ValueError: image_size 17"})]},
+]
+
+
+def test_the_summary_is_each_runs_best_row_as_the_table_writes_it():
+    assert report.summary_lines(RESULTS) == [
+        "best row per run (FD-digits ± std, precision, recall; lower FD-digits is better):",
+        "  dcgan:                        FD-digits 156 ± 4.21, precision 0.812, recall 0.455",
+        "  improved_diffusion (ddim-10): FD-digits 48.8 ± 1.91, precision 0.71, recall 0.6",
+        "  ddgan:                        FD-digits 1,523 ± 40, precision 0, recall 0.0012",
+        "  broken:                       FAILED (train): ValueError: image_size 17",
+    ]
+    assert report.summary_lines(RESULTS[:1], "FID")[1] == "  dcgan: FID 156 ± 4.21, precision 0.812, recall 0.455"
+
+
+@pytest.mark.parametrize("column,key", [("FD-digits", "fd_digits"), ("FD std", "fd_std"), ("precision", "precision"),
+                                        ("recall", "recall")])
+def test_the_summarys_numbers_are_the_report_tables_cells(tmp_path, column, key):
+    results = [dict(r, package="gans", dir=str(tmp_path / r["name"])) for r in RESULTS[:2]]
+    table = {(cells[0][0], cells[1][0]): cells for cells in report.table_rows(results, str(tmp_path))}
+    index = [c for c, _ in report.COLUMNS].index(column)
+    line = report.summary_lines(results)[2]
+    assert f" {table[('improved_diffusion', 'ddim-10')][index][0]}" in line
+    assert table[("improved_diffusion", "ddim-10")][index][0] == report._fmt(RESULTS[1]["rows"][1][key])

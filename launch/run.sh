@@ -52,10 +52,15 @@ if [[ "$nnodes" -gt 1 ]]; then
 fi
 
 MODEL_FLAGS="" DIFFUSION_FLAGS=""
+# A flag file is taken as given when it exists there, else as the copy beside this script's
+# folder (flags/ next to launch/: the checkout, or genbench_data/ of an installed wheel).
+beside="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 while [[ $# -gt 0 && "$1" == *.sh ]]; do
-  [[ -f "$1" ]] || die "flag file '$1' does not exist"
+  flag_file="$1"
+  [[ -f "$flag_file" || "$flag_file" == /* || ! -f "$beside/$flag_file" ]] || flag_file="$beside/$flag_file"
+  [[ -f "$flag_file" ]] || die "flag file '$1' does not exist"
   # shellcheck disable=SC1090
-  source "$1" || die "flag file '$1' failed to load"
+  source "$flag_file" || die "flag file '$1' failed to load"
   shift
 done
 [[ $# -ge 1 ]] || die "no MODULE given after the flag files"

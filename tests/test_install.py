@@ -201,3 +201,24 @@ def test_installed_genbench_fid_matches_the_source_trees(venv, tmp_path):
     ours = fid.fid_of_paths(str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), dims=64, batch_size=6, device="cpu",
                             num_workers=0, weights=weights)
     assert value > 0 and value == pytest.approx(ours, rel=1e-6)
+
+
+def test_the_launcher_takes_a_flag_file_as_given_else_the_copy_beside_it(tmp_path):
+    """From a folder without flags/, `run.sh ... flags/gans/dcgan_digits.sh` sources the copy
+    next to run.sh's own folder (the checkout's here, genbench_data's in a wheel); a file of that
+    name in the working folder wins; a name found nowhere is one line naming it."""
+    run_sh = str(helpers.ROOT / "launch" / "run.sh")
+
+    def launch(*flag_files):
+        return subprocess.run(["bash", run_sh, "local", "1", *flag_files, "gans.train", "--help"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=helpers.MAX_TIMEOUT)
+
+    shipped = launch("flags/gans/dcgan_digits.sh")
+    assert shipped.returncode == 0, shipped.stderr
+    assert "--model dcgan" in shipped.stderr.splitlines()[-1]  # the traced command line: the shipped flags
+    (tmp_path / "flags" / "gans").mkdir(parents=True)
+    (tmp_path / "flags" / "gans" / "dcgan_digits.sh").write_text('MODEL_FLAGS="--model cgan"\n')
+    own = launch("flags/gans/dcgan_digits.sh")
+    assert own.returncode == 0 and "--model cgan" in own.stderr.splitlines()[-1], own.stderr
+    missing = launch("flags/gans/nope.sh")
+    assert missing.returncode != 0 and "flag file 'flags/gans/nope.sh' does not exist" in missing.stderr

@@ -1,0 +1,660 @@
+"""The GPU check: one command that trains, samples and measures every family on the GPUs of one node.
+
+    bash benchmarks/gpu_check.sh [--out benchmarks/gpu_check_results.md] [--steps 200]
+                                 [--data_dir DIR] [--inception_weights PATH] [--dry_run]
+
+Writes one markdown table (atomically: temp file + os.replace) with one row per job:
+
+- train: every family (improved_diffusion, ddgan, gans' dcgan) x every precision (fp32, fp16,
+  bf16) on its CIFAR-10 flag file, started as a real run of its train entry point through
+  launch/run.sh torchrun with one process per local GPU (trainkit.dist picks nccl when CUDA is
+  available, gloo otherwise). img/s: the median of progress.csv's `img_per_sec` column when the
+  run logs one, else the growth of its `samples` column between the first and the last log row
+  over the time between those rows' tables appearing on the run's stdout (the first row's steps,
+  with start-up and warm-up, are left out either way). No family has a torch.compile flag, so
+  the compile column says n/a.
+- flops: one training step of each family's Task (forward and backward of every network, R1
+  and d_steps included, averaged over --lazy_reg steps for DDGAN) counted by
+  torch.utils.flop_counter.FlopCounterMode at the training flags. A train row's MFU is
+  FLOPs per image x img/s / (the GPU's peak for that precision x GPUs); unknown GPU: n/a.
+- sample: ddgan.sample of 50,000 images from the fp32 DDGAN run; img/s between the sampler's
+  "sampling N images" and "wrote" log lines.
+- fid: Inception feature extraction of the same sampled images (written as PNGs) by
+  evaluations.fid and by pytorch-fid's own InceptionV3 / calculate_activation_statistics, from
+  the same weights: --inception_weights, else torch hub's cached file, else random weights
+  (evaluations.inception.make_random_weights; the speed does not depend on the values, and the
+  node needs no network). The note gives the largest difference of the two feature means.
+
+A failed job is a row with status failed and its error's last line; the other jobs still run.
+--dry_run does all of it on the CPU at toy sizes (the digits flag files, a few steps, dims 64
+features, one process per run plus one gloo run of 2 processes) to show the script works
+before a GPU is seen. Training data: the bundled digits (datasets/digits.py) at the flag
+files' size, read as RGB where the model is, so the node needs no download; --data_dir takes
+a real folder (e.g. CIFAR-10's) instead. The driver itself never imports torch: every
+measurement is a child process, so a crash or an out-of-memory costs one row.
+"""
+
+import argparse
+import csv
+import json
+import os
+import re
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+FAMILIES = ("improved_diffusion", "ddgan", "dcgan")
+PRECISIONS = ("fp32", "fp16", "bf16")
+MODULE = {"improved_diffusion": "improved_diffusion.train", "ddgan": "ddgan.train", "dcgan": "gans.train"}
+
+# (flag file, extra flags) per family. GPU: the CIFAR-10 configurations; checkpoints only at the
+# end (DDGAN's flag file would also write one every 25 epochs, i.e. inside the timed steps).
+GPU_JOBS = {
+    "improved_diffusion": ("flags/improved_diffusion/cifar10_uncond_hybrid_cosine.sh", ["--save_interval", "100000"]),
+    "ddgan": ("flags/ddgan/cifar10.sh", ["--save_ckpt_every", "100000", "--save_interval", "0"]),
+    "dcgan": ("flags/gans/dcgan_cifar10.sh", ["--save_interval", "100000"]),
+}
+# --dry_run: the digits flag files made smaller still (the sizes of the test suite's tiny runs).
+DRY_JOBS = {
+    "improved_diffusion": ("flags/improved_diffusion/digits_tiny.sh",
+                           ["--diffusion_steps", "50", "--batch_size", "4",
+                            "--save_interval", "100000"]),
+    "ddgan": ("flags/ddgan/digits16.sh",
+              ["--num_channels_dae", "8", "--ngf", "4", "--nz", "8", "--z_emb_dim", "16", "--t_emb_dim", "16",
+               "--n_mlp", "1", "--lazy_reg", "2", "--batch_size", "4", "--d_steps", "1",
+               "--save_ckpt_every", "100000", "--save_interval", "0"]),
+    "dcgan": ("flags/gans/dcgan_digits.sh",
+              ["--nz", "8", "--ngf", "8", "--ndf", "8", "--batch_size", "8", "--save_interval", "100000"]),
+}
+
+# Dense peak TFLOP/s per GPU from the vendors' data sheets (SXM parts; no sparsity). The fp32
+# column is TF32's: cuDNN runs fp32 convolutions, most of these models' FLOPs, on TF32 tensor
+# cores by default (torch.backends.cudnn.allow_tf32). Matched in order on the device name.
+PEAK_TFLOPS = (
+    ("H200", {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7}),
+    ("H100 PCIe", {"bf16": 756.0, "fp16": 756.0, "fp32": 378.0}),
+    ("H100", {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7}),
+    ("A100", {"bf16": 312.0, "fp16": 312.0, "fp32": 156.0}),
+)
+
+COLUMNS = ("section", "job", "family", "precision", "compile", "launcher", "status", "img/s", "GFLOP/img",
+           "TFLOP/s", "MFU", "seconds", "note")
+# Unanchored, in case a launcher prefixes its workers' lines with their rank.
+STEP_ROW = re.compile(r"\|\s*step\s*\|")  # trainkit.logger's table: one `| step | N |` line per log row
+SAMPLING = re.compile(r"sampling \d+ images from")  # ddgan.sample's log lines around the sampling
+WROTE = re.compile(r"\bwrote (\S+\.npz)")
+
+
+def peak_tflops(device_name, precision):
+    for key, peaks in PEAK_TFLOPS:
+        if key.lower() in device_name.lower():
+            return peaks[precision]
+    return None
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def python():
+    # the interpreter launch/run.sh uses, so a job and its children run on the same one
+    return os.environ.get("PYTHON") or sys.executable
+
+
+def fmt(x):
+    """Four significant digits, never in e-notation above 1000 (img/s of a fast GAN)."""
+    return f"{x:.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
+def last_line(text):
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+class JobFailed(Exception):
+    pass
+
+
+def _stop(proc, grace=20.0):
+    """Stop a job that ran out of time. launch/run.sh turns a first SIGTERM into a graceful stop
+    of its ranks and a second into the launcher's own shutdown (its launcher runs in a session of
+    its own, out of reach of a kill of run.sh's group); whatever is left then is killed."""
+    for _ in range(2):
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:  # stragglers of its group would keep our pipe open
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_job(cmd, log_path, timeout, env, watch=()):
+    """Run `cmd` with its stdout and stderr into `log_path`; the times at which each line of
+    stdout matching a `watch` regex arrived, per regex. JobFailed(last line) on a non-zero exit,
+    or when it runs past `timeout` seconds (silent or not)."""
+    seen = {w.pattern: [] for w in watch}
+    began = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+        expired = threading.Event()
+        watchdog = threading.Timer(timeout, lambda: (expired.set(), _stop(proc)))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            for line in proc.stdout:
+                now = time.perf_counter()
+                log.write(line)
+                for w in watch:
+                    if w.search(line):
+                        seen[w.pattern].append((now, line))
+            proc.wait()
+        finally:
+            watchdog.cancel()
+    if expired.is_set():
+        raise JobFailed(f"timed out after {timeout} s (log: {log_path})")
+    if proc.returncode != 0:
+        with open(log_path) as f:
+            raise JobFailed(f"exit {proc.returncode}: {last_line(f.read())}")
+    return seen, time.perf_counter() - began
+
+
+def read_progress(run_dir):
+    with open(os.path.join(run_dir, "progress.csv")) as f:
+        return [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def img_per_sec(rows, row_times):
+    """From a run's progress.csv rows and the times their tables appeared on stdout."""
+    rates = [float(r["img_per_sec"]) for r in rows[1:] if "img_per_sec" in r]
+    if rates:
+        return statistics.median(rates), "progress.csv img_per_sec (median)"
+    if len(rows) < 2 or len(row_times) != len(rows):
+        raise JobFailed(f"{len(rows)} log rows, {len(row_times)} tables on stdout: need 2 or more of each")
+    images = float(rows[-1]["samples"]) - float(rows[0]["samples"])
+    return images / (row_times[-1] - row_times[0]), "samples / time between log rows"
+
+
+def flag_file_argv(flag_file, role="TRAIN"):
+    """The flags launch/run.sh would pass from `flag_file` to a module of `role`."""
+    script = f'source "$1"; echo "$MODEL_FLAGS $DIFFUSION_FLAGS ${{{role}_FLAGS:-}}"'
+    text = subprocess.run(["bash", "-c", script, "_", os.path.join(ROOT, flag_file)],
+                          capture_output=True, text=True, check=True).stdout
+    return shlex.split(text)
+
+
+# --- child jobs (these import torch) ---------------------------------------------------------
+
+def child_env_info():
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {"cuda": cuda, "gpus": torch.cuda.device_count() if cuda else 0,
+            "device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__}
+
+
+def _build_task(family, argv, device):
+    """The family's Task as its train entry point builds it from `argv`, and its input shape."""
+    if family == "improved_diffusion":
+        from improved_diffusion import train
+        from improved_diffusion.train_util import DiffusionTask
+
+        args = train.create_argparser().parse_args(argv)
+        model, diffusion = train.create_model_and_diffusion_checked(args)
+        task = DiffusionTask(model=model, diffusion=diffusion, microbatch=args.microbatch, lr=args.lr,
+                             ema_rate=args.ema_rate, precision_mode=args.precision or "fp32", log=lambda *a: None)
+        return task, (args.batch_size, args.image_channels, args.image_size, args.image_size), 1
+    if family == "ddgan":
+        from ddgan import script_util, train
+        from ddgan.trainer import Trainer
+
+        o = vars(train.create_parser().parse_args(argv))
+        task = Trainer(o, script_util.build_generator(o), script_util.build_discriminator(o),
+                       script_util.build_diffusion(o), device)
+        # R1 runs every --lazy_reg steps: count that many steps and average
+        return task, (o["batch_size"], o["num_channels"], o["image_size"], o["image_size"]), o["lazy_reg"] or 1
+    from gans import models, train
+    from gans.trainer import GANTrainer
+
+    args = train.create_argparser().parse_args(argv)
+    G, D = models.create_models(args.model, args.image_size, args.nz, args.ngf, args.ndf, args.num_channels, 0,
+                                args.minibatch_std)
+    task = GANTrainer(G, D, loss=args.loss, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2,
+                      precision_mode=args.precision, ema_rates=args.ema_rate, device=device,
+                      grad_accum=args.grad_accum)
+    return task, (args.batch_size, args.num_channels, args.image_size, args.image_size), 1
+
+
+class _GlobalOnly:
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def child_flops(spec):
+    """FLOPs of one training step per family: {family: {...}} (an entry `error` where it failed)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from trainkit import dist
+
+    device = dist.device()
+    out = {"env": child_env_info()}
+    for family, argv in spec.items():
+        try:
+            torch.manual_seed(0)
+            task, shape, steps = _build_task(family, argv, device)
+            x = torch.rand(*shape, device=device) * 2 - 1
+            task.step((x, None), 0, 0)  # warm-up: lazy state, cuDNN, allocator
+            counter = FlopCounterMode(display=False)
+            # Only the total is wanted: the per-module breakdown's tracker hooks backward passes
+            # in a way autograd.grad refuses (DDGAN's R1 penalty), so it is swapped for a
+            # stand-in that files every count under "Global", the key the total is read from.
+            counter.mod_tracker = _GlobalOnly()
+            with counter:
+                for i in range(1, steps + 1):
+                    task.step((x, None), i, 0)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+            flops = counter.get_total_flops() / steps
+            out[family] = {"flops_per_step": flops, "batch": shape[0], "flops_per_image": flops / shape[0],
+                           "steps_counted": steps}
+            del task, x  # the next family gets the GPU's memory
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        except Exception as e:  # one family's failure is its row, not the others'
+            out[family] = {"error": f"{type(e).__name__}: {last_line(str(e)) if str(e) else ''}"}
+    return out
+
+
+def child_fid(npz_path, num_images, dims, batch_size, workers, weights, work, random_weights=False):
+    """Feature extraction of the same PNGs by evaluations.fid and by pytorch-fid, timed."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from pytorch_fid import fid_score
+    from pytorch_fid import inception as pfi
+
+    from evaluations import fid, inception
+    from trainkit import dist, npz
+
+    images, _ = npz.read_samples(npz_path)
+    images = images[:num_images]
+    folder = os.path.join(work, "fid_images")
+    os.makedirs(folder, exist_ok=True)
+    for i, im in enumerate(images):
+        Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im).save(os.path.join(folder, f"{i:06d}.png"))
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder))
+    note = "given weights"
+    if not weights:
+        weights = inception.default_weights_path()
+        note = "torch hub's weights"
+        if random_weights or not os.path.isfile(weights):
+            weights = inception.make_random_weights(os.path.join(work, "random_inception.pth"), seed=0,
+                                                    calibration_batches=1, batch_size=2)
+            note = "random weights (speed only)"
+    # pytorch-fid loads its weights through torch hub only: a TORCH_HOME holding the same file
+    hub = os.path.join(work, "torch_home", "hub", "checkpoints")
+    os.makedirs(hub, exist_ok=True)
+    link = os.path.join(hub, inception.WEIGHTS_NAME)
+    if not os.path.exists(link):
+        os.symlink(os.path.abspath(weights), link)
+    os.environ["TORCH_HOME"] = os.path.join(work, "torch_home")
+    torch.hub.set_dir(os.path.join(work, "torch_home", "hub"))
+    device = dist.device()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    ours_model = fid.FeatureModel(dims, weights, device)
+    theirs = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[dims]]).to(device).eval()
+    with torch.no_grad():  # warm-up of both networks (cuDNN's algorithm search) outside the timing
+        warm = torch.rand(min(batch_size, 4), 3, 64, 64, device=device)
+        ours_model.get()(warm)
+        theirs(warm)
+    sync()
+    began = time.perf_counter()
+    mu_ours, _ = fid.statistics_of_path(folder, ours_model, batch_size, workers)
+    sync()
+    ours_s = time.perf_counter() - began
+    began = time.perf_counter()
+    mu_theirs, _ = fid_score.calculate_activation_statistics(files, theirs, batch_size, dims, device, workers)
+    sync()
+    theirs_s = time.perf_counter() - began
+    return {"images": len(files), "ours_s": ours_s, "theirs_s": theirs_s, "weights": note,
+            "mu_diff": float(np.max(np.abs(np.asarray(mu_ours) - np.asarray(mu_theirs))))}
+
+
+# --- the driver -----------------------------------------------------------------------------
+
+class Check:
+    def __init__(self, args):
+        self.args = args
+        self.rows = []
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = ROOT + (os.pathsep + self.env["PYTHONPATH"] if self.env.get("PYTHONPATH") else "")
+        self.env["PYTHONUNBUFFERED"] = "1"  # each log row's table reaches us when it is written
+        if args.dry_run:
+            self.env["CUDA_VISIBLE_DEVICES"] = ""
+            self.env.setdefault("TRAINKIT_DIST_TIMEOUT", "120")
+        for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OPENAI_LOGDIR"):
+            self.env.pop(k, None)
+        self.work = args.workdir or tempfile.mkdtemp(prefix="gpu-check-")
+        os.makedirs(self.work, exist_ok=True)
+        self.jobs = DRY_JOBS if args.dry_run else GPU_JOBS
+        self.info = {"cuda": False, "gpus": 0, "device": "cpu", "torch": "?"}
+        self.flops = {}
+        self.train_dirs = {}
+
+    def add(self, section, job, status, **cells):
+        row = dict.fromkeys(COLUMNS, "")
+        row.update(section=section, job=job, status=status, **{k: str(v) for k, v in cells.items()})
+        self.rows.append(row)
+        print(f"gpu_check: {section} {job}: {status} {row['img/s'] and row['img/s'] + ' img/s'} {row['note']}",
+              flush=True)
+
+    def child(self, name, *argv, timeout=None):
+        log = os.path.join(self.work, f"{name}.log")
+        out = os.path.join(self.work, f"{name}.json")
+        run_job([python(), os.path.abspath(__file__), "--child", name, "--child_out", out, *argv], log,
+                timeout or self.args.timeout, self.env)
+        with open(out) as f:
+            return json.load(f)
+
+    def nproc(self):
+        return 1 if self.args.dry_run else max(1, self.info["gpus"])
+
+    def launcher(self):
+        n = self.nproc()
+        return ("local", 1) if self.args.dry_run else ("torchrun", n)
+
+    @staticmethod
+    def backend(n, cuda):
+        # trainkit.dist: a group only when more than one rank; nccl with CUDA, else gloo
+        return "no group" if n == 1 else ("nccl" if cuda else "gloo")
+
+    def prepare_data(self):
+        if self.args.data_dir:
+            return {f: self.args.data_dir for f in FAMILIES}
+        sizes = {}
+        for family, (flag_file, extra) in self.jobs.items():
+            argv = flag_file_argv(flag_file) + extra
+            size = int(argv[len(argv) - 1 - argv[::-1].index("--image_size") + 1])
+            sizes[family] = size
+        folders = {}
+        for size in sorted(set(sizes.values())):
+            out = os.path.join(self.work, f"digits{size}")
+            run_job([python(), os.path.join(ROOT, "datasets", "digits.py"), "--out", out, "--size", size],
+                    os.path.join(self.work, f"digits{size}.log"), self.args.timeout, self.env)
+            folders[size] = os.path.join(out, "train")
+        return {f: folders[s] for f, s in sizes.items()}
+
+    def train_argv(self, family, precision, data_dir, logdir):
+        flag_file, extra = self.jobs[family]
+        return [flag_file, MODULE[family], *extra, "--precision", precision, "--data_dir", data_dir,
+                "--logdir", logdir, "--max_steps", self.args.steps, "--log_interval", self.args.log_interval]
+
+    def train(self, family, precision, data_dir, launcher, n, tag=""):
+        name = f"train-{family}-{precision}{tag}"
+        logdir = os.path.join(self.work, name)
+        cmd = ["bash", os.path.join(ROOT, "launch", "run.sh"), launcher, n,
+               *self.train_argv(family, precision, data_dir, logdir)]
+        where = f"{launcher} x {n} ({self.backend(n, self.info['cuda'])})"
+        cells = dict(family=family, precision=precision, compile="n/a", launcher=where)
+        try:
+            seen, seconds = run_job(cmd, os.path.join(self.work, f"{name}.log"), self.args.timeout, self.env,
+                                    watch=[STEP_ROW])
+            rows = read_progress(logdir)
+            rate, how = img_per_sec(rows, [t for t, _ in seen[STEP_ROW.pattern]])
+        except (JobFailed, OSError, ValueError, KeyError) as e:
+            self.add("train", name[6:], "failed", **cells, note=last_line(str(e)))
+            return
+        if not tag:
+            self.train_dirs[(family, precision)] = logdir
+        cells.update({"img/s": fmt(rate), "seconds": f"{seconds:.1f}"})
+        flops = self.flops.get(family, {})
+        if "flops_per_image" in flops:
+            achieved = flops["flops_per_image"] * rate
+            cells["GFLOP/img"] = f"{flops['flops_per_image'] / 1e9:.4g}"
+            cells["TFLOP/s"] = f"{achieved / 1e12:.4g}"
+            peak = peak_tflops(self.info["device"], precision) if self.info["cuda"] else None
+            cells["MFU"] = f"{100 * achieved / (peak * 1e12 * n):.3g}%" if peak else "n/a"
+        else:
+            cells["MFU"] = "n/a"
+        self.add("train", name[6:], "ok", **cells, note=f"{rows[-1].get('step', '?')} steps; {how}")
+
+    def count_flops(self, data_dirs):
+        spec = {}
+        for family in FAMILIES:
+            flag_file, extra = self.jobs[family]
+            spec[family] = flag_file_argv(flag_file) + extra + ["--data_dir", data_dirs[family]]
+        spec_path = os.path.join(self.work, "flops_spec.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        try:
+            result = self.child("flops", "--child_spec", spec_path)
+        except JobFailed as e:
+            for family in FAMILIES:
+                self.add("flops", family, "failed", family=family, precision="fp32", note=last_line(str(e)))
+            return
+        self.info = result["env"]
+        for family in FAMILIES:
+            r = result[family]
+            if "error" in r:
+                self.add("flops", family, "failed", family=family, precision="fp32", note=r["error"])
+                continue
+            self.flops[family] = r
+            self.add("flops", family, "ok", family=family, precision="fp32",
+                     **{"GFLOP/img": f"{r['flops_per_image'] / 1e9:.4g}"},
+                     note=f"{r['flops_per_step'] / 1e9:.4g} GFLOP per step of batch {r['batch']} "
+                          f"(mean of {r['steps_counted']} step(s), forward + backward)")
+
+    def sample(self):
+        run_dir = self.train_dirs.get(("ddgan", "fp32")) or next(
+            (d for (f, _), d in self.train_dirs.items() if f == "ddgan"), None)
+        cells = dict(family="ddgan", precision="fp32")
+        if run_dir is None:
+            self.add("sample", "ddgan", "failed", **cells, note="no ddgan training run finished")
+            return None
+        launcher, n = self.launcher()
+        out = os.path.join(self.work, "sample-ddgan")
+        # no flag file: the model flags come from the run's options.json (the dry run's are not the file's)
+        cmd = ["bash", os.path.join(ROOT, "launch", "run.sh"), launcher, n, "ddgan.sample",
+               "--model_path", run_dir, "--num_samples", self.args.num_samples, "--batch_size",
+               self.args.sample_batch, "--logdir", out]
+        cells["launcher"] = f"{launcher} x {n} ({self.backend(n, self.info['cuda'])})"
+        begin, end = SAMPLING, WROTE
+        try:
+            seen, seconds = run_job(cmd, os.path.join(self.work, "sample-ddgan.log"), self.args.timeout, self.env,
+                                    watch=[begin, end])
+            t0, t1 = seen[begin.pattern][0][0], seen[end.pattern][-1][0]
+            npz_path = end.search(seen[end.pattern][-1][1]).group(1)
+        except (JobFailed, IndexError) as e:
+            self.add("sample", "ddgan", "failed", **cells, note=last_line(str(e)) if str(e) else "no log lines")
+            return None
+        rate = self.args.num_samples / (t1 - t0)
+        self.add("sample", "ddgan", "ok", **cells, **{"img/s": fmt(rate), "seconds": f"{seconds:.1f}"},
+                 note=f"{self.args.num_samples} images from {os.path.basename(run_dir)}")
+        return npz_path
+
+    def fid(self, npz_path):
+        cells = dict(precision="fp32", launcher="1 process")
+        if npz_path is None:
+            for job in ("evaluations", "pytorch-fid"):
+                self.add("fid", job, "failed", **cells, note="no samples (the sample row failed)")
+            return
+        try:
+            r = self.child("fid", "--child_npz", npz_path, "--fid_images", self.args.fid_images, "--dims",
+                           self.args.dims, "--fid_batch", self.args.fid_batch, "--workers", self.args.workers,
+                           "--inception_weights", self.args.inception_weights,
+                           # a dry run is the same everywhere: random weights even where hub has the real ones
+                           *(["--child_random_weights"] if self.args.dry_run else []))
+        except JobFailed as e:
+            for job in ("evaluations", "pytorch-fid"):
+                self.add("fid", job, "failed", **cells, note=last_line(str(e)))
+            return
+        ratio = r["theirs_s"] / r["ours_s"]
+        for job, seconds in (("evaluations", r["ours_s"]), ("pytorch-fid", r["theirs_s"])):
+            self.add("fid", job, "ok", **cells, **{"img/s": fmt(r['images'] / seconds), "seconds": f"{seconds:.1f}"},
+                     note=f"{r['images']} images, dims {self.args.dims}, {r['weights']}; max abs mu diff "
+                          f"{r['mu_diff']:.2g}; evaluations/pytorch-fid speed {ratio:.2f}x")
+
+    def run(self):
+        began = time.perf_counter()
+        if not self.args.dry_run:
+            try:
+                self.info = self.child("env")
+            except JobFailed as e:
+                self.add("env", "probe", "failed", note=last_line(str(e)))
+                return time.perf_counter() - began
+            if not self.info["cuda"]:
+                self.add("env", "probe", "failed", note="torch sees no CUDA device: run with --dry_run on a CPU")
+                return time.perf_counter() - began
+        try:
+            data_dirs = self.prepare_data()
+        except (JobFailed, subprocess.CalledProcessError, ValueError) as e:
+            self.add("data", "digits", "failed", note=last_line(str(e)))
+            return time.perf_counter() - began
+        self.count_flops(data_dirs)
+        launcher, n = self.launcher()
+        for family in FAMILIES:
+            for precision in PRECISIONS:
+                self.train(family, precision, data_dirs[family], launcher, n)
+        if self.args.dry_run:  # the distributed path, on gloo: 2 ranks of the cheapest family
+            self.train("dcgan", "fp32", data_dirs["dcgan"], "torchrun", 2, tag="-torchrun2")
+        self.fid(self.sample())
+        return time.perf_counter() - began
+
+    def markdown(self, seconds):
+        a = self.args
+        mode = "--dry_run (CPU, toy sizes)" if a.dry_run else "GPU"
+        device = self.info["device"] if self.info["cuda"] else f"cpu ({cpu_model()}, {os.cpu_count()} cores)"
+        lines = [
+            "# GPU check results",
+            "",
+            f"- mode: {mode}; {a.steps} steps per training run, log row every {a.log_interval}",
+            f"- device: {device}; GPUs: {self.info['gpus']}; torch {self.info['torch']}",
+            f"- total: {seconds:.0f} s; work folder (logs, runs): {self.work}",
+            "- peak TFLOP/s used for MFU (dense; fp32 = TF32): " + "; ".join(
+                f"{k} " + "/".join(f"{v[p]:g}" for p in ("bf16", "fp16", "fp32")) for k, v in PEAK_TFLOPS)
+            + " (bf16/fp16/fp32); any other device: n/a",
+            "",
+            "| " + " | ".join(COLUMNS) + " |",
+            "|" + "---|" * len(COLUMNS),
+        ]
+        for row in self.rows:
+            lines.append("| " + " | ".join(row[c].replace("|", "/").replace("\n", " ") for c in COLUMNS) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def write_atomic(path, text):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=os.path.join(HERE, "gpu_check_results.md"), help="the results table (markdown)")
+    p.add_argument("--dry_run", action="store_true", help="everything on the CPU at toy sizes (no GPU needed)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per training run (default 200; dry 4)")
+    p.add_argument("--log_interval", type=int, default=None, help="steps per log row (default 40; dry 1)")
+    p.add_argument("--num_samples", type=int, default=None, help="DDGAN samples (default 50000; dry 16)")
+    p.add_argument("--sample_batch", type=int, default=None, help="sampling batch per process (default 500; dry 8)")
+    p.add_argument("--fid_images", type=int, default=None, help="images for the FID rows (default 10000; dry 8)")
+    p.add_argument("--fid_batch", type=int, default=None, help="Inception batch size (default 200; dry 4)")
+    p.add_argument("--dims", type=int, default=None, choices=(64, 192, 768, 2048),
+                   help="Inception feature block (default 2048; dry 64)")
+    p.add_argument("--workers", type=int, default=None, help="data loader workers for both FID tools (default 8; dry 0)")
+    p.add_argument("--inception_weights", default="", help="pytorch-fid weights file (default: torch hub's, else random)")
+    p.add_argument("--data_dir", default="", help="training images for every family (default: the bundled digits)")
+    p.add_argument("--workdir", default="", help="where runs and logs go (default: a new temporary folder)")
+    p.add_argument("--timeout", type=int, default=None, help="seconds per job (default 300; dry 120)")
+    p.add_argument("--child", default="", help=argparse.SUPPRESS)
+    p.add_argument("--child_out", default="", help=argparse.SUPPRESS)
+    p.add_argument("--child_spec", default="", help=argparse.SUPPRESS)
+    p.add_argument("--child_npz", default="", help=argparse.SUPPRESS)
+    p.add_argument("--child_random_weights", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+DEFAULTS = {  # name: (GPU, --dry_run)
+    "steps": (200, 4), "log_interval": (40, 1), "num_samples": (50000, 16), "sample_batch": (500, 8),
+    "fid_images": (10000, 8), "fid_batch": (200, 4), "dims": (2048, 64), "workers": (8, 0), "timeout": (300, 120),
+}
+
+
+def main(argv=None):
+    p = build_parser()
+    args = p.parse_args(argv)
+    for name, (gpu, dry) in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, dry if args.dry_run else gpu)
+        elif getattr(args, name) < (0 if name == "workers" else 1):
+            p.error(f"--{name} {getattr(args, name)}: must be {'0 or more' if name == 'workers' else 'positive'}")
+    if args.steps < 2 * args.log_interval:
+        p.error(f"--steps {args.steps} must be at least twice --log_interval {args.log_interval} (two log rows)")
+    if args.data_dir and not os.path.isdir(args.data_dir):
+        p.error(f"--data_dir {args.data_dir}: no such folder")
+    if args.inception_weights and not os.path.isfile(args.inception_weights):
+        p.error(f"--inception_weights {args.inception_weights}: no such file")
+    if os.path.isdir(args.out):
+        p.error(f"--out {args.out}: is a folder")
+    for name in ("data_dir", "inception_weights", "workdir"):  # the jobs run in the repository
+        if getattr(args, name):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
+
+    if args.child:
+        if args.child == "env":
+            result = child_env_info()
+        elif args.child == "flops":
+            with open(args.child_spec) as f:
+                result = child_flops(json.load(f))
+        else:
+            result = child_fid(args.child_npz, args.fid_images, args.dims, args.fid_batch, args.workers,
+                               args.inception_weights, os.path.dirname(args.child_out), args.child_random_weights)
+        write_atomic(args.child_out, json.dumps(result))
+        return 0
+
+    check = Check(args)
+    seconds = check.run()
+    write_atomic(args.out, check.markdown(seconds))
+    failed = sum(r["status"] != "ok" for r in check.rows)
+    print(f"gpu_check: wrote {args.out} ({len(check.rows)} rows, {failed} failed, {seconds:.0f} s)", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

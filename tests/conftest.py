@@ -33,6 +33,7 @@ def _no_inherited_logdir(monkeypatch):
     # Nor may a shell's data-cache settings (trainkit/data.py).
     monkeypatch.delenv("TRAINKIT_DATA_CACHE", raising=False)
     monkeypatch.delenv("TRAINKIT_DATA_CACHE_MB", raising=False)
+    monkeypatch.delenv("TRAINKIT_DATA_DECODERS", raising=False)
 
 
 # Trained tiny runs shared by the whole session: each recipe trains once, on first use. A test

@@ -154,7 +154,7 @@ def test_a_large_folder_is_decoded_once_per_node_and_mapped_by_every_rank(digits
     reused = train("reused", "torchrun", env=env)
     assert reused.returncode == 0, helpers.describe(reused)
     _assert_same_tensors(_params(tmp_path / "reused", 1), _params(plain, 1))
-    # A changed image makes a new file: local rank 0 fails to decode the blanked images, and
+    # A changed image makes a new file: the decoding ranks fail on the blanked images, and
     # every rank stops with its error.
     sorted(folder.iterdir())[3].write_bytes(b"not an image")
     failed = train("failed", env=env)

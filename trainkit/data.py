@@ -5,11 +5,17 @@ why a corrupt or truncated file is reported by name before the first step, rathe
 loader worker mid-run, and why the training step's data cost is one tensor index. A folder that
 decodes to less than $TRAINKIT_DATA_CACHE_MB (default 1024) MB, CIFAR-10 at 32 px (150 MB) say,
 is decoded by every rank into its own memory. A bigger one (CelebA-HQ at 256 px: 5.9 GB) is
-decoded once per node, by local rank 0, into a raw file in $TRAINKIT_DATA_CACHE (default: the
+decoded once per node into a raw file in $TRAINKIT_DATA_CACHE (default: the
 system temp folder) that every rank on the node maps: the node holds one copy in its page
 cache, not one per rank, a data set larger than memory pages from disk, and the next run on
 the node reuses the file. The file's name hashes the image paths, sizes, modification times,
 resolution and channels, so an edited folder gets a new file; old ones can be deleted at will.
+Every rank of the node decodes a block of the images into that file ($TRAINKIT_DATA_DECODERS
+caps how many; 1 is the single decoder of earlier versions), under a temporary name that the
+first rank of the node renames once all blocks are written: a file under the final name is
+always complete, and a decode killed midway leaves only a `.tmp-*` file (safe to delete when no
+job is starting) that no later run takes for a cache. Ranks map the file privately, so a
+rank's resident anonymous memory does not grow with the data set: pages are the page cache's.
 
 Folder conventions, as openai/improved-diffusion: files found recursively by extension
 (jpg, jpeg, png, gif), sorted; the class label is the file name before its first "_", classes
@@ -42,8 +48,10 @@ import hashlib
 import io
 import math
 import os
+import socket
 import sys
 import tempfile
+import time
 
 import blobfile as bf
 import numpy as np
@@ -51,15 +59,22 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from . import dist, fileio, npz
+from . import cifar_layout, dist, fileio, npz
 from .errors import UserError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif")
 CACHE_ENV = "TRAINKIT_DATA_CACHE"  # folder of decoded-image files shared by a node's ranks
 CACHE_MB_ENV = "TRAINKIT_DATA_CACHE_MB"  # folders decoding to at least this many MB use it
 DEFAULT_CACHE_MB = 1024
+DECODERS_ENV = "TRAINKIT_DATA_DECODERS"  # at most this many ranks of a node decode its cache (unset/0: all)
 PROGRESS_MIN_IMAGES = 2000  # fewer decode in a few seconds: no progress bar
+DECODE_BLOCK = 1024  # images handed to the decoding threads at a time
 LMDB_INSTALL = 'pip install -e ".[lmdb]"'
+
+# What this process's last load_dataset of an image folder or LMDB did: path (the cache file, or
+# None in memory), images, decoded (by this rank), decoders (ranks that decoded; 0 when reused),
+# reused, seconds. Read by tests and benchmarks/data_scale.py; nothing in the runtime uses it.
+last_decode = {}
 
 
 def list_image_files(data_dir: str) -> list:
@@ -134,12 +149,16 @@ class ImageData:
 
 
 def load_dataset(data_dir: str, image_size: int, class_cond: bool = False, channels: int = 3) -> ImageData:
-    """An image folder, an LMDB database or a samples .npz, decoded to `image_size` and `channels`."""
+    """An image folder, an LMDB database, a samples .npz or torchvision's CIFAR-10 folder / tarball
+    (trainkit.cifar_layout: its training batches, with labels), decoded to `image_size` and `channels`."""
     if image_size < 1:
         raise UserError(f"--image_size: {image_size} must be positive")
     _mode(channels)
     if str(data_dir).endswith(".npz"):
         return _load_npz(data_dir, image_size, class_cond, channels)
+    cifar_at = cifar_layout.find(data_dir)
+    if cifar_at is not None:  # arrays like an npz's: uint8 N,H,W,C and labels
+        return _load_npz(cifar_at, image_size, class_cond, channels, arrays=cifar_layout.read_split(cifar_at))
     lmdb_at = find_lmdb(data_dir)
     if lmdb_at is not None:
         if class_cond:
@@ -170,23 +189,42 @@ def _decoded(shape: tuple, image, identity, source: str) -> torch.Tensor:
     nbytes = math.prod(shape)
     if nbytes >= _cache_threshold_bytes():
         return _shared_images(shape, nbytes, image, identity, source)
-    return torch.from_numpy(_decode_into(np.empty(shape, np.uint8), image, source))
+    began = time.perf_counter()
+    images = torch.from_numpy(_decode_into(np.empty(shape, np.uint8), image, source))
+    last_decode.clear()
+    last_decode.update(path=None, images=shape[0], decoded=shape[0], decoders=1, reused=False,
+                       seconds=time.perf_counter() - began)
+    return images
 
 
-def _decode_into(out: np.ndarray, image, source: str) -> np.ndarray:
-    """out[i] = image(i) (uint8 H,W,C -> C,H,W) on a pool of threads (PIL releases the GIL), with a
-    progress bar on rank 0 when there are more than PROGRESS_MIN_IMAGES."""
-    n = out.shape[0]
+def _decode_into(out: np.ndarray, image, source: str, indices=None, threads=None) -> np.ndarray:
+    """out[i] = image(i) (uint8 H,W,C -> C,H,W) for i in `indices` (default: all) on a pool of
+    threads (PIL releases the GIL), with a progress bar on rank 0 when there are more than
+    PROGRESS_MIN_IMAGES."""
+    indices = range(out.shape[0]) if indices is None else indices
 
     def put(i):
         out[i] = image(i).transpose(2, 0, 1)
 
-    show = dist.rank() == 0 and n > PROGRESS_MIN_IMAGES
-    with tqdm(total=n, desc=f"decoding {source}", unit="img", file=sys.stderr, disable=not show) as bar:
-        with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-            for _ in pool.map(put, range(n)):
-                bar.update()
+    show = dist.rank() == 0 and len(indices) > PROGRESS_MIN_IMAGES
+    with tqdm(total=len(indices), desc=f"decoding {source}", unit="img", file=sys.stderr, disable=not show) as bar:
+        with concurrent.futures.ThreadPoolExecutor(threads or _decode_threads(1)) as pool:
+            # pool.map submits every index at once: a Future per image, memory that grows with
+            # the data set (~300 MB at 200k images). A block at a time keeps it flat.
+            for start in range(0, len(indices), DECODE_BLOCK):
+                for _ in pool.map(put, indices[start:start + DECODE_BLOCK]):
+                    bar.update()
     return out
+
+
+def _decode_threads(decoders: int) -> int:
+    """Threads per decoding rank: the cores this process may use, shared with the node's other
+    decoders unless the launcher already pinned each rank to its own cores."""
+    cores = os.cpu_count() or 1
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    if usable >= cores:
+        usable = max(1, cores // max(1, decoders))
+    return min(8, usable)
 
 
 def find_lmdb(data_dir) -> str:
@@ -302,34 +340,131 @@ def _cache_file(identity, shape: tuple) -> str:
     return os.path.join(os.environ.get(CACHE_ENV) or tempfile.gettempdir(), name)
 
 
-def _write_cache(path: str, shape: tuple, nbytes: int, image, source: str) -> None:
-    with fileio.atomic_path(path) as tmp:
-        with open(tmp, "r+b") as f:
-            try:  # claim the space now: a memory map writing past a full disk dies of SIGBUS
-                os.posix_fallocate(f.fileno(), 0, nbytes)
-            except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-                    raise
-            f.truncate(nbytes)
-        out = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=shape)
-        _decode_into(out, image, source)
+def _decoder_limit() -> int:
+    value = os.environ.get(DECODERS_ENV, "")
+    try:
+        limit = int(value) if value else 0
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise UserError(f"${DECODERS_ENV}: {value!r} is not a whole number of ranks (0: all of a node's ranks)")
+    return limit
+
+
+def _node_peers(path: str) -> list:
+    """The global ranks, in order, of the processes on this node that load the cache file `path`.
+    Collective. A node is a host name plus the kernel's boot id, so that two machines given the
+    same name stay apart; it needs no LOCAL_RANK from the launcher, and the "nodes" of a
+    multi-node test started on one machine with one cache folder share the decoding of it."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    me = (socket.gethostname(), boot, os.path.abspath(path))
+    return [r for r, key in enumerate(dist.all_gather_object(me)) if key == me]
+
+
+def _new_cache_file(path: str, nbytes: int) -> str:
+    """An empty file of `nbytes` under a temporary name beside `path` (fileio's prefix: never
+    taken for a cache, whatever is in it), its space claimed: a memory map writing past a full
+    disk dies of SIGBUS."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=fileio.TMP_PREFIX, suffix=os.path.basename(path), dir=directory)
+    except OSError as e:
+        raise UserError(f"{directory}: cannot write here ({e.strerror or e})") from None
+    try:
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise
+        os.ftruncate(fd, nbytes)
+    except OSError as e:
+        os.close(fd)
+        _remove(tmp)
+        raise UserError(f"{path}: cannot write ({e.strerror or e})") from None
+    os.close(fd)
+    return tmp
+
+
+def _decode_share(tmp: str, shape: tuple, image, source: str, part: int, parts: int, threads: int) -> int:
+    """Decode part `part` of `parts` (a contiguous block of indices, so each decoder writes its
+    own stretch of the file) into the file `tmp`, shared with the other decoders; the number of
+    images decoded. Writes go through a shared mapping (the page cache), flushed before return."""
+    n = shape[0]
+    start, stop = n * part // parts, n * (part + 1) // parts
+    if start == stop:
+        return 0
+    out = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=shape)
+    try:
+        _decode_into(out, image, source, range(start, stop), threads)
         out.flush()
+    finally:
         del out
+    return stop - start
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def _shared_images(shape: tuple, nbytes: int, image, identity, source: str) -> torch.Tensor:
-    """The images, decoded by local rank 0 into the node's cache file (unless a complete one is
-    there) and mapped read-only by every rank. Collective: every rank raises the same error."""
+    """The images, from the node's cache file, decoded there first unless a complete one is
+    there, and mapped read-only by every rank. Collective: every rank raises the same error.
+
+    The first rank of the node (the leader) creates the file under a temporary name; every rank
+    of the node ($TRAINKIT_DATA_DECODERS of them if set) decodes one block of the images into it;
+    the leader renames it to its final name once every block is written, so a file under the
+    final name is complete by construction, and a crash leaves only a temporary file behind."""
     path = _cache_file(identity(), shape)
-    error = None
-    if dist.local_rank() == 0 and not (os.path.isfile(path) and os.path.getsize(path) == nbytes):
-        try:
-            _write_cache(path, shape, nbytes, image, source)
-        except UserError as e:
-            error = str(e)
-    errors = [e for e in dist.all_gather_object(error) if e]
-    if errors:
-        raise UserError(errors[0])
+    peers = _node_peers(path)
+    me = dist.rank()
+    leader = peers[0]
+    limit = _decoder_limit()
+    decoders = peers[:limit] if limit else peers
+    plan = None
+    if me == leader:
+        if os.path.isfile(path) and os.path.getsize(path) == nbytes:
+            plan = ("reuse", path)
+        else:
+            try:
+                plan = ("decode", _new_cache_file(path, nbytes))
+            except UserError as e:
+                plan = ("error", str(e))
+    plans = dist.all_gather_object(plan)
+    kind, where = plans[leader]
+    created = where if me == leader and kind == "decode" else None
+    try:
+        errors = [p[1] for p in plans if p is not None and p[0] == "error"]
+        if errors:
+            raise UserError(errors[0])
+        decoded, error, began = 0, None, time.perf_counter()
+        if kind == "decode" and me in decoders:
+            threads = _decode_threads(len(decoders))
+            try:
+                decoded = _decode_share(where, shape, image, source, decoders.index(me), len(decoders), threads)
+            except UserError as e:
+                error = str(e)
+        errors = [e for e in dist.all_gather_object(error) if e]
+        if created and not errors:
+            os.replace(created, path)
+            created = None
+        if any(p is not None and p[0] == "decode" for p in plans):  # the same test on every rank
+            dist.barrier()  # the others map the file under its final name, once it has one
+        if errors:
+            raise UserError(errors[0])
+    finally:
+        if created:
+            _remove(created)
+    last_decode.clear()
+    last_decode.update(path=path, images=shape[0], decoded=decoded, decoders=len(decoders) if kind == "decode" else 0,
+                       reused=kind == "reuse", seconds=time.perf_counter() - began)
     # A private mapping: pages come from (and stay shared in) the page cache until written,
     # which nothing does; a stray write would never reach the file.
     return torch.from_file(path, shared=False, size=nbytes, dtype=torch.uint8).view(shape)
@@ -342,8 +477,8 @@ def _fit(a: np.ndarray, image_size: int, channels: int) -> np.ndarray:
     return np.asarray(image.convert(_mode(channels))).reshape(image_size, image_size, channels)
 
 
-def _load_npz(path, image_size, class_cond, channels):
-    images, labels = npz.read_samples(path)
+def _load_npz(path, image_size, class_cond, channels, arrays=None):
+    images, labels = npz.read_samples(path) if arrays is None else arrays
     if images.shape[1:] != (image_size, image_size, channels):
         images = np.stack([_fit(a, image_size, channels) for a in images])
     classes = None

@@ -7,7 +7,9 @@ test_ddgan.py's own flags work: --exp NAME --epoch_id N loads
 ./saved_info/dd_gan/{--dataset}/{NAME}/netG_{N}.pth (an --exp folder of ddgan.train, or of the
 reference's train_ddgan.py, whose model flags must then be given); --compute_fid scores the
 samples against --real_img_dir: an image folder, a pytorch-fid statistics .npz or DDGAN's .npy
-statistics. With those flags and no --logdir (nor $OPENAI_LOGDIR), images also go where
+statistics; without it, test_ddgan.py's file for --dataset (pytorch_fid/cifar10_train_stat.npy,
+celeba_256_stat.npy, lsun_church_stat.npy). A reference of another resolution than --image_size
+is refused before sampling. With those flags and no --logdir (nor $OPENAI_LOGDIR), images also go where
 test_ddgan.py writes them: ./generated_samples/{dataset}/{i}.jpg with --compute_fid, else
 ./samples_{dataset}.jpg (one batch); an existing non-empty folder or file is never written
 into: a fresh `-<time>` name is used. The FID itself is computed from the lossless npz.
@@ -57,7 +59,8 @@ def create_parser():
       help="test_ddgan.py's flag: FID of the samples against --real_img_dir")
     a("--real_img_dir", default=None,
       help="with --compute_fid: an image folder, a pytorch-fid statistics .npz or DDGAN's .npy statistics "
-           "(test_ddgan.py's default: ./pytorch_fid/cifar10_train_stat.npy)")
+           "(default, as test_ddgan.py, by --dataset: pytorch_fid/cifar10_train_stat.npy, celeba_256_stat.npy "
+           "or lsun_church_stat.npy; other data sets need it)")
     a("--fid_stats", default="", help="FID statistics (.npz, or DDGAN's .npy) to score the samples against "
       "at the end; the same as --compute_fid --real_img_dir FILE (default: none, no FID)")
     a("--inception_weights", default="", help="local pytorch-fid Inception weights file for offline machines "
@@ -66,7 +69,15 @@ def create_parser():
     return p
 
 
-REFERENCE_REAL = os.path.join("pytorch_fid", "cifar10_train_stat.npy")  # test_ddgan.py's --real_img_dir
+# test_ddgan.py's statistics by --dataset (it uses --real_img_dir only for other names), and the
+# resolution each was computed at; the paths are relative to the working directory, as there
+REFERENCE_STATS = {
+    "cifar10": os.path.join("pytorch_fid", "cifar10_train_stat.npy"),
+    "celeba_256": os.path.join("pytorch_fid", "celeba_256_stat.npy"),
+    "lsun": os.path.join("pytorch_fid", "lsun_church_stat.npy"),
+}
+STATS_RESOLUTION = {"cifar10_train_stat.npy": 32, "celeba_256_stat.npy": 256, "lsun_church_stat.npy": 256}
+REFERENCE_REAL = REFERENCE_STATS["cifar10"]  # test_ddgan.py's --real_img_dir default
 REFERENCE_EPOCH = 1000  # test_ddgan.py's --epoch_id
 
 
@@ -93,21 +104,58 @@ def resolve_source(args):
     return path
 
 
-def fid_reference(args):
-    """The file or folder to score against, or None; checked before any sampling."""
+def reference_stats(dataset: str) -> str:
+    """test_ddgan.py's statistics file for --compute_fid without --real_img_dir."""
+    if dataset not in REFERENCE_STATS:
+        raise UserError(f"--dataset {dataset}: test_ddgan.py names FID statistics only for "
+                        f"{', '.join(REFERENCE_STATS)}; give --real_img_dir (an image folder or statistics file)")
+    return REFERENCE_STATS[dataset]
+
+
+def reference_resolution(ref: str, kind: str):
+    """(width, height) of the images a reference holds or was computed from; None when unknown
+    (statistics files other than test_ddgan.py's named ones carry no resolution)."""
+    if kind == "stats":
+        side = STATS_RESOLUTION.get(os.path.basename(ref))
+        return None if side is None else (side, side)
+    if kind == "samples":
+        images, _ = npz.read_samples(ref)
+        return images.shape[2], images.shape[1]
+    from evaluations import fid
+    from PIL import Image
+
+    files = fid.list_images(ref)
+    if not files:
+        return None  # evaluations.fid says so, by name, when it reads the folder
+    try:
+        with Image.open(files[0]) as im:
+            return im.size
+    except Exception as e:  # PIL raises many types for a bad file
+        raise UserError(f"{files[0]}: cannot read image ({e})") from None
+
+
+def fid_reference(args, dataset="cifar10", image_size=None):
+    """The file or folder to score against, or None; checked before any sampling: it must exist
+    and hold (or be named as computed from) images of --image_size."""
     if args.fid_stats and (args.compute_fid or args.real_img_dir):
         raise UserError("--fid_stats and --compute_fid/--real_img_dir both ask for FID: give one")
     if args.real_img_dir and not args.compute_fid:
         raise UserError("--real_img_dir is used only with --compute_fid")
-    ref = args.fid_stats or ((args.real_img_dir or REFERENCE_REAL) if args.compute_fid else None)
+    ref = args.fid_stats or ((args.real_img_dir or reference_stats(dataset)) if args.compute_fid else None)
     if ref is None:
         return None, None
     from evaluations import fid  # only when asked: sampling itself needs no Inception network
 
+    if not os.path.exists(ref) and ref == REFERENCE_STATS.get(dataset) and not args.real_img_dir:
+        raise UserError(f"{ref}: no such file (test_ddgan.py's FID statistics for --dataset {dataset}); "
+                        "put it there or give --real_img_dir")
     kind = fid.input_kind(ref)
     if args.fid_stats and kind != "stats":
         raise UserError(f"{ref}: not FID statistics (needs keys mu and sigma); for an image folder use "
                         "--compute_fid --real_img_dir")
+    size = reference_resolution(ref, kind)
+    if image_size is not None and size is not None and size != (image_size, image_size):
+        raise UserError(f"{ref}: reference of {size[0]}x{size[1]} images, but --image_size is {image_size}")
     return ref, (len(npz.read_stats(ref)[0]) if kind == "stats" else 2048)
 
 
@@ -192,8 +240,8 @@ def load_generator(args, o, device):
 def main_sample(args):
     args.model_path = resolve_source(args)
     checkpoint.resolve(args.model_path)  # a missing path is the first thing to report
-    reference, fid_dims = fid_reference(args)  # a bad reference fails before sampling
     o = model_options(args)
+    reference, fid_dims = fid_reference(args, o["dataset"], o["image_size"])  # a bad one fails before sampling
     script_util.check_model_options(o)
     reference_images = reference_outputs_wanted(args)
     r = run.setup(FAMILY, args)  # a --logdir holding a run (the training one, say): a fresh subfolder

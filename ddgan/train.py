@@ -13,26 +13,36 @@ The reference's command lines run unchanged: --num_process_per_node N (and --num
 with the reference's netG_{epoch}.pth, content.pth and PNGs beside our checkpoints
 (ddgan.experiment); --exp NAME --resume continues it.
 
+Data as the reference finds it: --dataset cifar10 without --data_dir reads ./data in torchvision's
+layout (cifar-10-batches-py/ or cifar-10-python.tar.gz; trainkit.cifar_layout), and --dataset lsun
+trains on the first LSUN_SUBSET images, train_ddgan.py's Subset(range(0, 120000)).
+
 The step itself (D and G updates, lazy R1, EMA, cosine lr) is ddgan/trainer.py.
 """
 
 import os
 
 from evaluations import probe
-from trainkit import data, dist, elastic, loop, precision, run
+from trainkit import cifar_layout, data, dist, elastic, loop, precision, run
 from trainkit.errors import UserError
 
 from . import experiment, script_util
 from .trainer import Trainer
 
 FAMILY = "ddgan"
+REFERENCE_DATA_DIR = "./data"  # train_ddgan.py: CIFAR10('./data', train=True, download=True)
+# train_ddgan.py: Subset(LSUN(classes=['church_outdoor_train']), list(range(0, 120000)))
+LSUN_SUBSET = 120000
 
 
 def create_parser():
     p = run.ArgumentParser(description=__doc__)
     script_util.add_model_args(p)
     a = p.add_argument
-    a("--data_dir", default="", help="training data (required): an image folder, a samples .npz or an LMDB")
+    a("--data_dir", default="",
+      help="training data: an image folder, a samples .npz, an LMDB, or torchvision's CIFAR-10 folder "
+           "(holding cifar-10-batches-py or cifar-10-python.tar.gz); default with --dataset cifar10: "
+           f"{REFERENCE_DATA_DIR}, as the reference; required otherwise")
     a("--exp", default=None,
       help="experiment name: without --logdir (or $OPENAI_LOGDIR) the run lives in "
            "./saved_info/dd_gan/{dataset}/{exp}/ with the reference's netG_{epoch}.pth, content.pth and "
@@ -114,6 +124,9 @@ def prepare(o):
     process before it spawns ranks, so a bad flag is one line from one process, and by each rank."""
     check_options(o)
     elastic.check_agreement(o)
+    if not o["data_dir"] and o["dataset"] == "cifar10":
+        cifar_layout.require(REFERENCE_DATA_DIR)  # no download here: one line says what to fetch
+        o["data_dir"] = REFERENCE_DATA_DIR
     if o["exp"] is None or o["logdir"] or os.environ.get("OPENAI_LOGDIR"):
         return None
     exp_dir = experiment.folder(o["dataset"], o["exp"])
@@ -126,6 +139,9 @@ def train(args):
     exp_dir = prepare(o)
     r = run.setup(FAMILY, args, logdir=exp_dir, resume=o["resume_checkpoint"])
     dataset = data.load_dataset(o["data_dir"], o["image_size"], channels=o["num_channels"])
+    dataset, selection = reference_subset(dataset, o["dataset"])
+    if selection:
+        r.logger.log(selection)
     batches = data.Batches(dataset, o["batch_size"], seed=o["seed"], random_flip=o["random_flip"])
     generator = script_util.build_generator(o)
     discriminator = script_util.build_discriminator(o)
@@ -148,6 +164,21 @@ def train(args):
               save_interval=o["save_interval"], epoch_save=epoch_save, precision=o["precision"],
               seed=o["seed"], probe=probe.from_args(args, o["image_size"])).run_loop()
     return r.dir
+
+
+def reference_subset(dataset, name, size=None):
+    """(images, log line or None): for --dataset lsun, train_ddgan.py's selection, the first `size`
+    images in the loader's order (an LMDB's key order, which is torchvision's LSUN order, or a
+    folder's sorted paths); all of them when there are fewer. Other data sets unchanged."""
+    if name != "lsun":
+        return dataset, None
+    size = LSUN_SUBSET if size is None else size
+    n = len(dataset)
+    if n <= size:
+        return dataset, f"--dataset lsun: all {n} images of {dataset.source} (the reference takes the first {size})"
+    labels = dataset.labels[:size] if dataset.labels is not None else None
+    subset = data.ImageData(dataset.images[:size], labels, dataset.source, dataset.classes)
+    return subset, f"--dataset lsun: the first {size} of {n} images of {dataset.source}, as the reference"
 
 
 @run.main

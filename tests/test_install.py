@@ -189,6 +189,9 @@ def test_installed_genbench_fid_matches_the_source_trees(venv, tmp_path):
     ours = fid.fid_of_paths(str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), dims=64, batch_size=6, device="cpu",
                             num_workers=0, weights=weights)
     assert value > 0 and value == pytest.approx(ours, rel=1e-6)
+    umbrella = run_installed(venv, ["genbench", "fid", *flags, "a.npz", "b.npz"], tmp_path)  # the same command
+    assert umbrella.returncode == 0 and re.search(r"FID:\s+(\S+)", umbrella.stdout).group(1) == str(value), \
+        helpers.describe(umbrella)
 
 
 def test_the_launcher_takes_a_flag_file_as_given_else_the_copy_beside_it(tmp_path):

@@ -5,6 +5,8 @@ benchmarks/data_scale.py, which measures it on two ranks."""
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -117,12 +119,77 @@ def test_an_interrupted_decode_leaves_no_file_taken_as_complete(tmp_path, monkey
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
     (left,) = os.listdir(cache)
-    assert left.startswith(".tmp-") and os.path.getsize(cache / left) == expected.numel()
-    # The next run ignores it, decodes everything and gets the right bytes.
+    assert left.startswith(f".tmp-{data._host_label()}+") and f"+{pid}+" in left
+    assert os.path.getsize(cache / left) == expected.numel()
+    # The next run does not take it for a cache: it decodes everything, gets the right bytes, and
+    # removes the leftover, whose writer (pid, reaped above) is gone.
     again = data.load_dataset(str(folder), 8)
     assert data.last_decode["decoded"] == 7 and not data.last_decode["reused"]
     assert torch.equal(again.images, expected)
-    assert sorted(os.listdir(cache)) == sorted([left, os.path.basename(data.last_decode["path"])])
+    assert os.listdir(cache) == [os.path.basename(data.last_decode["path"])]
+
+
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: no process has this pid now (until the kernel hands it out again)
+    return child.pid
+
+
+def test_the_next_decode_removes_leftovers_of_dead_writers_only(tmp_path, monkeypatch, capsys):
+    folder = _folder(tmp_path / "images")
+    expected = data.load_dataset(str(folder), 8).images
+    cache = tmp_path / "cache"
+    _cache(monkeypatch, cache)
+    data.load_dataset(str(folder), 8)
+    path = data.last_decode["path"]
+    name = os.path.basename(path)
+    os.remove(path)  # as if the decode that wrote it had been killed instead
+    dead = _dead_pid()
+    me = data._writer_prefix()
+    assert me.startswith(".tmp-") and f"+{os.getpid()}+" in me
+    here_dead = data._writer_prefix(dead, start=12345)
+    # the dead pid, but on another host, or on a host of the same name with another boot or pid
+    # namespace: whether it is alive there cannot be told from here
+    other_host = here_dead.replace(data._host_label(), "elsewhere-node", 1)
+    other_machine = here_dead.replace(data._machine_token(), "0" * 8 if data._machine_token() != "0" * 8 else "1" * 8, 1)
+    reused = data._writer_prefix(os.getpid(), start=data._start_time(os.getpid()) + 1)
+    planted = {
+        "dead": f"{here_dead}abc_1234{name}",
+        "live": f"{me}live5678{name}",  # this process: a decode under way
+        "other host": f"{other_host}zz99aa00{name}",
+        "other machine": f"{other_machine}qq11ww22{name}",
+        "reused pid": f"{reused}rr33tt44{name}",
+        "old format": f".tmp-k3j_9x0q{name}",
+        "another cache": f"{here_dead}abc_1234trainkit-images-0123-1x3x8x8.u8",
+    }
+    rng = np.random.default_rng(1)
+    contents = {}
+    for label, planted_name in planted.items():
+        contents[label] = rng.integers(0, 256, expected.numel() if label == "dead" else 100, dtype=np.uint8).tobytes()
+        (cache / planted_name).write_bytes(contents[label])
+    capsys.readouterr()
+
+    again = data.load_dataset(str(folder), 8)
+    err = capsys.readouterr().err
+    assert data.last_decode["decoded"] == 7 and not data.last_decode["reused"] and data.last_decode["path"] == path
+    assert torch.equal(again.images, expected)
+    with open(path, "rb") as f:
+        assert f.read() == expected.numpy().tobytes()  # complete, and equal to a one-process decode
+    left = set(os.listdir(cache))
+    assert planted["dead"] not in left
+    assert left == {name} | {n for label, n in planted.items() if label != "dead"}
+    for label, planted_name in planted.items():
+        if label != "dead":
+            assert (cache / planted_name).read_bytes() == contents[label], label  # kept byte for byte
+    removed = [line for line in err.splitlines() if line.startswith("trainkit.data: removed ")]
+    size = f"{expected.numel() / 2**20:.1f} MiB"
+    assert removed == [f"trainkit.data: removed {cache / planted['dead']} ({size}): a leftover of a killed decode "
+                       f"(pid {dead} on {data._host_label()} is gone)"]
+    assert f"kept {cache / planted['reused pid']}: pid {os.getpid()} is now another process" in err
+    (old,) = [line for line in err.splitlines() if "named without a writer's pid" in line]
+    assert planted["old format"] in old and "deleted by hand when no job is running" in old
+    for label in ("live", "other host", "other machine", "another cache"):
+        assert planted[label] not in err, label  # kept without a word: not this sweep's business
 
 
 def test_decoders_env_must_be_a_whole_number(tmp_path, monkeypatch):

@@ -13,9 +13,14 @@ resolution and channels, so an edited folder gets a new file; old ones can be de
 Every rank of the node decodes a block of the images into that file ($TRAINKIT_DATA_DECODERS
 caps how many; 1 is the single decoder of earlier versions), under a temporary name that the
 first rank of the node renames once all blocks are written: a file under the final name is
-always complete, and a decode killed midway leaves only a `.tmp-*` file (safe to delete when no
-job is starting) that no later run takes for a cache. Ranks map the file privately, so a
-rank's resident anonymous memory does not grow with the data set: pages are the page cache's.
+always complete, and a decode killed midway leaves only a `.tmp-*` file that no later run takes
+for a cache. That temporary name carries the leader's host name, a token of its machine (boot
+id and pid namespace), its pid and its start time, so the next run that loads the same cache on
+that machine removes the leftovers whose leader is gone (one stderr line each, with the size);
+a leftover of another host or machine, of a pid that is alive (its leader, or a later process
+given the same pid), or named in the older format without a pid is kept. Ranks map the file
+privately, so a rank's resident anonymous memory does not grow with the data set: pages are the
+page cache's.
 
 Folder conventions, as openai/improved-diffusion: files found recursively by extension
 (jpg, jpeg, png, gif), sorted; the class label is the file name before its first "_", classes
@@ -48,6 +53,7 @@ import hashlib
 import io
 import math
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -351,28 +357,134 @@ def _decoder_limit() -> int:
     return limit
 
 
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _machine_token() -> str:
+    """8 hex digits naming this kernel boot and pid namespace: within one token a pid names one
+    process, so only there does a dead pid prove that a writer is gone. A host name alone does
+    not: two machines (or containers sharing a cache folder) may carry the same one."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return hashlib.sha256(f"{_boot_id()}\n{namespace}".encode()).hexdigest()[:8]
+
+
+def _host_label() -> str:
+    # "+" separates the fields of a temporary name; a host name never needs more than 64 bytes
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())[:64] or "host"
+
+
+def _start_time(pid: int):
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22), or None
+    where that cannot be read (no /proc, the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(")") + 2:].split()[19])  # after "(comm) ": field 3 is [0]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _writer_prefix(pid=None, start=None) -> str:
+    """The start of the temporary name of a cache file that process `pid` (default: this one)
+    writes: TMP_PREFIX, then host, machine token, pid and start time, each ended by "+"."""
+    pid = os.getpid() if pid is None else pid
+    start = _start_time(pid) if start is None else start
+    return f"{fileio.TMP_PREFIX}{_host_label()}+{_machine_token()}+{pid}+{start or 0}+"
+
+
+_WRITER = re.compile(r"(?P<host>[^+]*)\+(?P<machine>[0-9a-f]{8})\+(?P<pid>[0-9]+)\+(?P<start>[0-9]+)\+[^+]*")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def _say(line: str) -> None:
+    print(f"trainkit.data: {line}", file=sys.stderr, flush=True)
+
+
+def sweep_leftovers(path: str) -> list:
+    """Remove the temporary files of killed decodes of the cache file `path` whose writer is
+    provably gone: named for this host and machine token, and for a pid that no process has now.
+    Returns the names removed. Everything else is kept: another host's or machine's files, those
+    of a live pid (whether its writer, or a later process given the same pid: said once each,
+    as deletable by hand) and names in the older format without a pid (said in one line)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    suffix = os.path.basename(path)
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.startswith(fileio.TMP_PREFIX) and n.endswith(suffix)
+                       and len(n) > len(fileio.TMP_PREFIX) + len(suffix))
+    except OSError:  # no cache folder yet: nothing to sweep
+        return []
+    host, machine = _host_label(), _machine_token()
+    removed, unnamed = [], []
+    for name in names:
+        writer = _WRITER.fullmatch(name[len(fileio.TMP_PREFIX):-len(suffix)])
+        if writer is None:
+            unnamed.append(name)
+            continue
+        pid, start = int(writer["pid"]), int(writer["start"])
+        if writer["host"] != host or writer["machine"] != machine or not 0 < pid < 2**31:  # kill(0) is a group
+            continue
+        full = os.path.join(directory, name)
+        if _pid_alive(pid):
+            now = _start_time(pid)
+            if start and now is not None and now != start:
+                _say(f"kept {full}: pid {pid} is now another process, so its writer is gone; "
+                     "delete it by hand when no job is running")
+            continue
+        try:
+            nbytes = os.path.getsize(full)
+            os.remove(full)
+        except FileNotFoundError:  # another run's sweep got there first
+            continue
+        except OSError as e:
+            _say(f"cannot remove {full}, a leftover of a killed decode: {e.strerror or e}")
+            continue
+        removed.append(name)
+        _say(f"removed {full} ({_size(nbytes)}): a leftover of a killed decode (pid {pid} on {host} is gone)")
+    if unnamed:
+        _say(f"kept {len(unnamed)} temporary file(s) in {directory} named without a writer's pid "
+             f"({', '.join(unnamed)}): they can be deleted by hand when no job is running")
+    return removed
+
+
 def _node_peers(path: str) -> list:
     """The global ranks, in order, of the processes on this node that load the cache file `path`.
     Collective. A node is a host name plus the kernel's boot id, so that two machines given the
     same name stay apart; it needs no LOCAL_RANK from the launcher, and the "nodes" of a
     multi-node test started on one machine with one cache folder share the decoding of it."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-    except OSError:
-        boot = ""
-    me = (socket.gethostname(), boot, os.path.abspath(path))
+    me = (socket.gethostname(), _boot_id(), os.path.abspath(path))
     return [r for r, key in enumerate(dist.all_gather_object(me)) if key == me]
 
 
 def _new_cache_file(path: str, nbytes: int) -> str:
     """An empty file of `nbytes` under a temporary name beside `path` (fileio's prefix: never
-    taken for a cache, whatever is in it), its space claimed: a memory map writing past a full
-    disk dies of SIGBUS."""
+    taken for a cache, whatever is in it; then this process's host, machine token, pid and start
+    time, which let sweep_leftovers tell when its writer is gone), its space claimed: a memory
+    map writing past a full disk dies of SIGBUS."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=fileio.TMP_PREFIX, suffix=os.path.basename(path), dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=_writer_prefix(), suffix=os.path.basename(path), dir=directory)
     except OSError as e:
         raise UserError(f"{directory}: cannot write here ({e.strerror or e})") from None
     try:
@@ -421,7 +533,8 @@ def _shared_images(shape: tuple, nbytes: int, image, identity, source: str) -> t
     The first rank of the node (the leader) creates the file under a temporary name; every rank
     of the node ($TRAINKIT_DATA_DECODERS of them if set) decodes one block of the images into it;
     the leader renames it to its final name once every block is written, so a file under the
-    final name is complete by construction, and a crash leaves only a temporary file behind."""
+    final name is complete by construction, and a crash leaves only a temporary file behind,
+    which the leader of the next run on the machine removes (sweep_leftovers)."""
     path = _cache_file(identity(), shape)
     peers = _node_peers(path)
     me = dist.rank()
@@ -430,6 +543,7 @@ def _shared_images(shape: tuple, nbytes: int, image, identity, source: str) -> t
     decoders = peers[:limit] if limit else peers
     plan = None
     if me == leader:
+        sweep_leftovers(path)  # before creating its own: a live pid is never swept
         if os.path.isfile(path) and os.path.getsize(path) == nbytes:
             plan = ("reuse", path)
         else:

@@ -6,6 +6,7 @@ import argparse
 import fcntl
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -42,8 +43,8 @@ def _batches():
     return data.Batches(data.ImageData(torch.zeros(32, 1, 4, 4, dtype=torch.uint8), None, "fake"), 4)
 
 
-def _run(run_dir, **options):
-    return run.setup("test", argparse.Namespace(logdir=str(run_dir), seed=0, **options), resume="", stdout=False)
+def _run(run_dir, resume="", **options):
+    return run.setup("test", argparse.Namespace(logdir=str(run_dir), seed=0, **options), resume=resume, stdout=False)
 
 
 @pytest.fixture(autouse=True)
@@ -224,20 +225,28 @@ def _wandb_records(run_file):
     return records
 
 
-def _wandb_history(root):
-    """{step: {key: value}} of the one offline run under `root`."""
+def _wandb_run(root):
+    """(run id, {step: {key: value}}) of the one offline run under `root`."""
     import json
 
     import wandb
 
     wandb.teardown()  # waits for wandb's service process to write out the run file
     (run_file,) = root.rglob("offline-run-*/run-*.wandb")
-    rows = []
+    rows, ids = [], set()
     for record in _wandb_records(run_file):
         if record.WhichOneof("record_type") == "history":
             rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                          for item in record.history.item})
-    return {int(r["_step"]): r for r in rows}
+        elif record.WhichOneof("record_type") == "run":
+            ids.add(record.run.run_id)
+    (run_id,) = ids
+    return run_id, {int(r["_step"]): r for r in rows}
+
+
+def _wandb_history(root):
+    """{step: {key: value}} of the one offline run under `root`."""
+    return _wandb_run(root)[1]
 
 
 @pytest.fixture
@@ -249,6 +258,7 @@ def offline_wandb(tmp_path, monkeypatch):
         monkeypatch.setenv(var, str(tmp_path / "wandb-home" / var.lower()))
     monkeypatch.delenv("WANDB_DIR", raising=False)
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)  # else every run would continue that one
     yield
     import wandb
 
@@ -277,6 +287,58 @@ def test_wandb_files_default_to_the_run_directory(tmp_path, offline_wandb, clock
     assert _wandb_history(tmp_path / "run" / "wandb")[2]["loss"] == 1.5
 
 
+def _train_with_wandb_dir(run_dir, wandb_dir, monkeypatch, clock, steps, resume=""):
+    """Train the counter to `steps` in `run_dir` with --wandb, its files under `wandb_dir` (a
+    folder per start, so that each start's run file is read on its own): (run id, history)."""
+    wandb_dir.mkdir()
+    monkeypatch.setenv("WANDB_DIR", str(wandb_dir))
+    r = _run(run_dir, resume=resume, wandb=True)
+    loop.Loop(r, Counter(clock, 0.5), _batches(), total_steps=steps, log_interval=2).run_loop()
+    return _wandb_run(wandb_dir)
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, offline_wandb, monkeypatch, clock):
+    first_id, first = _train_with_wandb_dir(tmp_path / "run", tmp_path / "w1", monkeypatch, clock, 4)
+    assert (tmp_path / "run" / "wandb-run-id").read_text() == first_id + "\n"
+    again_id, again = _train_with_wandb_dir(tmp_path / "run", tmp_path / "w2", monkeypatch, clock, 8, resume="auto")
+    assert again_id == first_id  # the same W&B run, not a second one
+    assert sorted(first) == [2, 4] and sorted(again) == [6, 8]  # the steps go on where the first part stopped
+    assert again[6]["loss"] == 5.5 and again[8]["samples"] == 32  # the resumed training's own numbers
+    assert (tmp_path / "run" / "wandb-run-id").read_text() == first_id + "\n"  # kept as it was
+    # a fresh run directory is a new W&B run
+    other_id, other = _train_with_wandb_dir(tmp_path / "other", tmp_path / "w3", monkeypatch, clock, 2)
+    assert other_id != first_id and sorted(other) == [2]
+    assert (tmp_path / "other" / "wandb-run-id").read_text() == other_id + "\n"
+
+
+def test_a_wandb_run_id_put_in_the_run_directory_is_continued_and_kept(tmp_path, offline_wandb, monkeypatch, clock):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "wandb-run-id").write_text("  mine123\n\n")  # a user's file, as they wrote it
+    run_id, history = _train_with_wandb_dir(tmp_path / "run", tmp_path / "w", monkeypatch, clock, 2)
+    assert run_id == "mine123" and sorted(history) == [2]
+    assert (tmp_path / "run" / "wandb-run-id").read_text() == "  mine123\n\n"
+
+
+def test_wandb_run_id_in_the_environment_wins_and_is_recorded(tmp_path, offline_wandb, monkeypatch, clock):
+    monkeypatch.setenv("WANDB_RUN_ID", "fromenv1")
+    run_id, _ = _train_with_wandb_dir(tmp_path / "run", tmp_path / "w", monkeypatch, clock, 2)
+    assert run_id == "fromenv1" and (tmp_path / "run" / "wandb-run-id").read_text() == "fromenv1\n"
+
+
+@pytest.mark.parametrize("text", ["", "two ids\n", "a/b\n"])
+def test_a_bad_wandb_run_id_file_is_one_line_naming_it(text, tmp_path, offline_wandb, monkeypatch):
+    import wandb
+
+    monkeypatch.setattr(wandb, "init", lambda *a, **k: pytest.fail("wandb.init called"))
+    path = tmp_path / "run" / "wandb-run-id"
+    path.parent.mkdir()
+    path.write_text(text)
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}: not a W&B run id \('.*'\); write the id of the W&B run to "
+                                        r"continue, or delete the file to start a new W&B run$"):
+        _run(tmp_path / "run", wandb=True)
+    assert path.read_text() == text
+
+
 def test_without_wandb_one_line_and_no_run_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(logger, "wandb_installed", lambda: False)
     with pytest.raises(UserError, match=r'^--wandb needs the wandb package: pip install -e "\.\[wandb\]"$'):
@@ -297,6 +359,7 @@ def test_a_wandb_that_cannot_start_is_one_line(tmp_path, offline_wandb, monkeypa
     with pytest.raises(UserError, match=r"^wandb could not start a run \(api_key not configured \(no-tty\)\); "
                                         r"log in with `wandb login`, or set WANDB_MODE=offline$"):
         _run(tmp_path / "run", wandb=True)
+    assert not (tmp_path / "run" / "wandb-run-id").exists()  # no id recorded for a run that never started
 
 
 def test_every_train_entry_point_has_the_flags():

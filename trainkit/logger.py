@@ -16,7 +16,9 @@ reduced over all ranks (weighted by how many values each rank saw), then rank 0 
   value of the row logged to a Weights & Biases run at the row's `step` (counted as for
   TensorBoard), with `config` as the run's config. wandb is imported only then; its settings
   come from its own variables (WANDB_MODE=offline for no network, WANDB_PROJECT, default
-  "genbench", WANDB_DIR, default the run directory: files under `RUN_DIR/wandb/`).
+  "genbench", WANDB_DIR, default the run directory: files under `RUN_DIR/wandb/`). The W&B
+  run's id is recorded in `RUN_DIR/wandb-run-id` (written once, when absent): every later start
+  in that run directory (a resume) logs into the same W&B run, a new directory gets a new one.
 
 While a progress bar is attached (`attach_bar`, trainkit.loop's tqdm bar on a terminal), the
 table and `log()` lines go to stdout through the bar, so that they never land inside it.
@@ -36,6 +38,8 @@ import json
 import math
 import os
 import random
+import secrets
+import string
 import sys
 import tempfile
 from collections import defaultdict
@@ -45,7 +49,7 @@ import numpy as np
 
 from . import dist
 from .errors import UserError
-from .fileio import is_local
+from .fileio import is_local, write_text
 
 LOG_FILES = ("log.txt", "progress.csv", "stats.jsonl")
 DEFAULT_FORMATS = ("stdout", "log", "csv", "jsonl")  # the table on stdout, then one file each, named by FILE_NAMES
@@ -56,6 +60,10 @@ TENSORBOARD_DIR = "tb"
 TENSORBOARD_INSTALL = 'pip install -e ".[tensorboard]"'
 WANDB_INSTALL = 'pip install -e ".[wandb]"'
 WANDB_PROJECT = "genbench"  # when $WANDB_PROJECT is unset
+# the id of the run directory's W&B run, so that a resume continues that run's curves instead
+# of starting a second run; written by us only when absent, so an id a user put there is kept
+WANDB_RUN_ID_FILE = "wandb-run-id"
+WANDB_ID_RESERVED = ":;,#?/'"  # characters wandb refuses in a run id
 
 
 def tensorboard_installed() -> bool:
@@ -166,18 +174,45 @@ class _TensorBoard:
         self.writer.close()
 
 
-class _WandB:
-    """Rank 0's Weights & Biases run: the numbers of every row."""
+def recorded_wandb_id(run_dir):
+    """The W&B run id recorded in `run_dir` (WANDB_RUN_ID_FILE), or None when there is none; a
+    file that holds no usable id is one line naming it (never taken for a missing one)."""
+    path = bf.join(run_dir, WANDB_RUN_ID_FILE)
+    if not bf.exists(path):
+        return None
+    try:
+        with bf.BlobFile(path, "r") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read the W&B run id ({getattr(e, 'strerror', None) or e})") from None
+    run_id = text.strip()
+    if not run_id or len(run_id.split()) != 1 or any(c in WANDB_ID_RESERVED for c in run_id):
+        raise UserError(f"{path}: not a W&B run id ({run_id[:40]!r}); write the id of the W&B run to continue, "
+                        f"or delete the file to start a new W&B run")
+    return run_id
 
-    def __init__(self, directory, name, config):
+
+class _WandB:
+    """Rank 0's Weights & Biases run: the numbers of every row. The run directory's recorded id
+    (or $WANDB_RUN_ID) is continued; without one a new id is made and recorded."""
+
+    def __init__(self, directory, run_dir, name, config):
         import wandb  # only when asked for: the package is optional
 
+        # $WANDB_RUN_ID read here: the id passed to wandb.init would override it
+        run_id = os.environ.get("WANDB_RUN_ID") or recorded_wandb_id(run_dir)
+        continued = run_id is not None
+        if run_id is None:  # as wandb makes its own: 8 base-36 digits (from secrets, not `random`)
+            run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
         # wandb.init must not move the training's random streams (resume is bit for bit)
         saved = random.getstate()
         try:
             self.run = wandb.init(
                 project=os.environ.get("WANDB_PROJECT") or WANDB_PROJECT,
                 name=name,
+                id=run_id,
+                # "allow": the run is continued when W&B has it (a resume), made when it has not
+                resume="allow" if continued else None,
                 # read here, not left to wandb: it reads its variables once per process
                 dir=os.environ.get("WANDB_DIR") or directory,
                 mode=os.environ.get("WANDB_MODE") or None,
@@ -188,6 +223,12 @@ class _WandB:
             )
         finally:
             random.setstate(saved)
+        if not bf.exists(bf.join(run_dir, WANDB_RUN_ID_FILE)):  # only when absent: never replace a file
+            try:
+                write_text(bf.join(run_dir, WANDB_RUN_ID_FILE), run_id + "\n")
+            except BaseException:
+                self.run.finish()  # no W&B run left open behind the error
+                raise
         self.rows = 0
 
     def write_row(self, row: dict):
@@ -263,7 +304,9 @@ class Logger:
         error = None
         if self.is_main:
             try:
-                self._wandb = _WandB(self._local_dir, os.path.basename(str(self.dir).rstrip("/")), config)
+                self._wandb = _WandB(self._local_dir, self.dir, os.path.basename(str(self.dir).rstrip("/")), config)
+            except UserError as e:  # ours (the recorded id), already one line naming its file
+                error = str(e)
             except Exception as e:  # wandb's own errors have no common base class
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 error = f"wandb could not start a run ({first}); log in with `wandb login`, or set WANDB_MODE=offline"

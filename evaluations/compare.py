@@ -12,7 +12,8 @@ when the samples carry labels); train img/s, wall times, sampling s/image, netwo
 per image and parameter counts are recorded. `report.md` and a self-contained `report.html`
 go to the comparison's run directory; a stage that failed shows as failed and the rest go on.
 While it runs, `Progress` shows stages done / total, elapsed and left of the budget, and a running
-training's latest progress.csv step; it ends with one summary line per run (report.summary_lines)
+training's latest progress.csv step or a running sampler's samples written of the total (its
+trainkit.sampling progress record); it ends with one summary line per run (report.summary_lines)
 and the report's paths.
 
 `--reuse` skips every stage that already finished in the same run directory with the same command
@@ -31,7 +32,7 @@ import time
 
 import torch
 
-from trainkit import checkpoint, fileio, npz, resources, run
+from trainkit import checkpoint, fileio, npz, resources, run, sampling
 from trainkit.errors import UserError
 
 from . import report
@@ -147,14 +148,16 @@ def pick_launcher(nproc: int) -> str:
 class Stage:
     """One launch/run.sh job with its own directory, log and record of success."""
 
-    def __init__(self, directory, argv, env_extra=None, label=None, watch_csv=None):
+    def __init__(self, directory, argv, env_extra=None, label=None, watch_csv=None, watch_samples=False):
         self.dir = directory
         self.argv = argv
         self.env_extra = env_extra or {}
         self.record_path = os.path.join(directory, "stage.json")
-        # shown by the job's progress display: RUN/STAGE, and a training's progress.csv to read while it runs
+        # shown by the job's progress display: RUN/STAGE, and a training's progress.csv or (watch_samples)
+        # a sampler's progress record to read while it runs
         self.label = label or os.path.join(os.path.basename(os.path.dirname(directory)), os.path.basename(directory))
         self.watch_csv = watch_csv
+        self.watch_samples = watch_samples
         deadline = self.env_extra.get("TRAINKIT_DEADLINE")
         self.deadline = float(deadline) if deadline else None
 
@@ -214,7 +217,8 @@ class Stage:
             try:
                 return proc.wait(timeout=progress.poll_seconds)
             except subprocess.TimeoutExpired:
-                latest = latest_progress(self.watch_csv) if self.watch_csv else None
+                latest = (latest_progress(self.watch_csv) if self.watch_csv
+                          else latest_sampling(self.dir, start) if self.watch_samples else None)
                 progress.running(self.label, time.time() - start, latest, self.deadline)
 
 
@@ -277,10 +281,36 @@ def latest_progress(path: str, tail_bytes: int = 65536):
     return None
 
 
+def latest_sampling(stage_dir: str, since: float = 0.0):
+    """The progress record (trainkit.sampling.read_progress) of the sampler a sampling stage runs,
+    or None while it has written none. The sampler writes into the stage's directory or, when that
+    holds an earlier run's files, into a fresh samples-<time> subfolder (as find_samples); a record
+    whose sampling started before `since` (the stage's start) is an earlier run's and not shown."""
+    for d in sorted(glob.glob(os.path.join(stage_dir, "samples-*")), reverse=True) + [stage_dir]:
+        record = sampling.read_progress(d)
+        if record and record["started"] >= since:
+            return record
+    return None
+
+
+def sampling_detail(record: dict) -> list:
+    """`256/500 samples, 12.3 img/s, ETA 0:20` from a sampler's progress record (the rate once a
+    batch is done)."""
+    done, total = int(record["samples_done"]), int(record["samples_total"])
+    parts = [f"{done:,}/{total:,} samples"]
+    if done > 0 and record["seconds"] > 0:
+        rate = done / record["seconds"]
+        parts += [f"{rate:.3g} img/s", f"ETA {clock(max(total - done, 0) / rate)}"]
+    return parts
+
+
 def stage_detail(seconds: float, latest=None, deadline_in=None) -> str:
     """What a running stage shows: how long it has run and, for a training, its latest logged step
-    with the img/s and ETA columns when the training logs them (else the time to its deadline)."""
+    with the img/s and ETA columns when the training logs them (else the time to its deadline);
+    for a sampler (`latest` its progress record), the samples written of the total, img/s, ETA."""
     parts = [f"running for {clock(seconds)}"]
+    if latest and "samples_total" in latest:
+        return ", ".join(parts + sampling_detail(latest))
     number = lambda k: latest.get(k) if latest and isinstance(latest.get(k), float) else None  # noqa: E731
     if number("step") is not None:
         parts.append(f"step {int(number('step')):,}")
@@ -657,7 +687,7 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
     def sample(model_dir, stage_dir, flags):
         argv = run_sh(launcher, nproc, entry["flag_file"], f"{package}.sample", "--model_path", model_dir,
                       "--num_samples", n, "--batch_size", batch, "--seed", 0, "--logdir", stage_dir, *flags)
-        return Stage(stage_dir, argv).run(reuse, progress)
+        return Stage(stage_dir, argv, watch_samples=True).run(reuse, progress)
 
     # A baseline trained for one step: what "untrained" scores. It uses the run's cheapest
     # sampler: the point is how far training moved the network, and a 100-step diffusion

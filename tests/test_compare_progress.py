@@ -1,16 +1,24 @@
 """The main job's progress display and closing summary, in process: the progress line (stages
 done / total, elapsed, left of the budget), the latest row of a training's progress.csv read while
-it is being written, a running stage shown from the parent's polling, and the summary's exact
-text from fixed rows."""
+it is being written, a sampler's progress record (written per batch by trainkit.sampling, read by
+the display), a running stage shown from the parent's polling, and the summary's exact text from
+fixed rows."""
 
 import io
+import json
 import os
 import re
 import sys
+import time
 
+import numpy as np
 import pytest
 
+import helpers
 from evaluations import compare, report
+from gans import sample as gans_sample
+from test_gans_cli import cdcgan_run  # noqa: F401  (a fixture: the cheapest model a real sampler runs)
+from trainkit import npz, sampling
 
 
 class FakeClock:
@@ -115,22 +123,34 @@ def test_a_row_that_does_not_match_the_header_is_skipped(tmp_path):
     assert compare.latest_progress(str(path)) == {"samples": 64.0, "step": 1.0}
 
 
-def test_a_running_stage_is_shown_from_its_progress_csv(tmp_path):
-    """A child that writes a progress row and then waits: the parent, polling it, reads the row
-    and shows the step while the child runs; the display's line tells when the child may exit
-    (through a FIFO, so that nothing waits on a timer)."""
-    stage_dir = tmp_path / "dcgan" / "train"
+# what a child writes in its stage folder (a Python expression), and what the parent shows of it
+WATCHED = {
+    "train": ("progress.csv", repr("samples,step\r\n64,7\r\n"), "step 7"),
+    "samples-ddim-10": (sampling.PROGRESS_FILE, ('json.dumps({"samples_done": 256, "samples_total": 500, '
+                                                 '"started": time.time(), "seconds": 21.0})'),
+                        "256/500 samples, 12.2 img/s, ETA 0:20"),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(WATCHED))
+def test_a_running_stage_is_shown_from_what_it_writes(tmp_path, stage):
+    """A child that writes a training's progress row (or a sampler's progress record) and then
+    waits: the parent, polling it, reads it and shows the step (or samples written) while the child
+    runs; the display's line tells when the child may exit (through a FIFO, so that nothing waits
+    on a timer)."""
+    name, content, shown = WATCHED[stage]
+    stage_dir = tmp_path / "dcgan" / stage
     stage_dir.mkdir(parents=True)
-    csv_path, fifo = stage_dir / "progress.csv", tmp_path / "go"
+    path, fifo = stage_dir / name, tmp_path / "go"
     os.mkfifo(fifo)
-    child = ("import signal; signal.alarm(60)\n"  # never outlives a broken test
-             f"open({str(csv_path)!r}, 'w').write('samples,step\\r\\n64,7\\r\\n')\n"
+    child = ("import json, signal, time; signal.alarm(60)\n"  # never outlives a broken test
+             f"open({str(path)!r}, 'w').write({content})\n"
              f"open({str(fifo)!r}).read()\n")
 
     class Releasing(compare.Progress):
         def running(self, label, seconds, latest=None, deadline=None):
             super().running(label, seconds, latest, deadline)
-            if latest and latest.get("step") == 7.0:
+            if latest:
                 try:
                     fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
                 except OSError:  # the child has not opened its end yet: the next poll
@@ -140,13 +160,82 @@ def test_a_running_stage_is_shown_from_its_progress_csv(tmp_path):
 
     out = io.StringIO()
     p = Releasing(1, 600, stream=out, tty=False, interval=0.01)
-    stage = compare.Stage(str(stage_dir), [sys.executable, "-c", child], watch_csv=str(csv_path))
-    record = stage.run(reuse=False, progress=p)
+    watch = {"watch_csv": str(path)} if stage == "train" else {"watch_samples": True}
+    record = compare.Stage(str(stage_dir), [sys.executable, "-c", child], **watch).run(reuse=False, progress=p)
     assert record["ok"], open(record["log"]).read()
     lines = out.getvalue().splitlines()
-    assert lines[0] == "progress: 0/1 stages, 0:00 elapsed, 10:00 of 10:00 left | dcgan/train: started"
-    assert any(re.fullmatch(r"progress: 0/1 stages, .* \| dcgan/train: running for 0:0\d, step 7", l) for l in lines)
-    assert re.fullmatch(r"progress: 1/1 stages, .* \| dcgan/train: done in 0:0\d", lines[-1])
+    assert lines[0] == f"progress: 0/1 stages, 0:00 elapsed, 10:00 of 10:00 left | dcgan/{stage}: started"
+    running = rf"progress: 0/1 stages, .* \| dcgan/{stage}: running for 0:0\d, {shown}"
+    assert any(re.fullmatch(running, l) for l in lines), lines
+    assert re.fullmatch(rf"progress: 1/1 stages, .* \| dcgan/{stage}: done in 0:0\d", lines[-1])
+
+
+# --- a sampler's progress record --------------------------------------------------------
+
+def _record(directory, done, total, started, seconds):
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / sampling.PROGRESS_FILE).write_text(json.dumps(
+        {"samples_done": done, "samples_total": total, "started": started, "seconds": seconds}))
+
+
+def test_a_sampling_stage_shows_samples_written_of_the_total_img_per_s_and_eta(tmp_path):
+    stage_dir, since = tmp_path / "improved_diffusion" / "samples-ddim-10", 1000.0
+    assert compare.latest_sampling(str(stage_dir), since) is None  # nothing written yet
+    _record(stage_dir, 0, 500, since + 2, 0.5)  # sampling started, no batch done: no rate yet
+    assert compare.stage_detail(3, compare.latest_sampling(str(stage_dir), since)) == "running for 0:03, 0/500 samples"
+    _record(stage_dir, 256, 500, since + 2, 21.0)
+    record = compare.latest_sampling(str(stage_dir), since)
+    assert compare.stage_detail(23, record) == "running for 0:23, 256/500 samples, 12.2 img/s, ETA 0:20"
+    _record(stage_dir, 5000, 5000, since + 2, 100.0)  # all written; gathering and writing the npz
+    assert compare.stage_detail(103, compare.latest_sampling(str(stage_dir), since)) == (
+        "running for 1:43, 5,000/5,000 samples, 50 img/s, ETA 0:00")
+    # the stage ran again over that run: its record is an earlier sampling's, the new one is in a subfolder
+    assert compare.latest_sampling(str(stage_dir), since + 10) is None
+    _record(stage_dir / "samples-20261204-230000-000001", 8, 500, since + 12, 2.0)
+    assert compare.latest_sampling(str(stage_dir), since + 10)["samples_done"] == 8
+    # a first write caught half-done, or something that is not a record: none yet
+    (stage_dir / "samples-20261204-230000-000001" / sampling.PROGRESS_FILE).write_text('{"samples_do')
+    (stage_dir / sampling.PROGRESS_FILE).write_text('{"samples_done": "many"}')
+    assert compare.latest_sampling(str(stage_dir), 0) is None
+
+
+def test_sample_to_npz_rewrites_its_record_after_every_batch(tmp_path):
+    """What the record says while each batch is drawn (read from inside the sampler, so nothing
+    waits on a timer), and at the end; a record that was there before is left as it was, and the
+    samples are the same either way."""
+    seen = []
+
+    def fn(rnd, idx):
+        seen.append(sampling.read_progress(str(out)))
+        return np.asarray(rnd.randint(256, 2, 2, 1), np.uint8), None
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    before = time.time()
+    first = npz.read_samples(sampling.sample_to_npz(fn, 5, 2, seed=3, out_dir=str(out)))[0]
+    assert [r["samples_done"] for r in seen] == [0, 2, 4] and {r["samples_total"] for r in seen} == {5}
+    final = sampling.read_progress(str(out))
+    assert final["samples_done"] == 5 and final["samples_total"] == 5
+    assert before <= final["started"] <= time.time() and final["seconds"] >= seen[-1]["seconds"] >= 0
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / sampling.PROGRESS_FILE).write_text("another run's\n")
+    second = npz.read_samples(sampling.sample_to_npz(fn, 5, 2, seed=3, out_dir=str(theirs)))[0]
+    assert (theirs / sampling.PROGRESS_FILE).read_text() == "another run's\n"
+    assert np.array_equal(first, second)
+
+
+def test_a_real_sampler_leaves_the_record_the_display_reads(cdcgan_run, tmp_path, monkeypatch, capsys):  # noqa: F811
+    stage_dir, since = tmp_path / "dcgan" / "samples-default", time.time()
+    code, err = helpers.main_in_process(gans_sample, [
+        "--model_path", cdcgan_run, "--num_samples", 5, "--batch_size", 2, "--logdir", stage_dir], monkeypatch, capsys)
+    assert code == 0, err
+    record = compare.latest_sampling(str(stage_dir), since)
+    assert (record["samples_done"], record["samples_total"]) == (5, 5), record
+    assert re.fullmatch(r"running for 0:01, 5/5 samples, \S+ img/s, ETA 0:00", compare.stage_detail(1, record))
+    assert npz.read_samples(compare.find_samples(str(stage_dir)))[0].shape[0] == 5
 
 
 def test_a_failed_or_reused_stage_says_so(tmp_path):

@@ -22,6 +22,7 @@ line; a stage whose command line changed (sample count, sampler flags, config) r
 
 import csv
 import glob
+import hashlib
 import json
 import os
 import re
@@ -145,6 +146,20 @@ def pick_launcher(nproc: int) -> str:
     return "mpiexec" if have_mpi and which("mpiexec") else "torchrun"
 
 
+def command_identity(argv) -> list:
+    """What decides whether a stage's earlier success answers the same question: its command line,
+    each shell file it names (launch/run.sh, the flag file) stood for by its name and a digest of
+    its content. An edited flag file runs the stage again; the same files at another path (the
+    installed package's copies, a checkout elsewhere) do not by themselves."""
+    out = []
+    for a in map(str, argv):
+        if a.endswith(".sh") and os.path.isfile(a):
+            with open(a, "rb") as f:
+                a = f"{os.path.basename(a)}@sha256:{hashlib.sha256(f.read()).hexdigest()[:16]}"
+        out.append(a)
+    return out
+
+
 class Stage:
     """One launch/run.sh job with its own directory, log and record of success."""
 
@@ -162,12 +177,16 @@ class Stage:
         self.deadline = float(deadline) if deadline else None
 
     def done_before(self):
-        """The record of this stage's earlier success with the same command line, else None: a
-        stage whose flags changed (another sample count, sampler or config) runs again."""
+        """The record of this stage's earlier success with the same command (`command_identity`),
+        else None: a stage whose flags changed (another sample count, sampler or config) or whose
+        flag file was edited runs again."""
         if os.path.exists(self.record_path):
             with open(self.record_path) as f:
                 record = json.load(f)
-            same = record.get("argv") == [str(a) for a in self.argv]
+            if "identity" in record:
+                same = record["identity"] == command_identity(self.argv)
+            else:  # recorded before identities: the command line as it was typed
+                same = record.get("argv") == [str(a) for a in self.argv]
             return record if record.get("ok") and same else None
         return None
 
@@ -201,10 +220,10 @@ class Stage:
                     raise
         seconds = time.time() - start
         record = {"ok": code == 0, "exit": code, "seconds": seconds, "log": log_path,
-                  "argv": [str(a) for a in self.argv]}
+                  "argv": [str(a) for a in self.argv], "identity": command_identity(self.argv)}
         if code != 0:
             record["error"] = last_error_line(log_path)
-        with open(self.record_path, "w") as f:
+        with fileio.atomic_path(self.record_path) as tmp, open(tmp, "w") as f:  # never a half record
             json.dump(record, f, indent=2)
         if progress:
             progress.finish(self.label, f"done in {clock(seconds)}" if code == 0 else f"FAILED (exit {code})")
@@ -618,7 +637,9 @@ def build_parser():
     p.add_argument("--minutes", type=run.POSITIVE_FLOAT, default=None,
                    help="time budget of the whole job in minutes (default: the config's MINUTES)")
     p.add_argument("--logdir", default="", help="comparison directory (default runs/compare-<time>)")
-    p.add_argument("--reuse", action="store_true", help="skip stages that already finished in --logdir with the same command line")
+    p.add_argument("--reuse", action="store_true",
+                   help="skip stages that already finished in --logdir with the same command line "
+                        "(its launcher and flag file compared by content)")
     p.add_argument("--launcher", default="auto", choices=["auto", "local", "mpiexec", "torchrun"],
                    help="how each stage is started (launch/run.sh); auto: local for one process, else mpiexec "
                         "when mpi4py and mpiexec are installed, else torchrun")

@@ -3,6 +3,7 @@ report has a row per family with finite numbers and every image it shows; a run 
 as FAILED and the others go on."""
 
 
+import json
 import re
 
 import numpy as np
@@ -166,6 +167,34 @@ def test_reuse_skips_a_finished_stage_only_when_its_command_line_is_the_same(tmp
     again = compare.Stage(str(stage), argv(250)).run(reuse=True)
     assert again["ok"] and "reused" not in again
     assert count.read_text().split() == ["500", "250"]
+
+
+def test_reuse_judges_a_flag_file_by_its_content_not_its_path(tmp_path):
+    """A shell file the stage names (run.sh, the flag file) counts by name and content: the same
+    file elsewhere (a moved checkout, the installed copy) is reused, an edited one runs again."""
+    import shutil
+    import sys
+
+    from evaluations import compare
+
+    count = tmp_path / "runs.txt"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    flags = tmp_path / "a" / "dcgan.sh"
+    flags.write_text("TRAIN_FLAGS='--lr 2e-4'\n")
+    shutil.copy(flags, tmp_path / "b" / "dcgan.sh")
+    argv = lambda f: [sys.executable, "-c", f"open({str(count)!r}, 'a').write('x')", str(f)]  # noqa: E731
+    stage = tmp_path / "stage"
+    first = compare.Stage(str(stage), argv(flags)).run(reuse=True)
+    assert first["identity"][-1].startswith("dcgan.sh@sha256:") and first["argv"][-1] == str(flags)
+    assert compare.Stage(str(stage), argv(tmp_path / "b" / "dcgan.sh")).run(reuse=True)["reused"]
+    flags.write_text("TRAIN_FLAGS='--lr 1e-4'\n")
+    assert "reused" not in compare.Stage(str(stage), argv(flags)).run(reuse=True)
+    assert count.read_text() == "xx"
+    record = json.loads((stage / "stage.json").read_text())  # an old record (no identity): its argv decides
+    del record["identity"]
+    (stage / "stage.json").write_text(json.dumps(record))
+    assert compare.Stage(str(stage), argv(flags)).run(reuse=True)["reused"]
 
 
 def test_the_main_jobs_ddim_row_is_the_samplers_ddim_from_the_last_timestep():

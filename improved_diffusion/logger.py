@@ -13,7 +13,10 @@ else `stdout,log,csv`. Formats and their files: stdout (the key/value table), lo
 every `log()` line), csv (progress.csv), json (progress.json, one JSON object per `dumpkvs`),
 tensorboard (event files under tb/: trainkit.logger's tensorboard format, scalars at each row's
 `step`, else at the row's number 1, 2, ... as openai's; needs the tensorboard package:
-`pip install -e ".[tensorboard]"`). An unknown format is a one-line error naming it.
+`pip install -e ".[tensorboard]"`), wandb (a Weights & Biases run, trainkit.logger's wandb
+format: the numbers of every row, at its `step` else its row number; its id kept in
+`wandb-run-id` so that configuring the same folder again continues that run; needs
+`pip install -e ".[wandb]"`). An unknown format is a one-line error naming it.
 
 Differences from openai's, all on the side of keeping data: rank 0 alone writes (openai's other
 ranks write log-rank<N>.txt); files are appended to, never truncated, so configuring a folder
@@ -38,9 +41,10 @@ WARN = 30
 ERROR = 40
 DISABLED = 50
 
-FORMATS = ("stdout", "log", "csv", "json", "tensorboard")
+FORMATS = ("stdout", "log", "csv", "json", "tensorboard", "wandb")
 DEFAULT_FORMAT = "stdout,log,csv"
-_TRAINKIT_FORMATS = {"stdout": "stdout", "log": "log", "csv": "csv", "json": "jsonl", "tensorboard": "tensorboard"}
+_TRAINKIT_FORMATS = {"stdout": "stdout", "log": "log", "csv": "csv", "json": "jsonl", "tensorboard": "tensorboard",
+                     "wandb": "wandb"}
 _LAUNCHER_RANK_VARS = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
 
 
@@ -70,6 +74,8 @@ def parse_formats(format_strs, where):
     if "tensorboard" in formats and not _tensorboard_installed():
         raise UserError(f"{where}: the tensorboard format needs the tensorboard package: "
                         f"{_trainkit_logger.TENSORBOARD_INSTALL}")
+    if "wandb" in formats and not _trainkit_logger.wandb_installed():
+        raise UserError(f"{where}: the wandb format needs the wandb package: {_trainkit_logger.WANDB_INSTALL}")
     return formats
 
 

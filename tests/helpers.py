@@ -139,3 +139,21 @@ def main_in_process(module, argv, monkeypatch, capsys):
         for s, h in saved.items():
             signal.signal(s, h)
     return e.value.code, capsys.readouterr().err
+
+
+def log_two_openai_rows(directory, format_strs=None):
+    """Log through openai's `improved_diffusion.logger` into `directory`: a row without a step
+    (loss 0.5: row 1, openai's numbering), then one at step 7 (loss 0.25, a logkv_mean); the
+    formats are `format_strs`, else $OPENAI_LOG_FORMAT's."""
+    from improved_diffusion import logger
+
+    logger.configure(dir=str(directory), format_strs=format_strs)
+    try:
+        logger.logkv("loss", 0.5)
+        logger.dumpkvs()
+        logger.logkv("step", 7)
+        logger.logkv_mean("loss", 0.25)
+        logger.dumpkvs()
+    finally:
+        logger.Logger.CURRENT.close()
+        logger.Logger.CURRENT = logger.Logger.DEFAULT

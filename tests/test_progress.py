@@ -374,19 +374,8 @@ def test_every_train_entry_point_has_the_flags():
 def test_openais_logger_module_has_the_wandb_format(offline_wandb, tmp_path, monkeypatch):
     """Code written against openai's `improved_diffusion.logger` gets W&B from $OPENAI_LOG_FORMAT:
     the rows at their `step`, else at the row's number, as its tensorboard format."""
-    from improved_diffusion import logger
-
     monkeypatch.setenv("OPENAI_LOG_FORMAT", "csv,wandb")
-    logger.configure(dir=str(tmp_path / "run"))
-    try:
-        logger.logkv("loss", 0.5)
-        logger.dumpkvs()  # no step: row 1
-        logger.logkv("step", 7)
-        logger.logkv_mean("loss", 0.25)
-        logger.dumpkvs()
-    finally:
-        logger.Logger.CURRENT.close()
-        logger.Logger.CURRENT = logger.Logger.DEFAULT
+    helpers.log_two_openai_rows(tmp_path / "run")
     run_id, history = _wandb_run(tmp_path / "run")
     assert {step: row["loss"] for step, row in history.items()} == {1: 0.5, 7: 0.25}
     assert (tmp_path / "run" / "wandb-run-id").read_text().strip() == run_id

@@ -269,18 +269,7 @@ def test_a_remote_run_directory_gets_the_event_files(tmp_path, monkeypatch):
 
 
 def test_openai_logger_tensorboard_uses_the_step_key(tmp_path):
-    from improved_diffusion import logger
-
-    logger.configure(dir=str(tmp_path), format_strs=["csv", "tensorboard"])
-    try:
-        logger.logkv("loss", 0.5)
-        logger.dumpkvs()  # no step: row 1, openai's numbering
-        logger.logkv("step", 7)
-        logger.logkv_mean("loss", 0.25)
-        logger.dumpkvs()
-    finally:
-        logger.Logger.CURRENT.close()
-        logger.Logger.CURRENT = logger.Logger.DEFAULT
+    helpers.log_two_openai_rows(tmp_path, ["csv", "tensorboard"])
     acc = events(tmp_path / "tb")
     assert [(s.step, s.value) for s in acc.Scalars("loss")] == [(1, 0.5), (7, 0.25)]
 

@@ -170,8 +170,11 @@ def _collapse_sentence(judged, data_name):
     within = [(j, sorted((int(c), r) for c, r in j[2]["class_recall"].items() if r < COLLAPSE_RECALL))
               for j in with_recall if j[2].get("class_recall")]
     within_bad = [(j, bad) for j, bad in within if bad]
-    if not collapsed:
+    if not collapsed and not within_bad:
         text = f"**Collapse**: none; every run's recall is at least {COLLAPSE_RECALL}."
+    elif not collapsed:
+        # "none" would contradict the within-class sentence below
+        text = f"**Collapse**: no run as a whole; every run's recall is at least {COLLAPSE_RECALL}."
     else:
         text = ("**Collapse**: " + ", ".join(f"{j[0]} (recall {j[2]['recall']:.3f})" for j in collapsed)
                 + f" {'is' if len(collapsed) == 1 else 'are'} collapsed: recall below {COLLAPSE_RECALL}, "

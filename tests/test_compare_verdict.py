@@ -236,7 +236,8 @@ def test_a_class_conditional_run_collapsed_within_a_class_is_named(tmp_path):
     results[1]["rows"][0].update(class_recall=per_class, class_recall_mean=0.6, class_recall_min=0.6,
                                  class_recall_min_class=0)
     text = _find(verdict.verdict(results), "Collapse")
-    assert "none; every run's recall" in text  # overall, nobody is collapsed
+    # overall nobody is collapsed, but the sentence must not say "none" before naming a class
+    assert "no run as a whole; every run's recall is at least 0.3" in text and "none" not in text
     assert "alpha is collapsed in class 3 (recall 0.120)" in text
     assert "beta's lowest recall is 0.600 (class 0)" in text and "beta is collapsed" not in text
 

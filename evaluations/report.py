@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from evaluations import digits_features  # noqa: E402
 from trainkit import fileio, logger, npz  # noqa: E402
 
 COLUMNS = [
@@ -405,11 +406,12 @@ def write(out: str, results: list, meta: dict) -> dict:
         f"{meta['feature_network']}; FD std: its std over 50 bootstrap resamples of the samples. "
         f"Precision and recall: improved precision and recall (Kynkäänniemi et al. 2019, k = 3) in the same space: the "
         f"share of samples inside the real images' manifold (fidelity) and of real images inside the samples' "
-        f"(diversity; a collapsed model has recall near 0), std from random halves of the samples in the verdict. "
+        f"(diversity; a collapsed model has recall near 0); their std is the spread over 50 random halves of the "
+        f"samples (a half's spread is about the whole set's std), and the verdict's ties use it. "
         f"{kid_name}: unbiased MMD² with the cubic polynomial kernel (x·y/d + 1)³ in the same space"
         + (", times 1000 (the usual KID ×10³)" if kid_factor == 1000 else
            " on the features divided by their RMS coordinate over the real digits "
-           "(digits_features.FEATURE_RMS), so that x·y/d is of order 1")
+           f"(a constant, {digits_features.FEATURE_RMS:g}, measured on the train split at 16 px), so that x·y/d is of order 1")
         + ", mean over 100 subsets. IS: Inception-Score formula on "
         f"{is_source}. FD untrained: the network after one training step, sampled "
         f"with its run's cheapest sampler. Conditional grids hold one row per class, the class at the left.",

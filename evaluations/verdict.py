@@ -89,8 +89,9 @@ def _speed_sentence(judged, fd_name):
     fastest = min(timed, key=lambda j: j[2]["sample_s_per_image"])
     best, ties, _ = _ranked(timed, "fd_digits", "fd_std", False)
     f = fastest[2]
+    nfe = f.get("nfe", "?")
     text = (f"**Sampling speed**: fastest is {fastest[0]}, {f['sample_s_per_image']:.3g} s/image at "
-            f"{f.get('nfe', '?')} network evaluations, {fd_name} {_pm(f['fd_digits'], f.get('fd_std'))}")
+            f"{nfe} network evaluation{'' if nfe == 1 else 's'}, {fd_name} {_pm(f['fd_digits'], f.get('fd_std'))}")
     if best is fastest:
         return text + f"; it is also the best on {fd_name}."
     b = best[2]

@@ -232,3 +232,7 @@ def test_the_reports_kid_column_is_times_a_thousand_for_inception(tmp_path, fd_n
     assert other not in table_row and _number(table_row[header]) == pytest.approx(cell)
     assert f"{header}: unbiased MMD²" in md and row["kid"] == 0.0123
     assert report.check(str(tmp_path), ["alpha"]) == []
+    # the method note speaks to a reader of the report: the digits scale is given as a number,
+    # not as the name of a constant in our code
+    assert "digits_features" not in md
+    assert ("RMS coordinate over the real digits (a constant, 8.309," in md) == (fd_name == "FD-digits")

@@ -155,6 +155,9 @@ def test_the_fastest_row_within_the_best_rows_error_bar_is_called_a_tie(tmp_path
     fast_close = dict(GOOD, fd=52.0, s=0.0001)  # |50 - 52| <= 2 + 2, ten times faster
     text = _find(verdict.verdict(_results(tmp_path, GOOD, fast_close)), "Sampling speed")
     assert "fastest is beta" in text and "its error bar overlaps the best on FD-digits, alpha" in text
+    assert "at 1 network evaluation," in text  # singular for a one-step generator
+    text = _find(verdict.verdict(_results(tmp_path, GOOD, dict(BAD, s=0.0001))), "Sampling speed")
+    assert "at 100 network evaluations," in text
     fast_far = dict(GOOD, fd=60.0, s=0.0001)
     text = _find(verdict.verdict(_results(tmp_path, GOOD, fast_far)), "Sampling speed")
     assert "the best on FD-digits, alpha (50 ± 2), takes" in text and "overlaps" not in text

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pickle
+import struct
 import tarfile
 
 import numpy as np
@@ -80,6 +81,83 @@ def test_every_form_of_the_layout_reads_back_exactly(cifar, where):
     np.testing.assert_array_equal(images.transpose(0, 3, 1, 2), cifar.rows.reshape(-1, 3, 32, 32))
     test_images, test_labels = cifar_layout.read_split(str(getattr(cifar, where)), "test")
     assert test_images.shape == (PER_BATCH, 32, 32, 3) and len(test_labels) == PER_BATCH
+
+
+class _Python2Pickler(pickle._Pickler):
+    """Pickles bytes as Python 2 strings (SHORT_BINSTRING / BINSTRING), as the download's batch
+    files hold their keys and their arrays' bytes: Python 3 itself never writes those opcodes."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_py2_str(self, obj):
+        n = len(obj)
+        self.write((pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+
+
+def _pickled(obj, how):
+    """`obj` (a batch with str keys) pickled by Python 3 with protocol `how`, or as Python 2 did."""
+    if how == "python2":
+        buf = io.BytesIO()
+        _Python2Pickler(buf, protocol=2).dump(_bytes_keys(obj))
+        return buf.getvalue()
+    return pickle.dumps(obj, protocol=how)
+
+
+def _bytes_keys(obj):
+    if isinstance(obj, dict):
+        return {k.encode(): _bytes_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [x.encode() if isinstance(x, str) else x for x in obj]
+    return obj.encode() if isinstance(obj, str) else obj
+
+
+def _write_layout(files, root, tar_root):
+    """The batch files as torchvision's extracted folder under `root` and as its tarball in `tar_root`."""
+    folder = root / cifar_layout.FOLDER
+    folder.mkdir(parents=True)
+    for name, raw in files.items():
+        (folder / name).write_bytes(raw)
+    tar_root.mkdir(parents=True)
+    with tarfile.open(tar_root / cifar_layout.ARCHIVE, "w:gz") as tar:
+        for name, raw in files.items():
+            info = tarfile.TarInfo(f"{cifar_layout.FOLDER}/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+
+
+# 2 and 4: Python 3's protocols with and without bytes stored through _codecs; 5: Python 3.14's
+# default, arrays through numpy's _frombuffer; python2: how the download itself is pickled.
+@pytest.mark.parametrize("how", [2, 4, 5, "python2"])
+def test_batches_pickled_by_python3_or_2_read_as_torchvision_reads_them(how, tmp_path, monkeypatch):
+    """A cluster user's CIFAR-10 re-pickled by Python 3 (str keys 'data', 'labels'; labels a numpy
+    array in one batch, 'fine_labels' in another) reads, from the folder and from the tarball,
+    exactly what torchvision's CIFAR10 reads from the same files."""
+    torchvision_cifar = pytest.importorskip("torchvision.datasets.cifar")
+    rng = np.random.default_rng(7)
+    files = {}
+    for i, name in enumerate(BATCHES):
+        d = rng.integers(0, 256, (PER_BATCH, 3072), dtype=np.uint8)
+        y = rng.integers(0, 10, PER_BATCH)
+        labels = y if i == 1 else [int(v) for v in y]
+        files[name] = _pickled({"batch_label": name, "fine_labels" if i == 2 else "labels": labels, "data": d,
+                                "filenames": ["x.png"] * PER_BATCH}, how)
+    files["batches.meta"] = _pickled({"label_names": ["airplane"] * 10, "num_vis": 3072}, how)
+    _write_layout(files, tmp_path / "root", tmp_path / "tar")
+    # torchvision checks the download's md5 sums, which these files cannot match; its reading is the same
+    monkeypatch.setattr(torchvision_cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
+    for split, train in (("train", True), ("test", False)):
+        reference = torchvision_cifar.CIFAR10(str(tmp_path / "root"), train=train)
+        assert len(reference.data) == (10 if train else PER_BATCH)
+        for source in (tmp_path / "root", tmp_path / "tar" / cifar_layout.ARCHIVE):
+            images, labels = cifar_layout.read_split(str(source), split)
+            np.testing.assert_array_equal(images, reference.data)
+            assert labels.tolist() == list(reference.targets)
+    loaded = data.load_dataset(str(tmp_path / "tar"), 32, class_cond=True)
+    np.testing.assert_array_equal(loaded.images.permute(0, 2, 3, 1).numpy(),
+                                  torchvision_cifar.CIFAR10(str(tmp_path / "root")).data)
 
 
 def test_openai_load_data_reads_the_tarball(cifar):

@@ -3,9 +3,9 @@
 torchvision's `CIFAR10(root, train=True, download=True)`, which NVlabs' train_ddgan.py calls with
 root './data', downloads https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz into `root` and
 extracts it to `root/cifar-10-batches-py/`: data_batch_1 .. data_batch_5 (training, in that
-order) and test_batch, each a Python pickle of a dict whose b'data' is uint8 N x 3072 (a row is
+order) and test_batch, each a Python pickle of a dict whose 'data' is uint8 N x 3072 (a row is
 1024 red, then 1024 green, then 1024 blue values, the 32 x 32 image row by row: C,H,W) and whose
-b'labels' are N ints 0..9 (airplane .. truck). This module is the one reader of that layout:
+'labels' are N ints 0..9 (airplane .. truck). This module is the one reader of that layout:
 trainkit.data loads it as training data (any family's `--data_dir`) and datasets/cifar10.py
 exports it to image folders.
 
@@ -17,7 +17,12 @@ half-written. Nothing is downloaded here: a missing data set is one line saying 
 download and where (`missing_message`).
 
 The pickles are read with an unpickler that admits only the numpy constructors these files
-use, so a doctored batch file cannot run code.
+use, so a doctored batch file cannot run code. Otherwise a batch is read as torchvision reads
+it (`pickle.load(f, encoding="latin1")`, then 'data' and 'labels', else 'fine_labels'), so the
+files a cluster user brings are taken whoever pickled them: the download's Python 2 pickles,
+whose keys are Python 2 strings, and batches re-pickled by Python 3, whose keys are str (any
+protocol; 5, Python 3.14's default, stores arrays through numpy's `_frombuffer`). Keys pickled
+as Python 3 bytes (b'data'), which torchvision cannot read, are accepted too.
 """
 
 import io
@@ -43,7 +48,9 @@ _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _ALLOWED = {("_codecs", "encode"),  # protocol-2 pickles written by Python 3 store bytes this way
             ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
             ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-            ("numpy._core.multiarray", "scalar")}
+            ("numpy._core.multiarray", "scalar"),
+            # protocol 5 (out-of-band buffers) rebuilds an array from its bytes: numpy 1.x, 2.x
+            ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -84,11 +91,22 @@ def require(folder: str) -> str:
     return found
 
 
+def _entry(batch, *names):
+    """batch[name] for the first of `names` present as str or as bytes."""
+    for name in names:
+        for key in (name, name.encode()):
+            if key in batch:
+                return batch[key]
+    raise KeyError(" or ".join(repr(n) for n in names))
+
+
 def _unpickle(raw: bytes, where: str):
     try:
-        batch = _ArraysOnly(io.BytesIO(raw), encoding="bytes").load()
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        # latin1, as torchvision: a Python 2 string (the download's keys, and its arrays' bytes)
+        # becomes str byte for byte, which numpy takes back as the array's bytes
+        batch = _ArraysOnly(io.BytesIO(raw), encoding="latin1").load()
+        data = np.asarray(_entry(batch, "data"), dtype=np.uint8)
+        labels = np.asarray(_entry(batch, "labels", "fine_labels"), dtype=np.int64)
     except Exception as e:  # pickle, KeyError, TypeError...: all mean "not a batch file"
         raise UserError(f"{where}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
     if data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE or labels.shape != (len(data),):

@@ -481,6 +481,11 @@ def find_samples(directory: str) -> str:
     raise UserError(f"{directory}: the sampler wrote no samples_*.npz")
 
 
+# folders beside DATA_DIR/train that hold held-out real images, in order of preference
+HELDOUT_SPLITS = ("test", "valid")
+K_NEIGHBOURS = 3  # precision/recall's k
+
+
 class Judging:
     """The comparison's feature space and reference images, set by the config.
 
@@ -490,12 +495,18 @@ class Judging:
     features are computed once per comparison and kept in `cache_dir`."""
 
     def __init__(self, features="digits", reference="digits", data_train="", reference_size=10000,
-                 class_accuracy=True, inception_weights=None, cache_dir=None):
+                 class_accuracy=True, inception_weights=None, cache_dir=None, heldout_dir=None):
         from . import metrics
 
         self.features, self.reference, self.data_train = features, reference, data_train
         self.reference_size, self.class_accuracy, self.cache_dir = reference_size, class_accuracy, cache_dir
         self.extractor = metrics.Extractor(features, inception_weights)
+        # the held-out real images of a folder reference: DATA_DIR/test (else valid) beside train/
+        if heldout_dir is None and data_train:
+            parent = os.path.dirname(os.path.normpath(data_train))
+            heldout_dir = next((os.path.join(parent, s) for s in HELDOUT_SPLITS
+                                if os.path.isdir(os.path.join(parent, s))), None)
+        self.heldout_dir = heldout_dir
         self._ref = {}
 
     @property
@@ -530,11 +541,101 @@ class Judging:
         import numpy as np
 
         names = [os.path.basename(f) for f in self._files()]
+        index = self._class_index()
+        if index is None:
+            return None
+        return np.array([index[names[i].split("_")[0]] for i in self._chosen(len(names))])
+
+    def _class_index(self):
+        """{class name: number} of the training folder's openai names (CLASS_rest.png), numbered
+        in sorted order of the names as the training data loader numbers them; None without."""
+        names = [os.path.basename(f) for f in self._files()]
         if not names or not all("_" in n for n in names):
             return None
-        classes = [n.split("_")[0] for n in names]
-        index = {c: i for i, c in enumerate(sorted(set(classes)))}
-        return np.array([index[classes[i]] for i in self._chosen(len(names))])
+        return {c: i for i, c in enumerate(sorted({n.split("_")[0] for n in names}))}
+
+    # --- held-out real images: the reference row (verdict: "indistinguishable from held-out real data")
+
+    def heldout(self, size):
+        """(uint8 images, labels or None, description) of the held-out real images at `size`, or
+        None when there are none: the digits' test split (datasets/digits.py's, never trained on)
+        for the digits reference; else the data set's test (or valid) folder beside train/."""
+        key = ("heldout", size)
+        if key not in self._ref:
+            self._ref[key] = self._heldout(size)
+        return self._ref[key]
+
+    def _heldout(self, size):
+        if self.reference == "digits":
+            from . import digits_features
+
+            images, labels = digits_features.digits_images("test", size)
+            return images, labels, (f"the digits' test split ({len(images):,} images, split off by datasets/digits.py "
+                                    "and never trained on)")
+        if not self.heldout_dir:
+            return None
+        import numpy as np
+
+        from . import fid
+        from .images_to_npz import read_image
+
+        files = fid.list_images(self.heldout_dir)
+        if len(files) <= K_NEIGHBOURS:  # precision/recall need more than k images
+            return None
+        train_shape = self.training_images().shape[1:]
+        images = np.stack([read_image(f, train_shape[-1]) for f in files])
+        if images.shape[1:] != train_shape or images.shape[1] != size:
+            return None  # another size than the samples: not judged like them
+        index = self._class_index()
+        names = [os.path.basename(f).split("_")[0] for f in files]
+        labels = np.array([index[c] for c in names]) if index and all(c in index for c in names) else None
+        return images, labels, f"{self.heldout_dir} ({len(images):,} images, a split the runs never trained on)"
+
+    def missing_heldout(self):
+        """Why there is no real-data row, in words."""
+        where = self.heldout_dir or os.path.dirname(os.path.normpath(self.data_train)) or "the data set"
+        return (f"no held-out real images: {where} has no {' or '.join(HELDOUT_SPLITS)} split of the training "
+                "images' size with more than 3 images, so no run is compared with real data")
+
+    def judged_count(self, count, size):
+        """How many of a row's `count` samples are judged: as many as there are held-out real
+        images when fewer (FD's bias, and precision/recall's, move with n: every row and the real
+        one are judged at one n), else all of them."""
+        held = self.heldout(size)
+        return min(count, len(held[0])) if held is not None else count
+
+    def training_images(self, size=None):
+        """The training images copies are looked for among, in reference_features' order: the
+        digits' train split at `size`, or the training folder's chosen reference images."""
+        if self.reference == "digits":
+            from . import digits_features
+
+            return digits_features.digits_images("train", size)[0]
+        if "train_images" not in self._ref:
+            import numpy as np
+            from PIL import Image
+
+            from .images_to_npz import read_image
+
+            files = self._files()
+            with Image.open(files[0]) as im:
+                channels = 1 if im.mode in ("L", "1", "I;16", "I", "F") else 3
+            self._ref["train_images"] = np.stack([read_image(files[i], channels) for i in self._chosen(len(files))])
+        return self._ref["train_images"]
+
+    def copy_limits(self, size):
+        """copies.thresholds of the held-out images against the training images, or None."""
+        key = ("copy_limits", size)
+        if key not in self._ref:
+            held = self.heldout(size)
+            if held is None:
+                self._ref[key] = None
+            else:
+                from . import copies
+
+                self._ref[key] = copies.thresholds(held[0], self.extractor(held[0])[0], self.training_images(size),
+                                                   self.reference_features(size))
+        return self._ref[key]
 
     def _chosen(self, count):
         import numpy as np
@@ -598,34 +699,90 @@ def judge(npz_path: str, seed: int = 0, judging: Judging = None) -> dict:
     """FD (FD-digits, or FID with Inception features) with its bootstrap std, KID, precision/recall
     (k = 3) and the Inception Score formula on the feature network's classes, of a samples npz
     against the reference of `judging` (default: the real digits, train split, at the samples'
-    size), and for labelled samples their per-class recall (class_recall, its mean and minimum) and
-    the digits-classifier accuracy when the judging asks for it.
-    Also written to `<npz>.metrics.json`."""
-    from . import digits_features, metrics
+    size), and for labelled samples their per-class recall (class_recall with its std, its mean
+    and minimum) and the digits-classifier accuracy when the judging asks for it; the copies of
+    the training set (evaluations.copies). Judged on the first `judging.judged_count` samples (as
+    many as there are held-out real images, the real row's n), the figures of all samples under
+    `all_samples`. Also written to `<npz>.metrics.json`."""
+    from . import metrics
 
     judging = judging or Judging()
     images, labels = npz.read_samples(npz_path)
+    n = judging.judged_count(len(images), images.shape[1])
+    out = judge_images(images[:n], None if labels is None else labels[:n], judging, seed,
+                       pairs_path=npz_path + ".closest-train.npz")
+    out["num_drawn"] = int(len(images))
+    if n < len(images):  # every sample drawn, for the record: not compared with rows of another n
+        feats = judging.extractor(images)[0]
+        m = metrics.evaluate_features(judging.reference_features(images.shape[1]), feats, None, ("fd", "pr"),
+                                      seed=seed)
+        out["all_samples"] = {"num_samples": int(len(images)), "fd_digits": m["fd"][0], "fd_std": m["fd"][1],
+                              "precision": m["precision"], "recall": m["recall"]}
+    fileio.write_text(npz_path + ".metrics.json", json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def judge_images(images, labels, judging: Judging, seed: int = 0, pairs_path=None) -> dict:
+    """judge's figures of uint8 images (and labels or None), all of them judged."""
+    from . import copies, digits_features, metrics
+
     feats, logits = judging.extractor(images)
-    ref = judging.reference_features(images.shape[1])
+    size = images.shape[1]
+    ref = judging.reference_features(size)
     m = metrics.evaluate_features(ref, feats, logits, splits=min(10, len(images)), seed=seed,
                                   kid_scale=judging.extractor.kid_scale)
     out = {"fd_digits": m["fd"][0], "fd_std": m["fd"][1], "kid": m["kid"][0], "kid_std": m["kid"][1],
            "precision": m["precision"], "recall": m["recall"], "is": m["is"][0], "is_std": m["is"][1],
            "precision_std": m["precision_std"], "recall_std": m["recall_std"], "num_samples": int(len(images))}
     if labels is not None:
-        ref_labels = judging.reference_labels(images.shape[1])
+        ref_labels = judging.reference_labels(size)
         if ref_labels is not None:
             # within-class collapse: one image per class passes the overall recall
             per_class = {c: r for c, r in metrics.class_recall(ref, ref_labels, feats, labels).items() if r is not None}
             if per_class:
+                stds = metrics.class_recall_std(ref, ref_labels, feats, labels, seed=seed)
                 worst = min(per_class, key=per_class.get)
                 out.update(class_recall={str(c): r for c, r in per_class.items()},
+                           class_recall_std={str(c): stds.get(c) for c in per_class},
                            class_recall_mean=float(sum(per_class.values()) / len(per_class)),
                            class_recall_min=per_class[worst], class_recall_min_class=worst)
     if labels is not None and judging.class_accuracy:
         out["class_accuracy"] = digits_features.accuracy(images, labels, digits_features.load_classifier())
-    fileio.write_text(npz_path + ".metrics.json", json.dumps(out, indent=2) + "\n")
+    limits = judging.copy_limits(size)
+    if limits is not None:
+        out.update(copies.measure(images, feats, judging.training_images(size), ref, limits, pairs_path))
     return out
+
+
+def judge_real(judging: Judging, size: int, n: int, out_dir: str, probe_samples=None) -> dict:
+    """The real-data row: the held-out real images judged exactly like a run's samples, on a fixed
+    random `n` of them (all when fewer), and the FD of a fixed `probe_samples` of them (the
+    quality probe's n) for the "over training" figure's band; None without held-out images."""
+    import numpy as np
+
+    from . import metrics
+
+    held = judging.heldout(size)
+    if held is None:
+        return None
+    images, labels, description = held
+    rng = np.random.default_rng(0)
+    pick = np.sort(rng.permutation(len(images))[:n]) if n < len(images) else np.arange(len(images))
+    os.makedirs(out_dir, exist_ok=True)
+    row = judge_images(images[pick], None if labels is None else labels[pick], judging,
+                       pairs_path=os.path.join(out_dir, "closest-train.npz"))
+    row.update(sampler="–", dir=out_dir, num_drawn=int(len(images)))
+    real = {"name": REAL_NAME, "description": description, "dir": out_dir, "num_heldout": int(len(images)),
+            "rows": [row], "fd_at": {}}
+    if probe_samples and probe_samples <= len(images):
+        sub = np.sort(rng.permutation(len(images))[:probe_samples])
+        fd, std = metrics.fd_bootstrap(judging.reference_features(size), judging.extractor(images[sub])[0], 50, 0)
+        real["fd_at"][str(probe_samples)] = [fd, std]
+    fileio.write_text(os.path.join(out_dir, "metrics.json"), json.dumps(real, indent=2) + "\n")
+    return real
+
+
+REAL_NAME = "held-out real data"
 
 
 # --- the job ----------------------------------------------------------------------------
@@ -863,11 +1020,19 @@ def main(argv=None):
         results.append(result)
 
     progress.start("report")
+    # the real-data row, at the n the rows were judged on and at the probe's n (the figure's band)
+    judged = [row for r in results for row in r["rows"] if row.get("npz") and row.get("num_samples")]
+    real = None
+    if judged:
+        size = npz.read_samples(judged[0]["npz"])[0].shape[1]
+        real = judge_real(judging, size, judged[0]["num_samples"], os.path.join(out, "heldout"),
+                          config["probe_samples"] if config["probe_points"] else None)
     meta = report.environment(launcher, config["nproc"])
     meta.update(config=resources.find(args.config), minutes=minutes, wall_seconds=time.time() - started,
                 num_samples=config["num_samples"], fd_name=judging.fd_name, reference=judging.describe_reference(),
                 data_name="the real digits" if config["reference"] == "digits" else "the training images",
-                pictures=config["pictures"], loss_picture=config["loss_picture"])
+                pictures=config["pictures"], loss_picture=config["loss_picture"], real=real,
+                heldout=real["description"] if real else judging.missing_heldout())
     if judging.features == "inception":
         meta["feature_network"] = "Inception-v3 of pytorch-fid (FID weights), 2048-d pool features"
         meta["is_source"] = "Inception-v3's 1008-way logits"

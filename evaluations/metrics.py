@@ -148,6 +148,19 @@ def class_recall(ref_features, ref_labels, features, labels, k=3) -> dict:
     return out
 
 
+def class_recall_std(ref_features, ref_labels, features, labels, k=3, rounds=50, seed=0) -> dict:
+    """{class: std of class_recall's figure between draws of that class's samples} (random
+    halves, as precision_recall_std); None where a class's half has k or fewer samples. The
+    verdict's within-class collapse rule takes these error bars into account."""
+    ref_labels, labels = np.asarray(ref_labels), np.asarray(labels)
+    out = {}
+    for c in sorted(set(ref_labels.tolist()) | set(labels.tolist())):
+        real, fake = np.asarray(ref_features)[ref_labels == c], np.asarray(features)[labels == c]
+        std = precision_recall_std(real, fake, k, rounds, seed)[1] if len(real) > k else float("nan")
+        out[int(c)] = std if math.isfinite(std) else None
+    return out
+
+
 def precision_recall_std(ref_features, features, k=3, rounds=50, seed=0):
     """(std of precision, std of recall) between draws of the samples, from `rounds` random
     halves of them. Recall's randomness comes from the samples, whose balls define the manifold,

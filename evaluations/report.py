@@ -23,13 +23,15 @@ from PIL import Image  # noqa: E402
 from evaluations import digits_features  # noqa: E402
 from trainkit import fileio, logger, npz  # noqa: E402
 
+# The results table: what a row's samples scored, plain numbers, one link per row (to the run) in
+# report.md; every cell keeps its link in report.html. Cost and hardware go to COST_COLUMNS' table.
 COLUMNS = [
-    ("run", None), ("sampler", None), ("steps", "train"), ("train s", "train"), ("train img/s", "train"),
-    ("parameters", "train"), ("samples", "sample"), ("NFE/img", "sample"), ("sampling s/img", "sample"),
-    ("FD-digits", "sample"), ("FD std", "sample"), ("precision", "sample"), ("recall", "sample"),
-    ("KID", "sample"), ("IS", "sample"), ("FD untrained", "untrained"), ("class acc.", "sample"),
-    ("class recall mean / min", "sample"),
+    ("run", None), ("sampler", None), ("samples", "sample"), ("FD-digits", "sample"), ("FD std", "sample"),
+    ("precision", "sample"), ("recall", "sample"), ("KID", "sample"), ("IS", "sample"), ("class acc.", "sample"),
+    ("copies", "sample"), ("FD untrained", "untrained"),
 ]
+COST_COLUMNS = ["run", "sampler", "steps", "train s", "train img/s", "parameters", "samples drawn", "NFE/img",
+                "sampling s/img"]
 
 
 def environment(launcher: str, nproc: int) -> dict:
@@ -75,46 +77,93 @@ def kid_column(fd_name: str):
     return ("KID ×10³", 1000) if fd_name == "FID" else ("KID", 1)
 
 
-def table_rows(results: list, out: str, kid_factor=1) -> list:
-    """One row per (run, sampler): list of (text, link or None) cells; KID times `kid_factor`
-    (see `kid_column`)."""
+def table_rows(results: list, out: str, kid_factor=1, real=None) -> list:
+    """One row per (run, sampler), the held-out real data's first when there is one: list of
+    (text, link or None) cells in COLUMNS' order; KID times `kid_factor` (see `kid_column`)."""
+    rel = lambda p: os.path.relpath(p, out) if p else None  # noqa: E731
     rows = []
-    for r in results:
-        rel = lambda p: os.path.relpath(p, out) if p else None  # noqa: E731
-        train_dir = os.path.join(r["dir"], "train")
+    for r in ([real] if real else []) + list(results):
         untrained = os.path.join(r["dir"], "untrained-samples")
         samplers = r["rows"] or [{"sampler": "–"}]
         for row in samplers:
             cells = [(r["name"], rel(r["dir"])), (row["sampler"], rel(row.get("dir")))]
-            if "error" in row:  # this sampler failed
-                cells.append((f"FAILED (samples {row['sampler']}): {row['error']}", rel(row.get("log"))))
-                rows.append(cells)
+            failed = _failure(r, row, rel)
+            if failed:
+                rows.append(cells + [failed])
                 continue
-            if not r["rows"] and r["failed"]:  # the run failed before sampling
-                what, rec = r["failed"][-1]
-                cells.append((f"FAILED ({what}): {rec.get('error') or 'failed'}", rel(rec.get("log"))))
-                rows.append(cells)
-                continue
+            link = rel(row.get("npz") or row.get("dir"))
             cells += [
-                (_fmt(r.get("steps"), "int"), rel(train_dir)),
-                (_fmt(r.get("train_seconds")), rel(train_dir)),
-                (_fmt(r.get("train_img_per_s")), rel(train_dir)),
-                (_fmt(r.get("parameters"), "int"), rel(train_dir)),
-                (_fmt(row.get("num_samples"), "int"), rel(row.get("npz"))),
-                (_fmt(row.get("nfe"), "int"), rel(row.get("dir"))),
-                (_fmt(row.get("sample_s_per_image")), rel(row.get("dir"))),
-                (_fmt(row.get("fd_digits")), rel(row.get("npz"))),
-                (_fmt(row.get("fd_std")), rel(row.get("npz"))),
-                (_fmt(row.get("precision")), rel(row.get("npz"))),
-                (_fmt(row.get("recall")), rel(row.get("npz"))),
-                (_fmt(None if row.get("kid") is None else row["kid"] * kid_factor), rel(row.get("npz"))),
-                (_fmt(row.get("is")), rel(row.get("npz"))),
-                (_fmt(row.get("fd_untrained")), rel(untrained)),
-                (_fmt(row.get("class_accuracy")), rel(row.get("npz"))),
-                (_class_recall_cell(row), rel(row.get("npz"))),
+                (_fmt(row.get("num_samples"), "int"), link),
+                (_fmt(row.get("fd_digits")), link),
+                (_fmt(row.get("fd_std")), link),
+                (_fmt(row.get("precision")), link),
+                (_fmt(row.get("recall")), link),
+                (_fmt(None if row.get("kid") is None else row["kid"] * kid_factor), link),
+                (_fmt(row.get("is")), link),
+                (_fmt(row.get("class_accuracy")), link),
+                (_fmt(row.get("copies")), link),
+                (_fmt(row.get("fd_untrained")), rel(untrained) if r is not real else None),
             ]
             rows.append(cells)
     return rows
+
+
+def _failure(r, row, rel):
+    """The one wide cell of a failed sampler or a run that failed before sampling, else None."""
+    if "error" in row:  # this sampler failed
+        return (f"FAILED (samples {row['sampler']}): {row['error']}", rel(row.get("log")))
+    if not r["rows"] and r.get("failed"):  # the run failed before sampling
+        what, rec = r["failed"][-1]
+        return (f"FAILED ({what}): {rec.get('error') or 'failed'}", rel(rec.get("log")))
+    return None
+
+
+def cost_rows(results: list, out: str) -> list:
+    """The second table: training and sampling cost of each (run, sampler), COST_COLUMNS' order;
+    failed rows are in the results table only."""
+    rel = lambda p: os.path.relpath(p, out) if p else None  # noqa: E731
+    rows = []
+    for r in results:
+        train_dir = os.path.join(r["dir"], "train")
+        for row in r["rows"]:
+            if _failure(r, row, rel):
+                continue
+            rows.append([(r["name"], rel(r["dir"])), (row["sampler"], rel(row.get("dir"))),
+                         (_fmt(r.get("steps"), "int"), rel(train_dir)),
+                         (_fmt(r.get("train_seconds")), rel(train_dir)),
+                         (_fmt(r.get("train_img_per_s")), rel(train_dir)),
+                         (_fmt(r.get("parameters"), "int"), rel(train_dir)),
+                         (_fmt(row.get("num_drawn", row.get("num_samples")), "int"), rel(row.get("npz"))),
+                         (_fmt(row.get("nfe"), "int"), rel(row.get("dir"))),
+                         (_fmt(row.get("sample_s_per_image")), rel(row.get("dir")))])
+    return rows
+
+
+def class_table(results: list, real=None):
+    """(header, rows) of the per-class recall table of the class-conditional rows: class, real
+    data's recall of that class, each row's (±1 std; "collapsed" by the verdict's rule); None
+    without a conditional row."""
+    from .verdict import _label, collapsed_classes
+
+    cond = [(_label(r, row), row) for r in results for row in r["rows"] if row.get("class_recall")]
+    if not cond:
+        return None
+    real_row = real["rows"][0] if real and real.get("rows") and real["rows"][0].get("class_recall") else None
+    classes = sorted({int(c) for _, row in cond for c in row["class_recall"]}
+                     | ({int(c) for c in real_row["class_recall"]} if real_row else set()))
+
+    def cell(row, c, bad=()):
+        v = row.get("class_recall", {}).get(str(c))
+        if v is None:
+            return "–"
+        std = (row.get("class_recall_std") or {}).get(str(c))
+        return f"{v:.3f}" + (f" ± {std:.2g}" if std is not None else "") + (" (collapsed)" if c in bad else "")
+
+    header = ["class"] + (["held-out real data"] if real_row else []) + [label for label, _ in cond]
+    bad = {label: {c for c, _, _ in collapsed_classes(row, real_row)} if real_row else set() for label, row in cond}
+    rows = [[str(c)] + ([cell(real_row, c)] if real_row else []) + [cell(row, c, bad[label]) for label, row in cond]
+            for c in classes]
+    return header, rows
 
 
 def summary_lines(results: list, fd_name: str = "FD-digits") -> list:
@@ -251,13 +300,21 @@ def cost_figure(results: list, path: str, fd_name: str = "FD-digits"):
     return path
 
 
-def quality_figure(results: list, path: str, fd_name: str = "FD-digits"):
+def quality_figure(results: list, path: str, fd_name: str = "FD-digits", real=None):
     """FD of each run's quality probe (RUN/train/quality.csv) against training seconds and images
-    seen, ±1 std error bars: quality over training, comparable across families."""
+    seen, ±1 std error bars: quality over training, comparable across families. Held-out real
+    data's FD at the probe's n (real["fd_at"]) is drawn as a band, ±1 std: the floor."""
     runs = [(r, r["quality"]) for r in results if r.get("quality")]
     if not runs:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    band = (real or {}).get("fd_at", {}).get(str(int(runs[0][1][0]["num_samples"])))
+    if band:
+        fd, std = band
+        for ax in axes:
+            ax.axhspan(max(fd - std, 1e-3), fd + std, color="0.6", alpha=0.35, lw=0,
+                       label=f"held-out real data, ±1 std ({fd:.3g} ± {std:.2g})")
+            ax.axhline(fd, color="0.4", lw=1)
     for r, rows in runs:
         fd = [q["fd"] for q in rows]
         std = [q["fd_std"] for q in rows]
@@ -275,6 +332,47 @@ def quality_figure(results: list, path: str, fd_name: str = "FD-digits"):
     fig.tight_layout()
     _save_figure(fig, path)
     return path
+
+
+def copies_figure(results: list, path: str, real=None, scale: int = 3):
+    """For each judged row (held-out real data first): its copies.PAIRS samples closest to a
+    training image in pixels (top strip) above those training images (bottom strip), with the
+    row's name and the closest distance. None when no row has its pairs."""
+    from PIL import ImageDraw
+
+    from .grid import grid_image
+    from .verdict import _label
+
+    rows = [(_label(r, row), row) for r in ([real] if real else []) + list(results) for row in r["rows"]
+            if row.get("closest_pairs") and os.path.isfile(row["closest_pairs"])]
+    if not rows:
+        return None
+    strips, pad, caption = [], 2, 14 * scale // 3 + 4
+    for label, row in rows:
+        with np.load(row["closest_pairs"]) as z:
+            pair = np.concatenate([z["samples"], z["train"]])
+            per = len(z["samples"])
+            text = f"{label}: closest {z['distance'][0]:.3f}, copies {row.get('copies', float('nan')):.3f}"
+        g = grid_image(pair, nrow=per, padding=pad)
+        img = Image.fromarray(g[..., 0] if g.shape[-1] == 1 else g).convert("RGB")
+        strips.append((text, img.resize((img.width * scale, img.height * scale), Image.NEAREST)))
+    width = max(max(im.width for _, im in strips), 420)
+    canvas = Image.new("RGB", (width, sum(im.height + caption for _, im in strips)), "white")
+    draw, y = ImageDraw.Draw(canvas), 0
+    for text, im in strips:
+        draw.text((4, y + 2), text, fill=(0, 0, 0))
+        canvas.paste(im, (0, y + caption))
+        y += im.height + caption
+    with fileio.atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+    return path
+
+
+COPIES_NOTE = ("For each row, the samples closest to a training image in pixels (top) above that training image "
+               "(bottom); held-out real data first, whose closest pairs are how near a fresh draw of the data comes "
+               "by chance. The copies column is the share of the row's samples closer to their nearest training "
+               "image than {q} of held-out real images are to theirs (an RMS pixel distance of {limit}); held-out "
+               "data scores about {p} by construction.")
 
 
 QUALITY_NOTE = ("Each run's training measured the {fd} of {n} samples (the same noise every time, the family's "
@@ -378,15 +476,70 @@ def _quality_note(results, fd_name, meta):
     return QUALITY_NOTE.format(fd=fd_name, n=n, k=max(len(r["quality"]) for r in runs), bias=bias, cost=cost)
 
 
+def _md_table(header, rows, first_link_only=True):
+    """A markdown table of (text, link) cells: the run's link on its first cell only, plain numbers."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cells in rows:
+        cells = [c if isinstance(c, tuple) else (c, None) for c in cells]
+        lines.append("| " + " | ".join(_md_cell(t, l if i == 0 or not first_link_only else None)
+                                       for i, (t, l) in enumerate(cells)) + " |")
+    return lines
+
+
+def _html_table(header, rows):
+    h = ["<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"]
+    for cells in rows:
+        cells = [c if isinstance(c, tuple) else (c, None) for c in cells]
+        if len(cells) == 3 and len(header) > 3:  # a failed run: one wide cell
+            h.append(f"<tr><td>{_html_cell(*cells[0])}</td><td>{_html_cell(*cells[1])}</td>"
+                     f"<td class='failed' colspan='{len(header) - 2}'>{_html_cell(*cells[2])}</td></tr>")
+        else:
+            h.append("<tr>" + "".join(f"<td>{_html_cell(t, l)}</td>" for t, l in cells) + "</tr>")
+    return "".join(h) + "</table>"
+
+
+def _real_note(real, meta, fd_name):
+    """The lines under the results table that say what the real-data row is and what this n resolves."""
+    from .verdict import COLLAPSE_FRACTION, resolving_power
+
+    if not real:
+        return [f"Held-out real data: {meta.get('heldout') or 'none'}."]
+    row = real["rows"][0]
+    n, drawn = row["num_samples"], meta.get("num_samples")
+    text = (f"Held-out real data: {real['description']}, judged exactly like a run's samples (same reference, "
+            f"features and metrics) on {'a fixed random ' if n < real['num_heldout'] else ''}{n:,} of them. ")
+    if drawn and n < drawn:
+        text += (f"Every row is judged on its first {n:,} samples of the {drawn:,} drawn (seeds 0..{n - 1}), the "
+                 f"held-out count: {fd_name}'s bias falls as 1/n (precision and recall move with n too), so rows are "
+                 f"compared with real data only at one n; the figures of all {drawn:,} are in each "
+                 "`<samples>.npz.metrics.json` under `all_samples`. ")
+    delta = resolving_power(row)
+    if delta is not None:
+        text += (f"Resolving power: two rows are told apart when they differ by more than the sum of their std; "
+                 f"held-out real data's {fd_name} std at n = {n:,} is {row['fd_std']:.2g}, so {fd_name} differences "
+                 f"below about {delta:.2g} (twice it) are not separated at this n. ")
+    text += (f"Collapse: recall below {COLLAPSE_FRACTION:g} of held-out real data's (per class, of its recall of "
+             "that class), beyond the error bars.")
+    return [text]
+
+
 def write(out: str, results: list, meta: dict) -> dict:
     fig_dir = os.path.join(out, "figures")
     os.makedirs(fig_dir, exist_ok=True)
+    real = meta.get("real")
     losses = loss_figure(results, os.path.join(fig_dir, "losses.png"))
     fd_name = meta.get("fd_name", "FD-digits")
     reference = meta.get("reference", "the real digits (train split)")
     cost = cost_figure(results, os.path.join(fig_dir, "fd_vs_cost.png"), fd_name)
-    quality = quality_figure(results, os.path.join(fig_dir, "fd_over_training.png"), fd_name)
+    quality = quality_figure(results, os.path.join(fig_dir, "fd_over_training.png"), fd_name, real)
     quality_note = _quality_note(results, fd_name, meta) if quality else ""
+    copies_png = copies_figure(results, os.path.join(fig_dir, "closest_training_images.png"), real)
+    copies_note = ""
+    if copies_png and real:
+        limit = real["rows"][0].get("copy_threshold", {})
+        copies_note = COPIES_NOTE.format(q=f"{100 * (1 - limit.get('quantile', 0.05)):.0f}%",
+                                         limit=f"{limit.get('pixels', float('nan')):.3g}",
+                                         p=f"{limit.get('quantile', 0.05):g}")
     grids = []
     for r in results:
         for row in r["rows"]:
@@ -395,12 +548,15 @@ def write(out: str, results: list, meta: dict) -> dict:
                 grids.append((label, grid_png(row["npz"], os.path.join(fig_dir, f"grid-{r['name']}-{row['sampler']}.png"))))
     pictures = seed_pictures(out, results, losses, meta)
     kid_name, kid_factor = kid_column(fd_name)
-    rows = table_rows(results, out, kid_factor)
+    rows = table_rows(results, out, kid_factor, real)
     header = [{"FD-digits": fd_name, "KID": kid_name}.get(c, c) for c, _ in COLUMNS]
+    costs = cost_rows(results, out)
+    classes = class_table(results, real)
+    from .verdict import stability_table, verdict
+
+    stability = stability_table(results)
     is_source = meta.get("is_source", "the digits classifier's 10-way predictions (at most 10)")
-    under = [
-        f"Hardware: {meta['machine']}, {meta['cpu_cores']} cores, {meta['device']}; torch {meta['torch']}, "
-        f"Python {meta['python']}; every job ran as {meta['launcher']}.",
+    under = _real_note(real, meta, fd_name) + [
         f"Samples: {meta['num_samples']} per family and sampler, seeds 0..{meta['num_samples'] - 1} (one generator per "
         f"sample index). {fd_name}: Fréchet distance to {reference} in the feature space of the "
         f"{meta['feature_network']}; FD std: its std over 50 bootstrap resamples of the samples. "
@@ -413,23 +569,36 @@ def write(out: str, results: list, meta: dict) -> dict:
            " on the features divided by their RMS coordinate over the real digits "
            f"(a constant, {digits_features.FEATURE_RMS:g}, measured on the train split at 16 px), so that x·y/d is of order 1")
         + ", mean over 100 subsets. IS: Inception-Score formula on "
-        f"{is_source}. FD untrained: the network after one training step, sampled "
+        f"{is_source}. Copies: the share of samples closer to a training image (in pixels) than held-out real "
+        "images usually are (see the figure). FD untrained: the network after one training step, sampled "
         f"with its run's cheapest sampler. Conditional grids hold one row per class, the class at the left.",
+    ]
+    cost_note = [
+        f"Hardware: {meta['machine']}, {meta['cpu_cores']} cores, {meta['device']}; torch {meta['torch']}, "
+        f"Python {meta['python']}; every job ran as {meta['launcher']}.",
         f"Train s and img/s: wall time of the training job (process start included) and images seen per second "
-        f"over it; sampling s/img: wall time of the sampling job over the sample count. NFE/img: network "
+        f"over it; sampling s/img: wall time of the sampling job over the samples drawn. NFE/img: network "
         f"evaluations per image. Budget {meta['minutes']:g} min ({meta['config']}); the whole job took "
         f"{meta['wall_seconds'] / 60:.1f} min.",
     ]
 
-    from .verdict import verdict
-
-    findings = verdict(results, fd_name, meta.get("data_name", "the real digits"))
+    findings = verdict(results, fd_name, meta.get("data_name", "the real digits"), real)
     md = ["# Comparison report", "", "## Verdict", ""] + [f"- {f}" for f in findings] + [
-        "", "## Results", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for cells in rows:
-        md.append("| " + " | ".join(_md_cell(t, l) for t, l in cells) + " |")
-    md += [""] + under + [""]
+        "", "## Results", ""] + _md_table(header, rows) + [""] + under + [""]
+    md += ["### Cost and hardware", ""] + _md_table(COST_COLUMNS, costs) + [""] + cost_note + [""]
+    if classes:
+        md += ["### Recall per class", "", "Each class's samples against the reference's images of that class "
+               "(±1 std over random halves of the samples)."
+               + (" Collapsed: below the verdict's fraction of held-out real data's recall of the class, beyond the "
+                  "error bars." if real else ""), ""] + _md_table(*classes, first_link_only=False) + [""]
+    if stability:
+        md += ["### Training stability", "", f"{fd_name} of the quality probe's fixed samples at each point (±1 std, "
+               "at the training second), how it ends (the last two points within their error bars: level), and each "
+               "GAN's discriminator accuracy over the second half of its log.", ""] + _md_table(*stability) + [""]
     rel = lambda p: os.path.relpath(p, out)  # noqa: E731
+    if copies_png:
+        md += ["## Copies of the training set", "", f"![closest training images]({rel(copies_png)})", "",
+               copies_note, ""]
     if losses:
         md += ["## Loss curves", "", f"![losses]({rel(losses)})", ""]
     if grids:
@@ -452,22 +621,24 @@ def write(out: str, results: list, meta: dict) -> dict:
 
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
-        "table{border-collapse:collapse;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "table{border-collapse:collapse;font-size:14px;margin:0.5em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}a{color:#0645ad;text-decoration:none}"
         "img{max-width:100%}.grids{display:flex;flex-wrap:wrap;gap:18px}.grids figure{margin:0}.grids img{image-rendering:pixelated}"
         "figcaption{font-size:13px;text-align:center}.note{font-size:13px;color:#555;max-width:1100px}"
         "td.failed{color:#b00;text-align:left}"
     )
+    note = lambda lines: "".join(f"<p class='note'>{_md_inline(u)}</p>" for u in lines)  # noqa: E731
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>Comparison report</title><style>{style}</style></head><body>",
          "<h1>Comparison report</h1><h2>Verdict</h2><ul>" + "".join(f"<li>{_md_inline(f)}</li>" for f in findings)
-         + "</ul><h2>Results</h2><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"]
-    for cells in rows:
-        if len(cells) == 3:  # a failed run: one wide cell
-            h.append(f"<tr><td>{_html_cell(*cells[0])}</td><td>{_html_cell(*cells[1])}</td>"
-                     f"<td class='failed' colspan='{len(header) - 2}'>{_html_cell(*cells[2])}</td></tr>")
-        else:
-            h.append("<tr>" + "".join(f"<td>{_html_cell(t, l)}</td>" for t, l in cells) + "</tr>")
-    h.append("</table>" + "".join(f"<p class='note'>{html.escape(u)}</p>" for u in under))
+         + "</ul><h2>Results</h2>" + _html_table(header, rows) + note(under)
+         + "<h3>Cost and hardware</h3>" + _html_table(COST_COLUMNS, costs) + note(cost_note)]
+    if classes:
+        h.append("<h3>Recall per class</h3>" + _html_table(*classes))
+    if stability:
+        h.append("<h3>Training stability</h3>" + _html_table(*stability))
+    if copies_png:
+        h.append(f"<h2>Copies of the training set</h2><img src='{_data_uri(copies_png)}' alt='closest training "
+                 f"images' style='image-rendering:pixelated'><p class='note'>{html.escape(copies_note)}</p>")
     if losses:
         h.append(f"<h2>Loss curves</h2><img src='{_data_uri(losses)}' alt='loss curves'>")
     if grids:
@@ -495,24 +666,50 @@ def write(out: str, results: list, meta: dict) -> dict:
 
 # --- checking a written report (CI, tests) ----------------------------------------------
 
-NUMERIC = ["steps", "train s", "train img/s", "parameters", "samples", "NFE/img", "sampling s/img", "FD-digits",
-           "FD std", "precision", "recall", "KID", "IS", "FD untrained"]
+NUMERIC = ["samples", "FD-digits", "FD std", "precision", "recall", "KID", "IS", "FD untrained", "steps", "train s",
+           "train img/s", "parameters", "samples drawn", "NFE/img", "sampling s/img"]
+# columns that a whole comparison may lack: no baselines (--no_baseline), no held-out real data
+OPTIONAL = ("FD untrained", "copies")
+# the real-data row has no training, sampler or baseline
+REAL_NAME = "held-out real data"
 
 
 FD_NAMES = ("FD-digits", "FID")
 KID_NAMES = ("KID", "KID ×10³")
 
 
-def read_table(md_text: str) -> list:
-    """The results table of a report.md as a list of {column: text} (links stripped)."""
+def _tables(md_text: str) -> dict:
+    """{heading: [row lines]} of the tables that follow the ## / ### headings of a report.md."""
+    tables, heading = {}, ""
+    for line in md_text.splitlines():
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        elif line.startswith("|"):
+            tables.setdefault(heading, []).append(line)
+    return tables
+
+
+def _parse(lines: list) -> list:
     import re
 
-    lines = [l for l in md_text.splitlines() if l.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = []
     for l in lines[2:]:
         cells = [re.sub(r"^\[(.*)\]\(.*\)$", r"\1", c.strip()) for c in re.split(r"(?<!\\)\|", l.strip().strip("|"))]
         rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def read_table(md_text: str) -> list:
+    """The results table of a report.md as a list of {column: text} (links stripped), each row
+    with its cost-and-hardware columns merged in (matched by run and sampler)."""
+    tables = _tables(md_text)
+    results = tables.get("Results") or next(iter(tables.values()))
+    rows = _parse(results)
+    if "Cost and hardware" in tables:
+        cost = {(r.get("run"), r.get("sampler")): r for r in _parse(tables["Cost and hardware"])}
+        for r in rows:
+            r.update({k: v for k, v in cost.get((r.get("run"), r.get("sampler")), {}).items() if k not in r})
     return rows
 
 
@@ -530,16 +727,21 @@ def check(out: str, runs=None) -> list:
     names = {r.get("run") for r in rows}
     for name in sorted(set(runs or []) - names):
         problems.append(f"no row for run {name}")
-    # a comparison run with --no_baseline has no untrained column anywhere: that is not a gap
-    skipped = {"FD untrained"} if rows and all(r.get("FD untrained") == "–" for r in rows) else set()
+    runs_rows = [r for r in rows if r.get("run") != REAL_NAME]
+    # a comparison run with --no_baseline has no untrained column anywhere, one without held-out
+    # real data no copies: that is not a gap
+    skipped = {c for c in OPTIONAL if runs_rows and all(r.get(c, "–") == "–" for r in runs_rows)}
     for r in rows:
-        for col in NUMERIC:
-            if col in skipped:
-                continue
+        real = r.get("run") == REAL_NAME
+        for col in NUMERIC + ["copies"]:
+            if col in skipped or (real and col not in r):
+                continue  # the real row: no training, sampler or baseline
             if col == "FD-digits" and col not in r:
                 col = next((c for c in FD_NAMES if c in r), col)  # the config's feature space names it
             if col == "KID" and col not in r:
                 col = next((c for c in KID_NAMES if c in r), col)  # shown ×10³ for Inception
+            if real and col == "FD untrained":
+                continue
             try:
                 ok = math.isfinite(float(r.get(col, "").replace(",", "")))
             except ValueError:

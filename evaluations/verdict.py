@@ -16,8 +16,19 @@ rows) and returns markdown sentences:
   fakes before D updates on them), at chance when within CHANCE_ACCURACY_TOLERANCE of 1/2. The
   D loss is not used: noisy logits without skill give a logistic loss above 2 ln 2, and a D
   right 72% of the time can have a loss of exactly 2 ln 2;
-- collapse: every row whose recall is below COLLAPSE_RECALL is named as collapsed, and every
-  class of a class-conditional row whose within-class recall is below it;
+- held-out real data (`real`, evaluations.compare.judge_real: real images never trained on,
+  judged like a run at the rows' n): its figures, and on each measure the rows whose error bar
+  overlaps its own, "indistinguishable from held-out real data on that measure, at this n";
+- resolving power: rows whose FD error bar overlaps the real row's are not ranked on FD (the
+  smallest FD difference this n separates is about twice the real row's std, resolving_power);
+  the measure that still separates them is named;
+- collapse: relative to real data: a row whose recall (with its error bar) is below
+  COLLAPSE_FRACTION of the real row's (with its error bar) is named, and so is every class of a
+  class-conditional row whose within-class recall is below that fraction of the real row's recall
+  of that class; without a real row, the absolute line COLLAPSE_RECALL;
+- copies of the training set (evaluations.copies): a row whose share of samples closer to a
+  training image than held-out real images usually are exceeds the real row's share by more
+  than COPY_Z combined binomial std;
 - training: how far each run moved from its untrained baseline in FD-digits, both sampled with
   the baseline's sampler;
 - rows judged on different sample counts are not ranked (FD's bias shrinks as 1/n).
@@ -33,7 +44,18 @@ import numpy as np
 
 from trainkit import logger, optim
 
+# Without held-out real data: recall below this line is collapse (an absolute line, blind to
+# what real data of this size scores).
 COLLAPSE_RECALL = 0.3
+# With held-out real data: a recall below this fraction of real data's at the same n, error bars
+# taken into account, is collapse: a generator that covers its modes perfectly but has dropped
+# half of them scores half of real data's recall, so below it more than half of what real images
+# of the class cover is lost (docs/evaluations.md, "The rules").
+COLLAPSE_FRACTION = 0.5
+# A row copies more than real data when its share of too-close samples exceeds the real row's by
+# more than this many std of the difference (binomial over both sets): one-sided, about 2% of
+# rows that do not copy would be named by chance at 2.
+COPY_Z = 2.0
 # D's mean accuracy this close to 1/2 is "at chance": a D that tells real from generated in 55%
 # of the cases or fewer. The log's means are over thousands of images, so the binomial error of
 # the accuracy itself (0.5 / sqrt(images)) is far below this.
@@ -53,6 +75,8 @@ def _judged(results):
 def _pm(v, s, digits=3):
     # whole numbers from 10^digits up (1524, not 1.52e+03)
     text = f"{v:.0f}" if abs(v) >= 10 ** digits else f"{v:.{digits}g}"
+    if s is not None and abs(s) < 1e-9:  # a spread of rounding noise (every half alike) is 0
+        s = 0.0
     return f"{text} ± {s:.2g}" if s is not None else text
 
 
@@ -134,6 +158,34 @@ def trend(quality) -> str:
     return text
 
 
+END_WORDS = {"level": "level", "still improving": "still falling", "worse at the end": "rising"}
+
+
+def _end_word(quality) -> str:
+    text = trend(quality)
+    word = next((w for k, w in END_WORDS.items() if text.startswith(k)), text)
+    return word + (", past its best" if "past its best" in text else "")
+
+
+def stability_table(results):
+    """(header, rows) of the training-stability table: each run's probe FD at its points (±1 std,
+    at training second s), how it ends (level, still falling, rising; past its best) and its
+    discriminator's accuracy over the second half of its log (GANs). None without either."""
+    runs = [r for r in results if r.get("quality") or d_accuracy(r) is not None]
+    if not runs:
+        return None
+    points = max((len(r.get("quality") or []) for r in runs), default=0)
+    header = ["run"] + [f"point {i + 1}" for i in range(points)] + ["at the end", "D accuracy"]
+    rows = []
+    for r in runs:
+        q = r.get("quality") or []
+        cells = [f"{_pm(p['fd'], p.get('fd_std'))} at {p['train_seconds']:.0f} s" for p in q]
+        cells += ["–"] * (points - len(q))
+        acc = d_accuracy(r)
+        rows.append([r["name"]] + cells + [_end_word(q) if q else "–", f"{acc:.3f}" if acc is not None else "–"])
+    return header, rows
+
+
 def _stability_sentence(results, fd_name):
     probed = [r for r in results if r.get("quality")]
     adversarial = [(r["name"], a) for r in results if (a := d_accuracy(r)) is not None]
@@ -142,10 +194,14 @@ def _stability_sentence(results, fd_name):
     text = "**Training stability**"
     if probed:
         n = int(probed[0]["quality"][0].get("num_samples", 0))
+        groups = {}
+        for r in probed:
+            groups.setdefault(_end_word(r["quality"]).split(",")[0], []).append(r["name"])
+        past = [r["name"] for r in probed if "past its best" in trend(r["quality"])]
         text += (f" ({fd_name} of {n} fixed samples at evenly spaced points of each run's training, ±1 std; one "
-                 "measure for every family, see the figure): " + "; ".join(
-                     f"{r['name']} " + " → ".join(_pm(q["fd"], q.get("fd_std")) for q in r["quality"])
-                     + f", {trend(r['quality'])}" for r in probed) + ".")
+                 "measure for every family; the table below and the figure): "
+                 + "; ".join(f"{word} at the end: {', '.join(names)}" for word, names in groups.items())
+                 + (f"; past its best point: {', '.join(past)}" if past else "") + ".")
     else:
         text += " (no run measured its quality during training):"
     if adversarial:
@@ -162,10 +218,8 @@ def _stability_sentence(results, fd_name):
     return text
 
 
-def _collapse_sentence(judged, data_name):
-    with_recall = [j for j in judged if j[2].get("recall") is not None]
-    if not with_recall:
-        return None
+def _absolute_collapse_sentence(with_recall, data_name):
+    """Without held-out real data: the absolute line COLLAPSE_RECALL."""
     collapsed = [j for j in with_recall if j[2]["recall"] < COLLAPSE_RECALL]
     # class-conditional rows: the samples of each class against the real images of that class
     within = [(j, sorted((int(c), r) for c, r in j[2]["class_recall"].items() if r < COLLAPSE_RECALL))
@@ -189,6 +243,172 @@ def _collapse_sentence(judged, data_name):
         text += " Per class, " + ", ".join(
             f"{j[0]}'s lowest recall is {j[2]['class_recall_min']:.3f} (class {j[2]['class_recall_min_class']})"
             for j in ok) + f", at least {COLLAPSE_RECALL}."
+    return text + " (No held-out real data to judge recall against: an absolute line.)"
+
+
+def collapsed(recall, std, real_recall, real_std) -> bool:
+    """Recall below COLLAPSE_FRACTION of real data's beyond the error bars: the row's bar lies
+    wholly below the fraction of the real row's bar."""
+    return recall + (std or 0.0) < COLLAPSE_FRACTION * (real_recall - (real_std or 0.0))
+
+
+def collapsed_classes(row, real_row) -> list:
+    """[(class, recall, real data's recall of that class)] of the classes collapsed within `row`."""
+    mine, theirs = row.get("class_recall") or {}, real_row.get("class_recall") or {}
+    mine_std, their_std = row.get("class_recall_std") or {}, real_row.get("class_recall_std") or {}
+    return [(int(c), r, theirs[c]) for c, r in sorted(mine.items(), key=lambda kv: int(kv[0]))
+            if c in theirs and collapsed(r, mine_std.get(c), theirs[c], their_std.get(c))]
+
+
+def _collapse_sentence(judged, data_name, real_row=None):
+    with_recall = [j for j in judged if j[2].get("recall") is not None]
+    if not with_recall:
+        return None
+    if real_row is None or real_row.get("recall") is None:
+        return _absolute_collapse_sentence(with_recall, data_name)
+    same_n = [j for j in with_recall if _same_n(j[2], real_row)]
+    rr, rs = real_row["recall"], real_row.get("recall_std")
+    text = (f"**Collapse** (recall below {COLLAPSE_FRACTION:g} of held-out real data's at the same n, beyond the error "
+            f"bars; real data's recall {_pm(rr, rs)}, per class its recall of that class): ")
+    whole = [j for j in same_n if collapsed(j[2]["recall"], j[2].get("recall_std"), rr, rs)]
+    within = [(j, collapsed_classes(j[2], real_row)) for j in same_n if j[2].get("class_recall")]
+    within_bad = [(j, bad) for j, bad in within if bad]
+    if whole:
+        text += (", ".join(f"{j[0]} (recall {_pm(j[2]['recall'], j[2].get('recall_std'))})" for j in whole)
+                 + f" {'is' if len(whole) == 1 else 'are'} collapsed: {'its' if len(whole) == 1 else 'their'} samples "
+                 f"cover less than {COLLAPSE_FRACTION:g} of what held-out real images cover.")
+    elif within_bad:
+        text += "no run as a whole."
+    else:
+        text += "none."
+    for j, bad in within_bad:
+        text += (f" Within classes, {j[0]} is collapsed in {len(bad)} of {len(j[2]['class_recall'])} classes: "
+                 + ", ".join(f"class {c} (recall {r:.3f} against {rc:.3f})" for c, r, rc in bad)
+                 + f"; its samples of {'that class' if len(bad) == 1 else 'those classes'} cover less than "
+                 f"{COLLAPSE_FRACTION:g} of what held-out real images of the class cover.")
+    ok = [j for j, bad in within if not bad]
+    if ok:
+        text += " Per class, " + ", ".join(
+            f"{j[0]}'s lowest recall is {j[2]['class_recall_min']:.3f} (class {j[2]['class_recall_min_class']})"
+            for j in ok) + ", not collapsed against real data's recall of that class."
+    other_n = [j[0] for j in with_recall if j not in same_n]
+    if other_n:
+        text += f" Not judged against real data (another n): {', '.join(other_n)}."
+    return text
+
+
+def _same_n(row, real_row) -> bool:
+    return row.get("num_samples") is not None and row.get("num_samples") == real_row.get("num_samples")
+
+
+def resolving_power(real_row):
+    """The smallest FD difference this n separates: two rows are told apart when they differ by
+    more than the sum of their std, and a row as precise as held-out real data has its std, so
+    about twice the real row's std. None without it."""
+    if real_row is None or real_row.get("fd_std") is None:
+        return None
+    return 2.0 * real_row["fd_std"]
+
+
+def _overlaps(row, real_row, key, std_key):
+    return abs(row[key] - real_row[key]) <= (row.get(std_key) or 0.0) + (real_row.get(std_key) or 0.0)
+
+
+def _measures(fd_name):
+    kid_name, kid_factor = ("KID ×10³", 1000) if fd_name == "FID" else ("KID", 1)
+    return [("fd_digits", "fd_std", fd_name, False, 1), ("precision", "precision_std", "precision", True, 1),
+            ("recall", "recall_std", "recall", True, 1), ("kid", "kid_std", kid_name, False, kid_factor)]
+
+
+def _real_sentence(judged, real, fd_name):
+    row = real["rows"][0]
+    n = row.get("num_samples")
+    same = [j for j in judged if _same_n(j[2], row)]
+    figures, alike = [], []
+    for key, std_key, name, _, factor in _measures(fd_name):
+        if row.get(key) is None:
+            continue
+        std = row.get(std_key)
+        figures.append(f"{name} {_pm(row[key] * factor, None if std is None else std * factor)}")
+        close = [j[0] for j in same if j[2].get(key) is not None and _overlaps(j[2], row, key, std_key)]
+        alike.append(f"on {name} {', '.join(close) if close else 'none'}")
+    text = (f"**Held-out real data** ({real.get('description', 'real images never trained on')}, judged like a run on "
+            f"{n} of them): " + ", ".join(figures) + f". Indistinguishable from held-out real data at n = {n} (error "
+            "bars overlapping its own): " + "; ".join(alike) + ".")
+    other = [j[0] for j in judged if j not in same]
+    if other:
+        text += f" Not compared with it (judged on another n): {', '.join(other)}."
+    return text
+
+
+def _fd_sentence(judged, real_row, fd_name):
+    """The FD sentence: a ranking, or, when the best rows are within held-out real data's error
+    bar, the resolving power and the measure that still separates them."""
+    ranking = _ranking_sentence("Both at once", f"{fd_name}, lower is better", judged, "fd_digits", "fd_std", False)
+    if real_row is None or real_row.get("fd_digits") is None:
+        return ranking
+    same = [j for j in judged if _same_n(j[2], real_row)]
+    group = sorted((j for j in same if _overlaps(j[2], real_row, "fd_digits", "fd_std")),
+                   key=lambda j: j[2]["fd_digits"])
+    delta = resolving_power(real_row)
+    n = real_row.get("num_samples")
+    real_fd = _pm(real_row["fd_digits"], real_row.get("fd_std"))
+    if not group:
+        return ranking[:-1] + (f"; held-out real data ({real_fd}) is beyond every row's error bar (at n = {n} "
+                               f"the smallest {fd_name} difference told apart is about {delta:.2g}).")
+    fmt = lambda j: f"{j[0]} ({_pm(j[2]['fd_digits'], j[2].get('fd_std'))})"  # noqa: E731
+    several = len(group) > 1
+    text = (f"**Both at once** ({fd_name}, lower is better): " + ", ".join(fmt(j) for j in group)
+            + f" {'are' if several else 'is'} within the resolving power of held-out real data ({real_fd}): at n = {n} "
+            f"{fd_name} differences below about {delta:.2g} (twice real data's std) are not told apart, so "
+            f"{'these rows are' if several else 'this row is'} not ranked on {fd_name}"
+            + (" against each other or" if several else "") + " against real data.")
+    for key, std_key, name, higher, factor in _measures(fd_name)[1:]:
+        if real_row.get(key) is None or any(j[2].get(key) is None for j in group):
+            continue
+        apart = [j for j in group if not _overlaps(j[2], real_row, key, std_key)]
+        best, ties, rest = _ranked(group, key, std_key, higher)
+        if not apart and not rest:
+            continue
+        val = lambda row: _pm(row[key] * factor, None if row.get(std_key) is None else row[std_key] * factor)  # noqa
+        text += (f" {name.capitalize() if name[0].islower() else name} still separates them: held-out real data "
+                 f"{val(real_row)}, " + ", ".join(f"{j[0]} {val(j[2])}" for j in group))
+        parts = []
+        if apart:
+            parts.append(", ".join(j[0] for j in apart) + f" {'differs' if len(apart) == 1 else 'differ'} from real "
+                         "data beyond the error bars")
+        if several and rest:
+            parts.append(f"{best[0]} is ahead of {rest[0][0]} beyond the error bars")
+        return text + " (" + "; ".join(parts) + ")."
+    return text + " No other measure separates them at this n."
+
+
+def _copies_sentence(judged, real_row):
+    if real_row is None or real_row.get("copies") is None:
+        return None
+    rows = [j for j in judged if j[2].get("copies") is not None]
+    if not rows:
+        return None
+    limit = (real_row.get("copy_threshold") or {}).get("pixels")
+    q = (real_row.get("copy_threshold") or {}).get("quantile", 0.05)
+    rc, rcs = real_row["copies"], real_row.get("copies_std") or 0.0
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    more = [j for j in rows if j[2]["copies"] - rc > COPY_Z * math.hypot(j[2].get("copies_std") or 0.0, rcs)]
+    text = (f"**Copies of the training set** (share of samples whose nearest training image is closer in pixels than "
+            f"{pct(1 - q)} of held-out real images' nearest training image, an RMS pixel distance of "
+            f"{limit:.3g}; held-out real data {pct(rc)} of its own {real_row.get('num_samples')}): ")
+    if more:
+        text += (", ".join(f"{j[0]} {pct(j[2]['copies'])} ({pct(j[2].get('copies_features', float('nan')))} in the "
+                           "feature space)" for j in more)
+                 + f" {'copies' if len(more) == 1 else 'copy'} more than real data does (beyond {COPY_Z:g} std of the "
+                 "difference); see the closest pairs figure.")
+        rest = [j for j in rows if j not in more]
+        if rest:
+            text += " The others are no closer than real data: " + ", ".join(
+                f"{j[0]} {pct(j[2]['copies'])}" for j in rest) + "."
+    else:
+        text += ("no run copies more than real data does (every share within "
+                 f"{COPY_Z:g} std of real data's): " + ", ".join(f"{j[0]} {pct(j[2]['copies'])}" for j in rows) + ".")
     return text
 
 
@@ -211,13 +431,14 @@ def _training_sentence(results, fd_name):
     return text + (f"; {', '.join(weak)} moved less than 5x from untrained." if weak else ".")
 
 
-def verdict(results, fd_name="FD-digits", data_name="the real digits") -> list:
+def verdict(results, fd_name="FD-digits", data_name="the real digits", real=None) -> list:
     """Markdown sentences, one per finding, from the results' numbers. `fd_name` names the
-    Fréchet distance of the comparison's feature space (FD-digits, FID) and `data_name` its
-    reference images."""
+    Fréchet distance of the comparison's feature space (FD-digits, FID), `data_name` its
+    reference images and `real` the held-out real data's row (evaluations.compare.judge_real)."""
     judged = _judged(results)
     if not judged:
         return ["No run produced judged samples, so there is no verdict."]
+    real_row = real["rows"][0] if real and real.get("rows") else None
     counts = sorted({j[2].get("num_samples") for j in judged if j[2].get("num_samples")})
     if len(counts) > 1:
         # FD's bias grows as 1/n (and P/R's with it): figures from different n are not ranked
@@ -230,12 +451,13 @@ def verdict(results, fd_name="FD-digits", data_name="the real digits") -> list:
                               "precision", "precision_std", True),
             _ranking_sentence("Diversity", f"recall: share of {data_name}' manifold the samples cover", judged,
                               "recall", "recall_std", True),
-            _ranking_sentence("Both at once", f"{fd_name}, lower is better", judged, "fd_digits", "fd_std", False),
+            _fd_sentence(judged, real_row, fd_name),
             _speed_sentence(judged, fd_name),
         ]
-    sentences = ranking + [
+    sentences = ([_real_sentence(judged, real, fd_name)] if real_row else []) + ranking + [
+        _collapse_sentence(judged, data_name, real_row),
+        _copies_sentence(judged, real_row),
         _stability_sentence(results, fd_name),
-        _collapse_sentence(judged, data_name),
         _training_sentence(results, fd_name),
     ]
     failed = [r["name"] for r in results if r["failed"] and not r["rows"]]

@@ -64,9 +64,14 @@ def test_verdict_follows_the_numbers_and_swaps_with_them(tmp_path):
     assert "best is alpha" in _find(first, "Both at once")
     assert "fastest is alpha" in _find(first, "Sampling speed") and "also the best" in _find(first, "Sampling speed")
     stability = _find(first, "Training stability")
-    assert "alpha 200 ± 5 → 90 ± 4 → 51 ± 2 → 50 ± 2, level at the end" in stability
-    assert "beta 300 ± 5 → 150 ± 5 → 200 ± 5 → 400 ± 5, worse at the end" in stability
-    assert "past its best (150 ± 5 at 50 s)" in stability and "steadiest" not in stability
+    # the points go to the stability table, the sentence groups the runs by how they end
+    table = _stability(_results(tmp_path, GOOD, BAD))
+    assert table["alpha"][:5] == ["200 ± 5 at 25 s", "90 ± 4 at 50 s", "51 ± 2 at 75 s", "50 ± 2 at 100 s", "level"]
+    assert table["beta"][:5] == ["300 ± 5 at 25 s", "150 ± 5 at 50 s", "200 ± 5 at 75 s", "400 ± 5 at 100 s",
+                                 "rising, past its best"]
+    assert table["alpha"][5] == "0.800" and table["beta"][5] == "0.500"
+    assert "level at the end: alpha; rising at the end: beta; past its best point: beta" in stability
+    assert "steadiest" not in stability
     assert _at_chance(first) == {"beta"}  # D's accuracy 0.5
     assert "beta (recall 0.200)" in _find(first, "Collapse") and "alpha" not in _find(first, "Collapse")
     assert "alpha 30.0x" in _find(first, "Training") and "beta moved less than 5x" in _find(first, "Training")
@@ -75,11 +80,21 @@ def test_verdict_follows_the_numbers_and_swaps_with_them(tmp_path):
     for title in ("Fidelity", "Diversity", "Both at once"):
         assert "best is beta" in _find(swapped, title)
     assert "fastest is beta" in _find(swapped, "Sampling speed")
-    assert "beta 200 ± 5 → 90 ± 4 → 51 ± 2 → 50 ± 2, level at the end" in _find(swapped, "Training stability")
+    assert _stability(_results(tmp_path, BAD, GOOD))["beta"][:5] == ["200 ± 5 at 25 s", "90 ± 4 at 50 s",
+                                                                     "51 ± 2 at 75 s", "50 ± 2 at 100 s", "level"]
+    swapped_stability = _find(swapped, "Training stability")
+    assert "level at the end: beta" in swapped_stability and "rising at the end: alpha" in swapped_stability
     assert "alpha (recall 0.200)" in _find(swapped, "Collapse")
     assert _at_chance(swapped) == {"alpha"}
     assert "beta 30.0x" in _find(swapped, "Training") and "alpha moved less than 5x" in _find(swapped, "Training")
     assert "also the best" in _find(swapped, "Sampling speed")
+
+
+def _stability(results):
+    """{run: its cells of the stability table after the name}, checking the header."""
+    header, rows = verdict.stability_table(results)
+    assert header == ["run", "point 1", "point 2", "point 3", "point 4", "at the end", "D accuracy"]
+    return {row[0]: row[1:] for row in rows}
 
 
 def _at_chance(findings):
@@ -259,7 +274,9 @@ def test_per_class_recall_sees_one_image_per_class(tmp_path):
     out = compare.judge(path, judging=compare.Judging(class_accuracy=False))
     assert out["recall"] > verdict.COLLAPSE_RECALL
     assert out["class_recall"]["3"] < 0.05 and out["class_recall_min_class"] == 3
-    assert min(r for c, r in out["class_recall"].items() if c != "3") > 0.9
+    # judged at the held-out split's n (359: about 36 samples a class), whose k-NN balls are wide
+    assert min(r for c, r in out["class_recall"].items() if c != "3") > 0.5
+    assert out["num_samples"] == 359 and out["num_drawn"] == len(images)
     row = dict(out, sampler="default")
     assert report._class_recall_cell(row).endswith("(class 3)")
 

@@ -495,7 +495,7 @@ class Judging:
     features are computed once per comparison and kept in `cache_dir`."""
 
     def __init__(self, features="digits", reference="digits", data_train="", reference_size=10000,
-                 class_accuracy=True, inception_weights=None, cache_dir=None, heldout_dir=None):
+                 class_accuracy=True, inception_weights=None, cache_dir=None, heldout_dir=None, heldout_note=None):
         from . import metrics
 
         self.features, self.reference, self.data_train = features, reference, data_train
@@ -506,7 +506,7 @@ class Judging:
             parent = os.path.dirname(os.path.normpath(data_train))
             heldout_dir = next((os.path.join(parent, s) for s in HELDOUT_SPLITS
                                 if os.path.isdir(os.path.join(parent, s))), None)
-        self.heldout_dir = heldout_dir
+        self.heldout_dir, self.heldout_note = heldout_dir, heldout_note
         self._ref = {}
 
     @property
@@ -589,7 +589,8 @@ class Judging:
         index = self._class_index()
         names = [os.path.basename(f).split("_")[0] for f in files]
         labels = np.array([index[c] for c in names]) if index and all(c in index for c in names) else None
-        return images, labels, f"{self.heldout_dir} ({len(images):,} images, a split the runs never trained on)"
+        return images, labels, (self.heldout_note or f"{self.heldout_dir} ({len(images):,} images, a split the runs "
+                                "never trained on)")
 
     def missing_heldout(self):
         """Why there is no real-data row, in words."""
@@ -710,7 +711,7 @@ def judge(npz_path: str, seed: int = 0, judging: Judging = None) -> dict:
     images, labels = npz.read_samples(npz_path)
     n = judging.judged_count(len(images), images.shape[1])
     out = judge_images(images[:n], None if labels is None else labels[:n], judging, seed,
-                       pairs_path=npz_path + ".closest-train.npz")
+                       pairs_path=os.path.join(os.path.dirname(npz_path), CLOSEST_PAIRS))
     out["num_drawn"] = int(len(images))
     if n < len(images):  # every sample drawn, for the record: not compared with rows of another n
         feats = judging.extractor(images)[0]
@@ -770,7 +771,7 @@ def judge_real(judging: Judging, size: int, n: int, out_dir: str, probe_samples=
     pick = np.sort(rng.permutation(len(images))[:n]) if n < len(images) else np.arange(len(images))
     os.makedirs(out_dir, exist_ok=True)
     row = judge_images(images[pick], None if labels is None else labels[pick], judging,
-                       pairs_path=os.path.join(out_dir, "closest-train.npz"))
+                       pairs_path=os.path.join(out_dir, CLOSEST_PAIRS))
     row.update(sampler="–", dir=out_dir, num_drawn=int(len(images)))
     real = {"name": REAL_NAME, "description": description, "dir": out_dir, "num_heldout": int(len(images)),
             "rows": [row], "fd_at": {}}
@@ -782,7 +783,10 @@ def judge_real(judging: Judging, size: int, n: int, out_dir: str, probe_samples=
     return real
 
 
-REAL_NAME = "held-out real data"
+# the closest (sample, training image) pairs beside a row's samples; not samples_*.npz, which
+# find_samples takes for the samples
+CLOSEST_PAIRS = "closest-training-images.npz"
+REAL_NAME = report.REAL_NAME  # the real-data row's name in the report's tables
 
 
 # --- the job ----------------------------------------------------------------------------
@@ -815,6 +819,40 @@ def build_parser():
     p.add_argument("--no_baseline", action="store_true", help="skip the one-step untrained baselines")
     p.add_argument("--no_control", action="store_true", help="skip the controllability stages (interpolation, SDEdit)")
     return p
+
+
+HOLDOUT_FRACTION = 0.1
+
+
+def hold_out(data_train: str, out: str):
+    """(training folder, held-out folder, description) for a data set without a test or valid
+    split: a fixed random HOLDOUT_FRACTION of DATA_DIR/train (seed 0) is linked into
+    <out>/data/heldout and the rest into <out>/data/train, which every run then trains on, so the
+    held-out images are never trained on. A folder with subfolders, or too few images for a
+    held-out part of more than 3, is left as it is: (data_train, None, None)."""
+    import numpy as np
+
+    from . import fid
+
+    files = fid.list_images(data_train)
+    n = int(round(len(files) * HOLDOUT_FRACTION))
+    nested = any(e.is_dir() for e in os.scandir(data_train))
+    if n <= K_NEIGHBOURS or nested:
+        return data_train, None, None
+    held = set(np.random.default_rng(0).permutation(len(files))[:n].tolist())
+    root = os.path.join(out, "data")
+    dirs = {"train": os.path.join(root, "train"), "heldout": os.path.join(root, "heldout")}
+    for split, final in dirs.items():
+        if os.path.isdir(final) and os.listdir(final):  # made by an earlier run of this comparison (--reuse)
+            continue
+        with fileio.atomic_dir(final, replace=True) as tmp:
+            for i, f in enumerate(files):
+                if (i in held) == (split == "heldout"):
+                    os.symlink(os.path.abspath(f), os.path.join(tmp, os.path.basename(f)))
+    note = (f"a fixed random {n:,} of the {len(files):,} images of {data_train} ({100 * HOLDOUT_FRACTION:g}%, seed 0; "
+            f"the data set has no {' or '.join(HELDOUT_SPLITS)} split), held out: every run trained on the other "
+            f"{len(files) - n:,} ({dirs['train']})")
+    return dirs["train"], dirs["heldout"], note
 
 
 def prepare_data(config, data_dir, data_root):
@@ -990,9 +1028,13 @@ def main(argv=None):
     prepare_data(config, data_dir, data_root)
     out = os.path.abspath(args.logdir or os.path.join("runs", time.strftime("compare-%Y%m%d-%H%M%S")))
     os.makedirs(out, exist_ok=True)
-    judging = Judging(config["features"], config["reference"], os.path.join(data_dir, "train"),
+    data_train, heldout_dir, heldout_note = os.path.join(data_dir, "train"), None, None
+    if config["reference"] != "digits" and not any(os.path.isdir(os.path.join(data_dir, s)) for s in HELDOUT_SPLITS):
+        # no held-out split: hold a part of the training folder out, and train on the rest only
+        data_train, heldout_dir, heldout_note = hold_out(data_train, out)
+    judging = Judging(config["features"], config["reference"], data_train,
                       config["reference_size"], config["class_accuracy"], args.inception_weights,
-                      cache_dir=out)
+                      cache_dir=out, heldout_dir=heldout_dir, heldout_note=heldout_note)
     launcher = args.launcher if args.launcher != "auto" else pick_launcher(config["nproc"])
     total_share = sum(r["share"] for r in runs)
     train_budget = minutes * 60 * config["train_fraction"]
@@ -1009,7 +1051,7 @@ def main(argv=None):
         progress.echo(f"[{entry['name']}] training for up to {seconds:.0f} s, then sampling")
         after = progress.done + stages
         try:
-            result = compare_run(entry, config, out, launcher, seconds, args.reuse, os.path.join(data_dir, "train"),
+            result = compare_run(entry, config, out, launcher, seconds, args.reuse, data_train,
                                  baseline=baseline, control=control, judging=judging, progress=progress)
         except UserError as e:
             result = {"name": entry["name"], "package": entry["package"], "dir": os.path.join(out, entry["name"]),
@@ -1032,7 +1074,8 @@ def main(argv=None):
                 num_samples=config["num_samples"], fd_name=judging.fd_name, reference=judging.describe_reference(),
                 data_name="the real digits" if config["reference"] == "digits" else "the training images",
                 pictures=config["pictures"], loss_picture=config["loss_picture"], real=real,
-                heldout=real["description"] if real else judging.missing_heldout())
+                heldout=real["description"] if real else judging.missing_heldout() if judged else
+                "not judged (no run produced samples)")
     if judging.features == "inception":
         meta["feature_network"] = "Inception-v3 of pytorch-fid (FID weights), 2048-d pool features"
         meta["is_source"] = "Inception-v3's 1008-way logits"

@@ -48,8 +48,16 @@ def test_compare_trains_samples_judges_and_reports(tmp_path, digits):
     assert f"report: {out / 'report.html'}" in proc.stdout
 
     md = (out / "report.md").read_text()
-    rows = [r for r in report.read_table(md) if r["run"] != "broken"]
+    rows = [r for r in report.read_table(md) if r["run"] not in ("broken", report.REAL_NAME)]
     assert {r["run"] for r in rows} == FAMILIES
+    # the real-data row: the digits' test split judged like a run, on as many images as the rows
+    (real,) = [r for r in report.read_table(md) if r["run"] == report.REAL_NAME]
+    assert _number(real["samples"]) == 40 and 0 < _number(real["precision"]) <= 1
+    assert "Held-out real data: the digits' test split (359 images" in md
+    assert (out / "heldout" / "metrics.json").is_file() and "**Held-out real data**" in md
+    assert "## Copies of the training set" in md and (out / "figures" / "closest_training_images.png").is_file()
+    assert "### Recall per class" in md and "| class | held-out real data | cdcgan |" in md
+    assert "### Training stability" in md
     # finite numbers in every row but the failed run's, every image present
     problems = report.check(str(out), FAMILIES)
     assert problems and all("run broken" in p for p in problems), problems

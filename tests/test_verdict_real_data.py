@@ -185,7 +185,8 @@ def test_exact_training_images_are_named_as_copies_and_fresh_draws_are_not(tmp_p
     assert results[0]["rows"][0]["copies"] == 1.0 and results[0]["rows"][0]["nearest_train_pixels_min"] == 0.0
     assert results[1]["rows"][0]["copies"] < 0.15 and real["rows"][0]["copies"] < 0.15
     text = _find(verdict.verdict(results, real=real), "Copies of the training set")
-    assert "copier 100.0%" in text and "copies more than real data does" in text
+    named = text.split(" more than real data does")[0].split("): ", 1)[1]
+    assert named.startswith("copier 100.0%") and "fresh" not in named, text
     assert "The others are no closer than real data: fresh" in text
     # the figure of the closest pairs: held-out real data's, then each row's
     paths = report.write(str(tmp_path), results, _meta(real=real))
@@ -270,3 +271,24 @@ def test_the_results_table_has_one_link_a_row_and_cost_goes_to_a_second_table(tm
     assert report.check(str(tmp_path), ["alpha", "beta"]) == []
     # the verdict's stability sentence is short: the points are in the table
     assert len(_find(verdict.verdict(results, real=real), "Training stability")) < 400
+
+
+def test_without_a_test_split_a_held_out_part_of_the_training_folder_is_never_trained_on(tmp_path, digits_split):
+    """A folder data set with train/ only: a fixed 10% is linked into <out>/data/heldout and the
+    runs train on the other 90% (<out>/data/train); the two are disjoint and make up the folder,
+    the same files again on a second call (--reuse), and the report's description says so."""
+    train, labels, _, _ = digits_split
+    source = _folder(tmp_path / "data" / "train", train[:60], labels[:60])
+    out = tmp_path / "cmp"
+    data_train, heldout, note = compare.hold_out(source, str(out))
+    assert (data_train, heldout) == (str(out / "data" / "train"), str(out / "data" / "heldout"))
+    kept, held = sorted(p.name for p in (out / "data" / "train").iterdir()), sorted(p.name for p in (out / "data" / "heldout").iterdir())
+    assert len(held) == 6 and len(kept) == 54 and not set(kept) & set(held)
+    assert sorted(kept + held) == sorted(p.name for p in (tmp_path / "data" / "train").iterdir())
+    assert compare.hold_out(source, str(out))[:2] == (data_train, heldout)
+    assert sorted(p.name for p in (out / "data" / "heldout").iterdir()) == held
+    assert "a fixed random 6 of the 60 images" in note and "every run trained on the other 54" in note
+    judging = compare.Judging("digits", "train", data_train, heldout_dir=heldout, heldout_note=note)
+    images, held_labels, description = judging.heldout(16)
+    assert len(images) == 6 and description == note and len(judging.training_images()) == 54
+    assert judging.judged_count(500, 16) == 6

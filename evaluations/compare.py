@@ -1083,7 +1083,7 @@ def main(argv=None):
     progress.finish("report", "written")
     progress.close()
     failed = sum(len(r["failed"]) for r in results)
-    print("\n".join(report.summary_lines(results, judging.fd_name)))
+    print("\n".join(report.summary_lines(results, judging.fd_name, real)))
     print(f"report: {paths['html']}")
     print(f"report: {paths['md']}")
     if failed:

@@ -166,19 +166,19 @@ def class_table(results: list, real=None):
     return header, rows
 
 
-def summary_lines(results: list, fd_name: str = "FD-digits") -> list:
+def summary_lines(results: list, fd_name: str = "FD-digits", real=None) -> list:
     """The job's closing text: a heading, then one line per run with its best row (lowest FD) as
     FD ± std, precision and recall, written as the table's cells write them; a run without a
-    judged row shows its failure as the table does."""
+    judged row shows its failure as the table does. Held-out real data (`real`) comes first."""
     lines, labelled = [f"best row per run ({fd_name} ± std, precision, recall; lower {fd_name} is better):"], []
-    for r in results:
+    for r in ([real] if real else []) + list(results):
         judged = [row for row in r["rows"] if row.get("fd_digits") is not None and math.isfinite(row["fd_digits"])]
         if judged:
             row = min(judged, key=lambda row: row["fd_digits"])
-            label = r["name"] if row["sampler"] == "default" else f"{r['name']} ({row['sampler']})"
+            label = r["name"] if row["sampler"] in ("default", "–") else f"{r['name']} ({row['sampler']})"
             text = (f"{fd_name} {_fmt(row['fd_digits'])} ± {_fmt(row.get('fd_std'))}, "
                     f"precision {_fmt(row.get('precision'))}, recall {_fmt(row.get('recall'))}")
-        elif r["failed"]:
+        elif r.get("failed"):
             what, rec = r["failed"][-1]
             label, text = r["name"], f"FAILED ({what}): {rec.get('error') or 'failed'}"
         else:

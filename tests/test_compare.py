@@ -70,7 +70,10 @@ def test_compare_trains_samples_judges_and_reports(tmp_path, digits):
     # after a progress display that counted every stage (stderr is no terminal here: plain lines)
     start = proc.stdout.index("best row per run (FD-digits")
     summary = proc.stdout[start:proc.stdout.index("\nreport: ", start)].splitlines()
-    assert len(summary) == 1 + len(FAMILIES) + 1
+    assert len(summary) == 1 + 1 + len(FAMILIES) + 1  # the heading, held-out real data, the runs, broken
+    assert summary[1].split(":", 1)[0].strip() == report.REAL_NAME
+    assert summary[1].split(":", 1)[1].split() == (f"FD-digits {real['FD-digits']} ± {real['FD std']}, precision "
+                                                   f"{real['precision']}, recall {real['recall']}").split()
     for name, r in by_name.items():
         label = name if r["sampler"] == "default" else f"{name} ({r['sampler']})"
         (line,) = [l for l in summary if l.strip().startswith(label + ":")]

@@ -233,3 +233,17 @@ def test_inception_kid_is_printed_times_a_thousand_and_digits_kid_as_it_is():
     assert metrics.format_lines(result) == ["kid ×10³: 12.3456 ± 0.7000 (std from half-set subsets)"]
     result["features"] = "digits"
     assert metrics.format_lines(result) == ["kid: 0.012346 ± 0.000700 (std from half-set subsets)"]
+
+
+def test_class_recalls_std_is_zero_for_a_repeated_image_and_none_for_a_tiny_class():
+    """The within-class error bar the collapse rule uses: a class whose samples are one point
+    has recall 0 in every half (std 0); a class of fresh draws has a spread; a class with too few
+    samples for a half to have k neighbours has none."""
+    rng = np.random.default_rng(0)
+    real, real_labels = rng.normal(size=(300, 4)), np.repeat([0, 1, 2], 100)
+    fake = np.concatenate([np.repeat(rng.normal(size=(1, 4)), 60, axis=0), rng.normal(size=(60, 4)),
+                           rng.normal(size=(6, 4))])
+    labels = np.repeat([0, 1, 2], [60, 60, 6])
+    stds = metrics.class_recall_std(real, real_labels, fake, labels, rounds=20)
+    assert stds[0] == 0.0 and stds[1] > 0.01 and stds[2] is None
+    assert metrics.class_recall(real, real_labels, fake, labels)[0] < 0.05

@@ -269,6 +269,9 @@ def test_the_results_table_has_one_link_a_row_and_cost_goes_to_a_second_table(tm
     assert rows["alpha"]["steps"] == "10" and rows["alpha"]["samples"] == "359" and rows["alpha"]["samples drawn"] == "500"
     assert "steps" not in rows[compare.REAL_NAME]
     assert report.check(str(tmp_path), ["alpha", "beta"]) == []
+    # the job's closing summary starts with held-out real data, as the table writes it
+    assert report.summary_lines(results, real=real)[1].split() == [
+        "held-out", "real", "data:", "FD-digits", "8.4", "±", "4.6,", "precision", "0.914,", "recall", "0.926"]
     # the verdict's stability sentence is short: the points are in the table
     assert len(_find(verdict.verdict(results, real=real), "Training stability")) < 400
 

@@ -18,7 +18,7 @@
 # MPIEXEC_ARGS / TORCHRUN_ARGS (extra launcher arguments, e.g. TORCHRUN_ARGS="--max-restarts 3"
 # with --resume_checkpoint auto: restarted workers continue from the newest checkpoint).
 # The exact command is printed before it runs.
-# SIGTERM / SIGINT / SIGHUP to this script stop the run gracefully at the next step (see below).
+# SIGTERM / SIGINT / SIGHUP / SIGUSR1 to this script stop the run gracefully at the next step (see below).
 set -euo pipefail
 
 die() { echo "run.sh: error: $*" >&2; exit 2; }
@@ -104,13 +104,25 @@ printf '+' >&2; printf ' %q' "${cmd[@]}" "${flags[@]}" >&2; printf '\n' >&2
 
 # Neither launcher turns a signal into a graceful stop: mpiexec answers SIGTERM by killing its
 # ranks within a second, and torchrun's agent by terminating its workers itself. So the launcher
-# runs in a session of its own (a Ctrl-C reaches only this script), and SIGTERM, SIGINT or SIGHUP
-# here is passed on as a stop request: SIGUSR1 to mpiexec, which forwards it to every rank on
-# every node; SIGTERM to torchrun's workers, this node's children of the agent. The ranks finish
+# runs in a session of its own (a Ctrl-C reaches only this script), and SIGTERM, SIGINT, SIGHUP or
+# SIGUSR1 here is passed on as a stop request: SIGUSR1 to mpiexec, which forwards it to every rank
+# on every node; SIGTERM to torchrun's workers, this node's children of the agent. The ranks finish
 # the step, checkpoint and exit 0, and so does the launcher. A second signal stops the launcher
 # itself (its own hard shutdown).
 setsid_cmd=()
 command -v setsid >/dev/null && setsid_cmd=(setsid)
+exit_dir=""
+if [[ "$launcher" == torchrun ]]; then
+  # Under Slurm every process of the job step is signalled, torchrun's agent too, and the agent
+  # then exits 1 however cleanly its workers stopped: each worker leaves its own exit status here
+  # (trainkit.run.record_exit_status) and decides this script's status when a stop was requested.
+  exit_dir="$(mktemp -d "${TMPDIR:-/tmp}/run.sh-exit.XXXXXX")"
+  export TRAINKIT_EXIT_DIR="$exit_dir"
+  # SIGUSR1 is the stop request launch/slurm.sbatch sends through srun to every process of the
+  # step. The agent inherits it ignored (Python's default for it is to die; the agent installs no
+  # handler for it); the workers install their own handler.
+  trap '' USR1
+fi
 "${setsid_cmd[@]}" "${cmd[@]}" "${flags[@]}" &
 child=$!
 signals=0
@@ -124,11 +136,23 @@ stop_request() {
     pkill -TERM -P "$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null || true
   fi
 }
-trap stop_request TERM INT HUP
+trap stop_request TERM INT HUP USR1
 set +e
-while :; do
-  wait "$child"
-  status=$?
-  kill -0 "$child" 2>/dev/null || break  # wait returned for a trapped signal: keep waiting
-done
+# A trapped signal interrupts `wait`; the last `wait` gives the status bash kept for the child.
+while kill -0 "$child" 2>/dev/null; do wait "$child"; done
+wait "$child"
+status=$?
+if [[ -n "$exit_dir" ]]; then
+  if [[ $status -ne 0 && $signals -gt 0 ]]; then
+    clean=0
+    for ((r = 0; r < nproc; r++)); do
+      [[ "$(cat "$exit_dir/local_rank$r" 2>/dev/null)" == 0 ]] && clean=$((clean + 1))
+    done
+    if [[ $clean -eq $nproc ]]; then
+      echo "run.sh: torchrun's agent exited $status because it was signalled itself; all $nproc workers on this node stopped and exited 0, and so does run.sh" >&2
+      status=0
+    fi
+  fi
+  rm -rf "$exit_dir"
+fi
 exit "$status"

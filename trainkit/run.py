@@ -474,6 +474,24 @@ def set_rng_state(states: list) -> None:
 
 # --- entry points -----------------------------------------------------------------------
 
+def record_exit_status(code: int) -> None:
+    """Leave this process's exit status in $TRAINKIT_EXIT_DIR (set by launch/run.sh for
+    torchrun's workers), one file per local rank.
+
+    torchrun's agent exits 1 whenever it is signalled itself, even when every worker then
+    checkpointed and exited 0; under Slurm it always is (a requeue or a preemption signals every
+    process of the job step). run.sh then reports what the workers themselves did. A worker that
+    is killed leaves no file and counts as failed."""
+    folder = os.environ.get("TRAINKIT_EXIT_DIR")
+    if not folder:
+        return
+    try:
+        with open(os.path.join(folder, f"local_rank{os.environ.get('LOCAL_RANK', '0')}"), "w") as f:
+            f.write(f"{code}\n")
+    except OSError:
+        pass  # run.sh counts a worker without a file as failed: the agent's own status stands
+
+
 def main(fn):
     """Wrap an entry point: a UserError becomes `module: error: message` and exit status 2."""
 
@@ -483,6 +501,7 @@ def main(fn):
         try:
             result = fn(*args, **kwargs)
             dist.shutdown(wait_for_peers=True)
+            record_exit_status(0)
             return result
         except UserError as e:
             sys.stdout.flush()
@@ -490,6 +509,7 @@ def main(fn):
             code = 2
         finally:
             dist.shutdown()
+        record_exit_status(code)
         sys.exit(code)
 
     return wrapper

@@ -8,7 +8,9 @@ is the smallest example of what a family supplies.
 
 Test hooks: `--dump` writes each rank's parameters and the data indices it consumed into the
 run directory; `--selfkill_rank/--selfkill_step` make a rank SIGKILL itself; `--selfterm_step`
-makes rank 0 send itself SIGTERM (a deterministic preemption).
+makes rank 0 send itself SIGTERM (a deterministic preemption); `--hold_step N` makes every
+rank write `hold_rank{R}.json` (pid, CPUs) into the run directory after step N and wait there
+for a stop request, so that a test can stop a run mid-training without a timer.
 """
 
 import json
@@ -50,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--selfkill_step", type=int, default=-1,
                    help="rank --selfkill_rank kills itself (SIGKILL) after this step; not in a torchrun restart")
     p.add_argument("--selfterm_step", type=int, default=-1)
+    p.add_argument("--hold_step", type=int, default=-1,
+                   help="after this step each rank writes hold_rank{R}.json and waits (up to 120 s) for a signal")
     p.add_argument("--save_delay", type=float, default=0.0,
                    help="seconds each checkpoint takes longer, standing in for a large model's")
     return p.parse_args(argv)
@@ -80,10 +84,19 @@ class AutoencoderTask(loop.Task):
         first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0  # torchrun --max-restarts
         if done == self.args.selfkill_step and dist.rank() == self.args.selfkill_rank and first_attempt:
             os.kill(os.getpid(), signal.SIGKILL)
+        if done == self.args.hold_step:
+            self._hold(done)
         if done == self.args.selfterm_step and dist.is_main():
             os.kill(os.getpid(), signal.SIGTERM)
         # its reduced mean over ranks proves the reduction
         return {"loss": loss.detach(), "rank": torch.tensor(float(dist.rank()), device=dist.device()), **stats}
+
+    def _hold(self, step):
+        with open(os.path.join(self.run_dir, f"hold_rank{dist.rank()}.json"), "w") as f:
+            json.dump({"step": step, "pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0))}, f)
+        deadline = time.monotonic() + 120  # a test that never signals fails on its checks, not a hang
+        while not run.signalled() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def state_dicts(self):
         states = {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
@@ -115,6 +128,7 @@ def main(argv=None):
     images = data.load_dataset(args.data_dir, args.image_size, channels=1)
     batches = data.Batches(images, args.batch_size, seed=args.seed, random_flip=True)
     task = AutoencoderTask(args, TinyAutoencoder(args.image_size**2), batches)
+    task.run_dir = r.dir
     trainer = loop.Loop(r, task, batches, total_steps=args.max_steps, log_interval=args.log_interval,
                         save_interval=args.save_interval, seed=args.seed)
     step = trainer.run_loop()

@@ -79,3 +79,123 @@ class EMA:
     def copy_to(self, rate: float, model: torch.nn.Module) -> None:
         for p, s in zip(model.parameters(), self.shadows[rate]):
             p.copy_(s)
+
+
+class HalfLifeEMA:
+    """StyleGAN2-ADA's generator average (Karras et al. 2020): a half-life in images, not a rate.
+
+    Each step β = 0.5^(batch / ema_nimg), ema_nimg = ema_kimg·1000 images, `batch` the images of
+    the whole step (all ranks); with a ramp-up r, ema_nimg = min(ema_nimg, cur_nimg·r), cur_nimg
+    the images seen before the step, so the average is short while training is young (the first
+    step copies the weights) and its half-life never exceeds a share r of training so far."""
+
+    def __init__(self, model: torch.nn.Module, kimg: float, rampup, images_per_step: int):
+        if not kimg > 0:
+            raise UserError(f"--ema_kimg {kimg}: must be positive (0 turns the average off)")
+        if rampup is not None and rampup < 0:
+            raise UserError(f"--ema_rampup {rampup}: must be 0 (none) or positive")
+        self.kimg = float(kimg)
+        self.rampup = float(rampup) if rampup else None
+        self.images_per_step = int(images_per_step)
+        self.nimg = 0  # cur_nimg: images seen by the steps averaged so far
+        self.names = [n for n, _ in model.named_parameters()]
+        self.shadow = [p.detach().clone() for p in model.parameters()]
+
+    @property
+    def prefix(self) -> str:
+        return f"ema_kimg{self.kimg!r}_"
+
+    def beta(self) -> float:
+        ema_nimg = self.kimg * 1000
+        if self.rampup is not None:
+            ema_nimg = min(ema_nimg, self.nimg * self.rampup)
+        return 0.5 ** (self.images_per_step / max(ema_nimg, 1e-8))
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        beta = self.beta()
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in model.parameters()], 1.0 - beta)
+        self.nimg += self.images_per_step
+
+    def files(self, model: torch.nn.Module) -> dict:
+        sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        for name, value in zip(self.names, self.shadow):
+            sd[name] = value.detach().clone()
+        return {self.prefix: sd}
+
+    def state(self) -> dict:
+        return {"nimg": int(self.nimg), "kimg": self.kimg}
+
+    @torch.no_grad()
+    def load(self, ck, model: torch.nn.Module, log=None) -> None:
+        """From a trainkit Checkpoint; a checkpoint without this average restarts it from the
+        current weights (and says so)."""
+        saved = (ck.state or {}).get("halflife_ema") or {}
+        self.nimg = int(saved.get("nimg", 0))
+        if ck.has(self.prefix):
+            sd = ck.load(self.prefix)
+            missing = [n for n in self.names if n not in sd]
+            if missing:
+                raise UserError(f"{ck.path(self.prefix)}: lacks parameters {', '.join(missing[:5])}")
+            for name, s in zip(self.names, self.shadow):
+                s.copy_(sd[name])
+        else:
+            if log is not None:
+                log(f"no {self.prefix} file at step {ck.step}: the generator average restarts from the model weights")
+            for s, p in zip(self.shadow, model.parameters()):
+                s.copy_(p.detach())
+
+
+class Chain:
+    """Several averages of one model updated together (what optim.finish_step's `ema` calls)."""
+
+    def __init__(self, *averages):
+        self.averages = [a for a in averages if a is not None]
+
+    def __bool__(self):
+        return bool(self.averages)
+
+    def update(self, model: torch.nn.Module) -> None:
+        for a in self.averages:
+            a.update(model)
+
+
+def settled_rate(rates, step: int):
+    """The highest rate whose share of the initial weights, rate**step, is under 1%, or None."""
+    settled = [r for r in rates if r ** max(step, 0) < 0.01]
+    return max(settled) if settled else None
+
+
+def choose_sample_weights(step: int, fixed=None, halflife=None, power=None, settle=True) -> str:
+    """The prefix a sampler should use, the same rule for the GAN families: the half-life average
+    when there is one (it ramps up from the first step, so it is always usable); else the highest
+    settled fixed rate (improved_diffusion's rule; `settle=False`: the first rate, DDGAN's
+    reference samples its EMA whatever the step); else the first power-function profile; else
+    the raw model."""
+    if halflife is not None:
+        return halflife.prefix
+    if fixed is not None and fixed.rates:
+        rate = settled_rate(fixed.rates, step) if settle else fixed.rates[0]
+        if rate is not None:
+            return f"ema_{rate_name(rate)}_"
+    if power is not None and power.stds:
+        return power.prefix(power.stds[0])
+    return "model"
+
+
+def recorded_weights(ck):
+    """The prefix the training loop recorded as the sampling weights of this step, when the step
+    has that file (None otherwise: an openai folder, a released file, an older state file)."""
+    recorded = (ck.state or {}).get("sample_weights")
+    return recorded if recorded and ck.has(recorded) else None
+
+
+def add_halflife_args(parser):
+    """--ema_kimg / --ema_rampup: the GAN families' generator average (HalfLifeEMA)."""
+    parser.add_argument("--ema_kimg", type=float, default=0.0,
+                        help="half-life of a generator average in thousands of images (StyleGAN2-ADA's ema_kimg; "
+                             "its auto config uses batch*10/32); sampled by default; 0 = off")
+    parser.add_argument("--ema_rampup", type=float, default=0.05,
+                        help="with --ema_kimg: the half-life is at most this share of the images seen so far "
+                             "(StyleGAN2-ADA's ema_rampup; 0 = no ramp-up)")
+    return parser

@@ -23,6 +23,8 @@ What a family implements (subclass `Task`):
   written beside a checkpoint, e.g. gans' grid PNG; called on every rank, rank 0 writes) and
   `epoch_end(run_dir, epoch, step)` (after the last step of each data epoch, before that epoch's
   checkpoint, on every rank: e.g. DDGAN's per-epoch sample images).
+- optional `after_step(run_dir, step)`: after every step, on every rank (no collective): files
+  written between checkpoints, such as the power-function EMA snapshots (trainkit.phema).
 
 What the loop guarantees:
 
@@ -136,6 +138,10 @@ class Task:
 
     def epoch_end(self, run_dir: str, epoch: int, step: int) -> None:
         pass
+
+    def after_step(self, run_dir: str, step: int) -> None:
+        """After every step, on every rank (rank 0 writes): files kept between checkpoints, e.g.
+        the power-function EMA snapshots (trainkit.phema)."""
 
     def probe_images(self, weights: dict, n: int, seed: int):
         raise NotImplementedError(f"{type(self).__name__} has no quality probe")
@@ -375,6 +381,7 @@ class Loop:
             batch = next(self.batches)
             stats = self.task.step(batch, self.step, epoch)
             self.step += 1
+            self.task.after_step(self.run.dir, self.step)
             if self._bar is not None:
                 self._bar.update(1)
             self._steps_since_vote += 1

@@ -17,7 +17,7 @@ sample grid of G on fixed noise (fixed labels i mod classes for the conditional 
 import torch
 
 from evaluations import probe
-from trainkit import checkpoint, data, dist, loop, precision, run, sampling
+from trainkit import checkpoint, data, diffaug, dist, ema, loop, phema, precision, run, sampling
 from trainkit.errors import UserError
 
 from . import models
@@ -75,6 +75,16 @@ def create_argparser():
     p.add_argument("--random_flip", type=run.str2bool, default=False,
                    help="flip each training image horizontally with probability 1/2")
     p.add_argument("--grid_size", type=run.POSITIVE_INT, default=64, help="images in each fixed-noise grid PNG")
+    # stabilisers (docs/gans.md): each off by default
+    diffaug.add_args(p)
+    p.add_argument("--r1_gamma", type=run.NONNEG_FLOAT, default=0.0,
+                   help="R1 penalty weight gamma on real images, gamma/2 E|grad_x D(x)|^2 (Mescheder et al. 2018; "
+                        "0: off)")
+    p.add_argument("--lazy_reg", type=run.POSITIVE_INT, default=1,
+                   help="with --r1_gamma: apply R1 every N steps, multiplied by N (StyleGAN2's lazy "
+                        "regularisation; 1: every step)")
+    ema.add_halflife_args(p)
+    phema.add_args(p)
     probe.add_args(p)
     run.add_run_args(p)
     return p
@@ -90,6 +100,11 @@ def check_args(args):
     if args.batch_size % args.grad_accum:
         raise UserError(f"--grad_accum {args.grad_accum} does not divide --batch_size {args.batch_size} "
                         "into equal micro-batches")
+    if args.ema_kimg < 0:
+        raise UserError(f"--ema_kimg {args.ema_kimg}: must be 0 (off) or a positive number of thousands of images")
+    if args.ema_rampup < 0:
+        raise UserError(f"--ema_rampup {args.ema_rampup}: must be 0 (no ramp-up) or positive")
+    phema.check_args(args.ema_std, args.ema_snapshot_interval)
     if args.num_channels not in (1, 3):  # the parser takes 1..3
         raise UserError(f"--num_channels {args.num_channels}: must be 1 or 3")
     if args.resume_checkpoint not in ("", "auto"):
@@ -126,7 +141,10 @@ def main():
     trainer = GANTrainer(G, D, loss=args.loss, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1,
                          beta2=args.beta2, precision_mode=args.precision, ema_rates=args.ema_rate,
                          sync_batchnorm=args.sync_bn, grad_accum=args.grad_accum, batches=batches,
-                         grid_inputs=fixed_inputs(args, G.num_classes, dist.device()), logger=r.logger)
+                         grid_inputs=fixed_inputs(args, G.num_classes, dist.device()), logger=r.logger,
+                         diffaug_policy=args.diffaug, r1_gamma=args.r1_gamma, lazy_reg=args.lazy_reg,
+                         ema_kimg=args.ema_kimg, ema_rampup=args.ema_rampup, ema_std=args.ema_std,
+                         ema_snapshot_interval=args.ema_snapshot_interval)
     total = loop.total_steps(args.max_steps or args.epochs * batches.batches_per_epoch)
     n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     r.logger.log(f"{args.model}: G {n_params(G):,} / D {n_params(D):,} parameters, {len(d)} images, "

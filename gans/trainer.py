@@ -19,6 +19,15 @@ does the logging, checkpoint cadence and stopping.
 
 Fakes in a conditional run use the labels of the real micro-batch they are paired with, so
 the class mix D sees on both sides is the data's.
+
+Stabilisers, each off by default (then the step is bit for bit the one without them):
+- --diffaug POLICY: D sees every real and fake image through trainkit.diffaug (fresh random
+  parameters per call), in its own step and in G's, where G's gradient flows through it;
+- --r1_gamma γ (--lazy_reg k): R1 on the real micro-batches (trainkit.gan), every k-th step with
+  the penalty multiplied by k (StyleGAN2's lazy regularisation), logged as `r1`;
+- --ema_kimg K (--ema_rampup r): a generator average with a half-life of K thousand images
+  (trainkit.ema.HalfLifeEMA), the sampling weights by default; --ema_std: power-function averages
+  with snapshots for post-hoc reconstruction (trainkit.phema).
 """
 
 import copy
@@ -26,7 +35,7 @@ import math
 
 import torch
 
-from trainkit import checkpoint, dist, ema, fileio, loop, npz, optim, precision, sampling
+from trainkit import checkpoint, diffaug, dist, ema, fileio, gan, loop, npz, optim, phema, precision, sampling
 
 from . import dcgan, models, sync_bn
 
@@ -34,7 +43,10 @@ from . import dcgan, models, sync_bn
 class GANTrainer(loop.Task):
     def __init__(self, G, D, *, loss="bce", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
                  precision_mode="fp32", ema_rates="", sync_batchnorm=False, device=None, grad_accum=1,
-                 grid_inputs=None, batches=None, logger=None):
+                 grid_inputs=None, batches=None, logger=None, diffaug_policy="", r1_gamma=0.0, lazy_reg=1,
+                 ema_kimg=0.0, ema_rampup=0.05, ema_std="", ema_snapshot_interval=0, images_per_step=None):
+        """`images_per_step`: the images of one step on all ranks, which the half-life and
+        power-function averages count (default: the batches' batch size times the world size)."""
         device = dist.device() if device is None else torch.device(device)
         dcgan.d_loss_real(torch.zeros(1), loss)  # one-line error for a bad --loss before any work
         self.loss = loss
@@ -61,6 +73,18 @@ class GANTrainer(loop.Task):
         self.ema_rates = ema.parse_rates(ema_rates)
         # built after wrap_ddp, so the shadow copies start from rank 0's weights on every rank
         self.ema = ema.EMA(self.G, self.ema_rates) if self.ema_rates else None
+        if images_per_step is None and batches is not None:
+            images_per_step = batches.batch_size * dist.world_size()
+        if (ema_kimg or phema.parse_stds(ema_std)) and not images_per_step:
+            raise ValueError("GANTrainer: --ema_kimg / --ema_std need images_per_step (or batches)")
+        self.halflife = ema.HalfLifeEMA(self.G, ema_kimg, ema_rampup, images_per_step) if ema_kimg else None
+        self.power = phema.PowerEMA(self.G, ema_std, images_per_step) if phema.parse_stds(ema_std) else None
+        self.snapshot_interval = int(ema_snapshot_interval or 0)
+        self.averages = ema.Chain(self.ema, self.halflife, self.power) or None
+        self.diffaug = diffaug.parse_policy(diffaug_policy)
+        self.r1_gamma = float(r1_gamma or 0.0)
+        self.lazy_reg = int(lazy_reg or 1)
+        self.updates = 0  # steps done: the lazy R1 schedule
         self.grad_accum = int(grad_accum)
         self.grid_inputs = grid_inputs  # (z, y) of the grid PNG written with each checkpoint
         self.logger = logger  # the run's trainkit Logger: the grid also goes to TensorBoard when it is on
@@ -69,25 +93,38 @@ class GANTrainer(loop.Task):
     def noise(self, n):
         return torch.randn(n, self.G.nz, 1, 1, device=self.device)
 
+    def augment(self, x):
+        """What D sees of an image batch: x itself, or x through --diffaug's transforms."""
+        return diffaug.augment(self.diffaug, x) if self.diffaug else x
+
     def d_step(self, micro_batches) -> dict:
         """Update D on this rank's micro-batches [(x, y), ...]; returns local statistics."""
         self.D.train(), self.G.train()
         self.opt_d.zero_grad(set_to_none=True)
         k = len(micro_batches)
-        loss_sum = d_real = d_fake = acc = 0.0
+        with_r1 = self.r1_gamma > 0 and gan.r1_due(self.updates, self.lazy_reg)
+        loss_sum = d_real = d_fake = acc = r1_sum = 0.0
         for i, (x, y) in enumerate(micro_batches):
             x = x.to(self.device)
             y = None if y is None else y.to(self.device)
             with torch.no_grad(), self.prec_d.autocast():
                 fake = self.G(self.noise(len(x)), y)
+            if with_r1:
+                x = x.detach().requires_grad_(True)
             with dist.ddp_sync(self.D_ddp, False):
                 with self.prec_d.autocast():
-                    real_logits = self.D_ddp(x, y).float()
+                    real_logits = self.D_ddp(self.augment(x), y).float()
                 loss_real = dcgan.d_loss_real(real_logits, self.loss)
-                self.prec_d.backward(loss_real / k)
+                if with_r1:
+                    # lazy: every lazy_reg-th step, weighted by lazy_reg (StyleGAN2)
+                    r1 = gan.r1_penalty(real_logits, x, self.r1_gamma) * self.lazy_reg
+                    r1_sum += r1.detach()
+                    self.prec_d.backward((loss_real + r1) / k)
+                else:
+                    self.prec_d.backward(loss_real / k)
             with dist.ddp_sync(self.D_ddp, i == k - 1):
                 with self.prec_d.autocast():
-                    fake_logits = self.D_ddp(fake.detach(), y).float()
+                    fake_logits = self.D_ddp(self.augment(fake.detach()), y).float()
                 loss_fake = dcgan.d_loss_fake(fake_logits, self.loss)
                 self.prec_d.backward(loss_fake / k)
             loss_sum += (loss_real + loss_fake).detach()
@@ -95,8 +132,11 @@ class GANTrainer(loop.Task):
             d_fake += torch.sigmoid(fake_logits.detach()).mean()
             acc += optim.d_accuracy(real_logits, fake_logits)  # all before the update below
         _, done = optim.finish_step(self.opt_d, self.prec_d, self.D, suffix="_d")
-        return {"loss_d": loss_sum / k, "d_real": d_real / k, "d_fake": d_fake / k,
-                optim.D_ACCURACY: acc / k, **done}
+        stats = {"loss_d": loss_sum / k, "d_real": d_real / k, "d_fake": d_fake / k,
+                 optim.D_ACCURACY: acc / k, **done}
+        if with_r1:
+            stats["r1"] = r1_sum / k
+        return stats
 
     def g_step(self, labels) -> dict:
         """Update G once, on one fake micro-batch per entry of `labels` (a tensor, or None for
@@ -111,14 +151,14 @@ class GANTrainer(loop.Task):
                 y = None if y is None else y.to(self.device)
                 with dist.ddp_sync(self.G_ddp, i == k - 1):
                     with self.prec_g.autocast():
-                        logits = self.D(self.G_ddp(self.noise(n), y), y).float()
+                        logits = self.D(self.augment(self.G_ddp(self.noise(n), y)), y).float()
                     loss = dcgan.g_loss(logits, self.loss)
                     self.prec_g.backward(loss / k)
                 loss_sum += loss.detach()
                 d_fake += torch.sigmoid(logits.detach()).mean()
         finally:
             self.D.requires_grad_(True)
-        _, done = optim.finish_step(self.opt_g, self.prec_g, self.G, ema=self.ema)
+        _, done = optim.finish_step(self.opt_g, self.prec_g, self.G, ema=self.averages)
         return {"loss_g": loss_sum / k, "d_fake_g": d_fake / k, **done}
 
     def update(self, micro_batches) -> dict:
@@ -131,11 +171,20 @@ class GANTrainer(loop.Task):
 
     def step(self, batch, step, epoch) -> dict:
         x, y = batch
+        self.updates = step
         k = self.grad_accum
         return self.update(list(zip(x.chunk(k), y.chunk(k) if y is not None else [None] * k)))
 
     def modules(self) -> dict:
         return {"generator": self.G, "discriminator": self.D}
+
+    def sample_weights(self, step) -> str:
+        """trainkit.ema's rule: the half-life average, else the highest settled rate, else the
+        first power-function profile, else the raw generator."""
+        return ema.choose_sample_weights(step, fixed=self.ema, halflife=self.halflife, power=self.power)
+
+    def after_step(self, run_dir, step) -> None:
+        phema.snapshot_due(self.power, self.snapshot_interval, run_dir, step, self.G)
 
     def log_extras(self) -> dict:
         extras = {"epoch": self.batches.epoch} if self.batches is not None else {}
@@ -161,8 +210,13 @@ class GANTrainer(loop.Task):
         return npz.to_uint8(G(z, y).float()), None if y is None else y.cpu().numpy()
 
     def trainer_state(self) -> dict:
-        return {"precision": self.precision_state(), "model_kind": models.kind_of(self.G),
-                "num_classes": self.G.num_classes}
+        state = {"precision": self.precision_state(), "model_kind": models.kind_of(self.G),
+                 "num_classes": self.G.num_classes}
+        if self.halflife is not None:
+            state["halflife_ema"] = self.halflife.state()
+        if self.power is not None:
+            state["phema"] = self.power.state()
+        return state
 
     # --- checkpoints -----------------------------------------------------------------------
 
@@ -173,6 +227,9 @@ class GANTrainer(loop.Task):
                   "opt": self.opt_g.state_dict(), "disc_opt": self.opt_d.state_dict()}
         for rate in self.ema_rates:
             states[f"ema_{ema.rate_name(rate)}_"] = self.ema.state_dict(rate, self.G)
+        for average in (self.halflife, self.power):
+            if average is not None:
+                states.update(average.files(self.G))
         return states
 
     def precision_state(self) -> dict:
@@ -188,6 +245,10 @@ class GANTrainer(loop.Task):
             prefix = f"ema_{ema.rate_name(rate)}_"
             # a run resumed with a new EMA rate starts that average from the current weights
             self.ema.load_state_dict(rate, ck.load(prefix) if ck.has(prefix) else self.G.state_dict())
+        log = self.logger.log if self.logger is not None else None
+        for average in (self.halflife, self.power):
+            if average is not None:
+                average.load(ck, self.G, log)
         if ck.state and "precision" in ck.state:
             self.prec_g.load_state_dict(ck.state["precision"]["g"])
             self.prec_d.load_state_dict(ck.state["precision"]["d"])

@@ -32,7 +32,7 @@ import re
 import torch
 import tqdm
 
-from trainkit import checkpoint, dist, npz, run, sampling
+from trainkit import checkpoint, dist, ema, npz, run, sampling
 from trainkit.errors import UserError
 from trainkit.fileio import atomic_path
 
@@ -215,7 +215,13 @@ def checkpoint_contradictions(args):
 
 
 def pick_weights(ck, choice, ema_decay=None):
-    """(prefix, path) of the generator weights to use."""
+    """(prefix, path) of the generator weights to use: raw, or the weights the training loop
+    recorded as the step's `sample_weights` (trainkit.ema's rule, the same for every family; a
+    post-hoc EMA folder records its reconstruction), or for `ema` without a recorded average (and
+    in a step without a record) the --ema_decay average, else the first EMA file."""
+    recorded = ema.recorded_weights(ck)
+    if choice != "raw" and recorded and (choice == "auto" or recorded != "model"):
+        return recorded, ck.path(recorded)
     emas = [p for p in ck.prefixes() if p.startswith("ema_")]
     if ema_decay is not None:
         preferred = [p for p in emas if p == f"ema_{float(ema_decay)!r}_"]

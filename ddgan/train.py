@@ -23,7 +23,7 @@ The step itself (D and G updates, lazy R1, EMA, cosine lr) is ddgan/trainer.py.
 import os
 
 from evaluations import probe
-from trainkit import cifar_layout, data, dist, elastic, loop, precision, run
+from trainkit import cifar_layout, data, diffaug, dist, elastic, ema, loop, phema, precision, run
 from trainkit.errors import UserError
 
 from . import experiment, script_util
@@ -69,6 +69,10 @@ def create_parser():
     a("--r1_gamma", type=run.NONNEG_FLOAT, default=0.05, help="R1 penalty weight on real pairs (0: off)")
     a("--lazy_reg", type=run.POSITIVE_INT, default=None,
       help="apply R1 every N steps (default: every step)")
+    # stabilisers shared with gans (docs/ddgan.md), off by default
+    diffaug.add_args(p)
+    ema.add_halflife_args(p)
+    phema.add_args(p)
     a("--save_content", action="store_true", default=False,
       help="also write content.pth every --save_content_every epochs (with --exp) and checkpoint then")
     a("--save_content_every", type=run.POSITIVE_INT, default=50, help="epochs between content.pth writes")
@@ -115,6 +119,11 @@ def check_options(o):
     for flag in ("save_interval", "max_steps"):
         if o[flag] < 0:
             raise UserError(f"--{flag} {o[flag]} must be 0 (off) or positive")
+    if o["ema_kimg"] < 0:
+        raise UserError(f"--ema_kimg {o['ema_kimg']}: must be 0 (off) or a positive number of thousands of images")
+    if o["ema_rampup"] < 0:
+        raise UserError(f"--ema_rampup {o['ema_rampup']}: must be 0 (no ramp-up) or positive")
+    phema.check_args(o["ema_std"], o["ema_snapshot_interval"])
     if not 0.0 <= o["ema_decay"] < 1.0:
         raise UserError(f"--ema_decay {o['ema_decay']} is outside [0, 1)")
 

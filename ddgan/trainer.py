@@ -8,6 +8,13 @@ One optimizer step ("update"):
   G: softplus(-D(fake)) with D frozen. Adam(beta1, beta2) each; EMA of G after the G step;
   learning rates follow a cosine from lr to 1e-5 over num_epoch epochs (stepped per epoch).
 --grad_accum K cuts the per-rank batch into K micro-batches whose gradients are averaged.
+
+Stabilisers shared with gans (off by default: the update is then the reference's, bit for bit):
+--diffaug (trainkit.diffaug: D sees each pair (x_t, x_{t+1}) through one random draw of the
+transforms, real and fake alike, differentiable for G's step), --ema_kimg / --ema_rampup (a
+generator average with a half-life in images, trainkit.ema.HalfLifeEMA, sampled by default) and
+--ema_std (power-function averages, trainkit.phema). R1 is trainkit.gan's; lazy R1 keeps the
+reference's weight (not multiplied by --lazy_reg, unlike gans.train).
 """
 
 import copy
@@ -16,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainkit import checkpoint, dist, ema, loop, npz, optim, precision, sampling
+from trainkit import checkpoint, diffaug, dist, ema, gan, loop, npz, optim, phema, precision, sampling
 from trainkit.errors import UserError
 
 from . import script_util
@@ -50,11 +57,7 @@ def draw_step_noise(x, num_timesteps, nz):
     }
 
 
-def r1_penalty(d_real, x_t, gamma):
-    """gamma/2 * mean over the batch of |dD(x_t)/dx_t|^2 (R1 on real pairs), differentiable
-    in D's weights (create_graph) so that it trains D."""
-    grad, = torch.autograd.grad(d_real.float().sum(), x_t, create_graph=True)
-    return gamma / 2 * grad.pow(2).flatten(1).sum(1).mean()
+r1_penalty = gan.r1_penalty  # R1 on real pairs (x_t the input it differentiates), shared with gans
 
 
 def _micro(tensors, i, k):
@@ -79,14 +82,24 @@ class Trainer(loop.Task):
         self.prec_g = precision.Precision(o["precision"], device)
         # the reference's EMA starts from the weights after the first update
         self.ema = ema.EMA(self.g_raw, [o["ema_decay"]], copy_first=True) if o["use_ema"] else None
+        images_per_step = o["batch_size"] * dist.world_size()
+        kimg = o.get("ema_kimg") or 0.0
+        self.halflife = ema.HalfLifeEMA(self.g_raw, kimg, o.get("ema_rampup"), images_per_step) if kimg else None
+        stds = phema.parse_stds(o.get("ema_std") or "")
+        self.power = phema.PowerEMA(self.g_raw, stds, images_per_step) if stds else None
+        self.averages = ema.Chain(self.ema, self.halflife, self.power) or None
+        self.diffaug = diffaug.parse_policy(o.get("diffaug") or "")
         self.updates = 0  # optimizer steps done
         self.epoch = 0
         self.files = None  # ddgan.experiment.ExperimentFiles in an --exp folder
         self.last_x_pos = None  # the last G step's posterior samples (the reference's xpos image)
 
     def r1_due(self):
-        lazy = self.o["lazy_reg"]
-        return lazy is None or self.updates % lazy == 0
+        return gan.r1_due(self.updates, self.o["lazy_reg"])
+
+    def d_input(self, x, x_tp1):
+        """What D sees of a pair: as it is, or through one --diffaug draw for both halves."""
+        return diffaug.augment(self.diffaug, x, x_tp1) if self.diffaug else (x, x_tp1)
 
     def d_step(self, x):
         o, diff, k = self.o, self.diffusion, self.o["grad_accum"]
@@ -101,7 +114,8 @@ class Trainer(loop.Task):
                 x_t, x_tp1 = diff.q_sample_pairs(xb, r["t"], r["noise"], r["noise_next"])
                 x_t.requires_grad_(True)
                 with self.prec_d.autocast():
-                    d_real = self.D(x_t, r["t"], x_tp1).view(-1)
+                    a_t, a_tp1 = self.d_input(x_t, x_tp1)
+                    d_real = self.D(a_t, r["t"], a_tp1).view(-1)
                     err_real = F.softplus(-d_real).mean()
                 loss = err_real
                 if with_r1:
@@ -112,7 +126,8 @@ class Trainer(loop.Task):
                     x0_pred = self.g_raw(x_tp1, r["t"], r["z"])
                 x_pos = diff.sample_posterior(x0_pred, x_tp1, r["t"], r["post_noise"])
                 with self.prec_d.autocast():
-                    d_fake = self.D(x_pos, r["t"], x_tp1).view(-1)
+                    a_pos, a_tp1 = self.d_input(x_pos, x_tp1)
+                    d_fake = self.D(a_pos, r["t"], a_tp1).view(-1)
                     err_fake = F.softplus(d_fake).mean()
                 loss = loss + err_fake
                 self.prec_d.backward(loss / k)
@@ -143,12 +158,13 @@ class Trainer(loop.Task):
                 x_pos = diff.sample_posterior(x0_pred.float(), x_tp1, r["t"], r["post_noise"])
                 with self.prec_g.autocast():
                     # D's own module: its weights are frozen here, nothing to synchronise
-                    err = F.softplus(-self.d_raw(x_pos, r["t"], x_tp1).view(-1)).mean()
+                    a_pos, a_tp1 = self.d_input(x_pos, x_tp1)
+                    err = F.softplus(-self.d_raw(a_pos, r["t"], a_tp1).view(-1)).mean()
                 self.prec_g.backward(err / k)
             err_total += err.detach().float() / k
             x_pos_parts.append(x_pos.detach())
         self.last_x_pos = torch.cat(x_pos_parts)
-        _, done = optim.finish_step(self.opt_g, self.prec_g, self.g_raw, ema=self.ema)
+        _, done = optim.finish_step(self.opt_g, self.prec_g, self.g_raw, ema=self.averages)
         for p in self.d_raw.parameters():
             p.requires_grad_(True)
         return {"errG": err_total, **done}
@@ -188,13 +204,21 @@ class Trainer(loop.Task):
         return f"ema_{ema.rate_name(self.o['ema_decay'])}_"
 
     def sample_weights(self, step):
-        return self.ema_prefix() if self.ema is not None else "model"
+        # trainkit.ema's rule; the --use_ema average whatever the step, as the reference samples it
+        return ema.choose_sample_weights(step, fixed=self.ema, halflife=self.halflife, power=self.power,
+                                         settle=False)
+
+    def after_step(self, run_dir, step):
+        phema.snapshot_due(self.power, self.o.get("ema_snapshot_interval") or 0, run_dir, step, self.g_raw)
 
     def state_dicts(self):
         s = {"model": self.g_raw.state_dict(), "opt": self.opt_g.state_dict(),
              "disc": self.d_raw.state_dict(), "disc_opt": self.opt_d.state_dict()}
         if self.ema is not None:
             s[self.ema_prefix()] = self.ema.state_dict(self.o["ema_decay"], self.g_raw)
+        for average in (self.halflife, self.power):
+            if average is not None:
+                s.update(average.files(self.g_raw))
         return s
 
     def probe_images(self, weights, n, seed):
@@ -210,8 +234,13 @@ class Trainer(loop.Task):
         return npz.to_uint8(x), None
 
     def trainer_state(self):
-        return {"epoch": self.epoch, "precision_d": self.prec_d.state_dict(),
-                "precision_g": self.prec_g.state_dict()}
+        state = {"epoch": self.epoch, "precision_d": self.prec_d.state_dict(),
+                 "precision_g": self.prec_g.state_dict()}
+        if self.halflife is not None:
+            state["halflife_ema"] = self.halflife.state()
+        if self.power is not None:
+            state["phema"] = self.power.state()
+        return state
 
     def load_state_dicts(self, ck):
         script_util.load_weights(self.g_raw, ck.load("model"), ck.path("model"))
@@ -226,6 +255,9 @@ class Trainer(loop.Task):
             else:
                 raise UserError(f"{ck.dir}: step {ck.step} has no {self.ema_prefix()} file "
                                 "(trained without --use_ema or with another --ema_decay)")
+        for average in (self.halflife, self.power):
+            if average is not None:
+                average.load(ck, self.g_raw)
         self.updates = ck.step
         state = ck.state or {}
         for name, prec in (("precision_d", self.prec_d), ("precision_g", self.prec_g)):

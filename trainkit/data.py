@@ -20,7 +20,10 @@ that machine removes the leftovers whose leader is gone (one stderr line each, w
 a leftover of another host or machine, of a pid that is alive (its leader, or a later process
 given the same pid), or named in the older format without a pid is kept. Ranks map the file
 privately, so a rank's resident anonymous memory does not grow with the data set: pages are the
-page cache's.
+page cache's. Nodes that share the cache folder (a shared file system) share the file, decoded
+by the first of them (`_sharing`). The choice of path (cache or memory), the cache folder and
+the decoder limit are rank 0's environment's, broadcast: the path decides which collectives a
+rank calls next.
 
 Folder conventions, as openai/improved-diffusion: files found recursively by extension
 (jpg, jpeg, png, gif), sorted; the class label is the file name before its first "_", classes
@@ -54,6 +57,7 @@ import io
 import math
 import os
 import re
+import secrets
 import socket
 import sys
 import tempfile
@@ -189,12 +193,40 @@ def load_dataset(data_dir: str, image_size: int, class_cond: bool = False, chann
     return ImageData(images, labels, data_dir, classes)
 
 
+def _data_plan(nbytes: int) -> tuple:
+    """(whether to go through the cache, $TRAINKIT_DATA_CACHE, decoder limit) as rank 0's
+    environment says, on every rank; a bad value is the same UserError on every rank. Collective.
+
+    Which path a rank takes decides which collectives it calls next, so the ranks must not
+    judge by their own environments: mpiexec forwards none of these variables to other nodes,
+    and a rank on the in-memory path while another waits in the cache's collectives meets DDP's
+    "expects same model" error or the full timeout. An unset folder stays each node's own temp
+    folder (Slurm's $TMPDIR is node-local scratch, named per node)."""
+    def mine():
+        return nbytes >= _cache_threshold_bytes(), os.environ.get(CACHE_ENV, ""), _decoder_limit()
+
+    if dist.world_size() == 1:
+        return mine()
+    outcome = None
+    if dist.rank() == 0:
+        try:
+            outcome = ("ok", mine())
+        except UserError as e:
+            outcome = ("error", str(e))
+    kind, value = dist.broadcast_object(outcome)
+    if kind == "error":
+        raise UserError(value)
+    return value
+
+
 def _decoded(shape: tuple, image, identity, source: str) -> torch.Tensor:
     """uint8 N,C,H,W images, image(i) giving the i-th as H,W,C: in memory, or through the node's
-    cache file when they are large. identity() yields the lines that name the input in the cache."""
+    cache file when they are large. identity() yields the lines that name the input in the cache.
+    Collective."""
     nbytes = math.prod(shape)
-    if nbytes >= _cache_threshold_bytes():
-        return _shared_images(shape, nbytes, image, identity, source)
+    cached, folder, limit = _data_plan(nbytes)
+    if cached:
+        return _shared_images(shape, nbytes, image, identity, source, folder, limit)
     began = time.perf_counter()
     images = torch.from_numpy(_decode_into(np.empty(shape, np.uint8), image, source))
     last_decode.clear()
@@ -336,14 +368,14 @@ def _cache_threshold_bytes() -> float:
     return mb * 2**20
 
 
-def _cache_file(identity, shape: tuple) -> str:
+def _cache_file(identity, shape: tuple, folder: str = "") -> str:
     """Where the decoded images of the input that `identity` lines name, at `shape` (N,C,H,W),
-    are cached on this node."""
+    are cached on this node: in `folder`, else the system temp folder."""
     h = hashlib.sha256(f"trainkit-images v1 {shape}\n".encode())
     for line in identity:
         h.update(f"{line}\n".encode())
     name = f"trainkit-images-{h.hexdigest()[:24]}-{'x'.join(map(str, shape))}.u8"
-    return os.path.join(os.environ.get(CACHE_ENV) or tempfile.gettempdir(), name)
+    return os.path.join(folder or tempfile.gettempdir(), name)
 
 
 def _decoder_limit() -> int:
@@ -467,13 +499,56 @@ def sweep_leftovers(path: str) -> list:
     return removed
 
 
-def _node_peers(path: str) -> list:
-    """The global ranks, in order, of the processes on this node that load the cache file `path`.
-    Collective. A node is a host name plus the kernel's boot id, so that two machines given the
-    same name stay apart; it needs no LOCAL_RANK from the launcher, and the "nodes" of a
-    multi-node test started on one machine with one cache folder share the decoding of it."""
-    me = (socket.gethostname(), _boot_id(), os.path.abspath(path))
-    return [r for r, key in enumerate(dist.all_gather_object(me)) if key == me]
+def _sharing(path: str) -> tuple:
+    """(sharers, decoders): the global ranks, in order, that map the one file this rank knows as
+    the cache file `path`, and those of them that decode it: the ranks of the first node among
+    the sharers. Collective; every rank raises the same UserError.
+
+    A node is a host name plus the kernel's boot id, so that two machines given the same name
+    stay apart; it needs no LOCAL_RANK from the launcher, and the "nodes" of a multi-node test
+    started on one machine share the decoding. Nodes whose cache folder is one folder (a shared
+    file system) share the file too, decoded by one node while the others wait: each node's
+    first rank writes a token file into its folder, and nodes that see the same tokens share.
+    Names and device numbers cannot tell this (an NFS export has another device number on every
+    client; /tmp is one name for many folders). Decoders stay on one node: ranks of several
+    machines writing one file through shared mappings could write back each other's pages."""
+    directory = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    node = (socket.gethostname(), _boot_id(), directory, name)
+    nodes = dist.all_gather_object(node)
+    leaders = {}  # the first rank of each node
+    for r, key in enumerate(nodes):
+        leaders.setdefault(key, r)
+    if len({key[3] for key in leaders}) == len(leaders):  # no other node loads this file: nothing to find out
+        sharers = [r for r, key in enumerate(nodes) if key == node]
+        return sharers, sharers
+    me = dist.rank()
+    token, error = None, None
+    if leaders[node] == me:
+        try:
+            os.makedirs(directory, exist_ok=True)
+            token = f"{_writer_prefix()}peer-{secrets.token_hex(8)}-{name}"  # swept like a killed decode's
+            with open(os.path.join(directory, token), "x"):
+                pass
+        except OSError as e:
+            token, error = None, f"{directory}: cannot write here ({e.strerror or e})"
+    try:
+        tokens = dist.all_gather_object((token, error))
+        errors = [e for _, e in tokens if e]
+        if errors:
+            raise UserError(errors[0])
+        seen = None
+        if leaders[node] == me:  # the tokens of the nodes loading a file of this name that are here
+            seen = tuple(r for r, (t, _) in enumerate(tokens) if t and nodes[r][3] == name
+                         and os.path.exists(os.path.join(directory, t)))
+        views = dist.all_gather_object(seen)  # also: every node has looked, tokens may go
+    finally:
+        if token:
+            _remove(os.path.join(directory, token))
+    view = views[leaders[node]]
+    sharers = [r for r, key in enumerate(nodes) if key[3] == name and views[leaders[key]] == view]
+    first = nodes[sharers[0]]
+    return sharers, [r for r in sharers if nodes[r] == first]
 
 
 def _new_cache_file(path: str, nbytes: int) -> str:
@@ -526,21 +601,22 @@ def _remove(path: str) -> None:
         pass
 
 
-def _shared_images(shape: tuple, nbytes: int, image, identity, source: str) -> torch.Tensor:
+def _shared_images(shape: tuple, nbytes: int, image, identity, source: str, folder: str = "",
+                   limit: int = 0) -> torch.Tensor:
     """The images, from the node's cache file, decoded there first unless a complete one is
     there, and mapped read-only by every rank. Collective: every rank raises the same error.
 
     The first rank of the node (the leader) creates the file under a temporary name; every rank
-    of the node ($TRAINKIT_DATA_DECODERS of them if set) decodes one block of the images into it;
+    of the node (the first `limit` of them if not 0) decodes one block of the images into it;
     the leader renames it to its final name once every block is written, so a file under the
     final name is complete by construction, and a crash leaves only a temporary file behind,
-    which the leader of the next run on the machine removes (sweep_leftovers)."""
-    path = _cache_file(identity(), shape)
-    peers = _node_peers(path)
+    which the leader of the next run on the machine removes (sweep_leftovers). Nodes that share
+    the cache folder share the file: the first of them decodes it (`_sharing`)."""
+    path = _cache_file(identity(), shape, folder)
+    peers, pool = _sharing(path)
     me = dist.rank()
     leader = peers[0]
-    limit = _decoder_limit()
-    decoders = peers[:limit] if limit else peers
+    decoders = pool[:limit] if limit else pool
     plan = None
     if me == leader:
         sweep_leftovers(path)  # before creating its own: a live pid is never swept
@@ -549,6 +625,8 @@ def _shared_images(shape: tuple, nbytes: int, image, identity, source: str) -> t
         else:
             try:
                 plan = ("decode", _new_cache_file(path, nbytes))
+                _say(f"decoding {shape[0]} images of {source} into {path} on {len(decoders)} rank(s) of "
+                     f"{socket.gethostname()} (for {len(peers)} rank(s) that map it)")
             except UserError as e:
                 plan = ("error", str(e))
     plans = dist.all_gather_object(plan)

@@ -26,7 +26,9 @@ import functools
 import json
 import os
 import random
+import secrets
 import signal
+import socket
 import sys
 import time
 
@@ -36,7 +38,7 @@ import torch
 
 from . import checkpoint, dist
 from .errors import UserError
-from .fileio import is_local, remove_leftovers, write_text
+from .fileio import TMP_PREFIX, is_local, remove_leftovers, write_text
 from .logger import Logger, require_tensorboard, require_wandb
 
 
@@ -267,6 +269,64 @@ def _agreed(fn, *args):
     return value
 
 
+SHARED_WAIT_S = 5.0  # how long a rank looks for rank 0's token before calling the run directory unshared
+
+
+def _make_run_dir(run_dir: str) -> str:
+    """Rank 0: create the run directory and, when there are other ranks, a token file in it
+    (written under a temporary name and renamed, so no rank reads half of it); the token."""
+    try:
+        bf.makedirs(run_dir)
+    except OSError as e:
+        raise UserError(f"{run_dir}: cannot create the run directory ({e.strerror or e})") from None
+    if dist.world_size() == 1 or not is_local(run_dir):
+        return None  # an object store is one store for every node
+    token = secrets.token_hex(16)
+    write_text(os.path.join(run_dir, _token_name(token)), token)
+    return token
+
+
+def _token_name(token: str) -> str:
+    return f"{TMP_PREFIX}shared-{token}"  # a killed run's leftover goes with the next start's remove_leftovers
+
+
+def _sees(run_dir: str, token: str) -> bool:
+    path = os.path.join(run_dir, _token_name(token))
+    try:
+        with open(path) as f:
+            return f.read() == token
+    except OSError:
+        return False
+
+
+def _check_shared(run_dir: str, token) -> None:
+    """Every rank: fail alike on every rank, with one line, unless each sees the token file rank 0
+    wrote into the run directory. Rank 0 writes every file of a run, and a folder that is not
+    the same on every node (a node-local --logdir under a multi-node launch) would leave the
+    checkpoints on rank 0's host only: another node could not resume from them, and a requeued
+    job that lands rank 0 elsewhere would start over. Collective."""
+    if token is None:
+        return
+    seen = _sees(run_dir, token)
+    began = time.monotonic()
+    while not seen and time.monotonic() - began < SHARED_WAIT_S:
+        # a network file system may answer from its attribute cache for a moment
+        time.sleep(0.2)
+        seen = _sees(run_dir, token)
+    views = dist.all_gather_object((seen, socket.gethostname()))  # every rank has looked: the token may go
+    if dist.is_main():
+        try:
+            os.remove(os.path.join(run_dir, _token_name(token)))
+        except OSError:
+            pass  # remove_leftovers takes it at the next start
+    blind = [(r, host) for r, (ok, host) in enumerate(views) if not ok]
+    if blind:
+        ranks = ", ".join(f"{r} ({host})" for r, host in blind[:8]) + (" ..." if len(blind) > 8 else "")
+        raise UserError(f"{run_dir}: not the same folder on every node: rank(s) {ranks} do not see the file rank 0 "
+                        f"({views[0][1]}) wrote there; rank 0 writes the run's checkpoints, so --logdir must be on a "
+                        "file system every node mounts")
+
+
 def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag="--resume_checkpoint",
           role="samples") -> Run:
     """Join the process group, create the run directory, write options.json, seed, trap signals.
@@ -304,11 +364,9 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
     # `resume`) is its directory's only writer, so they can go; the complete files they would
     # have replaced are untouched. Samplers may share a directory with a live run: not them.
     leftovers = remove_leftovers(run_dir) if dist.is_main() and resume is not None else 0
+    # before anything else is written: a folder other nodes do not see fails the start on every rank
+    _check_shared(run_dir, _agreed(_make_run_dir, run_dir))
     if dist.is_main():
-        try:
-            bf.makedirs(run_dir)
-        except OSError as e:
-            raise UserError(f"{run_dir}: cannot create the run directory ({e.strerror or e})") from None
         record = dict(options)
         record["_run"] = {
             "family": family,

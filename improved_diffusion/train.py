@@ -9,7 +9,7 @@ whose gradients are averaged. The loop is trainkit.loop.
 """
 
 from evaluations import probe
-from trainkit import data, loop, precision, run
+from trainkit import data, dist, loop, phema, precision, run
 from trainkit.errors import UserError
 
 from .cli import build_parser, ema_rates
@@ -38,8 +38,8 @@ def create_argparser():
         max_steps=0,  # 0: no limit besides lr_anneal_steps (openai trains forever)
         precision="",  # fp32 | fp16 | bf16; empty: fp16 with --use_fp16 True, else fp32
     )
-    return probe.add_args(build_parser("Train an improved-diffusion model (openai/improved-diffusion flags).",
-                                       defaults, helps=TRAIN_HELP, types=TRAIN_TYPES))
+    return phema.add_args(probe.add_args(build_parser("Train an improved-diffusion model (openai/improved-diffusion "
+                                                      "flags).", defaults, helps=TRAIN_HELP, types=TRAIN_TYPES)))
 
 
 TRAIN_HELP = dict(
@@ -85,6 +85,7 @@ def check_args(args):
     """What parse-time types cannot check (they range-check every numeric flag)."""
     if not args.data_dir:
         raise UserError("--data_dir is required (an image folder or a samples .npz)")
+    phema.check_args(args.ema_std, args.ema_snapshot_interval)
 
 
 def create_model_and_diffusion_checked(args):
@@ -122,6 +123,9 @@ def main():
         log=r.logger.log,
         probe_shape=(args.image_channels, args.image_size, args.image_size),
     )
+    # power-function EMA profiles (docs/ema.md): trainkit adds them around the task
+    task = phema.with_power_ema(task, model, args.ema_std, args.ema_snapshot_interval,
+                                args.batch_size * dist.world_size(), log=r.logger.log)
     # openai trains until --lr_anneal_steps, or forever when it is 0; --max_steps can stop sooner
     loop.Loop(r, task, data.Batches(dataset, args.batch_size, seed=args.seed),
               total_steps=loop.total_steps(args.lr_anneal_steps, args.max_steps), log_interval=args.log_interval,

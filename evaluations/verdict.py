@@ -64,7 +64,8 @@ CHANCE_ACCURACY_TOLERANCE = 0.05
 
 
 def _label(r, row):
-    return r["name"] if row["sampler"] == "default" else f"{r['name']} ({row['sampler']})"
+    # "–": the real-data row, which has no sampler
+    return r["name"] if row["sampler"] in ("default", "–") else f"{r['name']} ({row['sampler']})"
 
 
 def _judged(results):
@@ -253,11 +254,20 @@ def collapsed(recall, std, real_recall, real_std) -> bool:
 
 
 def collapsed_classes(row, real_row) -> list:
-    """[(class, recall, real data's recall of that class)] of the classes collapsed within `row`."""
+    """[(class, recall, real data's recall of that class)] of the classes collapsed within `row`.
+    A class whose samples are too few for an error bar (no class_recall_std: a half of them has
+    k or fewer) is not judged (`unjudged_classes`)."""
     mine, theirs = row.get("class_recall") or {}, real_row.get("class_recall") or {}
     mine_std, their_std = row.get("class_recall_std") or {}, real_row.get("class_recall_std") or {}
     return [(int(c), r, theirs[c]) for c, r in sorted(mine.items(), key=lambda kv: int(kv[0]))
-            if c in theirs and collapsed(r, mine_std.get(c), theirs[c], their_std.get(c))]
+            if c in theirs and (c not in mine_std or mine_std[c] is not None)
+            and collapsed(r, mine_std.get(c), theirs[c], their_std.get(c))]
+
+
+def unjudged_classes(row) -> list:
+    """The classes of `row` without an error bar on their recall (too few samples): not judged."""
+    stds = row.get("class_recall_std") or {}
+    return sorted(int(c) for c in row.get("class_recall") or {} if c in stds and stds[c] is None)
 
 
 def _collapse_sentence(judged, data_name, real_row=None):
@@ -291,6 +301,10 @@ def _collapse_sentence(judged, data_name, real_row=None):
         text += " Per class, " + ", ".join(
             f"{j[0]}'s lowest recall is {j[2]['class_recall_min']:.3f} (class {j[2]['class_recall_min_class']})"
             for j in ok) + ", not collapsed against real data's recall of that class."
+    unjudged = [(j[0], u) for j, _ in within if (u := unjudged_classes(j[2]))]
+    if unjudged:
+        text += (" Too few samples for an error bar, not judged: " + "; ".join(
+            f"{name}'s class{'es' if len(u) > 1 else ''} {', '.join(map(str, u))}" for name, u in unjudged) + ".")
     other_n = [j[0] for j in with_recall if j not in same_n]
     if other_n:
         text += f" Not judged against real data (another n): {', '.join(other_n)}."
@@ -363,6 +377,11 @@ def _fd_sentence(judged, real_row, fd_name):
             f"{fd_name} differences below about {delta:.2g} (twice real data's std) are not told apart, so "
             f"{'these rows are' if several else 'this row is'} not ranked on {fd_name}"
             + (" against each other or" if several else "") + " against real data.")
+    outside = sorted((j for j in same if j not in group), key=lambda j: j[2]["fd_digits"])
+    if outside:
+        near = [j[0] for j in group if _overlaps(outside[0][2], j[2], "fd_digits", "fd_std")]
+        text += (f" The next row, {fmt(outside[0])}, is beyond real data's error bar"
+                 + (f", though within that of {', '.join(near)}." if near else "."))
     for key, std_key, name, higher, factor in _measures(fd_name)[1:]:
         if real_row.get(key) is None or any(j[2].get(key) is None for j in group):
             continue

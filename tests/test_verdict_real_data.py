@@ -156,6 +156,20 @@ def test_samples_repeating_one_image_per_class_are_named_with_their_classes(tmp_
     assert all("collapsed" in row[2] for row in rows) and not any("collapsed" in row[4] for row in rows)
 
 
+def test_a_class_with_too_few_samples_for_an_error_bar_is_not_judged(tmp_path):
+    """Seven samples of a class: a half of them has no k = 3 neighbours, so no std; its recall
+    alone (0.1 against 0.9) does not name it, and the sentence says it was not judged."""
+    per_class = {str(c): 0.8 for c in range(3)}
+    row = _row(class_recall=dict(per_class, **{"2": 0.1}), class_recall_std={"0": 0.02, "1": 0.02, "2": None},
+               class_recall_mean=0.57, class_recall_min=0.1, class_recall_min_class=2)
+    real = _real(tmp_path, class_recall={str(c): 0.9 for c in range(3)}, class_recall_std={str(c): 0.02 for c in range(3)})
+    text = _find(verdict.verdict([_run(tmp_path, "beta", row)], real=real), "Collapse")
+    assert "beta is collapsed" not in text and "Too few samples for an error bar, not judged: beta's class 2." in text
+    row["class_recall_std"]["2"] = 0.05
+    text = _find(verdict.verdict([_run(tmp_path, "beta", row)], real=real), "Collapse")
+    assert "beta is collapsed in 1 of 3 classes: class 2 (recall 0.100 against 0.900)" in text
+
+
 # --- 3. copies of the training set ------------------------------------------------------------
 
 def _folder(path, images, labels):
@@ -209,7 +223,7 @@ def test_rows_within_real_datas_error_bar_are_not_ranked_and_the_separating_meas
     results = [_run(tmp_path, "a", a), _run(tmp_path, "b", b), _run(tmp_path, "c", c)]
     assert verdict.resolving_power(_real(tmp_path)["rows"][0]) == pytest.approx(9.2)
     text = _find(verdict.verdict(results, real=_real(tmp_path)), "Both at once")
-    assert "best is" not in text
+    assert "best is" not in text and "The next row, c (40 ± 5), is beyond real data's error bar." in text
     assert ("a (9 ± 3.8), b (11 ± 4) are within the resolving power of held-out real data (8.4 ± 4.6): at n = 359 "
             "FD-digits differences below about 9.2 (twice real data's std) are not told apart") in text
     assert ("Precision still separates them: held-out real data 0.914 ± 0.015, a 0.7 ± 0.02, b 0.6 ± 0.02 "

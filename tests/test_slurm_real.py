@@ -8,6 +8,7 @@ step and waits for a stop request, so a test acts on the marker, never on a time
 """
 
 import json
+import re
 import shutil
 
 import pytest
@@ -15,8 +16,6 @@ import torch
 
 import helpers
 import slurm_cluster
-
-pytestmark = pytest.mark.slow
 
 SBATCH = helpers.ROOT / "launch" / "slurm.sbatch"
 STEPS = ["--max_steps", "6", "--save_interval", "100", "--log_interval", "1", "--batch_size", "4",
@@ -40,15 +39,22 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def straight(cluster, digits, tmp_path_factory):
-    """straight(nodes) -> rank 0's final parameters of an uninterrupted job on that many nodes."""
+    """straight(nodes) -> the finished Job of an uninterrupted run on that many nodes, the
+    reference of the interrupted ones. One node: submitted with --chdir to another folder; two
+    nodes: with --ntasks-per-node=2, as on a GPU cluster (the tests below check both)."""
     made = {}
 
     def get(nodes):
         if nodes not in made:
-            job = Job(cluster, tmp_path_factory.mktemp(f"straight{nodes}"), digits(16))
-            job.submit(f"--nodes={nodes}", "--cpus-per-task=2")
+            folder = tmp_path_factory.mktemp(f"straight{nodes}")
+            if nodes == 1:
+                job = Job(cluster, folder, digits(16), workdir=folder / "work")
+                job.submit("--nodes=1", f"--chdir={job.workdir}")
+            else:
+                job = Job(cluster, folder, digits(16))
+                job.submit("--nodes=2", "--ntasks-per-node=2")
             assert job.ended() == "COMPLETED", job.describe()
-            made[nodes] = job.params(0)
+            made[nodes] = job
         return made[nodes]
 
     return get
@@ -58,11 +64,13 @@ class Job:
     """One sbatch of launch/slurm.sbatch from `folder/submit` (not the checkout), running
     selfcheck into `folder/submit/run`."""
 
-    def __init__(self, cluster, folder, data, **env):
+    def __init__(self, cluster, folder, data, workdir=None, **env):
         self.cluster = cluster
         self.submit_dir = folder / "submit"
         self.submit_dir.mkdir()
-        self.run_dir = self.submit_dir / "run"
+        self.workdir = workdir or self.submit_dir  # sbatch --chdir, where relative paths start
+        self.workdir.mkdir(exist_ok=True)
+        self.run_dir = self.workdir / "run"
         # real interpreters, not the suite's fork server: Slurm must see, signal and bind the
         # processes it started
         self.env = cluster.env(helpers._base_env(), **env)
@@ -100,7 +108,7 @@ class Job:
         self.cluster.run("scontrol", "update", f"JobId={self.id}", "StartTime=now")
 
     def log(self):
-        path = self.submit_dir / f"slurm-{self.id}.out"
+        path = self.workdir / f"slurm-{self.id}.out"
         return path.read_text() if path.exists() else ""
 
     def params(self, rank):
@@ -116,19 +124,17 @@ def assert_same(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_one_node_from_another_folder_honours_chdir(cluster, digits, tmp_path):
-    """Submitted from outside the checkout with --chdir: relative paths are the working folder's
-    (defect 8), and the job ends COMPLETED."""
-    job = Job(cluster, tmp_path, digits(16))
-    work = tmp_path / "work"
-    work.mkdir()
-    job.submit("--nodes=1", f"--chdir={work}")
-    assert job.ended() == "COMPLETED", job.describe()
-    out = (work / f"slurm-{job.id}.out").read_text()
-    assert "done at step 6" in out
-    assert (work / "run" / "model000006.pt").exists() and not job.run_dir.exists()
+@pytest.mark.slow
+def test_one_node_from_another_folder_honours_chdir(straight):
+    """Submitted from outside the checkout with --chdir: the job finds run.sh and takes relative
+    paths from the working folder (defect 8), and ends COMPLETED with exit 0."""
+    job = straight(1)
+    assert job.info()["ExitCode"] == "0:0"
+    assert "done at step 6" in job.log()
+    assert (job.run_dir / "model000006.pt").exists() and not (job.submit_dir / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_script_without_run_sh_beside_it_fails_with_one_line(cluster, digits, tmp_path):
     job = Job(cluster, tmp_path, digits(16))
     lone = tmp_path / "slurm.sbatch"
@@ -141,18 +147,18 @@ def test_a_script_without_run_sh_beside_it_fails_with_one_line(cluster, digits, 
                                                    f"script ('{lone}')"), job.describe()
 
 
-def test_two_nodes_form_one_group_even_with_two_tasks_per_node(cluster, digits, tmp_path, straight):
+@pytest.mark.slow
+def test_two_nodes_form_one_group_even_with_two_tasks_per_node(straight):
     """--ntasks-per-node=2 (natural on a GPU cluster) still starts one agent per node: one
     2-rank group, not two trainings into one run directory (defect 7)."""
-    job = Job(cluster, tmp_path, digits(16))
-    job.submit("--nodes=2", "--ntasks-per-node=2")
-    assert job.ended() == "COMPLETED", job.describe()
+    job = straight(2)
     out = job.log()
     assert out.count("torch.distributed.run --nnodes 2") == 2 and out.count("(torchrun, 2 rank(s)") == 1, out
     assert_same(job.params(0), job.params(1))
     assert not (job.run_dir / "params_rank2.pt").exists()
 
 
+@pytest.mark.slow
 def test_requeue_resumes_to_the_same_weights_and_keeps_the_log(cluster, digits, tmp_path, straight):
     """`scontrol requeue` mid-run: checkpoint, requeue, resume, the straight run's weights; the
     first attempt's log is still there (defect 5); the node's CPUs all reach the workers (6)."""
@@ -164,12 +170,13 @@ def test_requeue_resumes_to_the_same_weights_and_keeps_the_log(cluster, digits, 
     job.wait_requeued()
     assert job.ended() == "COMPLETED", job.describe()
     assert job.info()["Restarts"] == "1"
-    assert_same(job.params(0), straight(1))
+    assert_same(job.params(0), straight(1).params(0))
     out = job.log()
     first, second = out.index("starting at step 0"), out.index(f"resuming from run step {HOLD}")
     assert first < out.index(f"stopped at step {HOLD} by a signal") < second < out.index("done at step 6"), out
 
 
+@pytest.mark.slow
 def test_time_limit_stops_requeues_and_resumes(cluster, digits, tmp_path, straight):
     """The time limit's warning (--signal=B:USR1@120) stops the step gracefully, not by srun's
     SIGKILL (defect 1), and the job requeues itself (defect 2) and ends COMPLETED."""
@@ -181,11 +188,12 @@ def test_time_limit_stops_requeues_and_resumes(cluster, digits, tmp_path, straig
     cluster.run("scontrol", "update", f"JobId={job.id}", "TimeLimit=10")
     assert job.ended() == "COMPLETED", job.describe()
     assert job.info()["Restarts"] == "1"
-    assert_same(job.params(0), straight(1))
+    assert_same(job.params(0), straight(1).params(0))
     out = job.log()
     assert f"stopped at step {HOLD} by a signal" in out and f"requeueing job {job.id} (restart 1 of at most 10)" in out
 
 
+@pytest.mark.slow
 def test_preemption_with_grace_requeues_and_resumes(cluster, digits, tmp_path, straight):
     """A preemption with GraceTime signals every process of the step, torchrun's agents too
     (they exit 1): the job still stops cleanly (defect 3), requeues itself and resumes on two
@@ -199,11 +207,12 @@ def test_preemption_with_grace_requeues_and_resumes(cluster, digits, tmp_path, s
     assert cluster.wait_state(high, ENDED)["JobState"] == "COMPLETED"
     assert job.ended() == "COMPLETED", job.describe()
     assert job.info()["Restarts"] == "1"
-    assert_same(job.params(0), straight(2))
+    assert_same(job.params(0), straight(2).params(0))
     out = job.log()
     assert out.count("all 1 workers on this node stopped and exited 0") == 2, out
 
 
+@pytest.mark.slow
 def test_a_job_out_of_restarts_stops_with_one_line(cluster, digits, tmp_path):
     """The warning signal exactly as Slurm sends it (to the batch shell) with MAX_RESTARTS=0:
     the run checkpoints and the job is not requeued again; it says so in one line."""
@@ -216,3 +225,16 @@ def test_a_job_out_of_restarts_stops_with_one_line(cluster, digits, tmp_path):
     assert (job.run_dir / f"model{HOLD:06d}.pt").exists()
     assert ("slurm.sbatch: error: stopped with a checkpoint but not requeued: the job has been requeued 0 times "
             "(MAX_RESTARTS=0)") in job.log()
+
+
+def test_docs_say_killwait_bounds_the_checkpoint_and_how_to_size_the_lead_time():
+    """Defect 4: under Slurm the checkpoint's time is bounded by KillWait (or the grace time),
+    not by TORCH_ELASTIC_SHUTDOWN_TIMEOUT as the docs used to advise; they show the script's own
+    warning signal and how to size its lead time."""
+    docs = (helpers.ROOT / "docs" / "operations.md").read_text()
+    section = docs[docs.index("\n## Slurm\n"):]
+    section = section[:section.index("\n## ", 1)]
+    spec = re.search(r"^#SBATCH (--signal=\S+)$", SBATCH.read_text(), re.M).group(1)
+    assert f"#SBATCH {spec}" in section
+    assert "**`KillWait` bounds the checkpoint**" in section and "Size `--signal`'s lead time" in section
+    assert "raise `TORCH_ELASTIC_SHUTDOWN_TIMEOUT`" not in docs

@@ -230,29 +230,6 @@ def test_tmux_runs_a_detached_job_and_logs_it(digits, tmp_path):
         helpers._run(["tmux", "kill-server"], 60, env, None)
 
 
-def test_slurm_script_starts_one_torchrun_agent_per_node(digits, tmp_path):
-    """Stand-in srun/scontrol start the two node tasks here; the job forms one 2-rank group."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text("#!/bin/bash\necho 127.0.0.1\n")
-    (bin_dir / "srun").write_text(
-        "#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\npids=()\n"
-        "for ((i = 0; i < SLURM_NNODES; i++)); do SLURM_NODEID=$i \"$@\" & pids+=($!); done\n"
-        "rc=0; for p in \"${pids[@]}\"; do wait $p || rc=$?; done; exit $rc\n"
-    )
-    for f in ("scontrol", "srun"):
-        (bin_dir / f).chmod(0o755)
-    env = helpers.test_env(SLURM_NNODES="2", SLURM_JOB_ID="77", SLURM_JOB_NODELIST="n[0-1]", GPUS_PER_NODE="1",
-                           RDZV_PORT=str(helpers.free_port()), SLURM_SUBMIT_DIR=str(helpers.ROOT))
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    run_dir = tmp_path / "run"
-    proc = helpers._run(["bash", helpers.ROOT / "launch" / "slurm.sbatch", "trainkit.selfcheck", "--data_dir",
-                         digits(16), "--logdir", run_dir, "--dump", *STEPS], 600, env, None)
-    assert proc.returncode == 0, helpers.describe(proc)
-    assert proc.stderr.count("--rdzv_backend c10d") == 2
-    _assert_same_tensors(_params(run_dir, 0), _params(run_dir, 1))
-
-
 def test_deadline_stops_like_a_signal(digits, tmp_path):
     """A deadline already past: the first step ends the run with a checkpoint and exit 0."""
     import time

@@ -296,11 +296,13 @@ def _collapse_sentence(judged, data_name, real_row=None):
                  + ", ".join(f"class {c} (recall {r:.3f} against {rc:.3f})" for c, r, rc in bad)
                  + f"; its samples of {'that class' if len(bad) == 1 else 'those classes'} cover less than "
                  f"{COLLAPSE_FRACTION:g} of what held-out real images of the class cover.")
-    ok = [j for j, bad in within if not bad]
+    ok = [(j, judged_min) for j, bad in within if not bad
+          and (judged_min := min(((r, int(c)) for c, r in j[2]["class_recall"].items()
+                                  if int(c) not in unjudged_classes(j[2])), default=None))]
     if ok:
         text += " Per class, " + ", ".join(
-            f"{j[0]}'s lowest recall is {j[2]['class_recall_min']:.3f} (class {j[2]['class_recall_min_class']})"
-            for j in ok) + ", not collapsed against real data's recall of that class."
+            f"{j[0]}'s lowest judged recall is {r:.3f} (class {c})" for j, (r, c) in ok) + (
+            ", not collapsed against real data's recall of that class.")
     unjudged = [(j[0], u) for j, _ in within if (u := unjudged_classes(j[2]))]
     if unjudged:
         text += (" Too few samples for an error bar, not judged: " + "; ".join(

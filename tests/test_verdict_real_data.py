@@ -165,6 +165,7 @@ def test_a_class_with_too_few_samples_for_an_error_bar_is_not_judged(tmp_path):
     real = _real(tmp_path, class_recall={str(c): 0.9 for c in range(3)}, class_recall_std={str(c): 0.02 for c in range(3)})
     text = _find(verdict.verdict([_run(tmp_path, "beta", row)], real=real), "Collapse")
     assert "beta is collapsed" not in text and "Too few samples for an error bar, not judged: beta's class 2." in text
+    assert "beta's lowest judged recall is 0.800 (class 0)" in text  # not the unjudged class's 0.1
     row["class_recall_std"]["2"] = 0.05
     text = _find(verdict.verdict([_run(tmp_path, "beta", row)], real=real), "Collapse")
     assert "beta is collapsed in 1 of 3 classes: class 2 (recall 0.100 against 0.900)" in text

@@ -44,6 +44,7 @@ setup(
             "gans-train=gans.train:main",
             "gans-sample=gans.sample:main",
             "gans-interpolate=gans.interpolate:main",
+            "genbench-posthoc-ema=trainkit.posthoc_ema:main",
         ]
     },
     extras_require={

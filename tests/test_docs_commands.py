@@ -162,11 +162,11 @@ def test_every_console_script_is_documented_with_an_example():
     example command line (which test_every_documented_command_line_parses parses)."""
     readme = (helpers.ROOT / "README.md").read_text()
     rows = dict(re.findall(r"^\| `([a-z-]+)` \| `([a-z_.]+)` \| `[^`]+` \|$", readme, re.M))
-    assert rows == console_scripts() and len(rows) == 16
+    assert rows == console_scripts() and len(rows) == 17
     table = readme[readme.index("## Console scripts"):readme.index("## Data\n")]
     examples = [m.group(1) for m in re.finditer(r"\| `([a-z-]+ [^`]+)` \|$", table, re.M)]
     parsed = [entry(shlex.split(e), {}) for e in examples]
-    assert len(examples) == 16 and all(parsed)
+    assert len(examples) == 17 and all(parsed)
     for module, argv in parsed:
         with contextlib.redirect_stderr(io.StringIO()):
             _parser(module).parse_args(argv)

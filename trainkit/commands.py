@@ -33,6 +33,7 @@ COMMANDS = {
     "gans-train": "gans.train",
     "gans-sample": "gans.sample",
     "gans-interpolate": "gans.interpolate",
+    "posthoc-ema": "trainkit.posthoc_ema",
     "resources": "trainkit.resources",
 }
 

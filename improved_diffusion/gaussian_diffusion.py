@@ -46,6 +46,7 @@ class ModelMeanType(enum.Enum):
     PREVIOUS_X = enum.auto()  # x_{t-1}
     START_X = enum.auto()  # x_0
     EPSILON = enum.auto()  # the noise
+    V = enum.auto()  # v = alpha_t eps - sigma_t x_0 (Salimans & Ho 2022; ours, not openai's)
 
 
 class ModelVarType(enum.Enum):
@@ -85,11 +86,19 @@ class GaussianDiffusion:
         the original 1000-step paper whatever T is.
     """
 
-    def __init__(self, *, betas, model_mean_type, model_var_type, loss_type, rescale_timesteps=False):
+    def __init__(self, *, betas, model_mean_type, model_var_type, loss_type, rescale_timesteps=False,
+                 snr_gamma=0.0):
         self.model_mean_type = model_mean_type
         self.model_var_type = model_var_type
         self.loss_type = loss_type
         self.rescale_timesteps = rescale_timesteps
+        if snr_gamma < 0:
+            raise ValueError(f"--snr_gamma {snr_gamma}: must be >= 0 (0: uniform weighting)")
+        if snr_gamma and loss_type.is_vb():
+            raise ValueError("--snr_gamma weights the MSE term, and --use_kl True trains on the bound alone")
+        if snr_gamma and model_mean_type == ModelMeanType.PREVIOUS_X:
+            raise ValueError("--snr_gamma: min-SNR weights exist for eps, x_0 and v prediction only")
+        self.snr_gamma = float(snr_gamma)
 
         betas = np.array(betas, dtype=np.float64)
         if betas.ndim != 1 or not ((betas > 0).all() and (betas <= 1).all()):
@@ -115,6 +124,24 @@ class GaussianDiffusion:
         self.posterior_log_variance_clipped = np.log(np.append(self.posterior_variance[1], self.posterior_variance[1:]))
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+
+        # SNR_t = abar_t / (1 - abar_t) of this chain: for a SpacedDiffusion the respaced one,
+        # whose abar at its step i is the base process's at timestep_map[i].
+        self.snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)
+
+    def mse_weights(self):
+        """Per-timestep weights of the MSE term: min-SNR-gamma (Hang et al. 2023) expressed for
+        what the model predicts, so that each gives the same weight to the x_0 error:
+        min(SNR, g) / SNR for eps, min(SNR, g) / (SNR + 1) for v, min(SNR, g) for x_0; None
+        (uniform, openai's) when snr_gamma is 0."""
+        if not self.snr_gamma:
+            return None
+        clipped = np.minimum(self.snr, self.snr_gamma)
+        if self.model_mean_type == ModelMeanType.EPSILON:
+            return clipped / self.snr
+        if self.model_mean_type == ModelMeanType.V:
+            return clipped / (self.snr + 1.0)
+        return clipped
 
     # ----- forward process -------------------------------------------------------------
 
@@ -207,6 +234,9 @@ class GaussianDiffusion:
         elif self.model_mean_type == ModelMeanType.EPSILON:
             pred_xstart = process_xstart(self._predict_xstart_from_eps(x_t=x, t=t, eps=model_output))
             mean, _, _ = self.q_posterior_mean_variance(x_start=pred_xstart, x_t=x, t=t)
+        elif self.model_mean_type == ModelMeanType.V:
+            pred_xstart = process_xstart(self._predict_xstart_from_v(x_t=x, t=t, v=model_output))
+            mean, _, _ = self.q_posterior_mean_variance(x_start=pred_xstart, x_t=x, t=t)
         else:
             raise NotImplementedError(self.model_mean_type)
         return {"mean": mean, "variance": variance, "log_variance": log_variance, "pred_xstart": pred_xstart}
@@ -216,6 +246,22 @@ class GaussianDiffusion:
             _extract_into_tensor(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
             - _extract_into_tensor(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
         )
+
+    def _predict_v(self, x_start, t, noise):
+        """The v-prediction target v = alpha_t eps - sigma_t x_0, alpha_t = sqrt(abar_t),
+        sigma_t = sqrt(1 - abar_t)."""
+        return (_extract_into_tensor(self.sqrt_alphas_cumprod, t, x_start.shape) * noise
+                - _extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * x_start)
+
+    def _predict_xstart_from_v(self, x_t, t, v):
+        """x_0 = alpha_t x_t - sigma_t v."""
+        return (_extract_into_tensor(self.sqrt_alphas_cumprod, t, x_t.shape) * x_t
+                - _extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape) * v)
+
+    def _predict_eps_from_v(self, x_t, t, v):
+        """eps = sigma_t x_t + alpha_t v."""
+        return (_extract_into_tensor(self.sqrt_one_minus_alphas_cumprod, t, x_t.shape) * x_t
+                + _extract_into_tensor(self.sqrt_alphas_cumprod, t, x_t.shape) * v)
 
     def _predict_xstart_from_xprev(self, x_t, t, xprev):
         # Invert the posterior mean: x_0 = (x_{t-1} - coef2 x_t) / coef1.
@@ -378,9 +424,14 @@ class GaussianDiffusion:
             target = self.q_posterior_mean_variance(x_start=x_start, x_t=x_t, t=t)[0]
         elif self.model_mean_type == ModelMeanType.START_X:
             target = x_start
+        elif self.model_mean_type == ModelMeanType.V:
+            target = self._predict_v(x_start, t, noise)
         else:
             target = noise
         terms["mse"] = mean_flat((target - model_output) ** 2)
+        weights = self.mse_weights()
+        if weights is not None:
+            terms["mse"] = _extract_into_tensor(weights, t, terms["mse"].shape) * terms["mse"]
         terms["loss"] = terms["mse"] + terms["vb"] if "vb" in terms else terms["mse"]
         return terms
 

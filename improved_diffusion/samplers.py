@@ -155,12 +155,13 @@ def time_points(levels: NoiseLevels, steps: int, schedule: str = "uniform", t_st
 
 
 class Denoiser:
-    """x0(x_t, t): the model's data prediction at a (fractional) timestep, from its eps or x0
-    output (the first C channels when it also outputs variances)."""
+    """x0(x_t, t): the model's data prediction at a (fractional) timestep, from its eps, x0 or v
+    output (the first C channels when it also outputs variances): x0 = (x - sigma eps) / alpha,
+    or x0 = alpha x - sigma v (v = alpha eps - sigma x0)."""
 
     def __init__(self, model, diffusion, levels, clip_denoised=True, model_kwargs=None):
-        if diffusion.model_mean_type not in (ModelMeanType.EPSILON, ModelMeanType.START_X):
-            raise ValueError(f"{diffusion.model_mean_type}: the ODE samplers need an eps or x0 predicting model")
+        if diffusion.model_mean_type not in (ModelMeanType.EPSILON, ModelMeanType.START_X, ModelMeanType.V):
+            raise ValueError(f"{diffusion.model_mean_type}: the ODE samplers need an eps, x0 or v predicting model")
         self.model = model
         self.mean_type = diffusion.model_mean_type
         self.learned_sigma = diffusion.model_var_type in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE)
@@ -182,7 +183,12 @@ class Denoiser:
                 raise ValueError(f"model output {tuple(out.shape)}: expected {2 * C} channels (learned sigma)")
             out = out[:, :C]
         out = out.to(x.dtype)  # autocast may hand back half precision
-        x0 = out if self.mean_type == ModelMeanType.START_X else (x - sigma * out) / alpha
+        if self.mean_type == ModelMeanType.START_X:
+            x0 = out
+        elif self.mean_type == ModelMeanType.V:
+            x0 = alpha * x - sigma * out
+        else:
+            x0 = (x - sigma * out) / alpha
         return x0.clamp(-1, 1) if self.clip_denoised else x0
 
 

@@ -138,13 +138,16 @@ def test_fixed_variances():
 
 @pytest.mark.parametrize("mean_type", list(gd.ModelMeanType))
 def test_mean_parameterisations_agree_on_the_true_x0(mean_type):
-    """A model that outputs the exact eps / x0 / posterior mean gives the posterior mean."""
+    """A model that outputs the exact eps / x0 / posterior mean / v gives the posterior mean."""
     d = make_diffusion(T=100, mean=mean_type)
     x0, eps = torch.rand(2, 1, 3, 3) * 1.6 - 0.8, torch.randn(2, 1, 3, 3)
     t = torch.tensor([5, 70])
     xt = d.q_sample(x0, t, noise=eps)
     true_mean, _, _ = d.q_posterior_mean_variance(x0, xt, t)
-    out = {gd.ModelMeanType.EPSILON: eps, gd.ModelMeanType.START_X: x0, gd.ModelMeanType.PREVIOUS_X: true_mean}[mean_type]
+    abar = torch.from_numpy(d.alphas_cumprod[t.numpy()]).float().reshape(-1, 1, 1, 1)
+    v = abar.sqrt() * eps - (1 - abar).sqrt() * x0
+    out = {gd.ModelMeanType.EPSILON: eps, gd.ModelMeanType.START_X: x0, gd.ModelMeanType.PREVIOUS_X: true_mean,
+           gd.ModelMeanType.V: v}[mean_type]
     res = d.p_mean_variance(ConstModel(out), xt, t, clip_denoised=False)
     torch.testing.assert_close(res["mean"], true_mean, rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(res["pred_xstart"], x0, rtol=1e-3, atol=1e-3)

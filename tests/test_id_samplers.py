@@ -50,7 +50,7 @@ def make_diffusion(T=1000, schedule="cosine", **kwargs):
 
 class MixtureOracle:
     """model(x, t, y=None) of the Gaussian mixture: E[eps | x_t] (or E[x0 | x_t] with
-    predict="xstart"), plus C variance channels with learn_sigma. t is read the way the
+    predict="xstart", E[v | x_t] = alpha E[eps | x_t] - sigma E[x0 | x_t] with predict="v"), plus C variance channels with learn_sigma. t is read the way the
     samplers feed it (scaled timesteps, lambda interpolated between them); y picks a component."""
 
     def __init__(self, diffusion, means, stds, weights, predict="eps", learn_sigma=False):
@@ -72,10 +72,9 @@ class MixtureOracle:
         if y is not None:
             log_p = log_p.masked_fill(torch.arange(len(self.stds)) != y[:, None], -math.inf)
         post = torch.softmax(log_p, dim=1)[..., None]
-        if self.predict == "eps":
-            out = (post * sigma[..., None] * diff / var[..., None]).sum(1)
-        else:
-            out = (post * (self.means + (alpha * self.stds**2 / var)[..., None] * diff)).sum(1)
+        eps = (post * sigma[..., None] * diff / var[..., None]).sum(1)
+        x0 = (post * (self.means + (alpha * self.stds**2 / var)[..., None] * diff)).sum(1)
+        out = {"eps": eps, "xstart": x0, "v": alpha * eps - sigma * x0}[self.predict]
         out = out.reshape(x.shape).to(x.dtype)
         return torch.cat([out, torch.full_like(out, 0.3)], dim=1) if self.learn_sigma else out
 
@@ -269,7 +268,7 @@ def test_learn_sigma_and_xstart_models_give_the_eps_models_samples():
         samplers.sample_loop(MixtureOracle(eps_d, **MIXTURE), sigma_d, x_T, sampler="ddim", steps=2)
     prev = make_diffusion()
     prev.model_mean_type = ModelMeanType.PREVIOUS_X
-    with pytest.raises(ValueError, match="eps or x0"):
+    with pytest.raises(ValueError, match="eps, x0 or v"):
         samplers.sample_loop(MixtureOracle(prev, **MIXTURE), prev, x_T, sampler="heun", steps=2)
 
 

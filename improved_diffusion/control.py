@@ -10,7 +10,8 @@ from trainkit.interpolation import interpolation_row, lerp, output_paths, slerp,
 
 from . import samplers
 from .cli import resolve_model_file
-from .sample import SAMPLE_BLOCK, InBlocks, batch_invariant_block
+from .guidance import check_guidance, guided
+from .sample import GUIDANCE_HELP, SAMPLE_BLOCK, InBlocks, batch_invariant_block
 
 
 def control_defaults(**extra):
@@ -24,6 +25,7 @@ def control_defaults(**extra):
         batch_invariant=True,  # CPU: fixed blocks of 8 rows per model call, as improved_diffusion.sample
         out="",
         class_label=0,
+        guidance_scale=1.0,
     )
     defaults.update(extra)
     return defaults
@@ -43,7 +45,9 @@ CONTROL_HELP = dict(
     num_images="edit the first N images of --images",
     t0="comma list of fractions in (0, 1] of the process to noise to; each gives one row (1: almost pure noise)",
 )
-CONTROL_TYPES = dict(class_label=run.int_range(-1), num_steps=run.int_range(2), num_images=run.POSITIVE_INT)
+CONTROL_HELP["guidance_scale"] = GUIDANCE_HELP + "; the inversion of --from_images is guided alike"
+CONTROL_TYPES = dict(class_label=run.int_range(-1), num_steps=run.int_range(2), num_images=run.POSITIVE_INT,
+                     guidance_scale=run.NONNEG_FLOAT)
 
 
 def add_sampler_args(parser):
@@ -59,6 +63,7 @@ def check_args(args, allow_input_labels=False):
     """One-line refusals shared by the control entry points (before anything is written).
     allow_input_labels: --class_label -1 (the input images' own labels) is accepted."""
     resolve_model_file(args.model_path)  # a missing model is the first thing to report
+    check_guidance(args)
     if args.timestep_respacing:
         raise UserError("--timestep_respacing: the ODE samplers place --steps over the model's own timesteps; "
                         "give --steps N instead")
@@ -114,7 +119,9 @@ class Decoder:
     --clip_denoised, --precision): decode, invert and SDEdit batches of images in [-1, 1]."""
 
     def __init__(self, model, diffusion, args, prec):
-        self.model, self.diffusion, self.args, self.prec = model, diffusion, args, prec
+        # guided inside InBlocks, as improved_diffusion.sample: the same images bit for bit
+        self.model = guided(model, getattr(args, "guidance_scale", 1.0))
+        self.diffusion, self.args, self.prec = diffusion, args, prec
         self.block = batch_invariant_block(args)
 
     def _net(self, indices):

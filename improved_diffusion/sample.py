@@ -17,9 +17,15 @@ from trainkit import checkpoint, dist, npz, precision, run, sampling
 from trainkit.errors import UserError
 
 from . import samplers
+from .guidance import check_guidance, guided
 from .cli import apply_saved_model_flags, argv, build_parser, checkpoint_contradictions, resolve_model_file, saved_options
 from .respace import space_timesteps
 from .train import create_model_and_diffusion_checked
+
+
+GUIDANCE_HELP = ("classifier-free guidance (Ho & Salimans 2022) of a model trained with --class_dropout_prob > 0: "
+                 "uncond + w (cond - uncond), k-diffusion's cond_scale; 1 (default): the conditional model, no "
+                 "guidance; 0: the unconditional model; > 1: guided (ours)")
 
 
 def create_argparser():
@@ -45,8 +51,10 @@ def create_argparser():
         batch_invariant="on the CPU, call the model on fixed blocks of 8 rows, so that the npz is the same for any "
                         "--batch_size or number of ranks; False: whole batches (faster) (ours)",
     )
+    defaults["guidance_scale"] = 1.0
+    helps["guidance_scale"] = GUIDANCE_HELP
     parser = build_parser("Sample an improved-diffusion model into samples_NxHxWxC.npz.", defaults, helps=helps,
-                          types=dict(ddim_eta=run.NONNEG_FLOAT))
+                          types=dict(ddim_eta=run.NONNEG_FLOAT, guidance_scale=run.NONNEG_FLOAT))
     parser.add_argument(
         "--sampler", default="", choices=("",) + samplers.SAMPLERS,
         help="ddpm: ancestral (openai's); ddim: eta=0 DDIM; dpmpp_2m: DPM-Solver++(2M); dpmpp_2m_sde: "
@@ -188,8 +196,10 @@ def make_sample_fn(model, diffusion, args, prec, ode=False):
     loop = diffusion.ddim_sample_loop if use_ddim else diffusion.p_sample_loop
     extra = {"eta": args.ddim_eta} if use_ddim else {}
 
+    guided_model = guided(model, args.guidance_scale)  # inside InBlocks: each block doubles to cond + null rows
+
     def sample_fn(rnd, indices):
-        net = InBlocks(model, indices, block) if block else model
+        net = InBlocks(guided_model, indices, block) if block else guided_model
         kwargs = {}
         y = None
         if args.class_cond:
@@ -219,6 +229,7 @@ def main():
     args = create_argparser().parse_args()
     if args.model_path:
         apply_saved_model_flags(args, saved_options(args.model_path), argv())
+    check_guidance(args)
     ode = resolve_sampler(args)  # before run.setup: options.json records the resolved sampler and steps
     nfe = samplers.nfe(args.sampler, args.steps)
     r = run.setup("improved_diffusion", args)
@@ -226,6 +237,8 @@ def main():
     prec = precision.Precision(args.precision, dist.device())
     how = (f"{args.time_schedule} time schedule" if ode
            else f"DDIM eta={args.ddim_eta:g}" if args.sampler == "ddim" else "ancestral")
+    if args.guidance_scale != 1.0:  # each evaluation is one call on twice the rows
+        how += f", classifier-free guidance scale {args.guidance_scale:g}"
     r.logger.log(f"sampling {args.num_samples} images: sampler {args.sampler}, {args.steps} steps ({how}), "
                  f"{nfe} model evaluations per image...")
     r.logger.logkvs({"sampler": args.sampler, "steps": args.steps, "time_schedule": args.time_schedule if ode else "",

@@ -50,8 +50,11 @@ def model_and_diffusion_defaults():
 
 
 def model_extension_defaults():
-    """Model flags that openai does not have; the defaults reproduce openai's models."""
-    return dict(channel_mult="", num_classes=NUM_CLASSES, image_channels=3)
+    """Model flags that openai does not have; the defaults reproduce openai's models.
+    class_dropout_prob, predict_v and snr_gamma are recorded in options.json with the others, so
+    a sampler rebuilds the network (the null class) and the parameterisation from it."""
+    return dict(channel_mult="", num_classes=NUM_CLASSES, image_channels=3, class_dropout_prob=0.0,
+                predict_v=False, snr_gamma=0.0)
 
 
 def one_of(*options):
@@ -119,6 +122,13 @@ MODEL_FLAG_HELP = dict(
     num_classes="label-embedding size of a class-conditional model; labels must lie in 0..N-1 (ours: openai fixes "
                 "1000)",
     image_channels="1: grayscale data trained as it is; 3: RGB (ours: openai converts every image to RGB)",
+    class_dropout_prob="classifier-free guidance (Ho & Salimans 2022): replace the training label by a null class "
+                       "with this probability (the paper: 0.1-0.2); > 0 adds the null class as a last row of the "
+                       "label embedding; 0: openai's layout, no guidance (ours)",
+    predict_v="the model predicts v = alpha_t eps - sigma_t x_0 (Salimans & Ho 2022) instead of eps; not with "
+              "--predict_xstart (ours)",
+    snr_gamma="min-SNR-gamma loss weighting (Hang et al. 2023; the paper: 5): the MSE of timestep t weighted by "
+              "min(SNR_t, gamma)/SNR_t (eps), /(SNR_t + 1) (v) or min(SNR_t, gamma) (x_0); 0: uniform, openai's (ours)",
     large_size="super-resolution model: the size it outputs (64 or 256)",
     small_size="super-resolution model: the size of the low-resolution image it is conditioned on",
 )
@@ -137,6 +147,8 @@ MODEL_FLAG_TYPES = dict(
     image_channels=_int_one_of(1, 3),
     large_size=run.POSITIVE_INT,
     small_size=run.POSITIVE_INT,
+    class_dropout_prob=run.float_range(0, 1, hi_open=True),
+    snr_gamma=run.NONNEG_FLOAT,
 )
 
 
@@ -159,17 +171,20 @@ def create_model_and_diffusion(image_size, class_cond, learn_sigma, sigma_small,
                                num_heads, num_heads_upsample, attention_resolutions, dropout, diffusion_steps,
                                noise_schedule, timestep_respacing, use_kl, predict_xstart, rescale_timesteps,
                                rescale_learned_sigmas, use_checkpoint, use_scale_shift_norm, channel_mult="",
-                               num_classes=NUM_CLASSES, image_channels=3):
+                               num_classes=NUM_CLASSES, image_channels=3, class_dropout_prob=0.0, predict_v=False,
+                               snr_gamma=0.0):
     model = create_model(image_size, num_channels, num_res_blocks, learn_sigma=learn_sigma, class_cond=class_cond,
                          use_checkpoint=use_checkpoint, attention_resolutions=attention_resolutions,
                          num_heads=num_heads, num_heads_upsample=num_heads_upsample,
                          use_scale_shift_norm=use_scale_shift_norm, dropout=dropout, channel_mult=channel_mult,
-                         num_classes=num_classes, image_channels=image_channels)
+                         num_classes=num_classes, image_channels=image_channels,
+                         class_dropout_prob=class_dropout_prob)
     diffusion = create_gaussian_diffusion(steps=diffusion_steps, learn_sigma=learn_sigma, sigma_small=sigma_small,
                                           noise_schedule=noise_schedule, use_kl=use_kl,
                                           predict_xstart=predict_xstart, rescale_timesteps=rescale_timesteps,
                                           rescale_learned_sigmas=rescale_learned_sigmas,
-                                          timestep_respacing=timestep_respacing)
+                                          timestep_respacing=timestep_respacing, predict_v=predict_v,
+                                          snr_gamma=snr_gamma)
     return model, diffusion
 
 
@@ -188,9 +203,13 @@ def _attention_ds(attention_resolutions, image_size):
 
 def create_model(image_size, num_channels, num_res_blocks, learn_sigma, class_cond, use_checkpoint,
                  attention_resolutions, num_heads, num_heads_upsample, use_scale_shift_norm, dropout,
-                 channel_mult="", num_classes=NUM_CLASSES, image_channels=3):
+                 channel_mult="", num_classes=NUM_CLASSES, image_channels=3, class_dropout_prob=0.0):
     if image_channels not in (1, 3):
         raise ValueError(f"--image_channels {image_channels}: must be 1 (grayscale) or 3 (RGB)")
+    if not 0 <= class_dropout_prob < 1:
+        raise ValueError(f"--class_dropout_prob {class_dropout_prob}: must be in [0, 1)")
+    if class_dropout_prob and not class_cond:
+        raise ValueError(f"--class_dropout_prob {class_dropout_prob} needs --class_cond True (it drops labels)")
     return UNetModel(
         in_channels=image_channels,
         model_channels=num_channels,
@@ -204,6 +223,7 @@ def create_model(image_size, num_channels, num_res_blocks, learn_sigma, class_co
         num_heads=num_heads,
         num_heads_upsample=num_heads_upsample,
         use_scale_shift_norm=use_scale_shift_norm,
+        null_class=class_dropout_prob > 0,
     )
 
 
@@ -256,7 +276,9 @@ def sr_create_model(large_size, small_size, num_channels, num_res_blocks, learn_
 
 def create_gaussian_diffusion(*, steps=1000, learn_sigma=False, sigma_small=False, noise_schedule="linear",
                               use_kl=False, predict_xstart=False, rescale_timesteps=False,
-                              rescale_learned_sigmas=False, timestep_respacing=""):
+                              rescale_learned_sigmas=False, timestep_respacing="", predict_v=False, snr_gamma=0.0):
+    if predict_v and predict_xstart:
+        raise ValueError("--predict_v True and --predict_xstart True: the model predicts one of v, x_0 (or eps)")
     betas = gd.get_named_beta_schedule(noise_schedule, steps)
     if use_kl:
         loss_type = gd.LossType.RESCALED_KL
@@ -271,10 +293,12 @@ def create_gaussian_diffusion(*, steps=1000, learn_sigma=False, sigma_small=Fals
     return SpacedDiffusion(
         use_timesteps=space_timesteps(steps, timestep_respacing or [steps]),
         betas=betas,
-        model_mean_type=gd.ModelMeanType.START_X if predict_xstart else gd.ModelMeanType.EPSILON,
+        model_mean_type=(gd.ModelMeanType.START_X if predict_xstart else gd.ModelMeanType.V if predict_v
+                         else gd.ModelMeanType.EPSILON),
         model_var_type=var_type,
         loss_type=loss_type,
         rescale_timesteps=rescale_timesteps,
+        snr_gamma=snr_gamma,
     )
 
 

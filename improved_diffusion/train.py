@@ -122,6 +122,7 @@ def main():
         lr_anneal_steps=args.lr_anneal_steps,
         log=r.logger.log,
         probe_shape=(args.image_channels, args.image_size, args.image_size),
+        class_dropout_prob=args.class_dropout_prob,
     )
     # power-function EMA profiles (docs/ema.md): trainkit adds them around the task
     task = phema.with_power_ema(task, model, args.ema_std, args.ema_snapshot_interval,

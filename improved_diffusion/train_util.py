@@ -26,8 +26,11 @@ from .resample import LossAwareSampler, UniformSampler
 class DiffusionTask(loop.Task):
     def __init__(self, *, model, diffusion, microbatch=-1, lr=1e-4, ema_rate="0.9999", precision_mode="fp32",
                  fp16_scale_growth=1e-3, schedule_sampler=None, weight_decay=0.0, lr_anneal_steps=0, log=print,
-                 probe_shape=None):
+                 probe_shape=None, class_dropout_prob=0.0):
         self.device = dist.device()
+        if class_dropout_prob and getattr(model, "null_class", None) is None:
+            raise ValueError("--class_dropout_prob needs a model with a null class (built with it)")
+        self.class_dropout_prob = class_dropout_prob
         self.model = model.to(self.device)
         self.diffusion = diffusion
         self.microbatch = microbatch
@@ -63,6 +66,8 @@ class DiffusionTask(loop.Task):
         n = batch.shape[0]
         micro = self.microbatch if self.microbatch > 0 else n
         stats = {}
+        if labels is not None and self.class_dropout_prob:
+            labels = self.drop_labels(labels)
         for i in range(0, n, micro):
             x = batch[i:i + micro].to(self.device)
             kwargs = {} if labels is None else {"y": labels[i:i + micro].to(self.device)}
@@ -77,6 +82,14 @@ class DiffusionTask(loop.Task):
                 self.precision.backward(loss)
             log_loss_dict(stats, self.diffusion, t, {k: v * weights for k, v in losses.items()})
         return stats
+
+    def drop_labels(self, labels):
+        """Classifier-free guidance's training (Ho & Salimans 2022): each label becomes the null
+        class with probability class_dropout_prob. Drawn from torch's generator (checkpointed
+        with the trainer state, so a resumed run draws the same); with probability 0 nothing is
+        drawn and a step is bit for bit openai's."""
+        drop = torch.rand(labels.shape[0]) < self.class_dropout_prob
+        return torch.where(drop, torch.full_like(labels, self.model.null_class), labels)
 
     def _anneal_lr(self, step):
         if not self.lr_anneal_steps:

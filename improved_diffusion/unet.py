@@ -179,11 +179,15 @@ class UNetModel(nn.Module):
     :param attention_resolutions: downsample rates (1, 2, 4, ...) at which attention is used.
     :param channel_mult: channel multiplier per resolution level.
     :param num_classes: an int makes the model class-conditional (`label_emb`).
+    :param null_class: add one row to the label embedding, label `num_classes`, for the
+        unconditional model of classifier-free guidance (guidance.py). False keeps openai's
+        layout (num_classes rows), so released class-conditional checkpoints load strict=True.
     """
 
     def __init__(self, in_channels, model_channels, out_channels, num_res_blocks, attention_resolutions,
                  dropout=0, channel_mult=(1, 2, 4, 8), conv_resample=True, dims=2, num_classes=None,
-                 use_checkpoint=False, num_heads=1, num_heads_upsample=-1, use_scale_shift_norm=False):
+                 use_checkpoint=False, num_heads=1, num_heads_upsample=-1, use_scale_shift_norm=False,
+                 null_class=False):
         super().__init__()
         if num_heads_upsample == -1:
             num_heads_upsample = num_heads
@@ -202,8 +206,11 @@ class UNetModel(nn.Module):
 
         emb_dim = model_channels * 4
         self.time_embed = nn.Sequential(linear(model_channels, emb_dim), nn.SiLU(), linear(emb_dim, emb_dim))
+        if null_class and num_classes is None:
+            raise ValueError("a null class needs a class-conditional model")
+        self.null_class = num_classes if null_class else None  # the label of "no class"
         if num_classes is not None:
-            self.label_emb = nn.Embedding(num_classes, emb_dim)
+            self.label_emb = nn.Embedding(num_classes + (1 if null_class else 0), emb_dim)
 
         def res_block(ch_in, ch_out):
             return ResBlock(ch_in, emb_dim, dropout, out_channels=ch_out, dims=dims,

@@ -1,11 +1,13 @@
 """openai/improved-diffusion's configuration API: the same names, defaults and flags.
 
 `model_and_diffusion_defaults()` is exactly openai's dict, so their flag files and
-`create_model_and_diffusion(**defaults)` calls work unchanged. Three extensions live apart
+`create_model_and_diffusion(**defaults)` calls work unchanged. Our extensions live apart
 in `model_extension_defaults()` and default to openai's behaviour: `channel_mult` (needed
 for image sizes other than 32/64/256, e.g. tiny test models), `num_classes` (1000, the
-label embedding size of class-conditional models) and `image_channels` (3; 1 trains grayscale
-data as it is, where openai's loader converts every image to RGB).
+label embedding size of class-conditional models), `image_channels` (3; 1 trains grayscale
+data as it is, where openai's loader converts every image to RGB), `class_dropout_prob`
+(classifier-free guidance's null class, an extra label row only when > 0), `predict_v` and
+`snr_gamma` (v-prediction and min-SNR-gamma weighting; 0 / False: openai's loss).
 """
 
 import argparse

@@ -31,6 +31,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 
 import blobfile as bf
 import numpy as np
@@ -565,9 +566,20 @@ def main(fn):
             sys.stdout.flush()
             print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
             code = 2
+        except Exception as e:
+            # a rank that lost a peer says so in one line; any other failure keeps its traceback
+            lost, code = dist.peer_failure(e), 1
+            sys.stdout.flush()
+            if lost:
+                print(f"{prog}: error: {lost}", file=sys.stderr, flush=True)
+            else:
+                traceback.print_exc()
+                sys.stderr.flush()
         finally:
             dist.shutdown()
         record_exit_status(code)
+        # under mpiexec a failed rank would wait in MPI_Finalize for peers that wait for it
+        dist.abort_mpi(code)
         sys.exit(code)
 
     return wrapper

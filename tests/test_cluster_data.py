@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 STEPS = ["--max_steps", "2", "--save_interval", "2", "--log_interval", "1", "--batch_size", "4", "--dump"]
 DECODING = "trainkit.data: decoding "
-# Agents whose workers' host names do not resolve (a UTS namespace's) meet over loopback.
+# Agents whose workers' host names do not resolve (a UTS namespace's) meet over loopback: without
+# these, the jobs still formed here, but each took 10-15 s longer (lookups of the name timing out).
 LOOPBACK = {"TORCHRUN_ARGS": "--local-addr 127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
 
 
@@ -49,7 +50,7 @@ def _agent(node_rank, port, argv, env, private=None, host=None):
     cmd = ["bash", helpers.ROOT / "launch" / "run.sh", "--nnodes", "2", "--node_rank", node_rank, "--rdzv_endpoint",
            f"127.0.0.1:{port}", "--rdzv_id", f"t{port}", "torchrun", "1", "trainkit.selfcheck", *argv]
     if private or host:
-        steps = ([f'mount -t tmpfs none "$1"'] if private else []) + ([f"hostname {host}"] if host else [])
+        steps = (['mount -t tmpfs none "$1"'] if private else []) + ([f"hostname {host}"] if host else [])
         cmd = ["unshare", "--mount", "--uts", "--propagation", "private", "--", "bash", "-c",
                " && ".join(steps) + ' && shift && exec "$@"', "node", private or "", *cmd]
         env = dict(env, GENBENCH_TEST_FORK="0")  # the fork server's children would live outside the namespaces
@@ -63,7 +64,13 @@ def _job(*agents, timeout=300):
         outs = [a.communicate(timeout=timeout) for a in agents]
     finally:
         for a in agents:
-            a.kill()
+            if a.poll() is None:  # a hang: run.sh stops its launcher's session at a second signal
+                a.terminate()
+                a.terminate()
+                try:
+                    a.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    a.kill()
     return [(a.returncode, out, err) for a, (out, err) in zip(agents, outs)]
 
 

@@ -115,7 +115,9 @@ class Job:
         return torch.load(self.run_dir / f"params_rank{rank}.pt", weights_only=True)
 
     def describe(self):
-        return f"job {self.id}: {self.info()}\n--- slurm-{self.id}.out ---\n{self.log()[-6000:]}"
+        info = self.info()
+        state = " ".join(f"{k}={info.get(k)}" for k in ("JobState", "Reason", "ExitCode", "Restarts", "PreemptTime"))
+        return f"job {self.id}: {state}\n--- slurm-{self.id}.out ---\n{self.log()[-6000:]}"
 
 
 def assert_same(a, b):
@@ -161,9 +163,10 @@ def test_two_nodes_form_one_group_even_with_two_tasks_per_node(straight):
 @pytest.mark.slow
 def test_requeue_resumes_to_the_same_weights_and_keeps_the_log(cluster, digits, tmp_path, straight):
     """`scontrol requeue` mid-run: checkpoint, requeue, resume, the straight run's weights; the
-    first attempt's log is still there (defect 5); the node's CPUs all reach the workers (6)."""
+    first attempt's log is still there (defect 5). The job's CPUs come from --ntasks-per-node, and
+    all of them reach the one task's workers, not one (defect 6)."""
     job = Job(cluster, tmp_path, digits(16))
-    job.submit("--nodes=1", "--cpus-per-task=2", extra=["--hold_step", str(HOLD)])
+    job.submit("--nodes=1", "--ntasks-per-node=2", extra=["--hold_step", str(HOLD)])
     (held,) = job.wait_held()
     assert held["cpus"] == [0, 1], held
     cluster.run("scontrol", "requeue", job.id)
@@ -172,8 +175,10 @@ def test_requeue_resumes_to_the_same_weights_and_keeps_the_log(cluster, digits, 
     assert job.info()["Restarts"] == "1"
     assert_same(job.params(0), straight(1).params(0))
     out = job.log()
-    first, second = out.index("starting at step 0"), out.index(f"resuming from run step {HOLD}")
-    assert first < out.index(f"stopped at step {HOLD} by a signal") < second < out.index("done at step 6"), out
+    attempts = ["starting at step 0", f"stopped at step {HOLD} by a signal", f"resuming from run step {HOLD}",
+                "done at step 6"]
+    assert [line for line in attempts if line in out] == attempts, out  # the first attempt's lines too
+    assert sorted(attempts, key=out.index) == attempts, out
 
 
 @pytest.mark.slow

@@ -92,6 +92,8 @@ def checkpoint_contradictions(args, state_dict) -> list:
     flags = vars(args)
     found = checkpoint.flag_contradictions(flags, saved, run.options_file(args.model_path))
     shown = {k: v for k, v in trained_flags(state_dict).items() if k not in saved}
+    if "num_classes" in shown and flags.get("class_dropout_prob", saved.get("class_dropout_prob", 0)):
+        shown["num_classes"] -= 1  # the last label row is classifier-free guidance's null class
     return found + checkpoint.flag_contradictions(flags, shown, "the checkpoint")
 
 

@@ -202,3 +202,19 @@ def test_class_accuracy_rises_with_the_guidance_scale(digits, tmp_path):
         with np.load(path) as f:
             accuracy[w] = digits_features.accuracy(f["arr_0"], f["arr_1"])
     assert accuracy[0.0] + 0.15 < accuracy[1.0] and accuracy[1.0] + 0.1 < accuracy[3.0], accuracy
+
+
+def test_a_bare_checkpoint_with_a_null_class_fits_its_flags(tmp_path):
+    """A model file without options.json: its label rows are num_classes + 1 when sampled with
+    --class_dropout_prob > 0, so the flags given are not reported as contradicting it."""
+    from improved_diffusion.cli import checkpoint_contradictions
+
+    flags = dict(class_cond=True, num_classes=10, class_dropout_prob=0.1)
+    model, _ = small_model(**flags)
+    path = tmp_path / "model000001.pt"
+    torch.save(model.state_dict(), path)
+    args = SimpleNamespace(**{**model_and_diffusion_defaults(), "image_size": 8, "num_channels": 32,
+                              "image_channels": 3, **flags, "model_path": str(path)})
+    assert checkpoint_contradictions(args, model.state_dict()) == []
+    args.class_dropout_prob = 0.0
+    assert checkpoint_contradictions(args, model.state_dict()) == ["--num_classes 10, but the checkpoint has 11"]

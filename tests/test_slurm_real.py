@@ -163,9 +163,10 @@ def test_two_nodes_form_one_group_even_with_two_tasks_per_node(straight):
 @pytest.mark.slow
 def test_requeue_resumes_to_the_same_weights_and_keeps_the_log(cluster, digits, tmp_path, straight):
     """`scontrol requeue` mid-run: checkpoint, requeue, resume, the straight run's weights; the
-    first attempt's log is still there (defect 5). The job's CPUs come from --ntasks-per-node, and
-    all of them reach the one task's workers, not one (defect 6)."""
-    job = Job(cluster, tmp_path, digits(16))
+    first attempt's log is still there (defect 5). Every CPU the job holds on the node reaches
+    the one task's workers (defect 6), also where srun steps are exact (SLURM_EXACT=1, a site's
+    or user's setting: a step then gets only the CPUs srun asks for, one per task by default)."""
+    job = Job(cluster, tmp_path, digits(16), SLURM_EXACT=1)
     job.submit("--nodes=1", "--ntasks-per-node=2", extra=["--hold_step", str(HOLD)])
     (held,) = job.wait_held()
     assert held["cpus"] == [0, 1], held

@@ -149,6 +149,29 @@ def test_class_dropout_replaces_labels_by_the_null_class_at_rate_p():
     assert torch.equal(z[~dropped], y[~dropped])
 
 
+def test_a_training_step_feeds_the_model_dropped_labels_and_p_0_draws_nothing(monkeypatch):
+    model, diffusion = small_model(class_cond=True, num_classes=10, class_dropout_prob=0.5)
+    task = DiffusionTask(model=model, diffusion=diffusion, class_dropout_prob=0.5)
+    seen = []
+    real = diffusion.training_losses
+
+    def spy(net, x, t, model_kwargs=None, noise=None):
+        seen.append(model_kwargs["y"].clone())
+        return real(net, x, t, model_kwargs=model_kwargs)
+    monkeypatch.setattr(diffusion, "training_losses", spy)
+    y = torch.arange(32) % 10
+    torch.manual_seed(0)
+    task.forward_backward(torch.zeros(32, 3, 8, 8), y)
+    (got,) = seen
+    kept = got != 10
+    assert 4 < (~kept).sum() < 28 and torch.equal(got[kept], y[kept])
+    plain, _ = small_model(class_cond=True, num_classes=10)
+    task0 = DiffusionTask(model=plain, diffusion=diffusion)
+    monkeypatch.setattr(task0, "drop_labels", lambda labels: pytest.fail("p = 0 must not touch the labels"))
+    task0.forward_backward(torch.zeros(4, 3, 8, 8), y[:4])
+    assert torch.equal(seen[-1], y[:4])
+
+
 @pytest.mark.parametrize("flags,message", [
     (dict(class_cond=True, class_dropout_prob=0.0), "--guidance_scale 3 needs a model trained with "
                                                     "--class_dropout_prob > 0"),

@@ -72,9 +72,11 @@ def thresholds(heldout_images, heldout_features, train_images, train_features) -
 def measure(images, features, train_images, train_features, limits: dict, pairs_path=None) -> dict:
     """Each sample's nearest training image in both spaces and the shares closer than `limits`
     (thresholds()); with `pairs_path`, the PAIRS closest (sample, training image) pairs in pixels
-    are written there (npz: samples, train, distance, sample_index, train_index) for the figure."""
+    are written there (npz: samples, train, distance, sample_index, train_index) for the figure,
+    with every sample's nearest training image in both spaces (nearest_{pixels,features}_index
+    and _distance, in the training images' order)."""
     out = {}
-    fd, _ = nearest(features, train_features)
+    fd, fj = nearest(features, train_features)
     out["copies_features"], out["copies_features_std"] = share(fd, limits["features"])
     out["nearest_train_features_median"] = float(np.median(fd))
     if limits.get("pixels") is not None and train_images is not None and images.shape[1:] == train_images.shape[1:]:
@@ -87,7 +89,10 @@ def measure(images, features, train_images, train_features, limits: dict, pairs_
             with fileio.atomic_path(pairs_path) as tmp:
                 with open(tmp, "wb") as f:
                     np.savez(f, samples=images[order], train=train_images[pj[order]], distance=pd[order],
-                             sample_index=order, train_index=pj[order])
+                             sample_index=order, train_index=pj[order],
+                             # every sample's nearest training image, in both spaces
+                             nearest_pixels_index=pj, nearest_pixels_distance=pd,
+                             nearest_features_index=fj, nearest_features_distance=fd)
             out["closest_pairs"] = pairs_path
     out["copy_threshold"] = {k: v for k, v in limits.items() if v is not None}
     return out

@@ -238,6 +238,7 @@ def test_docs_say_killwait_bounds_the_checkpoint_and_how_to_size_the_lead_time()
     not by TORCH_ELASTIC_SHUTDOWN_TIMEOUT as the docs used to advise; they show the script's own
     warning signal and how to size its lead time."""
     docs = (helpers.ROOT / "docs" / "operations.md").read_text()
+    assert "\n## Slurm\n" in docs
     section = docs[docs.index("\n## Slurm\n"):]
     section = section[:section.index("\n## ", 1)]
     spec = re.search(r"^#SBATCH (--signal=\S+)$", SBATCH.read_text(), re.M).group(1)

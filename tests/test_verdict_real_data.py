@@ -197,10 +197,10 @@ def test_exact_training_images_are_named_as_copies_and_fresh_draws_are_not(tmp_p
     results = [_run(tmp_path, name, dict(compare.judge(p, judging=judging), sampler="default", npz=p, nfe=1))
                for name, p in (("copier", copier), ("fresh", fresh))]
     real = compare.judge_real(judging, 16, 300, str(tmp_path / "heldout"))
-    assert results[0]["rows"][0]["copies"] == 1.0 and results[0]["rows"][0]["nearest_train_pixels_min"] == 0.0
+    assert results[0]["rows"][0]["copies"] == 1.0 and results[0]["rows"][0]["nearest_train_pixels_min"] < 1e-6
     assert results[1]["rows"][0]["copies"] < 0.15 and real["rows"][0]["copies"] < 0.15
     with np.load(results[0]["rows"][0]["closest_pairs"]) as z:  # each sample's nearest training image
-        assert not z["nearest_pixels_distance"].any() and z["nearest_features_distance"].max() < 1e-6
+        assert z["nearest_pixels_distance"].max() < 1e-6 and z["nearest_features_distance"].max() < 1e-3  # held-out: ~5
         assert (judging.training_images()[z["nearest_pixels_index"]] == train[a[:300]]).all()
     text = _find(verdict.verdict(results, real=real), "Copies of the training set")
     named = text.split(" more than real data does")[0].split("): ", 1)[1]

@@ -128,14 +128,15 @@ def test_the_data_path_is_rank_0s_whatever_each_nodes_environment_says(unshare, 
 @pytest.mark.parametrize("cache_seen_by", ["both", "each"])
 def test_nodes_sharing_the_cache_folder_decode_once(cache_seen_by, unshare, digits, tmp_path):
     """Two host names, one cache folder: one node decodes and both map the file. The same folder name
-    node-local on each node: each node decodes its own (no node waits for a file it cannot see)."""
+    node-local on each node, and one host name (containers on one machine with host networking): each
+    node decodes its own, and no node waits for a file it cannot see."""
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
     env = helpers.test_env(TRAINKIT_DATA_CACHE=cache, TRAINKIT_DATA_CACHE_MB=0, **LOOPBACK)
     port = helpers.free_port()
     argv = ["--data_dir", digits(16), "--logdir", run_dir, *STEPS]
     cache.mkdir()
     results = _job(_agent(0, port, argv, env),
-                   _agent(1, port, argv, env, host="node1", private=cache if cache_seen_by == "each" else None))
+                   _agent(1, port, argv, env, **({"private": cache} if cache_seen_by == "each" else {"host": "node1"})))
     assert all(rc == 0 for rc, _, _ in results), _say(results)
     _same_params(run_dir)
     decodes = [err.count(DECODING) for _, _, err in results]

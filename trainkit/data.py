@@ -397,15 +397,19 @@ def _boot_id() -> str:
         return ""
 
 
+def _namespace(kind: str) -> str:
+    """This process's `kind` namespace ("pid", "mnt"), e.g. "mnt:[4026531832]", or "" without /proc."""
+    try:
+        return os.readlink(f"/proc/self/ns/{kind}")
+    except OSError:
+        return ""
+
+
 def _machine_token() -> str:
     """8 hex digits naming this kernel boot and pid namespace: within one token a pid names one
     process, so only there does a dead pid prove that a writer is gone. A host name alone does
     not: two machines (or containers sharing a cache folder) may carry the same one."""
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = ""
-    return hashlib.sha256(f"{_boot_id()}\n{namespace}".encode()).hexdigest()[:8]
+    return hashlib.sha256(f"{_boot_id()}\n{_namespace('pid')}".encode()).hexdigest()[:8]
 
 
 def _host_label() -> str:
@@ -505,8 +509,9 @@ def _sharing(path: str) -> tuple:
     the sharers. Collective; every rank raises the same UserError.
 
     A node is a host name plus the kernel's boot id, so that two machines given the same name
-    stay apart; it needs no LOCAL_RANK from the launcher, and the "nodes" of a multi-node test
-    started on one machine share the decoding. Nodes whose cache folder is one folder (a shared
+    stay apart, plus the mount namespace, so that containers sharing a machine's name (host
+    networking) stay apart too; it needs no LOCAL_RANK from the launcher, and the "nodes" of a
+    multi-node test started on one machine share the decoding. Nodes whose cache folder is one folder (a shared
     file system) share the file too, decoded by one node while the others wait: each node's
     first rank writes a token file into its folder, and nodes that see the same tokens share.
     Names and device numbers cannot tell this (an NFS export has another device number on every
@@ -514,12 +519,12 @@ def _sharing(path: str) -> tuple:
     machines writing one file through shared mappings could write back each other's pages."""
     directory = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
-    node = (socket.gethostname(), _boot_id(), directory, name)
+    node = (socket.gethostname(), _boot_id(), _namespace("mnt"), directory, name)
     nodes = dist.all_gather_object(node)
     leaders = {}  # the first rank of each node
     for r, key in enumerate(nodes):
         leaders.setdefault(key, r)
-    if len({key[3] for key in leaders}) == len(leaders):  # no other node loads this file: nothing to find out
+    if len({key[-1] for key in leaders}) == len(leaders):  # no other node loads this file: nothing to find out
         sharers = [r for r, key in enumerate(nodes) if key == node]
         return sharers, sharers
     me = dist.rank()
@@ -539,14 +544,14 @@ def _sharing(path: str) -> tuple:
             raise UserError(errors[0])
         seen = None
         if leaders[node] == me:  # the tokens of the nodes loading a file of this name that are here
-            seen = tuple(r for r, (t, _) in enumerate(tokens) if t and nodes[r][3] == name
+            seen = tuple(r for r, (t, _) in enumerate(tokens) if t and nodes[r][-1] == name
                          and os.path.exists(os.path.join(directory, t)))
         views = dist.all_gather_object(seen)  # also: every node has looked, tokens may go
     finally:
         if token:
             _remove(os.path.join(directory, token))
     view = views[leaders[node]]
-    sharers = [r for r, key in enumerate(nodes) if key[3] == name and views[leaders[key]] == view]
+    sharers = [r for r, key in enumerate(nodes) if key[-1] == name and views[leaders[key]] == view]
     first = nodes[sharers[0]]
     return sharers, [r for r in sharers if nodes[r] == first]
 

@@ -9,7 +9,10 @@ job), then each of its samplers on the same sample indices and seeds. Every job 
 through `launch/run.sh` with the config's process count (mpiexec when available, else torchrun),
 its output kept in `<stage>/launch.log`. Samples are judged by FD-digits (and class accuracy
 when the samples carry labels); train img/s, wall times, sampling s/image, network evaluations
-per image and parameter counts are recorded. `report.md` and a self-contained `report.html`
+per image and parameter counts are recorded. Held-out real images (the data set's test split,
+never trained on) are judged the same way as the first row (`judge_real`), every row on as many
+samples as there are held-out images when fewer (FD's bias moves with n), and every row's
+copies of the training set are measured (evaluations.copies). `report.md` and a self-contained `report.html`
 go to the comparison's run directory; a stage that failed shows as failed and the rest go on.
 While it runs, `Progress` shows stages done / total, elapsed and left of the budget, and a running
 training's latest progress.csv step or a running sampler's samples written of the total (its

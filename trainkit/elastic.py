@@ -10,8 +10,15 @@ with what the launcher started, or the run stops with one line naming both value
 
 Defaults: with one node and no --master_port, the rendezvous takes a free port from the OS; with
 several nodes the port is the reference's hard-coded 6020 unless --master_port says otherwise.
+
+Several nodes meet at node 0's --master_address:--master_port with the node ranks of the flags
+(torch's static rendezvous): every node must use the same rendezvous run id, so it is derived from
+what every node's command line shares (address, port, node count), never drawn at random. Two runs
+on one machine at the same time need different ports anyway (node 0 listens on it), so their ids
+differ too. $TORCHELASTIC_RUN_ID, when set, is used as given.
 """
 
+import hashlib
 import logging
 import os
 import sys
@@ -92,6 +99,14 @@ def wants_spawn(o) -> bool:
     return _value(o, "num_proc_node", 1) * _value(o, "num_process_per_node", 1) > 1
 
 
+def run_id(address: str, port: int, nodes: int) -> str:
+    """The rendezvous run id of a launch: the same on every node of one run. A one-node run with
+    port 0 has no other node to agree with, and its port is not known yet: a random id."""
+    if nodes == 1 and not port:
+        return uuid.uuid4().hex[:12]
+    return "ddgan-" + hashlib.sha256(f"{address}:{port}/{nodes}".encode()).hexdigest()[:12]
+
+
 def spawn(o, module: str, argv=None) -> int:
     """Run `python -m module argv` as num_process_per_node elastic workers on this node (one
     agent per node, as torchrun); returns the exit status, a failed rank's own."""
@@ -110,7 +125,7 @@ def spawn(o, module: str, argv=None) -> int:
         port = _value(o, "master_port", REFERENCE_PORT)
         backend, configs = "static", {"rank": node_rank}
     config = LaunchConfig(min_nodes=nodes, max_nodes=nodes, nproc_per_node=per_node,
-                          run_id=os.environ.get("TORCHELASTIC_RUN_ID", uuid.uuid4().hex[:12]),
+                          run_id=os.environ.get("TORCHELASTIC_RUN_ID") or run_id(address, port, nodes),
                           rdzv_backend=backend, rdzv_endpoint=f"{address}:{port}", rdzv_configs=configs,
                           max_restarts=0, monitor_interval=0.1)
     # a failed rank has said why on stderr; the agent's own report of it would be the last line

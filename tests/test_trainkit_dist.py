@@ -109,15 +109,23 @@ def test_resume_is_bit_exact_on_two_ranks(digits, tmp_path, two_rank_runs):
 
 
 def test_multinode_torchrun_on_one_machine(digits, tmp_path):
-    """Two torchrun agents, one process each, meet at a c10d rendezvous and form one job."""
+    """Two torchrun agents, one process each, meet at a c10d rendezvous and form one job. As root,
+    under a host name that does not resolve (torchrun publishes the host name unless told an
+    address: the agents used to wait 10 minutes for each other; run.sh gives loopback endpoints
+    a loopback local address)."""
     port = helpers.free_port()
     run_dir = tmp_path / "run"
+    unresolvable = os.geteuid() == 0 and shutil.which("unshare") is not None
+    # the fork server's children keep its host name: real interpreters under a name of their own
+    env = helpers._base_env() if unresolvable else helpers.test_env()
     agents = []
     for node_rank in (0, 1):
         cmd = ["bash", helpers.ROOT / "launch" / "run.sh", "--nnodes", "2", "--node_rank", str(node_rank),
                "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", f"t{port}", "torchrun", "1",
                "trainkit.selfcheck", "--data_dir", digits(16), "--logdir", run_dir, "--dump", *STEPS]
-        agents.append(subprocess.Popen([str(c) for c in cmd], cwd=helpers.ROOT, env=helpers.test_env(),
+        if unresolvable:
+            cmd = ["unshare", "--uts", "--", "bash", "-c", 'hostname "tk-unresolvable-$$"; exec "$@"', "_", *cmd]
+        agents.append(subprocess.Popen([str(c) for c in cmd], cwd=helpers.ROOT, env=env,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=600) for p in agents]
     for p, (out, err) in zip(agents, outs):

@@ -23,6 +23,7 @@ import contextlib
 import datetime
 import inspect
 import os
+import signal
 import socket
 import threading
 
@@ -177,6 +178,21 @@ def peer_failure(exc: BaseException):
             "resume with --resume_checkpoint auto")
 
 
+def _tell_mpiexec_guard() -> None:
+    """launch/run.sh starts mpiexec under a guard (`run.sh --mpiexec_guard`) that bounds how long
+    mpiexec may take to end the job after an abort; a rank on the guard's host tells it so."""
+    host, _, pid = os.environ.get("TRAINKIT_MPIEXEC_GUARD", "").partition(" ")
+    if host != socket.gethostname() or not pid.isdigit():
+        return
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"--mpiexec_guard" not in f.read():
+                return  # not the guard (its process has gone, and the pid was reused)
+        os.kill(int(pid), signal.SIGUSR2)
+    except OSError:
+        pass
+
+
 def abort_mpi(code: int) -> None:
     """End every rank of an MPI world after this rank failed: without it the failed rank waits in
     MPI_Finalize for peers that wait in a collective for the whole timeout. Only when this
@@ -190,6 +206,7 @@ def abort_mpi(code: int) -> None:
         if mpi.Is_initialized() and not mpi.Is_finalized() and mpi.COMM_WORLD.Get_size() > 1:
             sys.stdout.flush()
             sys.stderr.flush()
+            _tell_mpiexec_guard()
             # MPI_Abort asks the launcher to end every rank; with the network to it cut that
             # request can wait forever, so this rank leaves by itself after a few seconds (the
             # launcher then sees a rank that exited without MPI_Finalize, and ends the job).

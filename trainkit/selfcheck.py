@@ -10,12 +10,14 @@ Test hooks: `--dump` writes each rank's parameters and the data indices it consu
 run directory; `--selfkill_rank/--selfkill_step` make a rank SIGKILL itself; `--selfterm_step`
 makes rank 0 send itself SIGTERM (a deterministic preemption); `--hold_step N` makes every
 rank write `hold_rank{R}.json` (pid, CPUs) into the run directory after step N and wait there
-for a stop request, so that a test can stop a run mid-training without a timer.
+for a stop request, so that a test can stop a run mid-training without a timer; `--selfraise_step` makes rank
+--selfkill_rank raise an exception after that step (a bug in one rank).
 """
 
 import json
 import os
 import signal
+import socket
 import time
 
 import torch
@@ -52,6 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--selfkill_step", type=int, default=-1,
                    help="rank --selfkill_rank kills itself (SIGKILL) after this step; not in a torchrun restart")
     p.add_argument("--selfterm_step", type=int, default=-1)
+    p.add_argument("--selfraise_step", type=int, default=-1,
+                   help="rank --selfkill_rank raises RuntimeError after this step")
     p.add_argument("--hold_step", type=int, default=-1,
                    help="after this step each rank writes hold_rank{R}.json and waits (up to 120 s) for a signal")
     p.add_argument("--save_delay", type=float, default=0.0,
@@ -84,6 +88,8 @@ class AutoencoderTask(loop.Task):
         first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0  # torchrun --max-restarts
         if done == self.args.selfkill_step and dist.rank() == self.args.selfkill_rank and first_attempt:
             os.kill(os.getpid(), signal.SIGKILL)
+        if done == self.args.selfraise_step and dist.rank() == self.args.selfkill_rank:
+            raise RuntimeError(f"selfcheck: rank {dist.rank()} raised after step {done} (--selfraise_step)")
         if done == self.args.hold_step:
             self._hold(done)
         if done == self.args.selfterm_step and dist.is_main():
@@ -135,7 +141,8 @@ def main(argv=None):
     if args.dump:
         torch.save({k: v.cpu() for k, v in task.model.state_dict().items()}, os.path.join(r.dir, f"params_rank{dist.rank()}.pt"))
         with open(os.path.join(r.dir, f"indices_rank{dist.rank()}.json"), "w") as f:
-            json.dump({"start": task.start, "batches": task.consumed}, f)
+            json.dump({"start": task.start, "batches": task.consumed, "threads": torch.get_num_threads(),
+                       "host": socket.gethostname()}, f)
     if dist.is_main():
         print(f"done at step {step}", flush=True)  # the logger is closed by the loop
 

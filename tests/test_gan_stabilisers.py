@@ -281,3 +281,37 @@ def test_ddgan_ema_kimg_is_its_sampling_weights_and_flags_are_checked():
     assert tr.halflife.nimg == 8 and tr.halflife.rampup is None
     with pytest.raises(Exception, match="--ema_kimg -1"):
         ddgan_train.check_options(vars(ddgan_train.create_parser().parse_args(DDGAN_TINY + ["--ema_kimg", "-1"])))
+
+
+@pytest.mark.slow
+def test_a_ddgan_run_with_the_stabilisers_samples_its_average_and_a_posthoc_folder(tmp_path, digits):
+    """ddgan.train with --diffaug, --ema_kimg and --ema_std on 2 ranks: the run samples its
+    half-life average by default, and ddgan.sample on a post-hoc folder draws the reconstructed
+    generator's images."""
+    import numpy as np
+
+    import helpers
+    from ddgan import sample as ddgan_sample
+    from test_ddgan_cli import FLAGS, SMALL, SMALL_MODEL
+    from trainkit import posthoc_ema
+
+    run_dir = tmp_path / "run"
+    proc = helpers.launch("mpiexec", 2, "ddgan.train", "--data_dir", digits(16), "--batch_size", 4, *SMALL,
+                          "--max_steps", 4, "--save_interval", 4, "--diffaug", "color,translation,cutout",
+                          "--ema_kimg", "0.1", "--ema_std", "0.1", "--ema_snapshot_interval", 2, "--logdir", run_dir,
+                          flag_files=[FLAGS])
+    assert proc.returncode == 0, helpers.describe(proc)
+    ck = checkpoint.resolve(str(run_dir))
+    assert ck.state["sample_weights"] == "ema_kimg0.1_" and ck.state["halflife_ema"]["nimg"] == 32
+    assert ddgan_sample.pick_weights(ck, "auto")[0] == "ema_kimg0.1_"
+    assert posthoc_ema.main([str(run_dir), "--sigma_rel", "0.2", "--out", str(tmp_path / "ph")]) == 0
+    folder = tmp_path / "ph" / "sigma_rel_0.2"
+    proc = helpers.launch("local", 1, "ddgan.sample", "--model_path", folder, "--num_samples", 3, *SMALL_MODEL,
+                          "--logdir", tmp_path / "s", flag_files=[FLAGS])
+    assert proc.returncode == 0, helpers.describe(proc)
+    assert "ema_posthoc0.2_000004.pt" in proc.stdout
+    images = np.load(tmp_path / "s" / "samples_3x16x16x1.npz")["arr_0"]
+    raw = helpers.launch("local", 1, "ddgan.sample", "--model_path", run_dir, "--weights", "raw", "--num_samples", 3,
+                         *SMALL_MODEL, "--logdir", tmp_path / "r", flag_files=[FLAGS])
+    assert raw.returncode == 0, helpers.describe(raw)
+    assert not np.array_equal(images, np.load(tmp_path / "r" / "samples_3x16x16x1.npz")["arr_0"])

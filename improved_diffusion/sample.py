@@ -5,7 +5,8 @@ Accepts every flag of openai's scripts/image_sample.py with the same defaults. E
 cli.settled_ema; model flags are then read from the run's options.json unless given), --seed,
 --logdir, --ddim_eta, --class_labels, --precision, and the fast samplers of samplers.py:
 --sampler ddpm|ddim|dpmpp_2m|dpmpp_2m_sde|heun, --steps N, --time_schedule uniform|logsnr|karras (see
-`resolve_sampler`). Each sample index owns a generator seeded from (--seed, index) that draws
+`resolve_sampler`), and --guidance_scale W (classifier-free guidance of a model trained with
+--class_dropout_prob > 0: guidance.py). Each sample index owns a generator seeded from (--seed, index) that draws
 its label, x_T and every step's noise, so the npz does not depend on --batch_size or the number
 of ranks.
 """

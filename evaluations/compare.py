@@ -45,7 +45,7 @@ from . import report
 ROOT = resources.ROOT
 CONFIG_KEYS = ("DATA_DIR", "DATA_PREP", "DATA_ROOT", "DATA_NEEDS", "NPROC", "MINUTES", "TRAIN_FRACTION", "NUM_SAMPLES",
                "SAMPLE_BATCH", "RUNS", "FEATURES", "REFERENCE", "REFERENCE_SIZE", "CLASS_ACCURACY", "PICTURES",
-               "LOSS_PICTURE", "PROBE_POINTS", "PROBE_SAMPLES")
+               "LOSS_PICTURE", "PROBE_POINTS", "PROBE_SAMPLES", "POSTHOC_EMA", "POSTHOC_SAMPLES", "GUIDANCE_FLAG")
 
 
 # --- configuration ----------------------------------------------------------------------
@@ -79,7 +79,12 @@ def read_config(path: str) -> dict:
             # unset: 4 probes of 200 samples; PROBE_POINTS=0 trains without the probe
             "probe_points": int(values.get("PROBE_POINTS") or "4"),
             "probe_samples": int(values.get("PROBE_SAMPLES") or "200"),
+            # the sampling flag whose value is a guidance scale: rows are plotted against it
+            "guidance_flag": values.get("GUIDANCE_FLAG") or "--guidance_scale",
         }
+        # the post-hoc EMA sweep's sample count: the probe's n unless set
+        posthoc_samples = int(values.get("POSTHOC_SAMPLES") or config["probe_samples"] or 200)
+        attach_posthoc(config["runs"], values.get("POSTHOC_EMA", ""), posthoc_samples)
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
     if not config["data_dir"]:
@@ -111,6 +116,48 @@ def parse_pictures(text: str) -> list:
             raise ValueError(f"PICTURES line {line.strip()!r}: expected 'RUN | NAME.png [| SAMPLER]'")
         pictures.append((cells[0], cells[1], cells[2] if len(cells) == 3 and cells[2] else None))
     return pictures
+
+
+def attach_posthoc(runs: list, text: str, samples: int):
+    """POSTHOC_EMA lines `RUN | σ_rel,σ_rel,... [| SAMPLER]`: the run (trained with --ema_std and
+    --ema_snapshot_interval) gets a post-hoc EMA sweep, `run["posthoc"]`: each σ_rel reconstructed
+    from its snapshots (trainkit.posthoc_ema), sampled `samples` times with SAMPLER (default: the
+    run's first) and judged; the best by FD is then sampled like every row."""
+    by_name = {r["name"]: r for r in runs}
+    for line in text.splitlines():
+        if not line.strip() or line.strip().startswith("#"):
+            continue
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) not in (2, 3):
+            raise ValueError(f"POSTHOC_EMA line {line.strip()!r}: expected 'RUN | SIGMA_REL,... [| SAMPLER]'")
+        name, sigmas, sampler = cells[0], cells[1], (cells[2] if len(cells) == 3 else "")
+        if name not in by_name:
+            raise ValueError(f"POSTHOC_EMA names run {name!r}, which RUNS does not have")
+        try:
+            values = [float(x) for x in sigmas.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"POSTHOC_EMA line {line.strip()!r}: {sigmas!r} is not a comma list of σ_rel") from None
+        if not values or not all(0 < v < 0.2887 for v in values):  # σ_rel's range (trainkit.phema)
+            raise ValueError(f"POSTHOC_EMA line {line.strip()!r}: each σ_rel must lie in (0, 0.2887)")
+        labels = [s["label"] for s in by_name[name]["samplers"]]
+        if sampler and sampler not in labels:
+            raise ValueError(f"POSTHOC_EMA line {line.strip()!r}: run {name} has no sampler {sampler!r} ({labels})")
+        by_name[name]["posthoc"] = {"sigma_rels": values, "sampler": sampler or labels[0], "samples": samples}
+
+
+def posthoc_label(sigma_rel: float, sampler: str) -> str:
+    """The row label of a post-hoc average's full sampling: `phema0.1` or `phema0.1-SAMPLER`."""
+    return f"phema{sigma_rel:g}" + ("" if sampler == "default" else f"-{sampler}")
+
+
+def guidance_scale(flags: list, flag: str):
+    """The value of the guidance flag among a sampler's flags, or None when it has none."""
+    for i, a in enumerate(flags):
+        if a == flag and i + 1 < len(flags):
+            return float(flags[i + 1])
+        if a.startswith(flag + "="):
+            return float(a.split("=", 1)[1])
+    return None
 
 
 def parse_runs(text: str, path: str) -> list:
@@ -885,7 +932,10 @@ def prepare_data(config, data_dir, data_root):
 
 def planned_stages(entry, baseline=True, control=True) -> int:
     """The jobs compare_run starts for `entry` when none fails: the progress display's total."""
-    return (2 if baseline else 0) + 1 + len(entry["samplers"]) + (len(CONTROL.get(entry["package"], [])) if control else 0)
+    # a post-hoc sweep: the reconstruction, one sampling per σ_rel and the best one's full sampling
+    sweep = 2 + len(entry["posthoc"]["sigma_rels"]) if entry.get("posthoc") else 0
+    return ((2 if baseline else 0) + 1 + len(entry["samplers"]) + sweep
+            + (len(CONTROL.get(entry["package"], [])) if control else 0))
 
 
 def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, baseline=True, control=True,
@@ -903,9 +953,9 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
                       "--logdir", stage_dir)
         return Stage(stage_dir, argv, deadline, watch_csv=os.path.join(stage_dir, "progress.csv")).run(reuse, progress)
 
-    def sample(model_dir, stage_dir, flags):
+    def sample(model_dir, stage_dir, flags, count=None):
         argv = run_sh(launcher, nproc, entry["flag_file"], f"{package}.sample", "--model_path", model_dir,
-                      "--num_samples", n, "--batch_size", batch, "--seed", 0, "--logdir", stage_dir, *flags)
+                      "--num_samples", count or n, "--batch_size", batch, "--seed", 0, "--logdir", stage_dir, *flags)
         return Stage(stage_dir, argv, watch_samples=True).run(reuse, progress)
 
     # A baseline trained for one step: what "untrained" scores. It uses the run's cheapest
@@ -951,12 +1001,29 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
         loss=options.get("loss"),  # gans' D loss kind
         quality=read_quality(train_dir),
     )
-    for sampler in entry["samplers"]:
-        stage_dir = os.path.join(base, f"samples-{sampler['label']}")
-        srec = sample(train_dir, stage_dir, sampler["flags"])
-        row = {"sampler": sampler["label"], "dir": stage_dir, "fd_untrained": baseline,
+    guidance_flag = config.get("guidance_flag", "--guidance_scale")
+    # (sampler, row label, model folder, post-hoc σ_rel or None): the training's recorded sampling
+    # weights for every sampler, then the post-hoc sweep's best average for its sampler
+    samplers = [(sampler, sampler["label"], train_dir, None) for sampler in entry["samplers"]]
+    if entry.get("posthoc"):
+        chosen = posthoc_sweep(entry, train_dir, base, reuse, judging, sample, result, progress)
+        if chosen is not None:
+            sampler = next(s for s in entry["samplers"] if s["label"] == entry["posthoc"]["sampler"])
+            samplers.append((sampler, posthoc_label(chosen[0], sampler["label"]), chosen[1], chosen[0]))
+    for sampler, label, model_dir, sigma_rel in samplers:
+        stage_dir = os.path.join(base, f"samples-{label}")
+        srec = sample(model_dir, stage_dir, sampler["flags"])
+        row = {"sampler": label, "dir": stage_dir, "fd_untrained": baseline,
                "untrained_sampler": baseline_sampler,
                "nfe": network_evaluations(package, options, sampler["flags"])}
+        scale = guidance_scale(sampler["flags"], guidance_flag)
+        if scale is not None:
+            row["guidance_scale"] = scale
+            # rows that differ in the scale only (same weights, same other flags) are one curve
+            row["guidance_curve"] = (f"σ_rel {sigma_rel:g} " if sigma_rel is not None else "") + shlex.join(
+                drop_flag(sampler["flags"], guidance_flag))
+        if sigma_rel is not None:
+            row["sigma_rel"] = sigma_rel
         if srec["ok"]:
             row["npz"] = find_samples(stage_dir)
             row.update(judge(row["npz"], judging=judging))
@@ -970,6 +1037,72 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
     if control:
         result["control"] = controllability(entry, train_dir, base, data_train, reuse, result["failed"], progress)
     return result
+
+
+def drop_flag(flags: list, flag: str) -> list:
+    """`flags` without `flag` and its value."""
+    out, skip = [], False
+    for a in flags:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
+
+
+def posthoc_sweep(entry, train_dir, base, reuse, judging, sample, result, progress=None):
+    """The post-hoc EMA sweep of `entry["posthoc"]`: reconstruct each σ_rel from the training's
+    snapshots, sample `samples` images of each with the sweep's sampler (same seeds), judge them
+    and return (best σ_rel by FD, its checkpoint folder), or None when the sweep could not run
+    (a training too short for a snapshot: said in result["posthoc"]["note"]; a failed stage:
+    result["failed"]). result["posthoc"] keeps every σ_rel's figures for the report."""
+    spec = entry["posthoc"]
+    sweep = {"sampler": spec["sampler"], "samples": spec["samples"], "rows": []}
+    result["posthoc"] = sweep
+    snapshots = glob.glob(os.path.join(train_dir, "phema_snapshots", "snapshot*.pt"))
+    stages = 2 + len(spec["sigma_rels"])
+    if not snapshots:
+        sweep["note"] = ("no post-hoc EMA sweep: the training wrote no power-function EMA snapshot (it stopped before "
+                         "its first --ema_snapshot_interval, or was not trained with --ema_std)")
+        if progress:
+            progress.skip_to(progress.done + stages, entry["name"], "post-hoc sweep skipped: no snapshot")
+        return None
+    stage_dir = os.path.join(base, "posthoc_ema")
+    folders = os.path.join(stage_dir, "averages")
+    argv = [sys.executable, "-m", "trainkit.posthoc_ema", train_dir, "--out", folders,
+            "--sigma_rel", ",".join(f"{v:g}" for v in spec["sigma_rels"])]
+    stage = Stage(stage_dir, argv)
+    if not (reuse and stage.done_before()) and os.path.isdir(folders):
+        import shutil
+
+        shutil.rmtree(folders)  # reconstructed again: its folders are written whole, never over old ones
+    rec = stage.run(reuse, progress)
+    if not rec["ok"]:
+        result["failed"].append(("post-hoc EMA", rec))
+        if progress:
+            progress.skip_to(progress.done + stages - 1, entry["name"], "post-hoc sweep skipped")
+        return None
+    flags = next(s for s in entry["samplers"] if s["label"] == spec["sampler"])["flags"]
+    for sigma in spec["sigma_rels"]:
+        folder = os.path.join(folders, f"sigma_rel_{float(sigma)!r}")
+        sdir = os.path.join(stage_dir, f"samples-{sigma:g}")
+        srec = sample(folder, sdir, flags, spec["samples"])
+        if not srec["ok"]:
+            result["failed"].append((f"post-hoc σ_rel {sigma:g} samples", srec))
+            continue
+        m = judge(find_samples(sdir), judging=judging)
+        sweep["rows"].append({"sigma_rel": sigma, "folder": folder,
+                              **{k: m[k] for k in ("fd_digits", "fd_std", "precision", "recall", "num_samples",
+                                                   "class_accuracy", "class_recall_mean") if k in m}})
+    if not sweep["rows"]:
+        if progress:
+            progress.skip_to(progress.done + 1, entry["name"], "post-hoc sweep: nothing judged")
+        return None
+    best = min(sweep["rows"], key=lambda row: row["fd_digits"])
+    sweep["best"] = best["sigma_rel"]
+    return best["sigma_rel"], best["folder"]
 
 
 # entry points that show a family's controllability (seed 001): latent interpolation for

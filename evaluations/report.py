@@ -431,11 +431,125 @@ def _scaled_copy(src, dst, scale=3):
     return dst
 
 
+# the measures a guidance or post-hoc EMA figure draws, one panel each: (key, label, std key)
+TRADE_OFF = [("fd_digits", None, "fd_std"), ("precision", "precision", "precision_std"),
+             ("recall", "recall", "recall_std"), ("class_accuracy", "class accuracy", None)]
+
+
+def _trade_off_figure(curves: list, path: str, xlabel: str, title: str, fd_name: str, best=None):
+    """One panel per TRADE_OFF measure (class accuracy only when some curve has it), each curve
+    [(x, row)] drawn against x with ±1 std error bars where the row has them; `best` {curve label:
+    x} rings the chosen point."""
+    keys = [k for k in TRADE_OFF if any(k[0] in row for _, points in curves for _, row in points)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.1 * len(keys), 3.0), squeeze=False)
+    for ax, (key, name, std_key) in zip(axes[0], keys):
+        for label, points in curves:
+            points = sorted((x, row) for x, row in points if row.get(key) is not None)
+            if not points:
+                continue
+            xs = [x for x, _ in points]
+            ys = [row[key] for _, row in points]
+            err = [row.get(std_key) or 0 for _, row in points] if std_key else None
+            ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3, lw=1, label=label)
+            if best and label in best:
+                for x, row in points:
+                    if x == best[label]:
+                        ax.scatter([x], [row[key]], s=120, facecolors="none", edgecolors="k", zorder=4)
+        ax.set_xlabel(xlabel)
+        ax.set_title(name or f"{fd_name} (lower is better)", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save_figure(fig, path)
+    return path
+
+
+def guidance_curves(results: list) -> list:
+    """[(label, [(guidance scale, row)])]: the rows of a run that differ only in their guidance
+    scale (compare's `guidance_curve`), when there are at least two scales."""
+    curves = []
+    for r in results:
+        groups = {}
+        for row in r["rows"]:
+            if row.get("guidance_scale") is not None and row.get("fd_digits") is not None:
+                groups.setdefault(row.get("guidance_curve", ""), []).append(row)
+        for key, rows in groups.items():
+            if len({row["guidance_scale"] for row in rows}) >= 2:
+                label = r["name"] if len(groups) == 1 else f"{r['name']} ({', '.join(row['sampler'] for row in rows)})"
+                curves.append((label, [(row["guidance_scale"], row) for row in rows]))
+    return curves
+
+
+def guidance_figure(results: list, path: str, fd_name: str = "FD-digits"):
+    """FD, precision, recall and class accuracy against the guidance scale (1: the conditional
+    model itself), one curve per run and sampler; None without two scales of one sampler."""
+    curves = guidance_curves(results)
+    if not curves:
+        return None
+    n = {row.get("num_samples") for _, points in curves for _, row in points}
+    return _trade_off_figure(curves, path, "guidance scale w (1: no guidance)",
+                             f"classifier-free guidance: quality against w ({'/'.join(map(str, sorted(n)))} samples)",
+                             fd_name)
+
+
+def posthoc_figure(results: list, path: str, fd_name: str = "FD-digits"):
+    """Each post-hoc EMA sweep's σ_rel against FD, precision, recall (and class accuracy), on
+    its probe-sized sample set; the σ_rel chosen for the full sampling ringed. None without a
+    sweep of two σ_rel."""
+    sweeps = [(r["name"], r["posthoc"]) for r in results if len((r.get("posthoc") or {}).get("rows", [])) >= 2]
+    if not sweeps:
+        return None
+    curves = [(name, [(row["sigma_rel"], row) for row in sweep["rows"]]) for name, sweep in sweeps]
+    best = {name: sweep.get("best") for name, sweep in sweeps}
+    n = {sweep["samples"] for _, sweep in sweeps}
+    return _trade_off_figure(curves, path, "σ_rel of the post-hoc EMA",
+                             f"post-hoc EMA sweep ({'/'.join(map(str, sorted(n)))} samples each; ringed: chosen)",
+                             fd_name, best)
+
+
+def posthoc_notes(results: list, fd_name: str = "FD-digits") -> list:
+    """One sentence per run with a post-hoc sweep: which σ_rel it chose and how that average's
+    full row compares with the row of the training's own sampling weights (same sampler)."""
+    notes = []
+    for r in results:
+        sweep = r.get("posthoc")
+        if not sweep:
+            continue
+        if sweep.get("note") or sweep.get("best") is None:
+            notes.append(f"{r['name']}: {sweep.get('note') or 'the post-hoc EMA sweep judged no σ_rel'}.")
+            continue
+        tried = ", ".join(f"{row['sigma_rel']:g} ({row['fd_digits']:.3g})" for row in sweep["rows"])
+        text = (f"{r['name']}: the post-hoc EMA sweep ({sweep['samples']} samples each, sampler {sweep['sampler']}; "
+                f"σ_rel ({fd_name}) {tried}) chose σ_rel {sweep['best']:g}, used for the full sampling")
+        phema = next((row for row in r["rows"] if row.get("sigma_rel") is not None and row.get("fd_digits") is not None),
+                     None)
+        fixed = next((row for row in r["rows"] if row["sampler"] == sweep["sampler"] and row.get("fd_digits") is not None),
+                     None)
+        if phema and fixed:
+            text += (f": row {phema['sampler']} scores {fd_name} {phema['fd_digits']:.3g} ± {phema['fd_std']:.2g} against "
+                     f"{fixed['fd_digits']:.3g} ± {fixed['fd_std']:.2g} for the training's own sampling weights "
+                     f"(row {fixed['sampler']})")
+        notes.append(text + ".")
+    return notes
+
+
 def _save_figure(fig, path):
     with fileio.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
+
+GUIDANCE_NOTE = (
+    "Each curve: one run's rows that differ only in the guidance scale w (uncond + w (cond - uncond); 1 is the "
+    "conditional model, 0 the unconditional one), judged like every row. Guidance trades diversity for "
+    "fidelity: class accuracy and precision rise with w, recall falls. A guided network evaluation costs two.")
+POSTHOC_NOTE = (
+    "Post-hoc EMA (Karras et al. 2024): the training tracked power-function averages (--ema_std) and saved "
+    "snapshots of them; trainkit.posthoc_ema reconstructed each σ_rel above from them (least squares), each was "
+    "sampled on the probe-sized set and judged, and the lowest FD's σ_rel was sampled like every row (its row "
+    "is labelled phema<σ_rel>). The other rows use the training's own sampling weights (its fixed-rate or "
+    "half-life average).")
 
 CONTROL_NOTE = (
     "Interpolation: each row goes from one seed's sample to the next seed's (slerp in the latent: z for the "
@@ -537,6 +651,9 @@ def write(out: str, results: list, meta: dict) -> dict:
     cost = cost_figure(results, os.path.join(fig_dir, "fd_vs_cost.png"), fd_name)
     quality = quality_figure(results, os.path.join(fig_dir, "fd_over_training.png"), fd_name, real)
     quality_note = _quality_note(results, fd_name, meta) if quality else ""
+    guidance_png = guidance_figure(results, os.path.join(fig_dir, "guidance.png"), fd_name)
+    posthoc_png = posthoc_figure(results, os.path.join(fig_dir, "posthoc_ema.png"), fd_name)
+    posthoc_text = posthoc_notes(results, fd_name)
     copies_png = copies_figure(results, os.path.join(fig_dir, "closest_training_images.png"), real)
     copies_note = ""
     if copies_png and real:
@@ -611,6 +728,11 @@ def write(out: str, results: list, meta: dict) -> dict:
         md += [f"## {fd_name} over training", "", f"![quality over training]({rel(quality)})", "", quality_note, ""]
     if cost:
         md += ["## FD against sampling cost", "", f"![cost]({rel(cost)})", ""]
+    if guidance_png:
+        md += ["## Classifier-free guidance", "", f"![guidance]({rel(guidance_png)})", "", GUIDANCE_NOTE, ""]
+    if posthoc_png or posthoc_text:
+        md += ["## Post-hoc EMA", ""] + ([f"![post-hoc EMA]({rel(posthoc_png)})", ""] if posthoc_png else [])
+        md += [f"- {t}" for t in posthoc_text] + ["", POSTHOC_NOTE, ""]
     if pictures:
         md += ["## The reference project's pictures", "", PICTURES_NOTE, ""]
         md += [f"- [{rel(p)}]({rel(p)}): {what}" for what, p in pictures] + [""]
@@ -654,6 +776,13 @@ def write(out: str, results: list, meta: dict) -> dict:
                  f"training'><p class='note'>{html.escape(quality_note)}</p>")
     if cost:
         h.append(f"<h2>FD against sampling cost</h2><img src='{_data_uri(cost)}' alt='FD vs cost'>")
+    if guidance_png:
+        h.append(f"<h2>Classifier-free guidance</h2><img src='{_data_uri(guidance_png)}' alt='guidance'>"
+                 f"<p class='note'>{html.escape(GUIDANCE_NOTE)}</p>")
+    if posthoc_png or posthoc_text:
+        h.append("<h2>Post-hoc EMA</h2>" + (f"<img src='{_data_uri(posthoc_png)}' alt='post-hoc EMA'>" if posthoc_png
+                                            else "") + "<ul>" + "".join(f"<li>{_md_inline(t)}</li>" for t in posthoc_text)
+                 + f"</ul><p class='note'>{html.escape(POSTHOC_NOTE)}</p>")
     if control:
         h.append(f"<h2>Controllability</h2><p class='note'>{html.escape(CONTROL_NOTE)}</p><div class='grids'>" + "".join(
             f"<figure><img src='{_data_uri(p)}' alt='{html.escape(label)}'><figcaption>{html.escape(label)}</figcaption></figure>"

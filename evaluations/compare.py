@@ -1006,7 +1006,7 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
     # weights for every sampler, then the post-hoc sweep's best average for its sampler
     samplers = [(sampler, sampler["label"], train_dir, None) for sampler in entry["samplers"]]
     if entry.get("posthoc"):
-        chosen = posthoc_sweep(entry, train_dir, base, reuse, judging, sample, result, progress)
+        chosen = posthoc_sweep(entry, train_dir, base, reuse, judging, sample, result, n, progress)
         if chosen is not None:
             sampler = next(s for s in entry["samplers"] if s["label"] == entry["posthoc"]["sampler"])
             samplers.append((sampler, posthoc_label(chosen[0], sampler["label"]), chosen[1], chosen[0]))
@@ -1052,12 +1052,13 @@ def drop_flag(flags: list, flag: str) -> list:
     return out
 
 
-def posthoc_sweep(entry, train_dir, base, reuse, judging, sample, result, progress=None):
+def posthoc_sweep(entry, train_dir, base, reuse, judging, sample, result, n, progress=None):
     """The post-hoc EMA sweep of `entry["posthoc"]`: reconstruct each σ_rel from the training's
-    snapshots, sample `samples` images of each with the sweep's sampler (same seeds), judge them
-    and return (best σ_rel by FD, its checkpoint folder), or None when the sweep could not run
-    (a training too short for a snapshot: said in result["posthoc"]["note"]; a failed stage:
-    result["failed"]). result["posthoc"] keeps every σ_rel's figures for the report."""
+    snapshots, sample `samples` images of each (at most `n`, the full sampling's count) with the
+    sweep's sampler (same seeds), judge them and return (best σ_rel by FD, its checkpoint
+    folder), or None when the sweep could not run (a training too short for a snapshot: said in
+    result["posthoc"]["note"]; a failed stage: result["failed"]). result["posthoc"] keeps every
+    σ_rel's figures for the report."""
     spec = entry["posthoc"]
     sweep = {"sampler": spec["sampler"], "samples": spec["samples"], "rows": []}
     result["posthoc"] = sweep
@@ -1085,10 +1086,12 @@ def posthoc_sweep(entry, train_dir, base, reuse, judging, sample, result, progre
             progress.skip_to(progress.done + stages - 1, entry["name"], "post-hoc sweep skipped")
         return None
     flags = next(s for s in entry["samplers"] if s["label"] == spec["sampler"])["flags"]
+    count = min(spec["samples"], n)  # never more than the full sampling draws (a smoke run's few)
+    sweep["samples"] = count
     for sigma in spec["sigma_rels"]:
         folder = os.path.join(folders, f"sigma_rel_{float(sigma)!r}")
         sdir = os.path.join(stage_dir, f"samples-{sigma:g}")
-        srec = sample(folder, sdir, flags, spec["samples"])
+        srec = sample(folder, sdir, flags, count)
         if not srec["ok"]:
             result["failed"].append((f"post-hoc σ_rel {sigma:g} samples", srec))
             continue

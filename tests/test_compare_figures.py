@@ -147,3 +147,19 @@ def test_a_sweep_reconstructs_samples_judges_and_the_best_sigma_rel_gets_a_full_
     assert not np.array_equal(a, b)
     assert f"chose σ_rel {best}, used for the full sampling" in md
     assert (out / "figures" / "posthoc_ema.png").is_file()
+
+
+def test_the_main_job_sweeps_every_run_that_tracks_profiles_and_guides_a_conditional_diffusion_run():
+    """flags/compare/digits.sh (issue 40, item 5): a run trained with --ema_std snapshots its
+    profiles and has a post-hoc sweep (else its profiles are never used); the cDDPM run is
+    trained with a null class and sampled at two guidance scales (the guidance figure's curve)."""
+    config = compare.read_config("flags/compare/digits.sh")
+    tracking = [r for r in config["runs"] if "--ema_std" in r["train_flags"]]
+    assert {r["name"] for r in tracking} >= {"dcgan", "cdcgan", "ddgan", "improved_diffusion"}
+    for r in tracking:
+        flags = r["train_flags"]
+        assert int(flags[flags.index("--ema_snapshot_interval") + 1]) > 0 and r.get("posthoc"), r["name"]
+    (cddpm,) = [r for r in config["runs"] if r["name"] == "cddpm"]
+    scales = {compare.guidance_scale(s["flags"], config["guidance_flag"]) for s in cddpm["samplers"]}
+    assert len(scales) == 2 and max(scales) > 1
+    assert "--class_dropout_prob 0.1" in open(cddpm["flag_file"]).read()

@@ -253,10 +253,13 @@ def test_a_failed_or_reused_stage_says_so(tmp_path):
 
 def test_the_total_counts_every_job_of_the_default_comparison():
     runs = {r["name"]: r for r in compare.read_config("flags/compare/digits.sh")["runs"]}
-    # untrained + its samples, the training, one job per sampler, the controllability entry points
-    assert compare.planned_stages(runs["dcgan"]) == 2 + 1 + 1 + 1
-    assert compare.planned_stages(runs["improved_diffusion"]) == 2 + 1 + 7 + 2
-    assert compare.planned_stages(runs["improved_diffusion"], baseline=False, control=False) == 1 + 7
+    # untrained + its samples, the training, one job per sampler, the post-hoc EMA sweep (the
+    # reconstruction, one sampling per σ_rel, the chosen one's full sampling), the controllability
+    # entry points
+    assert compare.planned_stages(runs["dcgan"]) == 2 + 1 + 1 + (1 + 3 + 1) + 1
+    assert compare.planned_stages(runs["improved_diffusion"]) == 2 + 1 + 3 + (1 + 3 + 1) + 2
+    assert compare.planned_stages(runs["improved_diffusion"], baseline=False, control=False) == 1 + 3 + (1 + 3 + 1)
+    assert compare.planned_stages(runs["cddpm"]) == 2 + 1 + 2 + 2  # no sweep
 
 
 # --- the summary ------------------------------------------------------------------------

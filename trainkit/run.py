@@ -566,6 +566,9 @@ def main(fn):
             sys.stdout.flush()
             print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
             code = 2
+            # under mpiexec a failed rank would wait in MPI_Finalize for peers that wait for it;
+            # before the group is torn down, which can itself fail with a peer gone
+            dist.abort_mpi(code)
         except Exception as e:
             # a rank that lost a peer says so in one line; any other failure keeps its traceback
             lost, code = dist.peer_failure(e), 1
@@ -575,11 +578,10 @@ def main(fn):
             else:
                 traceback.print_exc()
                 sys.stderr.flush()
+            dist.abort_mpi(code)
         finally:
             dist.shutdown()
         record_exit_status(code)
-        # under mpiexec a failed rank would wait in MPI_Finalize for peers that wait for it
-        dist.abort_mpi(code)
         sys.exit(code)
 
     return wrapper

@@ -8,6 +8,7 @@ through `noise_fn(like_tensor) -> tensor`, which is how per-sample generators ma
 independent of batch size and rank count.
 """
 
+import collections
 import enum
 import math
 
@@ -68,9 +69,33 @@ class LossType(enum.Enum):
         return self in (LossType.KL, LossType.RESCALED_KL)
 
 
+# Schedule tables on the device, keyed by their content: a numpy table copied to a CUDA device
+# is a synchronous host-to-device copy, and every training step indexes about 15 of them.
+# Content, not identity, because callers also pass tables computed on the fly (1 - alphas_cumprod,
+# np.log(betas)); the bytes of a 4000-step table are 32 KB, hashed in microseconds. Bounded: a
+# process that builds many diffusions drops the oldest tables.
+_DEVICE_TABLES = collections.OrderedDict()
+_DEVICE_TABLES_MAX = 256
+
+
+def _device_table(arr, device):
+    """`arr` (numpy) as a tensor of its own dtype on `device`, copied there once."""
+    arr = np.ascontiguousarray(arr)
+    key = (arr.dtype.str, arr.shape, arr.tobytes(), str(device))
+    table = _DEVICE_TABLES.get(key)
+    if table is None:
+        table = torch.from_numpy(arr.copy()).to(device=device)
+        _DEVICE_TABLES[key] = table
+        if len(_DEVICE_TABLES) > _DEVICE_TABLES_MAX:
+            _DEVICE_TABLES.popitem(last=False)
+    else:
+        _DEVICE_TABLES.move_to_end(key)
+    return table
+
+
 def _extract_into_tensor(arr, timesteps, broadcast_shape):
     """arr[timesteps] as float32 on timesteps' device, broadcast to broadcast_shape."""
-    res = torch.from_numpy(arr).to(device=timesteps.device)[timesteps].float()
+    res = _device_table(arr, timesteps.device)[timesteps].float()
     return res.reshape(*res.shape, *([1] * (len(broadcast_shape) - res.ndim))).expand(broadcast_shape)
 
 

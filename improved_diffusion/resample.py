@@ -34,8 +34,8 @@ class ScheduleSampler(ABC):
         w = self.weights()
         p = w / np.sum(w)
         indices_np = np.random.choice(len(p), size=(batch_size,), p=p)
-        indices = torch.from_numpy(indices_np).long().to(device)
-        weights = torch.from_numpy(1 / (len(p) * p[indices_np])).float().to(device)
+        indices = _upload(torch.from_numpy(indices_np).long(), device)
+        weights = _upload(torch.from_numpy(1 / (len(p) * p[indices_np])).float(), device)
         return indices, weights
 
     # Stateless samplers have nothing to save.
@@ -44,6 +44,19 @@ class ScheduleSampler(ABC):
 
     def load_state_dict(self, state):
         pass
+
+
+def _upload(host, device):
+    """A host tensor on `device` without making the host wait: the draws come from numpy's
+    generator (checkpointed, so resumed runs draw the same), and a copy from pageable memory to
+    a GPU blocks until the device is idle, every step. From pinned memory the copy is queued
+    (the pinned block is not reused before the copy ends: torch's host allocator records it)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return host
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
 
 
 class UniformSampler(ScheduleSampler):

@@ -65,7 +65,12 @@ class SpacedDiffusion(GaussianDiffusion):
     def _wrap_model(self, model):
         if isinstance(model, _WrappedModel):
             return model
-        return _WrappedModel(model, self.timestep_map, self.rescale_timesteps, self.original_num_steps)
+        # One timestep map per device, shared by every wrapper: building it in each call copied
+        # a list to the device (a synchronising copy on CUDA) in every training and sampling
+        # step. The wrapper itself is a plain object, cheap to make per call (caching it per
+        # model would keep every wrapped model alive: the wrapper holds the model).
+        maps = self.__dict__.setdefault("_timestep_maps", {})
+        return _WrappedModel(model, self.timestep_map, self.rescale_timesteps, self.original_num_steps, maps)
 
     def _scale_timesteps(self, t):
         return t  # the wrapped model maps and rescales
@@ -74,17 +79,19 @@ class SpacedDiffusion(GaussianDiffusion):
 class _WrappedModel:
     """Calls the model with base-process timestep numbers (rescaled to 0..1000 if asked)."""
 
-    def __init__(self, model, timestep_map, rescale_timesteps, original_num_steps):
+    def __init__(self, model, timestep_map, rescale_timesteps, original_num_steps, maps=None):
         self.model = model
         self.timestep_map = timestep_map
         self.rescale_timesteps = rescale_timesteps
         self.original_num_steps = original_num_steps
-        self._map = None
+        self._maps = {} if maps is None else maps  # device -> the map as a tensor there
 
     def __call__(self, x, ts, **kwargs):
-        if self._map is None or self._map.device != ts.device:
-            self._map = torch.tensor(self.timestep_map, device=ts.device, dtype=torch.long)
-        new_ts = self._map[ts.long()]
+        table = self._maps.get(ts.device)
+        if table is None:
+            table = torch.tensor(self.timestep_map, dtype=torch.long).to(ts.device)
+            self._maps[ts.device] = table
+        new_ts = table[ts.long()]
         if self.rescale_timesteps:
             new_ts = new_ts.float() * (1000.0 / self.original_num_steps)
         return self.model(x, new_ts, **kwargs)

@@ -166,7 +166,10 @@ def log_loss_dict(stats, diffusion, ts, losses):
     """Add to `stats` (name -> (sum, count) on the device) each loss term's microbatch mean, and
     its per-image values by quarter of the timesteps (key_q0..key_q3), as openai logs them."""
     quarter = torch.div(4 * ts, diffusion.num_timesteps, rounding_mode="floor").clamp_(0, 3)
-    counts = torch.bincount(quarter, minlength=4).double()
+    # index_add_, not bincount: bincount reads the largest index back to size its output, a
+    # host-device synchronisation on CUDA in every step
+    counts = torch.zeros(4, dtype=torch.float64, device=ts.device).index_add_(
+        0, quarter, torch.ones(quarter.shape, dtype=torch.float64, device=ts.device))
     for key, values in losses.items():
         values = values.detach().double()
         _add(stats, key, values.mean(), torch.ones((), dtype=torch.float64, device=values.device))

@@ -42,7 +42,8 @@ def beta_table(num_timesteps, beta_min, beta_max, use_geometric=False):
 
 
 def _gather(table, t, ndim):
-    """table[t] shaped (N, 1, 1, ...) to broadcast against an N-batch of ndim dims."""
+    """table[t] shaped (N, 1, 1, ...) to broadcast against an N-batch of ndim dims (Diffusion
+    keeps its tables on the device instead: Diffusion._gather)."""
     return table.to(t.device)[t].reshape(-1, *([1] * (ndim - 1)))
 
 
@@ -75,13 +76,27 @@ class Diffusion:
         self.posterior_mean_coef1 = (betas * torch.sqrt(acp_prev) / (1.0 - acp)).float()
         self.posterior_mean_coef2 = ((1.0 - acp_prev) * torch.sqrt(alphas) / (1.0 - acp)).float()
 
+    def _on(self, name, device):
+        """Table `name` on `device`, copied there on first use only: a host table moved in every
+        call is a synchronising host-to-device copy on CUDA, 8 per DDGAN step. The host tensors
+        stay the tables' truth (the attributes above); the copies are a cache."""
+        cache = self.__dict__.setdefault("_device_tables", {})
+        source = getattr(self, name)
+        hit = cache.get((name, device))
+        if hit is None or hit[0] is not source:  # first use, or the attribute was replaced
+            hit = cache[(name, device)] = (source, source.to(device))
+        return hit[1]
+
+    def _gather(self, name, t, ndim):
+        return self._on(name, t.device)[t].reshape(-1, *([1] * (ndim - 1)))
+
     # forward process -------------------------------------------------------------------------
     def q_sample(self, x_start, t, noise=None):
         """x_t ~ q(x_t | x_0) for integer t in 0..T-1 (per batch element)."""
         if noise is None:
             noise = torch.randn_like(x_start)
-        return (_gather(self.a_s_cum, t, x_start.ndim) * x_start
-                + _gather(self.sigmas_cum, t, x_start.ndim) * noise)
+        return (self._gather("a_s_cum", t, x_start.ndim) * x_start
+                + self._gather("sigmas_cum", t, x_start.ndim) * noise)
 
     def q_sample_pairs(self, x_start, t, noise=None, noise_next=None):
         """(x_t, x_{t+1}): x_t from q_sample, then one forward step. Draws the step noise first
@@ -89,18 +104,18 @@ class Diffusion:
         if noise_next is None:
             noise_next = torch.randn_like(x_start)
         x_t = self.q_sample(x_start, t, noise)
-        x_tp1 = (_gather(self.a_s, t + 1, x_start.ndim) * x_t
-                 + _gather(self.sigmas, t + 1, x_start.ndim) * noise_next)
+        x_tp1 = (self._gather("a_s", t + 1, x_start.ndim) * x_t
+                 + self._gather("sigmas", t + 1, x_start.ndim) * noise_next)
         return x_t, x_tp1
 
     # posterior ---------------------------------------------------------------------------------
     def q_posterior(self, x_0, x_tp1, t):
         """Mean, variance and clipped log-variance of q(x_t | x_{t+1}, x_0)."""
         n = x_tp1.ndim
-        mean = (_gather(self.posterior_mean_coef1, t, n) * x_0
-                + _gather(self.posterior_mean_coef2, t, n) * x_tp1)
-        return (mean, _gather(self.posterior_variance, t, n),
-                _gather(self.posterior_log_variance_clipped, t, n))
+        mean = (self._gather("posterior_mean_coef1", t, n) * x_0
+                + self._gather("posterior_mean_coef2", t, n) * x_tp1)
+        return (mean, self._gather("posterior_variance", t, n),
+                self._gather("posterior_log_variance_clipped", t, n))
 
     def sample_posterior(self, x_0, x_tp1, t, noise=None):
         """x_t ~ q(x_t | x_{t+1}, x_0); no noise is added where t == 0 (the last step)."""

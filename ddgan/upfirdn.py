@@ -22,9 +22,21 @@ def setup_kernel(k):
     return k / k.sum()
 
 
-def _depthwise(k, channels, like):
-    k = torch.as_tensor(k, dtype=like.dtype, device=like.device)
-    return k.reshape(1, 1, *k.shape).expand(channels, 1, *k.shape)
+# FIR kernels on the device, keyed by content, dtype and device: built from numpy in every call
+# they were a synchronising host-to-device copy on CUDA per resampling layer (4 per DDGAN step at
+# the tiny test network, one per FIR layer at CIFAR-10's). A handful of distinct kernels exist.
+_KERNELS = {}
+
+
+def _depthwise(k, channels, like, flip=False):
+    """k (a 2-D numpy kernel, flipped on both axes if asked) as a depthwise weight for `like`."""
+    k = np.asarray(k)
+    key = (k.dtype.str, k.shape, k.tobytes(), flip, like.dtype, like.device)
+    kt = _KERNELS.get(key)
+    if kt is None:
+        host = np.ascontiguousarray(np.flip(k, (0, 1)) if flip else k)
+        kt = _KERNELS[key] = torch.from_numpy(host.copy()).to(dtype=like.dtype, device=like.device)
+    return kt.reshape(1, 1, *kt.shape).expand(channels, 1, *kt.shape)
 
 
 def upfirdn2d(x, k, up=1, down=1, pad=(0, 0)):
@@ -46,8 +58,7 @@ def upfirdn2d(x, k, up=1, down=1, pad=(0, 0)):
         return y
     x = F.pad(x, (p0, p1, p0, p1))
     # conv2d correlates; flip so that it convolves as upfirdn2d does
-    wk = torch.flip(torch.as_tensor(k), [0, 1])
-    return F.conv2d(x, _depthwise(wk, c, x), stride=down, groups=c)
+    return F.conv2d(x, _depthwise(k, c, x, flip=True), stride=down, groups=c)
 
 
 def upsample_2d(x, k=(1, 3, 3, 1), factor=2, gain=1):

@@ -37,9 +37,10 @@ def finish_step(optimizer, prec, module, *, ema=None, suffix="", log=None, step=
     elif log is not None:
         where = f" at step {step}" if step is not None else ""
         log(f"fp16: non-finite gradients{where}, step skipped, loss scale lowered to {prec.scale:g}")
-    device = norm.device
+    # a fill on the device, not torch.tensor(number, device=): that is a synchronising
+    # host-to-device copy on CUDA, twice per GAN step
     return stepped, {f"grad_norm{suffix}": norm,
-                     f"skipped{suffix}": torch.tensor(0.0 if stepped else 1.0, device=device)}
+                     f"skipped{suffix}": torch.full((), 0.0 if stepped else 1.0, device=norm.device)}
 
 
 # A discriminator's skill, one key and one meaning for every GAN family: its accuracy on the

@@ -25,6 +25,7 @@ class Precision:
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=(mode == "fp16"), init_scale=init_scale, growth_interval=growth_interval
         )
+        self._scale_seen = None  # the scale read after the last step (a float on the host)
 
     def autocast(self):
         if self.dtype is None:
@@ -43,14 +44,21 @@ class Precision:
         if not self.scaler.is_enabled():
             optimizer.step()
             return True
-        before = self.scaler.get_scale()
+        # get_scale() reads the scale back from the device (a synchronisation on CUDA): read it
+        # once per step, after the update, and remember it as the next step's "before". The
+        # scale only changes in update(), which only this method calls.
+        before = self._scale_seen if self._scale_seen is not None else self.scaler.get_scale()
         self.scaler.step(optimizer)
         self.scaler.update()
-        return self.scaler.get_scale() >= before
+        self._scale_seen = self.scaler.get_scale()
+        return self._scale_seen >= before
 
     @property
     def scale(self) -> float:
-        return float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0
+        """The loss scale as of the last step (no device read when a step has run)."""
+        if not self.scaler.is_enabled():
+            return 1.0
+        return float(self._scale_seen if self._scale_seen is not None else self.scaler.get_scale())
 
     def state_dict(self) -> dict:
         return {"mode": self.mode, "scaler": self.scaler.state_dict()}
@@ -58,3 +66,4 @@ class Precision:
     def load_state_dict(self, state: dict) -> None:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+            self._scale_seen = None

@@ -95,7 +95,7 @@ class AutoencoderTask(loop.Task):
         if done == self.args.selfterm_step and dist.is_main():
             os.kill(os.getpid(), signal.SIGTERM)
         # its reduced mean over ranks proves the reduction
-        return {"loss": loss.detach(), "rank": torch.tensor(float(dist.rank()), device=dist.device()), **stats}
+        return {"loss": loss.detach(), "rank": torch.full((), float(dist.rank()), device=dist.device()), **stats}
 
     def _hold(self, step):
         with open(os.path.join(self.run_dir, f"hold_rank{dist.rank()}.json"), "w") as f:

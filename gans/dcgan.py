@@ -151,9 +151,19 @@ def check_labels(y, num_classes, n):
         raise UserError(f"the conditional model needs class labels (0..{num_classes - 1})")
     if y.shape != (n,):
         raise UserError(f"labels of shape {tuple(y.shape)}: expected ({n},)")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
-        raise UserError(f"class label {bad} outside the model's classes 0..{num_classes - 1}")
+    if not len(y):
+        return
+    if y.device.type != "cpu":
+        # Reading a device tensor's values stops the host until the device catches up, in every
+        # forward pass: on an accelerator the range is asserted on the device, asynchronously
+        # (an error surfaces at the next synchronisation). Labels from the host are checked below,
+        # before they are copied (gans.trainer checks each batch's on the CPU).
+        torch._assert_async(((y >= 0) & (y < num_classes)).all(),
+                            f"class label outside the model's classes 0..{num_classes - 1}")
+        return
+    lo, hi = (int(v) for v in torch.aminmax(y))
+    if lo < 0 or hi >= num_classes:
+        raise UserError(f"class label {lo if lo < 0 else hi} outside the model's classes 0..{num_classes - 1}")
 
 
 def init_weights(module):

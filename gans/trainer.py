@@ -171,6 +171,8 @@ class GANTrainer(loop.Task):
 
     def step(self, batch, step, epoch) -> dict:
         x, y = batch
+        if y is not None and self.G.num_classes:  # on the host, before the copy: no device read
+            dcgan.check_labels(y, self.G.num_classes, len(y))
         self.updates = step
         k = self.grad_accum
         return self.update(list(zip(x.chunk(k), y.chunk(k) if y is not None else [None] * k)))

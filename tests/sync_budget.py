@@ -16,8 +16,9 @@ What counts (the CUDA reason in brackets):
   anything computed from one [pageable host -> device copy, synchronous];
 - torch.bincount / nonzero / unique / masked_select, and indexing with a bool mask [output size
   read from the device].
-A host tensor's .item() is counted too (on CPU every tensor looks alike): a budget is an upper
-bound for CUDA.
+Not counted: reads of tensors that live on the host on CUDA too (`host=`: an optimizer's step
+counts; tensors a factory made without a device; the step's batch as the loader hands it over,
+`inputs=`, and its views). Any other read is counted: a budget is an upper bound for CUDA.
 """
 
 import contextlib
@@ -35,6 +36,12 @@ _SELF = os.path.abspath(__file__)
 READS = {"item", "tolist", "cpu", "numpy", "__int__", "__float__", "__bool__", "__index__"}
 SIZE_FROM_DATA = {"bincount", "nonzero", "unique", "masked_select", "argwhere"}
 MOVES = {"to", "cuda"}
+# a view of the batch (on CUDA a .to(device) of it is a device tensor, but on the CPU it is the
+# same object, so a model that checks host labels and asserts device labels asynchronously
+# reads them here: gans.dcgan.check_labels is tested on the meta device for that branch)
+VIEWS = {"chunk", "split", "unbind", "__getitem__", "narrow", "view", "reshape", "to", "long"}
+LABEL_CHECKS = {"aminmax", "min", "max", "amin", "amax", "all", "any", "ge", "gt", "le", "lt", "__ge__",
+                "__gt__", "__le__", "__lt__"}
 FACTORIES = {"tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "linspace", "rand", "randn",
              "randint", "randperm"}
 
@@ -69,7 +76,9 @@ class SyncCounter(TorchFunctionMode):
         schedule table kept on the host) is counted."""
         super().__init__()
         self.records = []
-        self._inputs = {id(t) for t in inputs}
+        # the batch as the loader hands it over, and its views: host tensors (their values are
+        # host reads, e.g. a label check before the copy)
+        self._inputs = {id(t): weakref.ref(t) for t in inputs}
         self._made = {}  # id -> weakref of every tensor made inside the context
         # tensors holding host (numpy) data made inside the context: id -> weakref (a WeakSet
         # would compare tensors with ==, which is elementwise)
@@ -119,25 +128,37 @@ class SyncCounter(TorchFunctionMode):
         kwargs = kwargs or {}
         name = _name(func)
         first = args[0] if args else None
-        if name in READS and isinstance(first, torch.Tensor) and not self._is_host(first):
+        if name in READS and isinstance(first, torch.Tensor) and not self._is_host(first) \
+                and not _known(self._inputs, first):
             self._record(f"{name}()")
         elif name in SIZE_FROM_DATA:
             self._record(f"torch.{name}")
         elif name in ("tensor", "as_tensor") and kwargs.get("device") is not None and _host_data(first):
             self._record(f"torch.{name}(host {type(first).__name__}, device=)")
+        elif name in ("tensor", "as_tensor") and kwargs.get("device") is not None and self._is_host(first):
+            self._record(f"torch.{name}(host tensor, device=)")
         elif name == "__getitem__" and isinstance(args[1] if len(args) > 1 else None, torch.Tensor) \
                 and args[1].dtype == torch.bool:
             self._record("bool-mask indexing")
-        elif name in MOVES and isinstance(first, torch.Tensor) and _moves_device(args, kwargs) \
-                and not kwargs.get("non_blocking"):  # a non-blocking move never waits
-            if self._is_host(first):
+        elif name in MOVES and isinstance(first, torch.Tensor) and _moves_device(args, kwargs):
+            if self._is_host(first) and not first.is_pinned():  # from pinned memory it is queued
                 self._record(f"host tensor .{name}(device)")
-            elif not _known(self._made, first) and id(first) not in self._inputs:
+            elif not _known(self._made, first) and not _known(self._inputs, first) and not kwargs.get("non_blocking"):
                 self._record(f"pre-step tensor .{name}(device)")
         out = func(*args, **kwargs)
         for t in (out if isinstance(out, (tuple, list)) else [out]):
             if isinstance(t, torch.Tensor):
                 self._made[id(t)] = weakref.ref(t)
+        if isinstance(first, torch.Tensor) and _known(self._inputs, first) and name in LABEL_CHECKS \
+                and not first.is_floating_point():
+            # a check of the batch's labels computes on the host
+            for t in (out if isinstance(out, (tuple, list)) else [out]):
+                if isinstance(t, torch.Tensor):
+                    self._host[id(t)] = weakref.ref(t)
+        if isinstance(first, torch.Tensor) and _known(self._inputs, first) and name in VIEWS:
+            for t in (out if isinstance(out, (tuple, list)) else [out]):
+                if isinstance(t, torch.Tensor):
+                    self._inputs[id(t)] = weakref.ref(t)
         if isinstance(out, torch.Tensor):
             if name in FACTORIES and kwargs.get("device") is None:
                 self._host[id(out)] = weakref.ref(out)  # made on the host: a later .to(device) copies

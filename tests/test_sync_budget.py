@@ -4,6 +4,8 @@ One step of each family after a warm-up step, under tests/sync_budget.SyncCounte
 configuration benchmarks/gpu_check.py trains on a GPU (its CIFAR-10 flag files) with the network
 shrunk: the same diffusion, schedule sampler, losses and precision. Budgets per step (the
 remaining syncs, each one needed):
+Before the fixes of issue 39 (at these tiny networks; fp32/fp16): improved_diffusion 19/22,
+ddgan 38/44, dcgan 2/8, cdcgan 2/8 (plus 2 label reads per forward, on the device), selfcheck 2.
 - fp32: 0. Nothing is logged by a step (statistics stay on the device until the loop's log
   interval reduces them), no label is checked on the device, every table is a device tensor.
 - fp16: 2 per optimizer step inside trainkit.precision: GradScaler.step reads found_inf (it must
@@ -17,6 +19,7 @@ import pytest
 import torch
 
 from sync_budget import SyncCounter, optimizer_host_state
+from trainkit.precision import Precision
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -98,8 +101,14 @@ def count_step_syncs(build, precision, step=1):
     torch.manual_seed(0)
     np.random.seed(0)
     task, batch, optimizers = build(precision)
-    # warm up until every optimizer has its state (an fp16 step skipped for overflow makes none)
-    for warm in range(30):
+    for prec in vars(task).values():
+        if isinstance(prec, Precision) and prec.mode == "fp16":
+            # start from a small loss scale: the warm-up need not skip its way down from 2^16
+            state = prec.scaler.state_dict()
+            prec.load_state_dict({"scaler": {**state, "scale": 2.0 ** 4}})
+    # warm up until every optimizer has its state (an fp16 step skipped for overflow makes none;
+    # tiny DDGAN under CPU fp16 skips every step: its count is then the skipped step's, the same reads)
+    for warm in range(3):
         task.step(batch, 0, 0)
         opts = [v for v in vars(task).values() if isinstance(v, torch.optim.Optimizer)]
         if all(o.state for o in opts):
@@ -124,11 +133,21 @@ def test_ddgan_step_with_lazy_r1_sync_budget():
 
 
 def test_selfcheck_sync_budget():
-    """trainkit.selfcheck's step reads its consumed indices (a host tensor from the sampler,
-    never a device one): its budget is that one host read (.tolist()) and no device sync."""
+    """trainkit.selfcheck's step: 0 (its consumed indices are the sampler's, on the host)."""
     syncs, _ = count_step_syncs(_selfcheck, "fp32")
-    assert [site for site in syncs.sites() if "selfcheck" not in site] == [], syncs.report()
-    assert syncs.count <= 1, syncs.report()
+    assert syncs.count == 0, syncs.report()
+
+
+def test_device_labels_are_checked_without_a_host_read():
+    """cdcgan's forward on labels that live on a device (meta here: no values at all) asserts
+    their range on the device instead of reading min/max back; host labels still get the
+    one-line error (tests/test_gans_dcgan.py)."""
+    from gans import dcgan
+
+    y = torch.tensor([3, 10], device="meta")
+    with SyncCounter() as syncs:
+        dcgan.check_labels(y, 10, 2)
+    assert syncs.count == 0, syncs.report()
 
 
 def test_counter_names_call_sites():

@@ -41,55 +41,6 @@ if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
   exit 0
 fi
 
-if [[ "${1:-}" == --mpiexec_guard ]]; then
-  # `run.sh --mpiexec_guard MPIEXEC ARGS...` is how run.sh starts mpiexec (see the mpiexec case
-  # below), for two failures Open MPI 5's mpiexec reports badly when another host is lost:
-  # - it exits 0 when it loses the daemon of another host (a host that died, a cut link), which
-  #   would make a lost job look finished: its output says so, and that makes the status 1;
-  # - after a rank aborted the job (trainkit.dist.abort_mpi, which tells this guard with SIGUSR2
-  #   when it runs on this host), it can wait without end for a host it cannot reach: it gets
-  #   MPIEXEC_ABORT_GRACE seconds (default 10) to finish, then it is ended and the status is 1.
-  # Stop requests (USR1) and TERM go on to mpiexec.
-  shift
-  set +e
-  lost="$(mktemp "${TMPDIR:-/tmp}/run.sh-mpiexec.XXXXXX")"
-  watch() {  # copy one of mpiexec's streams to $1, marking a lost daemon in $lost
-    trap '' USR1 USR2 TERM INT HUP
-    exec awk -v out="$1" -v lost="$lost" '{ print > out; fflush(out) }
-      /lost communication with a remote daemon|daemon failed to report back/ { print 1 > lost; fflush(lost) }'
-  }
-  export TRAINKIT_MPIEXEC_GUARD="$(hostname) $$"
-  aborted=0
-  trap 'aborted=1' USR2
-  "$1" -x TRAINKIT_MPIEXEC_GUARD "${@:2}" > >(watch /dev/stdout) 2> >(watch /dev/stderr) &
-  pid=$!
-  trap 'kill -USR1 "$pid" 2>/dev/null' USR1
-  trap 'kill -TERM "$pid" 2>/dev/null' TERM INT HUP
-  while kill -0 "$pid" 2>/dev/null && [[ $aborted == 0 ]]; do wait "$pid"; done
-  if [[ $aborted == 1 ]]; then
-    deadline=$((SECONDS + ${MPIEXEC_ABORT_GRACE:-10}))
-    while kill -0 "$pid" 2>/dev/null && [[ $SECONDS -lt $deadline ]]; do sleep 0.5; done
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -KILL "$pid" 2>/dev/null
-      wait "$pid" 2>/dev/null  # (bash's own "Killed" notice is not the news)
-      echo "run.sh: error: a rank aborted the job and mpiexec had not ended ${MPIEXEC_ABORT_GRACE:-10} s later (a host it cannot reach?): ended it" >&2
-    fi
-  fi
-  wait "$pid" 2>/dev/null
-  status=$?
-  # an abort is a failure whatever mpiexec's status says (137 if it was ended above)
-  [[ $aborted == 0 ]] || [[ $status -ne 0 && $status -ne 137 ]] || status=1
-  # the stream copies end with mpiexec's output (or, when a process mpiexec left on another host
-  # still holds it, are not waited for beyond 2 s)
-  for _ in {1..40}; do pgrep -P $$ -x awk >/dev/null || break; sleep 0.05; done
-  if [[ $status -eq 0 && -s "$lost" ]]; then
-    echo "run.sh: error: mpiexec lost another host's daemon (the host died or the network to it was cut) and exited 0; the job did not finish" >&2
-    status=1
-  fi
-  rm -f "$lost"
-  exit "$status"
-fi
-
 nnodes=1 node_rank="" rdzv_endpoint="" rdzv_id="${RDZV_ID:-trainkit}" iface="" local_addr=""
 while [[ $# -gt 0 && "$1" == --* ]]; do
   case "$1" in
@@ -196,6 +147,67 @@ if [[ -z "$host_list" ]]; then
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( cores / nproc > 0 ? cores / nproc : 1 ))}"
 fi
 
+# Open MPI 5's mpiexec reports two failures across hosts badly, so run.sh watches it:
+# - it exits 0 when it loses the daemon of another host (a host that died, a cut link), which
+#   would make a lost job look finished. Its output says so: run.sh's own output passes through
+#   two copies (awk, detached: mpiexec stays run.sh's only child) that mark it, and run.sh then
+#   exits 1.
+# - after a rank aborted the job it can wait without end for a host it cannot reach. A rank on
+#   this host that aborts (trainkit.dist.abort_mpi) tells run.sh with SIGUSR2 (the host name and
+#   pid in $TRAINKIT_MPIEXEC_GUARD); mpiexec then gets MPIEXEC_ABORT_GRACE seconds (default 10) to
+#   end, is ended otherwise, and run.sh exits 1.
+mpiexec_guard() {
+  guard_dir="$(mktemp -d "${TMPDIR:-/tmp}/run.sh-mpiexec.XXXXXX")"
+  export TRAINKIT_MPIEXEC_GUARD="$(hostname) $$"
+  exec 8>&1 9>&2
+  local stream fd
+  for stream in out err; do
+    fd=$([[ $stream == out ]] && echo 8 || echo 9)
+    mkfifo "$guard_dir/$stream"
+    ( ( trap '' USR1 USR2 TERM INT HUP
+        awk -v lost="$guard_dir/lost" '{ print; fflush() }
+          /lost communication with a remote daemon|daemon failed to report back/ { print 1 > lost; fflush(lost) }' \
+          < "$guard_dir/$stream" >&"$fd"
+        : > "$guard_dir/$stream.done" ) & )
+  done
+  exec >"$guard_dir/out" 2>"$guard_dir/err"
+  trap mpiexec_aborted USR2
+  trap mpiexec_verdict EXIT
+}
+mpiexec_aborted() {
+  [[ ! -e "$guard_dir/aborted" ]] || return 0
+  : > "$guard_dir/aborted"
+  local launcher_pid
+  launcher_pid="$(pgrep -P $$ -o 2>/dev/null || true)"  # -o: not this $(...) itself
+  [[ -n "$launcher_pid" ]] || return 0
+  # detached, so that run.sh keeps one child: the waiting `wait` below is not disturbed
+  ( ( trap '' USR1 USR2 TERM INT HUP
+      deadline=$((SECONDS + ${MPIEXEC_ABORT_GRACE:-10}))
+      while kill -0 "$launcher_pid" 2>/dev/null && [[ $SECONDS -lt $deadline ]]; do sleep 0.5; done
+      if kill -0 "$launcher_pid" 2>/dev/null; then : > "$guard_dir/ended"; kill -KILL "$launcher_pid"; fi ) & )
+}
+mpiexec_verdict() {
+  local status=$? verdict="" stream
+  set +e
+  exec 1>&8 2>&9  # closes the copies' input: they finish what mpiexec printed
+  for stream in out err; do
+    for _ in {1..40}; do [[ ! -e "$guard_dir/$stream.done" ]] || break; sleep 0.05; done
+  done
+  if [[ -e "$guard_dir/ended" ]]; then
+    verdict="a rank aborted the job and mpiexec had not ended ${MPIEXEC_ABORT_GRACE:-10} s later (a host it cannot reach?): ended it"
+  elif [[ $status -eq 0 && -s "$guard_dir/lost" ]]; then
+    verdict="mpiexec lost another host's daemon (the host died or the network to it was cut) and exited 0; the job did not finish"
+  elif [[ $status -eq 0 && -e "$guard_dir/aborted" ]]; then
+    verdict="a rank aborted the job and mpiexec exited 0"
+  fi
+  rm -rf "$guard_dir"
+  if [[ -n "$verdict" ]]; then
+    echo "run.sh: error: $verdict" >&2
+    exit 1
+  fi
+  exit "$status"
+}
+
 # Word-splitting of the flag variables is intended: they are lists of flags, as in openai's README.
 # shellcheck disable=SC2206
 flags=($MODEL_FLAGS $DIFFUSION_FLAGS $role_flags "$@")
@@ -222,8 +234,10 @@ case "$launcher" in
         PYTHONPATH|PYTHONUNBUFFERED|MASTER_ADDR|MASTER_PORT|GLOO_SOCKET_IFNAME|NCCL_*|CUDA_VISIBLE_DEVICES|OMP_NUM_THREADS|OPENAI_LOGDIR|OPENAI_LOG_FORMAT|TRAINKIT_*) extra+=(-x "$var") ;;
       esac
     done
+    mpiexec_guard
+    extra+=(-x TRAINKIT_MPIEXEC_GUARD)
     # shellcheck disable=SC2206
-    cmd=(bash "${BASH_SOURCE[0]}" --mpiexec_guard "$mpiexec_bin" -n "$nproc" "${extra[@]}" ${MPIEXEC_ARGS:-} "$python" -m "$module") ;;
+    cmd=("$mpiexec_bin" -n "$nproc" "${extra[@]}" ${MPIEXEC_ARGS:-} "$python" -m "$module") ;;
   torchrun)
     if [[ "$nnodes" -gt 1 ]]; then
       # --node_rank is not passed on: the c10d rendezvous ignores it (its usage above says so)

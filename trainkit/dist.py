@@ -179,15 +179,15 @@ def peer_failure(exc: BaseException):
 
 
 def _tell_mpiexec_guard() -> None:
-    """launch/run.sh starts mpiexec under a guard (`run.sh --mpiexec_guard`) that bounds how long
-    mpiexec may take to end the job after an abort; a rank on the guard's host tells it so."""
+    """launch/run.sh bounds how long mpiexec may take to end the job after an abort; a rank on
+    run.sh's host tells it so ($TRAINKIT_MPIEXEC_GUARD: host name and run.sh's pid)."""
     host, _, pid = os.environ.get("TRAINKIT_MPIEXEC_GUARD", "").partition(" ")
     if host != socket.gethostname() or not pid.isdigit():
         return
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"--mpiexec_guard" not in f.read():
-                return  # not the guard (its process has gone, and the pid was reused)
+            if b"run.sh" not in f.read():
+                return  # not run.sh (its process has gone, and the pid was reused)
         os.kill(int(pid), signal.SIGUSR2)
     except OSError:
         pass

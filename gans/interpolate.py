@@ -60,8 +60,12 @@ def main():
     r = run.setup("gans", args, role="interpolation")
     out = args.out or f"{r.dir}/interpolation.png"
     methods = ["lerp", "slerp"] if args.method == "both" else [args.method]
-    z = interpolation_latents(seeds, G.nz, args.num_steps, methods)
-    y = torch.full((len(z),), args.class_label, dtype=torch.long) if G.num_classes else None
+    # on the training device, as the samplers: the latents are drawn on the host (sample 0 of
+    # gans.sample's per-sample generators), then moved
+    device = dist.device()
+    G = G.to(device)
+    z = interpolation_latents(seeds, G.nz, args.num_steps, methods).to(device)
+    y = torch.full((len(z),), args.class_label, dtype=torch.long, device=device) if G.num_classes else None
     if dist.is_main():  # a few dozen images: one rank makes them, the others wait
         from torchvision.utils import save_image  # ~2.5 s to import; only the writing rank needs it
 

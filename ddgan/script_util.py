@@ -167,10 +167,9 @@ def build_diffusion(o) -> Diffusion:
 
 
 def strip_module_prefix(state_dict):
-    """Released generators were saved from DistributedDataParallel: keys start with `module.`."""
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        return {k[len("module."):]: v for k, v in state_dict.items()}
-    return state_dict
+    """Released generators were saved from DistributedDataParallel: keys start with `module.`
+    (and a compiled module's with `_orig_mod.`: both are taken off)."""
+    return checkpoint.strip_wrapper_prefixes(state_dict)
 
 
 def load_weights(model, state_dict, source, what="generator", contradictions=()):

@@ -143,6 +143,20 @@ def prepare(o):
     return exp_dir
 
 
+def build_task(args):
+    """The Task this entry point trains, from its parsed flags: what benchmarks/gpu_check.py and
+    benchmarks/train_throughput.py measure, so they time the trainer's own construction."""
+    o = vars(args)
+    return Trainer(o, script_util.build_generator(o), script_util.build_discriminator(o),
+                   script_util.build_diffusion(o), dist.device())
+
+
+def epoch_save_due(o, epoch):
+    """Whether the end of `epoch` (0-based, as the reference counts) writes a checkpoint: every
+    --save_ckpt_every epochs, and every --save_content_every with --save_content."""
+    return epoch % o["save_ckpt_every"] == 0 or (o["save_content"] and epoch % o["save_content_every"] == 0)
+
+
 def train(args):
     o = vars(args)
     exp_dir = prepare(o)
@@ -152,9 +166,8 @@ def train(args):
     if selection:
         r.logger.log(selection)
     batches = data.Batches(dataset, o["batch_size"], seed=o["seed"], random_flip=o["random_flip"])
-    generator = script_util.build_generator(o)
-    discriminator = script_util.build_discriminator(o)
-    trainer = Trainer(o, generator, discriminator, script_util.build_diffusion(o), dist.device())
+    trainer = build_task(args)
+    generator, discriminator = trainer.g_raw, trainer.d_raw
     if exp_dir is not None:
         trainer.files = experiment.ExperimentFiles(o, r.logger)
     n_g = sum(p.numel() for p in generator.parameters())
@@ -165,7 +178,7 @@ def train(args):
                  f"{o['grad_accum']} micro-batch(es)")
 
     def epoch_save(epoch):
-        return epoch % o["save_ckpt_every"] == 0 or (o["save_content"] and epoch % o["save_content_every"] == 0)
+        return epoch_save_due(o, epoch)
 
     # the reference runs epochs 0..num_epoch inclusive
     total = loop.total_steps((o["num_epoch"] + 1) * batches.batches_per_epoch, o["max_steps"])

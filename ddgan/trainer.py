@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainkit import checkpoint, diffaug, dist, ema, gan, loop, npz, optim, phema, precision, sampling
+from trainkit import checkpoint, diffaug, dist, ema, gan, loop, npz, optim, phema, precision, run, sampling
 from trainkit.errors import UserError
 
 from . import script_util
@@ -76,6 +76,12 @@ class Trainer(loop.Task):
         # Adam state and EMA are created from the raw modules; DDP broadcasts rank 0's weights
         self.G = dist.wrap_ddp(self.g_raw)
         self.D = dist.wrap_ddp(self.d_raw)
+        # --compile: the networks' DDP-wrapped training forwards; g_raw/d_raw (saved, EMA'd,
+        # called under no_grad or frozen) stay eager, so checkpoint keys are the reference's
+        # R1 steps keep the eager D: aot_autograd has no double backward (R1's grad of a grad)
+        self.D_eager = self.D
+        self.G = run.compiled(self.G, bool(o.get("compile")))
+        self.D = run.compiled(self.D, bool(o.get("compile")))
         self.opt_g = torch.optim.Adam(self.g_raw.parameters(), lr=o["lr_g"], betas=(o["beta1"], o["beta2"]))
         self.opt_d = torch.optim.Adam(self.d_raw.parameters(), lr=o["lr_d"], betas=(o["beta1"], o["beta2"]))
         self.prec_d = precision.Precision(o["precision"], device)
@@ -108,6 +114,7 @@ class Trainer(loop.Task):
         self.opt_d.zero_grad(set_to_none=True)
         rnd = draw_step_noise(x, diff.num_timesteps, o["nz"])
         with_r1 = self.r1_due()
+        D = self.D_eager if with_r1 else self.D
         totals = {"errD_real": 0.0, "errD_fake": 0.0, "r1": 0.0, optim.D_ACCURACY: 0.0}
         for i, (xb, r) in enumerate(zip(x.chunk(k), [_micro(rnd, i, k) for i in range(k)])):
             with dist.ddp_sync(self.D, i == k - 1):
@@ -115,7 +122,7 @@ class Trainer(loop.Task):
                 x_t.requires_grad_(True)
                 with self.prec_d.autocast():
                     a_t, a_tp1 = self.d_input(x_t, x_tp1)
-                    d_real = self.D(a_t, r["t"], a_tp1).view(-1)
+                    d_real = D(a_t, r["t"], a_tp1).view(-1)
                     err_real = F.softplus(-d_real).mean()
                 loss = err_real
                 if with_r1:
@@ -127,7 +134,7 @@ class Trainer(loop.Task):
                 x_pos = diff.sample_posterior(x0_pred, x_tp1, r["t"], r["post_noise"])
                 with self.prec_d.autocast():
                     a_pos, a_tp1 = self.d_input(x_pos, x_tp1)
-                    d_fake = self.D(a_pos, r["t"], a_tp1).view(-1)
+                    d_fake = D(a_pos, r["t"], a_tp1).view(-1)
                     err_fake = F.softplus(d_fake).mean()
                 loss = loss + err_fake
                 self.prec_d.backward(loss / k)

@@ -35,7 +35,8 @@ import math
 
 import torch
 
-from trainkit import checkpoint, diffaug, dist, ema, fileio, gan, loop, npz, optim, phema, precision, sampling
+from trainkit import checkpoint, diffaug, dist, ema, fileio, gan, loop, npz, optim, phema, precision, run, \
+    sampling
 
 from . import dcgan, models, sync_bn
 
@@ -44,7 +45,8 @@ class GANTrainer(loop.Task):
     def __init__(self, G, D, *, loss="bce", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
                  precision_mode="fp32", ema_rates="", sync_batchnorm=False, device=None, grad_accum=1,
                  grid_inputs=None, batches=None, logger=None, diffaug_policy="", r1_gamma=0.0, lazy_reg=1,
-                 ema_kimg=0.0, ema_rampup=0.05, ema_std="", ema_snapshot_interval=0, images_per_step=None):
+                 ema_kimg=0.0, ema_rampup=0.05, ema_std="", ema_snapshot_interval=0, images_per_step=None,
+                 compile=False):
         """`images_per_step`: the images of one step on all ranks, which the half-life and
         power-function averages count (default: the batches' batch size times the world size)."""
         device = dist.device() if device is None else torch.device(device)
@@ -65,6 +67,10 @@ class GANTrainer(loop.Task):
         # with (with --sync_bn every rank's are the same anyway).
         self.G_ddp = dist.wrap_ddp(self.G, forward_buffer_sync=False)
         self.D_ddp = dist.wrap_ddp(self.D, forward_buffer_sync=False)
+        # --compile: the DDP-wrapped training forwards; self.G / self.D (saved, EMA'd) stay eager
+        self.D_eager = self.D_ddp  # R1 steps: aot_autograd has no double backward (R1's grad of a grad)
+        self.G_ddp = run.compiled(self.G_ddp, compile)
+        self.D_ddp = run.compiled(self.D_ddp, compile)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=(beta1, beta2))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=(beta1, beta2))
         # one loss scale per player: their gradients live on different scales
@@ -103,6 +109,7 @@ class GANTrainer(loop.Task):
         self.opt_d.zero_grad(set_to_none=True)
         k = len(micro_batches)
         with_r1 = self.r1_gamma > 0 and gan.r1_due(self.updates, self.lazy_reg)
+        D = self.D_eager if with_r1 else self.D_ddp
         loss_sum = d_real = d_fake = acc = r1_sum = 0.0
         for i, (x, y) in enumerate(micro_batches):
             x = x.to(self.device)
@@ -113,7 +120,7 @@ class GANTrainer(loop.Task):
                 x = x.detach().requires_grad_(True)
             with dist.ddp_sync(self.D_ddp, False):
                 with self.prec_d.autocast():
-                    real_logits = self.D_ddp(self.augment(x), y).float()
+                    real_logits = D(self.augment(x), y).float()
                 loss_real = dcgan.d_loss_real(real_logits, self.loss)
                 if with_r1:
                     # lazy: every lazy_reg-th step, weighted by lazy_reg (StyleGAN2)
@@ -124,7 +131,7 @@ class GANTrainer(loop.Task):
                     self.prec_d.backward(loss_real / k)
             with dist.ddp_sync(self.D_ddp, i == k - 1):
                 with self.prec_d.autocast():
-                    fake_logits = self.D_ddp(self.augment(fake.detach()), y).float()
+                    fake_logits = D(self.augment(fake.detach()), y).float()
                 loss_fake = dcgan.d_loss_fake(fake_logits, self.loss)
                 self.prec_d.backward(loss_fake / k)
             loss_sum += (loss_real + loss_fake).detach()

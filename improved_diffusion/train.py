@@ -97,6 +97,34 @@ def create_model_and_diffusion_checked(args):
         raise UserError(f"model flags: {e}") from None
 
 
+def build_task(args, model=None, diffusion=None, log=print):
+    """The Task this entry point trains, from its parsed flags (and the model and diffusion
+    create_model_and_diffusion_checked built from them, built here when not given): what
+    benchmarks/gpu_check.py and benchmarks/train_throughput.py measure, so they time the
+    trainer's own construction, not a copy of it."""
+    if model is None:
+        model, diffusion = create_model_and_diffusion_checked(args)
+    task = DiffusionTask(
+        model=model,
+        diffusion=diffusion,
+        microbatch=args.microbatch,
+        lr=args.lr,
+        ema_rate=args.ema_rate,
+        precision_mode=args.precision or ("fp16" if args.use_fp16 else "fp32"),
+        fp16_scale_growth=args.fp16_scale_growth,
+        schedule_sampler=create_named_schedule_sampler(args.schedule_sampler, diffusion),
+        weight_decay=args.weight_decay,
+        lr_anneal_steps=args.lr_anneal_steps,
+        log=log,
+        probe_shape=(args.image_channels, args.image_size, args.image_size),
+        class_dropout_prob=args.class_dropout_prob,
+        compile=args.compile,
+    )
+    # power-function EMA profiles (docs/ema.md): trainkit adds them around the task
+    return phema.with_power_ema(task, model, args.ema_std, args.ema_snapshot_interval,
+                                args.batch_size * dist.world_size(), log=log)
+
+
 @run.main
 def main():
     args = create_argparser().parse_args()
@@ -109,24 +137,7 @@ def main():
                                 channels=args.image_channels)
     if args.class_cond and dataset.num_classes > args.num_classes:
         raise UserError(f"{args.data_dir}: {dataset.num_classes} classes, more than --num_classes {args.num_classes}")
-    task = DiffusionTask(
-        model=model,
-        diffusion=diffusion,
-        microbatch=args.microbatch,
-        lr=args.lr,
-        ema_rate=args.ema_rate,
-        precision_mode=args.precision or ("fp16" if args.use_fp16 else "fp32"),
-        fp16_scale_growth=args.fp16_scale_growth,
-        schedule_sampler=create_named_schedule_sampler(args.schedule_sampler, diffusion),
-        weight_decay=args.weight_decay,
-        lr_anneal_steps=args.lr_anneal_steps,
-        log=r.logger.log,
-        probe_shape=(args.image_channels, args.image_size, args.image_size),
-        class_dropout_prob=args.class_dropout_prob,
-    )
-    # power-function EMA profiles (docs/ema.md): trainkit adds them around the task
-    task = phema.with_power_ema(task, model, args.ema_std, args.ema_snapshot_interval,
-                                args.batch_size * dist.world_size(), log=r.logger.log)
+    task = build_task(args, model, diffusion, log=r.logger.log)
     # openai trains until --lr_anneal_steps, or forever when it is 0; --max_steps can stop sooner
     loop.Loop(r, task, data.Batches(dataset, args.batch_size, seed=args.seed),
               total_steps=loop.total_steps(args.lr_anneal_steps, args.max_steps), log_interval=args.log_interval,

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 
-from trainkit import checkpoint, dist, ema, loop, npz, optim, precision, sampling
+from trainkit import checkpoint, dist, ema, loop, npz, optim, precision, run, sampling
 
 from . import samplers
 from .resample import LossAwareSampler, UniformSampler
@@ -26,7 +26,7 @@ from .resample import LossAwareSampler, UniformSampler
 class DiffusionTask(loop.Task):
     def __init__(self, *, model, diffusion, microbatch=-1, lr=1e-4, ema_rate="0.9999", precision_mode="fp32",
                  fp16_scale_growth=1e-3, schedule_sampler=None, weight_decay=0.0, lr_anneal_steps=0, log=print,
-                 probe_shape=None, class_dropout_prob=0.0):
+                 probe_shape=None, class_dropout_prob=0.0, compile=False):
         self.device = dist.device()
         if class_dropout_prob and getattr(model, "null_class", None) is None:
             raise ValueError("--class_dropout_prob needs a model with a null class (built with it)")
@@ -41,6 +41,8 @@ class DiffusionTask(loop.Task):
         self.probe_shape = probe_shape  # (C, H, W) of the quality probe's samples
         # DDP broadcasts rank 0's weights, so every copy below (EMA, optimizer) starts equal.
         self.ddp_model = dist.wrap_ddp(self.model)
+        # --compile: only the training forward is compiled; self.model (saved, EMA'd) stays eager
+        self.ddp_model = run.compiled(self.ddp_model, compile)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
         # openai raises log2(scale) by fp16_scale_growth per good step: one doubling every
         # 1/growth steps, which is GradScaler's growth_interval.

@@ -86,6 +86,23 @@ def flag_contradictions(flags: dict, known: dict, where: str) -> list:
     return [f"--{k} {flags[k]}, but {where} has {v}" for k, v in known.items() if k in flags and flags[k] != v]
 
 
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel's, torch.compile's
+
+
+def strip_wrapper_prefixes(state_dict):
+    """`state_dict` without the key prefixes a wrapper adds when one is saved instead of the
+    network (DDP's `module.`, torch.compile's `_orig_mod.`, in either nesting): our trainers save
+    the bare network, this reads what other code saved from a wrapper."""
+    changed = True
+    while changed and state_dict:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state_dict):
+                state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+                changed = True
+    return state_dict
+
+
 def checked_state_dict(module, state_dict, source, what="model", hint="", contradictions=()):
     """`state_dict` if it fits `module` key for key and shape, else one UserError line naming
     `source` and the missing, unexpected and mis-shaped keys, after the flags that contradict
@@ -94,8 +111,7 @@ def checked_state_dict(module, state_dict, source, what="model", hint="", contra
     unprefixed."""
     if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
         raise UserError(f"{source}: not a {what} state_dict")
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
+    state_dict = strip_wrapper_prefixes(state_dict)
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]

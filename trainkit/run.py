@@ -140,7 +140,22 @@ def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no_progress", action="store_true",
                         help="no training progress bar on stderr (default: training shows one on rank 0 when "
                              "stderr is a terminal; samplers keep their own)")
+    parser.add_argument("--compile", type=str2bool, default=False,
+                        help="torch.compile the networks' training forward (DDP-wrapped first, as torch's DDP "
+                             "notes ask, so the compiler splits graphs at DDP's gradient buckets); "
+                             "checkpoints keep their key names; default false")
     return parser
+
+
+def compiled(module, on: bool):
+    """`module` (a network, or the DistributedDataParallel around one) compiled when `on`.
+    Compile after the DDP wrap: torch documents DDP + TorchDynamo that way (DDPOptimizer splits
+    the graph at the bucket boundaries, so the all-reduce of one bucket overlaps the backward
+    of the next). The result is only called for training: checkpoints, EMA and optimizers keep
+    the original module, so saved keys never carry torch.compile's `_orig_mod.` prefix."""
+    if not on:
+        return module
+    return torch.compile(module)
 
 
 class Run:

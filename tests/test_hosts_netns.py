@@ -226,6 +226,8 @@ def test_mpiexec_hostfile_with_an_ssh_login_environment(hosts, digits, tmp_path)
     launch = Launch(hosts, "a", _run_sh("mpiexec", 2, *_selfcheck(digits(16), run_dir)), tmp_path / "mpi.out", env=env)
     assert launch.wait(180) == 0, launch.text()[-3000:]
     _one_group_rank0_once(run_dir, [launch.text()])
+    command = next(line for line in launch.text().splitlines() if line.startswith("+ "))
+    assert "-x PYTHONPATH" in command and "-x TRAINKIT_DIST_TIMEOUT" in command  # what ssh does not give
     cores = len(os.sched_getaffinity(0))
     assert [_dump(run_dir, r)["threads"] for r in (0, 1)] == [cores, cores]
     # a hostfile with too few slots shows instead of being oversubscribed

@@ -164,11 +164,11 @@ mpiexec_guard() {
   for stream in out err; do
     fd=$([[ $stream == out ]] && echo 8 || echo 9)
     mkfifo "$guard_dir/$stream"
+    # (awk itself, by exec: nothing that looks like run.sh outlives it)
     ( ( trap '' USR1 USR2 TERM INT HUP
-        awk -v lost="$guard_dir/lost" '{ print; fflush() }
-          /lost communication with a remote daemon|daemon failed to report back/ { print 1 > lost; fflush(lost) }' \
-          < "$guard_dir/$stream" >&"$fd"
-        : > "$guard_dir/$stream.done" ) & )
+        exec awk -v lost="$guard_dir/lost" -v done="$guard_dir/$stream.done" '{ print; fflush() }
+          /lost communication with a remote daemon|daemon failed to report back/ { print 1 > lost; fflush(lost) }
+          END { printf "" > done }' < "$guard_dir/$stream" >&"$fd" ) & )
   done
   exec >"$guard_dir/out" 2>"$guard_dir/err"
   trap mpiexec_aborted USR2

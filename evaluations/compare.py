@@ -1062,7 +1062,9 @@ def posthoc_sweep(entry, train_dir, base, reuse, judging, sample, result, n, pro
     spec = entry["posthoc"]
     sweep = {"sampler": spec["sampler"], "samples": spec["samples"], "rows": []}
     result["posthoc"] = sweep
-    snapshots = glob.glob(os.path.join(train_dir, "phema_snapshots", "snapshot*.pt"))
+    from trainkit import phema, posthoc_ema
+
+    snapshots = posthoc_ema.snapshot_steps(train_dir)
     stages = 2 + len(spec["sigma_rels"])
     if not snapshots:
         sweep["note"] = ("no post-hoc EMA sweep: the training wrote no power-function EMA snapshot (it stopped before "
@@ -1089,7 +1091,7 @@ def posthoc_sweep(entry, train_dir, base, reuse, judging, sample, result, n, pro
     count = min(spec["samples"], n)  # never more than the full sampling draws (a smoke run's few)
     sweep["samples"] = count
     for sigma in spec["sigma_rels"]:
-        folder = os.path.join(folders, f"sigma_rel_{float(sigma)!r}")
+        folder = os.path.join(folders, f"sigma_rel_{phema.std_name(sigma)}")  # as trainkit.posthoc_ema names it
         sdir = os.path.join(stage_dir, f"samples-{sigma:g}")
         srec = sample(folder, sdir, flags, count)
         if not srec["ok"]:

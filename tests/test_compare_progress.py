@@ -317,7 +317,15 @@ def test_a_real_terminal_is_detected_and_gets_the_bar():
         p.start("dcgan/train")
         p.finish("dcgan/train", "done in 0:01")
         p.close()
-        text = os.read(master, 65536).decode()
+        # read what the terminal holds until the last state shows (one read may return part of it
+        # on a loaded machine); polled with a deadline, never a fixed sleep
+        import select
+        import time
+
+        text, deadline = "", time.monotonic() + 10
+        while "1/2 stages" not in text and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                text += os.read(master, 65536).decode()
     os.close(master)
     assert "1/2 stages" in text and "dcgan/train" in text and out.getvalue() == ""
     r, w = os.pipe()

@@ -11,8 +11,10 @@ Writes one markdown table (atomically: temp file + os.replace) with one row per 
   available, gloo otherwise). img/s: the median of progress.csv's `img_per_sec` column when the
   run logs one, else the growth of its `samples` column between the first and the last log row
   over the time between those rows' tables appearing on the run's stdout (the first row's steps,
-  with start-up and warm-up, are left out either way). No family has a torch.compile flag, so
-  the compile column says n/a.
+  with start-up and warm-up, are left out either way). Each row runs eager (compile
+  no); one --compile row per family in bf16 (a dry run: DCGAN only) makes the compile column yes.
+- dist: on 2+ GPUs a 2-rank NCCL row per family and a --sync_bn DCGAN row; on one GPU a row
+  (status "not tested", not a failure) and a header line: distributed path not tested.
 - flops: one training step of each family's Task (forward and backward of every network, R1
   and d_steps included, averaged over --lazy_reg steps for DDGAN) counted by
   torch.utils.flop_counter.FlopCounterMode at the training flags. A train row's MFU is
@@ -59,7 +61,10 @@ MODULE = {"improved_diffusion": "improved_diffusion.train", "ddgan": "ddgan.trai
 # end (DDGAN's flag file would also write one every 25 epochs, i.e. inside the timed steps).
 GPU_JOBS = {
     "improved_diffusion": ("flags/improved_diffusion/cifar10_uncond_hybrid_cosine.sh", ["--save_interval", "100000"]),
-    "ddgan": ("flags/ddgan/cifar10.sh", ["--save_ckpt_every", "100000", "--save_interval", "0"]),
+    # --save_content_every too: the flag file's --save_content would write content.pth (and a
+    # checkpoint) every 50 epochs inside a long --steps
+    "ddgan": ("flags/ddgan/cifar10.sh", ["--save_ckpt_every", "100000", "--save_content_every", "100000",
+                                         "--save_interval", "0"]),
     "dcgan": ("flags/gans/dcgan_cifar10.sh", ["--save_interval", "100000"]),
 }
 # --dry_run: the digits flag files made smaller still (the sizes of the test suite's tiny runs).
@@ -75,15 +80,25 @@ DRY_JOBS = {
               ["--nz", "8", "--ngf", "8", "--ndf", "8", "--batch_size", "8", "--save_interval", "100000"]),
 }
 
-# Dense peak TFLOP/s per GPU from the vendors' data sheets (SXM parts; no sparsity). The fp32
-# column is TF32's: cuDNN runs fp32 convolutions, most of these models' FLOPs, on TF32 tensor
-# cores by default (torch.backends.cudnn.allow_tf32). Matched in order on the device name.
+# Dense peak TFLOP/s per GPU (no sparsity: half the data sheets' starred figures). H100 SXM and
+# H200 (SXM): 989.4 bf16/fp16, 494.7 TF32 (NVIDIA's Hopper whitepaper); H100 PCIe 756 / 378;
+# H100 NVL and H200 NVL 835.5 / 417.5 (data sheets: 1,671 / 835 with sparsity). The device
+# names: "NVIDIA H100 80GB HBM3" (SXM), "NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H200",
+# "NVIDIA H200 NVL"; matched in this order, the specific names first.
+# The fp32 column is TF32's dense tensor-core peak: cuDNN runs fp32 convolutions (most of these
+# models' FLOPs) on TF32 by default (torch.backends.cudnn.allow_tf32 = True), while fp32
+# matmuls stay IEEE fp32 (torch.backends.cuda.matmul.allow_tf32 = False, whose ceiling is the
+# 67 TFLOP/s of the SXM's CUDA cores): an fp32 row's MFU is against the convolutions' ceiling.
 PEAK_TFLOPS = (
+    ("H200 NVL", {"bf16": 835.5, "fp16": 835.5, "fp32": 417.5}),
     ("H200", {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7}),
+    ("H100 NVL", {"bf16": 835.5, "fp16": 835.5, "fp32": 417.5}),
     ("H100 PCIe", {"bf16": 756.0, "fp16": 756.0, "fp32": 378.0}),
     ("H100", {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7}),
     ("A100", {"bf16": 312.0, "fp16": 312.0, "fp32": 156.0}),
 )
+FP32_CONVENTION = ("fp32 = TF32 dense tensor-core peak (cuDNN convolutions use TF32 by default; fp32 matmuls "
+                   "do not: torch.backends.cuda.matmul.allow_tf32 is False)")
 
 COLUMNS = ("section", "job", "family", "precision", "compile", "launcher", "status", "img/s", "GFLOP/img",
            "TFLOP/s", "MFU", "seconds", "note")
@@ -124,6 +139,9 @@ def fmt(x):
 def last_line(text):
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else "(no output)"
+
+
+NOT_TESTED = "not tested"  # a row's status for a path this node cannot run (not a failure)
 
 
 class JobFailed(Exception):
@@ -214,34 +232,31 @@ def child_env_info():
 
 
 def _build_task(family, argv, device):
-    """The family's Task as its train entry point builds it from `argv`, and its input shape."""
+    """The family's Task built by its train entry point's own build_task from `argv` (not a copy
+    of it, so the flops row measures what a run trains), and its input shape."""
+    from trainkit import data
+
     if family == "improved_diffusion":
         from improved_diffusion import train
-        from improved_diffusion.train_util import DiffusionTask
 
         args = train.create_argparser().parse_args(argv)
-        model, diffusion = train.create_model_and_diffusion_checked(args)
-        task = DiffusionTask(model=model, diffusion=diffusion, microbatch=args.microbatch, lr=args.lr,
-                             ema_rate=args.ema_rate, precision_mode=args.precision or "fp32", log=lambda *a: None)
+        task = train.build_task(args, log=lambda *a: None)
         return task, (args.batch_size, args.image_channels, args.image_size, args.image_size), 1
     if family == "ddgan":
-        from ddgan import script_util, train
-        from ddgan.trainer import Trainer
+        from ddgan import train
 
-        o = vars(train.create_parser().parse_args(argv))
-        task = Trainer(o, script_util.build_generator(o), script_util.build_discriminator(o),
-                       script_util.build_diffusion(o), device)
+        args = train.create_parser().parse_args(argv)
+        o = vars(args)
         # R1 runs every --lazy_reg steps: count that many steps and average
-        return task, (o["batch_size"], o["num_channels"], o["image_size"], o["image_size"]), o["lazy_reg"] or 1
+        return train.build_task(args), (o["batch_size"], o["num_channels"], o["image_size"], o["image_size"]), \
+            o["lazy_reg"] or 1
     from gans import models, train
-    from gans.trainer import GANTrainer
 
     args = train.create_argparser().parse_args(argv)
-    G, D = models.create_models(args.model, args.image_size, args.nz, args.ngf, args.ndf, args.num_channels, 0,
-                                args.minibatch_std)
-    task = GANTrainer(G, D, loss=args.loss, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1, beta2=args.beta2,
-                      precision_mode=args.precision, ema_rates=args.ema_rate, device=device,
-                      grad_accum=args.grad_accum)
+    # the data set's real number of classes (a conditional model's label embedding)
+    dataset = data.load_dataset(args.data_dir, args.image_size, class_cond=args.model in models.CONDITIONAL,
+                                channels=args.num_channels)
+    task = train.build_task(args, dataset)
     return task, (args.batch_size, args.num_channels, args.image_size, args.image_size), 1
 
 
@@ -359,6 +374,8 @@ class Check:
         self.env = dict(os.environ)
         self.env["PYTHONPATH"] = ROOT + (os.pathsep + self.env["PYTHONPATH"] if self.env.get("PYTHONPATH") else "")
         self.env["PYTHONUNBUFFERED"] = "1"  # each log row's table reaches us when it is written
+        # launch/run.sh starts its ranks with $PYTHON (else python3 on PATH): the driver's interpreter
+        self.env["PYTHON"] = python()
         if args.dry_run:
             self.env["CUDA_VISIBLE_DEVICES"] = ""
             self.env.setdefault("TRAINKIT_DIST_TIMEOUT", "120")
@@ -419,23 +436,25 @@ class Check:
         return [flag_file, MODULE[family], *extra, "--precision", precision, "--data_dir", data_dir,
                 "--logdir", logdir, "--max_steps", self.args.steps, "--log_interval", self.args.log_interval]
 
-    def train(self, family, precision, data_dir, launcher, n, tag=""):
+    def train(self, family, precision, data_dir, launcher, n, tag="", compile_=False, extra=()):
         name = f"train-{family}-{precision}{tag}"
         logdir = os.path.join(self.work, name)
         cmd = ["bash", os.path.join(ROOT, "launch", "run.sh"), launcher, n,
-               *self.train_argv(family, precision, data_dir, logdir)]
+               *self.train_argv(family, precision, data_dir, logdir), "--compile", str(compile_), *extra]
         where = f"{launcher} x {n} ({self.backend(n, self.info['cuda'])})"
-        cells = dict(family=family, precision=precision, compile="n/a", launcher=where)
+        cells = dict(family=family, precision=precision, compile="yes" if compile_ else "no", launcher=where)
         try:
-            seen, seconds = run_job(cmd, os.path.join(self.work, f"{name}.log"), self.args.timeout, self.env,
-                                    watch=[STEP_ROW])
+            # a --compile job first builds its kernels (inductor's C++ on a CPU: a minute or more
+            # from a cold cache on a loaded machine): three times the time
+            seen, seconds = run_job(cmd, os.path.join(self.work, f"{name}.log"),
+                                    self.args.timeout * (3 if compile_ else 1), self.env, watch=[STEP_ROW])
             rows = read_progress(logdir)
             rate, how = img_per_sec(rows, [t for t, _ in seen[STEP_ROW.pattern]])
         except (JobFailed, OSError, ValueError, KeyError) as e:
             self.add("train", name[6:], "failed", **cells, note=last_line(str(e)))
             return
-        if not tag:
-            self.train_dirs[(family, precision)] = logdir
+        if not tag or tag == "-compiled":
+            self.train_dirs.setdefault((family, precision), logdir)
         cells.update({"img/s": fmt(rate), "seconds": f"{seconds:.1f}"})
         flops = self.flops.get(family, {})
         if "flops_per_image" in flops:
@@ -447,6 +466,32 @@ class Check:
         else:
             cells["MFU"] = "n/a"
         self.add("train", name[6:], "ok", **cells, note=f"{rows[-1].get('step', '?')} steps; {how}")
+
+    def compiled(self, data_dirs):
+        """--compile rows beside the eager ones: every family in bf16 on a GPU; on a CPU dry run
+        only DCGAN (inductor's C++ build of the others takes minutes there)."""
+        if self.args.dry_run:
+            self.train("dcgan", "fp32", data_dirs["dcgan"], "local", 1, tag="-compiled", compile_=True)
+            return
+        for family in FAMILIES:
+            self.train(family, "bf16", data_dirs[family], "local", 1, tag="-compiled", compile_=True)
+
+    def distributed(self, data_dirs):
+        """The multi-rank path: on 2+ GPUs a 2-rank NCCL row per family and a --sync_bn DCGAN row
+        (nn.SyncBatchNorm runs on CUDA only); on one GPU a row saying it was not tested; a dry
+        run: one 2-rank gloo DCGAN row (the CPU's distributed path)."""
+        if self.args.dry_run:
+            self.train("dcgan", "fp32", data_dirs["dcgan"], "torchrun", 2, tag="-torchrun2")
+            return
+        if self.info["gpus"] < 2:
+            self.add("dist", "nccl", NOT_TESTED, launcher="torchrun x 2 (nccl)",
+                     note=f"distributed path not tested: {self.info['gpus']} GPU(s), the 2-rank NCCL rows "
+                          "and --sync_bn need 2")
+            return
+        for family in FAMILIES:
+            self.train(family, "fp32", data_dirs[family], "torchrun", 2, tag="-nccl2")
+        self.train("dcgan", "fp32", data_dirs["dcgan"], "torchrun", 2, tag="-nccl2-syncbn",
+                   extra=("--sync_bn", "True"))
 
     def count_flops(self, data_dirs):
         spec = {}
@@ -541,12 +586,11 @@ class Check:
             self.add("data", "digits", "failed", note=last_line(str(e)))
             return time.perf_counter() - began
         self.count_flops(data_dirs)
-        launcher, n = self.launcher()
-        for family in FAMILIES:
+        for family in FAMILIES:  # one process per row: the MFU is one GPU's
             for precision in PRECISIONS:
-                self.train(family, precision, data_dirs[family], launcher, n)
-        if self.args.dry_run:  # the distributed path, on gloo: 2 ranks of the cheapest family
-            self.train("dcgan", "fp32", data_dirs["dcgan"], "torchrun", 2, tag="-torchrun2")
+                self.train(family, precision, data_dirs[family], "local", 1)
+        self.compiled(data_dirs)
+        self.distributed(data_dirs)
         self.fid(self.sample())
         return time.perf_counter() - began
 
@@ -560,7 +604,9 @@ class Check:
             f"- mode: {mode}; {a.steps} steps per training run, log row every {a.log_interval}",
             f"- device: {device}; GPUs: {self.info['gpus']}; torch {self.info['torch']}",
             f"- total: {seconds:.0f} s; work folder (logs, runs): {self.work}",
-            "- peak TFLOP/s used for MFU (dense; fp32 = TF32): " + "; ".join(
+            *([f"- distributed path not tested ({self.info['gpus']} GPU)"]
+              if any(r["status"] == NOT_TESTED for r in self.rows) else []),
+            f"- peak TFLOP/s used for MFU (dense; {FP32_CONVENTION}): " + "; ".join(
                 f"{k} " + "/".join(f"{v[p]:g}" for p in ("bf16", "fp16", "fp32")) for k, v in PEAK_TFLOPS)
             + " (bf16/fp16/fp32); any other device: n/a",
             "",
@@ -651,7 +697,7 @@ def main(argv=None):
     check = Check(args)
     seconds = check.run()
     write_atomic(args.out, check.markdown(seconds))
-    failed = sum(r["status"] != "ok" for r in check.rows)
+    failed = sum(r["status"] not in ("ok", NOT_TESTED) for r in check.rows)
     print(f"gpu_check: wrote {args.out} ({len(check.rows)} rows, {failed} failed, {seconds:.0f} s)", flush=True)
     return 1 if failed else 0
 

@@ -47,13 +47,15 @@ def test_dry_run_writes_every_row_ok(tmp_path):
     for family in FAMILIES:
         for precision in PRECISIONS:
             r = train[f"{family}-{precision}"]
-            assert (r["family"], r["precision"], r["compile"]) == (family, precision, "n/a")
+            assert (r["family"], r["precision"], r["compile"]) == (family, precision, "no")
             assert r["launcher"] == "local x 1 (no group)"
             assert float(r["img/s"]) > 0 and float(r["GFLOP/img"]) > 0 and float(r["seconds"]) > 0
             assert float(r["TFLOP/s"]) * 1e12 == pytest.approx(float(r["GFLOP/img"]) * 1e9 * float(r["img/s"]),
                                                                 rel=2e-3)
             assert r["MFU"] == "n/a"  # a CPU has no entry in the peak table
             assert r["note"].startswith("4 steps;")
+    compiled = train["dcgan-fp32-compiled"]  # the compile column is real: a --compile run
+    assert compiled["compile"] == "yes" and float(compiled["img/s"]) > 0
     assert train["dcgan-fp32-torchrun2"]["launcher"] == "torchrun x 2 (gloo)"
     assert float(train["dcgan-fp32-torchrun2"]["img/s"]) > 0
     flops = {r["job"]: r for r in rows if r["section"] == "flops"}
@@ -198,3 +200,101 @@ def test_a_job_past_its_timeout_is_stopped_and_fails(tmp_path):
     with pytest.raises(gc.JobFailed, match="timed out after 1 s"):
         gc.run_job(["bash", "-c", "echo started; sleep 300; echo never"], str(log), 1, dict(os.environ))
     assert log.read_text() == "started\n"
+
+
+# --- issue 39 item 5: what the check measures is what the trainers run ------------------------
+
+def _digits(tmp_path, size=16):
+    out = tmp_path / f"digits{size}"
+    if not out.exists():
+        proc = helpers.script("datasets/digits.py", "--out", out, "--size", size)
+        assert proc.returncode == 0, helpers.describe(proc)
+    return str(out / "train")
+
+
+def test_flops_task_is_the_trainers_own(tmp_path):
+    """gpu_check builds each Task through the family's build_task: improved_diffusion's schedule
+    sampler, weight decay and anneal, gans' real number of classes, reach the measured Task."""
+    from improved_diffusion.resample import LossSecondMomentResampler
+
+    gc = _module()
+    flag_file, extra = gc.DRY_JOBS["improved_diffusion"]
+    argv = gc.flag_file_argv(flag_file) + extra + ["--schedule_sampler", "loss-second-moment",
+                                                   "--weight_decay", "0.05", "--lr_anneal_steps", "77"]
+    task, _, _ = gc._build_task("improved_diffusion", argv, None)
+    assert isinstance(task.schedule_sampler, LossSecondMomentResampler)
+    assert task.opt.param_groups[0]["weight_decay"] == 0.05 and task.lr_anneal_steps == 77
+    digits = _digits(tmp_path)
+    flag_file, extra = gc.DRY_JOBS["dcgan"]
+    argv = gc.flag_file_argv(flag_file) + extra + ["--model", "cdcgan", "--data_dir", digits, "--ema_rate", "0.9"]
+    task, _, _ = gc._build_task("dcgan", argv, None)
+    assert task.G.num_classes == 10 and task.ema_rates == [0.9]
+
+
+def test_ddgan_gpu_job_checkpoints_at_no_epoch_past_the_first(tmp_path):
+    """The GPU job's flags (the flag file's --save_content included) write no checkpoint at the
+    end of any epoch after the first: none inside the timed log rows."""
+    from ddgan import train
+
+    gc = _module()
+    flag_file, extra = gc.GPU_JOBS["ddgan"]
+    o = vars(train.create_parser().parse_args(gc.flag_file_argv(flag_file) + extra))
+    assert o["save_content"]  # the flag file asks for content.pth
+    assert [e for e in range(1, 5000) if train.epoch_save_due(o, e)] == []
+
+
+def test_jobs_get_the_drivers_python(tmp_path, monkeypatch):
+    gc = _module()
+    monkeypatch.delenv("PYTHON", raising=False)
+    check = gc.Check(gc.build_parser().parse_args(["--dry_run", "--workdir", str(tmp_path)]))
+    assert check.env["PYTHON"] == gc.python() == __import__("sys").executable
+
+
+def test_peak_table_tells_h100_variants_apart():
+    gc = _module()
+    assert gc.peak_tflops("NVIDIA H100 NVL", "bf16") == 835.5
+    assert gc.peak_tflops("NVIDIA H100 NVL", "fp32") == 417.5
+    assert gc.peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.0
+    assert gc.peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.4
+    assert gc.peak_tflops("NVIDIA H200 NVL", "fp16") == 835.5
+    assert gc.peak_tflops("NVIDIA H200", "fp32") == 494.7
+    assert "allow_tf32" in gc.FP32_CONVENTION
+
+
+def _cuda_info(gc, monkeypatch, gpus):
+    """child_env_info with torch.cuda patched in-process: `gpus` H100s."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H100 80GB HBM3")
+    return gc.child_env_info()
+
+
+def test_one_gpu_says_distributed_path_not_tested(tmp_path, monkeypatch):
+    gc = _module()
+    check = _check(gc, tmp_path)
+    check.args.dry_run = False
+    check.info = _cuda_info(gc, monkeypatch, 1)
+    ran = []
+    monkeypatch.setattr(check, "train", lambda *a, **k: ran.append((a, k)))
+    check.distributed({f: "/data" for f in FAMILIES})
+    assert ran == []
+    text = check.markdown(1.0)
+    assert "distributed path not tested" in text
+    (row,) = parse_table(text)
+    assert (row["section"], row["status"]) == ("dist", "not tested")
+
+
+def test_two_gpus_run_a_2_rank_nccl_row_per_family_and_sync_bn(tmp_path, monkeypatch):
+    gc = _module()
+    check = _check(gc, tmp_path)
+    check.args.dry_run = False
+    check.info = _cuda_info(gc, monkeypatch, 2)
+    ran = []
+    monkeypatch.setattr(check, "train", lambda family, precision, data_dir, launcher, n, tag="", compile_=False,
+                        extra=(): ran.append((family, launcher, n, tag, tuple(extra))))
+    check.distributed({f: "/data" for f in FAMILIES})
+    assert ran == [(f, "torchrun", 2, "-nccl2", ()) for f in FAMILIES] + [
+        ("dcgan", "torchrun", 2, "-nccl2-syncbn", ("--sync_bn", "True"))]
+    assert check.backend(2, check.info["cuda"]) == "nccl"

@@ -38,6 +38,8 @@ _MPI_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
 # where a launcher that does not set LOCAL_RANK says it, first match wins
 _LOCAL_RANK_VARS = ("LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMI_LOCAL_RANK")
 SHARED_PREFIX = "TRAINKIT_"  # variables whose rank-0 value every rank of an MPI job takes
+# torch >= 2.3 binds a group to one device at init (eager NCCL init on this rank's GPU)
+_INIT_TAKES_DEVICE_ID = "device_id" in inspect.signature(td.init_process_group).parameters
 
 
 def launcher() -> str:
@@ -244,9 +246,16 @@ def _join(timeout_s) -> None:
         if torch.cuda.is_available():
             torch.cuda.set_device(0)
         return
+    extra = {}
     if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank())
+        index = _device_index()  # the same index device() answers, checked against the GPUs seen
+        torch.cuda.set_device(index)
+        if _INIT_TAKES_DEVICE_ID:
+            # binds the NCCL communicator to this rank's GPU at init (no guess from the rank)
+            extra["device_id"] = torch.device("cuda", index)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        _nccl_env()
     timeout = datetime.timedelta(seconds=_timeout_seconds(timeout_s))
     restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     if restart not in ("", "0"):
@@ -255,9 +264,18 @@ def _join(timeout_s) -> None:
         # "connection refused"). A key prefix per attempt keeps each attempt's group apart.
         store, rank_, size = next(td.rendezvous("env://", timeout=timeout))
         td.init_process_group(backend=backend, store=td.PrefixStore(f"trainkit/attempt{restart}", store),
-                              rank=rank_, world_size=size, timeout=timeout)
+                              rank=rank_, world_size=size, timeout=timeout, **extra)
         return
-    td.init_process_group(backend=backend, init_method="env://", timeout=timeout)
+    td.init_process_group(backend=backend, init_method="env://", timeout=timeout, **extra)
+
+
+def _nccl_env() -> None:
+    """NCCL's failure semantics, set before its group exists. Without async error handling a
+    collective that fails or hangs (a dead or stuck peer) blocks this rank until NCCL's watchdog
+    aborts the process (its own timeout, 30 min by default) with no one-line error; with it, the
+    collective raises once the group's timeout (--dist_timeout) has passed, and run.main reports
+    it like gloo's. A value the user set is kept."""
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
 
 
 def is_initialized() -> bool:
@@ -283,9 +301,44 @@ def is_main() -> bool:
     return rank() == 0
 
 
+# where a launcher says how many ranks run on this node, first match wins
+_LOCAL_SIZE_VARS = ("LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
+
+
+def local_world_size():
+    """(ranks on this node, the variable that said so), or (None, None) when no launcher said."""
+    for var in _LOCAL_SIZE_VARS:
+        value = os.environ.get(var, "")
+        digits = value.split("(")[0].split(",")[0]  # Slurm may write "2(x3)" or "2,1" per node
+        if digits.isdigit():
+            return int(digits), var
+    return None, None
+
+
+def _device_index() -> int:
+    """This rank's GPU among those it sees: the one index both set_device and device() use.
+
+    A rank that sees exactly one GPU uses it (a launcher gave each rank its own through
+    CUDA_VISIBLE_DEVICES, as srun --gpus-per-task=1 does, or the node has one GPU and one
+    rank); otherwise the local rank picks one. More ranks on a node than GPUs is a UserError:
+    two ranks on one GPU fail inside NCCL, or run with one rank's GPU missing."""
+    count = torch.cuda.device_count()
+    size, var = local_world_size()
+    if count == 1 and (size in (None, 1) or os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()):
+        return 0
+    lr = local_rank()
+    if (size is not None and size > count) or lr >= count:
+        from .errors import UserError
+
+        ranks = f"{size} ranks on this node ({var})" if size is not None and size > count else f"local rank {lr}"
+        raise UserError(f"{ranks} but torch.cuda.device_count() is {count}: start at most {count} rank(s) per node "
+                        f"(e.g. --nproc {count}) or give each rank its own GPU (CUDA_VISIBLE_DEVICES)")
+    return lr
+
+
 def device() -> torch.device:
     if torch.cuda.is_available():
-        return torch.device("cuda", local_rank() % torch.cuda.device_count())
+        return torch.device("cuda", _device_index())
     return torch.device("cpu")
 
 

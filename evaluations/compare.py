@@ -1137,12 +1137,23 @@ def controllability(entry, train_dir, base, data_train, reuse, failed, progress=
     return shown
 
 
+def ranks_for_this_host(nproc: int) -> int:
+    """The config's NPROC, but no more ranks than visible GPUs when CUDA is there: each rank
+    needs a GPU of its own (trainkit.dist stops a job that starts more), and a 1-GPU machine
+    would otherwise fail every stage of a config that says NPROC=2. --nproc overrides."""
+    if torch.cuda.is_available():
+        return max(1, min(nproc, torch.cuda.device_count()))
+    return nproc
+
+
 @run.main
 def main(argv=None):
     args = build_parser().parse_args(argv)
     config = read_config(args.config)
     if args.nproc is not None:
         config["nproc"] = args.nproc
+    else:
+        config["nproc"] = ranks_for_this_host(config["nproc"])
     if args.num_samples is not None:
         config["num_samples"] = args.num_samples
     minutes = args.minutes if args.minutes is not None else config["minutes"]

@@ -109,3 +109,11 @@ def test_init_with_more_ranks_than_gpus_stops_before_the_group(gpus, monkeypatch
 def test_gloo_leaves_nccl_settings_alone(gpus, monkeypatch):
     _, seen = _join_capturing(gpus, monkeypatch, count=0, local_rank=1)
     assert seen["backend"] == "gloo" and "device_id" not in seen and seen["env"] is None
+
+
+@pytest.mark.parametrize("count,nproc,expected", [(0, 2, 2), (1, 2, 1), (2, 2, 2), (4, 2, 2), (8, 16, 8)])
+def test_compare_runs_no_more_ranks_than_gpus(gpus, count, nproc, expected):
+    from evaluations import compare
+
+    gpus(count)
+    assert compare.ranks_for_this_host(nproc) == expected

@@ -16,7 +16,9 @@ PROBE_SAMPLES=200      # training's share, the last at its end (the report's "ov
 #   R1 (--r1_gamma 0.1, lazy every 4 steps). At 3,000 steps dcgan's FD-digits went 82 (none, 1,500
 #   steps) / 79 (EMA) -> 12.2 (EMA + R1) / 11.2 (half-life 5 kimg); DiffAugment on top of R1 made it
 #   worse (30.6) and twice as slow, so the GANs train without it.
-# - ddgan: DiffAugment (color,translation,cutout) and the half-life EMA; its R1 as before.
+# - ddgan: the half-life EMA (--ema_kimg 5, capped by the ramp-up at 5% of the images seen); its
+#   R1 as before. DiffAugment made it worse in the few hundred steps it gets here (at 500 steps the
+#   post-hoc averages scored FD-digits 382-525 with it, 273-284 without).
 # - improved_diffusion: unchanged recipe; cddpm: classifier-free guidance (--class_dropout_prob 0.1,
 #   cddpm_digits.sh) with min-SNR-5 weighting (--snr_gamma 5): at 1,200 steps and w = 2 (SDE-DPM++
 #   2M, 20 steps) class accuracy 0.994, precision 0.894, class recall mean 0.703 (without it: 0.978 /
@@ -34,13 +36,15 @@ SDE="--timestep_respacing '' --sampler dpmpp_2m_sde --steps 20 --time_schedule l
 # cosine schedule's alpha-bar is 0.02 (2e-7 at t = 99): a different sampler.
 # improved_diffusion's rows dropped for the budget (issue 40): full (ancestral, 100 steps),
 # dpmpp_2m-20, dpmpp_2m_sde-10 and heun-19 (on 2026-12-06: 8.96 at best, dpmpp_2m_sde-20, kept).
+# Shares 1 : 1 : 3 : 1.5 : 2.5: DDGAN is the slowest to learn (docs/evaluations.md, its curve), improved
+# diffusion was at held-out real data's FD-digits with twice its share (2026-12-06) and gives time up.
 # cddpm's rows: w = 1 (the conditional model, no guidance) and w = 2 (guided; a guided network
 # evaluation is one forward of twice the rows).
 RUNS="
 dcgan              | flags/gans/dcgan_digits.sh                 | gans               | 1   | --max_steps 100000 $GAN |
 cdcgan             | flags/gans/cdcgan_digits.sh                | gans               | 1   | --max_steps 100000 $GAN |
-ddgan              | flags/ddgan/digits16.sh                    | ddgan              | 2.5 | --num_epoch 100000 --diffaug color,translation,cutout --ema_kimg 0.1 $E --ema_snapshot_interval 100 |
-improved_diffusion | flags/improved_diffusion/digits_tiny.sh    | improved_diffusion | 2   | --max_steps 100000 $E --ema_snapshot_interval 100 | ddim-10: --timestep_respacing '' --sampler ddim --steps 10 ; dpmpp_2m-10: --timestep_respacing '' --sampler dpmpp_2m --steps 10 --time_schedule logsnr ; dpmpp_2m_sde-20: $SDE
+ddgan              | flags/ddgan/digits16.sh                    | ddgan              | 3   | --num_epoch 100000 --ema_kimg 5 $E --ema_snapshot_interval 50 |
+improved_diffusion | flags/improved_diffusion/digits_tiny.sh    | improved_diffusion | 1.5 | --max_steps 100000 $E --ema_snapshot_interval 100 | ddim-10: --timestep_respacing '' --sampler ddim --steps 10 ; dpmpp_2m-10: --timestep_respacing '' --sampler dpmpp_2m --steps 10 --time_schedule logsnr ; dpmpp_2m_sde-20: $SDE
 cddpm              | flags/improved_diffusion/cddpm_digits.sh   | improved_diffusion | 2.5 | --max_steps 100000 --snr_gamma 5 | w1: $SDE --guidance_scale 1 ; w2: $SDE --guidance_scale 2
 "
 # Post-hoc EMA sweeps: RUN | σ_rel reconstructed | the sampler that judges them (POSTHOC_SAMPLES =
@@ -48,8 +52,8 @@ cddpm              | flags/improved_diffusion/cddpm_digits.sh   | improved_diffu
 # The GANs' short trainings liked short averages (dcgan at 3,000 steps: σ_rel 0.02 / 0.05 / 0.1 /
 # 0.2 gave FD-digits 15.6 / 15.9 / 16.6 / 19.5 on 200 samples).
 POSTHOC_EMA="
-dcgan              | 0.01,0.02,0.05
-cdcgan             | 0.01,0.02,0.05
+dcgan              | 0.02,0.05,0.1
+cdcgan             | 0.02,0.05,0.1
 ddgan              | 0.02,0.05,0.1
 improved_diffusion | 0.05,0.1,0.2 | dpmpp_2m-10
 "

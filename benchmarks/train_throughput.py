@@ -1,8 +1,14 @@
-"""Training throughput of improved_diffusion's trainer, optionally side by side with openai's.
+"""Training throughput of a family's trainer: eager beside --compile, or improved_diffusion beside openai's.
 
-    python benchmarks/train_throughput.py [--reference PATH/TO/openai-improved-diffusion]
+    python benchmarks/train_throughput.py [--family improved_diffusion|ddgan|gans] [--compile]
+        [--flags "MORE TRAIN FLAGS"] [--reference PATH/TO/openai-improved-diffusion]
         [--steps 5] [--warmup 2] [--batch_size 32] [--precision fp32] [--reference_precision P]
         [--rounds 1] [--profile]
+
+Every Task is built by the family's own train module (build_task) from its train flags: the
+family's FAMILY_FLAGS below, then --flags, then --batch_size and --precision. --compile adds a
+child with `--compile True` beside the eager one and prints compiled/eager img/s (its warm-up
+steps absorb the compilation; give it --warmup 3 or more: R1 and non-R1 steps compile apart).
 
 Config (the issue's): 32 px, 64 channels, 2 res blocks, attention at 16 and 8, learn_sigma,
 cosine schedule, 4000 steps, hybrid loss, batch 32, one process. Each implementation runs in
@@ -38,6 +44,14 @@ ROOT = os.path.dirname(HERE)
 
 CONFIG = dict(image_size=32, num_channels=64, num_res_blocks=2, attention_resolutions="16,8", learn_sigma=True,
               noise_schedule="cosine", diffusion_steps=4000)
+# the families' train flags (then --flags): the issue's U-Net; DDGAN and DCGAN at CIFAR-10's 32 px
+FAMILY_FLAGS = {
+    "improved_diffusion": [f"--{k}={v}" for k, v in CONFIG.items()] + ["--use_kl", "False", "--data_dir", "-"],
+    "ddgan": ["--dataset", "cifar10", "--image_size", "32", "--num_channels", "3", "--num_channels_dae", "64",
+              "--ch_mult", "1", "2", "2", "--num_res_blocks", "2", "--nz", "100", "--num_timesteps", "4",
+              "--lazy_reg", "15", "--r1_gamma", "0.02", "--use_ema"],
+    "gans": ["--model", "dcgan", "--image_size", "32", "--num_channels", "3", "--data_dir", "-"],
+}
 
 
 def synthetic_batches(batch_size, n, seed=0):
@@ -73,21 +87,47 @@ def time_steps(step_fn, batches, warmup, profile=False):
     return times, conv / total
 
 
-def child_ours(args):
+def build_task(args, compile_):
+    """(task, image shape, parameters) of args.family, built by its train module's build_task."""
+    import shlex
+
+    import torch
+
+    from trainkit import data
+
+    argv = FAMILY_FLAGS[args.family] + shlex.split(args.flags) + [
+        "--batch_size", str(args.batch_size), "--precision", args.precision, "--compile", str(compile_)]
+    if args.family == "improved_diffusion":
+        from improved_diffusion import train
+
+        a = train.create_argparser().parse_args(argv)
+        task = train.build_task(a, log=lambda *x: None)
+        return task, (a.image_channels, a.image_size, a.image_size), task.model
+    if args.family == "ddgan":
+        from ddgan import train
+
+        a = train.create_parser().parse_args(argv)
+        task = train.build_task(a)
+        return task, (a.num_channels, a.image_size, a.image_size), task.g_raw
+    from gans import train
+
+    a = train.create_argparser().parse_args(argv)
+    images = torch.zeros(a.batch_size, a.num_channels, a.image_size, a.image_size, dtype=torch.uint8)
+    task = train.build_task(a, data.ImageData(images, None, "synthetic"))
+    return task, (a.num_channels, a.image_size, a.image_size), task.G
+
+
+def child_ours(args, compile_=False):
     sys.path.insert(0, ROOT)
     import torch
 
-    from improved_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults
-    from improved_diffusion.train_util import DiffusionTask
     from trainkit import dist, loop
 
     dist.init()
     torch.manual_seed(0)
-    kw = model_and_diffusion_defaults()
-    kw.update(CONFIG)
-    model, diffusion = create_model_and_diffusion(**kw)
-    task = DiffusionTask(model=model, diffusion=diffusion, lr=1e-4, ema_rate="0.9999", precision_mode=args.precision)
-    batches = synthetic_batches(args.batch_size, args.warmup + args.steps)
+    task, shape, model = build_task(args, compile_)
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.rand(args.batch_size, *shape, generator=g) * 2 - 1 for _ in range(args.warmup + args.steps)]
     stats = loop.StepStats()  # what trainkit.loop does with a step's statistics, included in the time
 
     def one_step(b, counter=iter(range(10**9))):
@@ -132,7 +172,8 @@ def child_openai(args):
 
 def run_child(impl, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--batch_size", str(args.batch_size), "--precision", args.precision]
+           "--warmup", str(args.warmup), "--batch_size", str(args.batch_size), "--precision", args.precision,
+           "--family", args.family, "--flags", args.flags]
     if args.reference:
         cmd += ["--reference", args.reference, "--reference_precision", args.reference_precision]
     if args.profile:
@@ -157,8 +198,13 @@ def main():
                    help="the reference's precision (default: --precision, or fp32 when that is bf16)")
     p.add_argument("--rounds", type=int, default=1, help="alternate the implementations this many times")
     p.add_argument("--profile", action="store_true", help="print the share of a step spent in convolutions")
+    p.add_argument("--family", default="improved_diffusion", choices=sorted(FAMILY_FLAGS))
+    p.add_argument("--flags", default="", help="more train flags of the family (a quoted string)")
+    p.add_argument("--compile", action="store_true", help="also time the family with --compile True")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.reference and args.family != "improved_diffusion":
+        p.error(f"--reference: openai's trainer is improved_diffusion's, not --family {args.family}")
     if args.reference and not os.path.isfile(os.path.join(args.reference, "improved_diffusion", "train_util.py")):
         p.error(f"--reference {args.reference}: not a checkout of openai/improved-diffusion "
                 "(no improved_diffusion/train_util.py)")
@@ -166,14 +212,17 @@ def main():
         args.reference_precision = "fp32" if args.precision == "bf16" else args.precision
 
     if args.child:
-        times, conv_share, params = (child_ours if args.child == "ours" else child_openai)(args)
+        if args.child == "openai":
+            times, conv_share, params = child_openai(args)
+        else:
+            times, conv_share, params = child_ours(args, compile_=args.child == "compiled")
         print(json.dumps({"times": times, "conv_share": conv_share, "params": params, "peak_rss_mb": peak_rss_mb()}))
         return
 
     import torch
 
-    impls = ["ours"] + (["openai"] if args.reference else [])
-    precision = {"ours": args.precision, "openai": args.reference_precision}
+    impls = ["ours"] + (["compiled"] if args.compile else []) + (["openai"] if args.reference else [])
+    precision = {"ours": args.precision, "compiled": args.precision, "openai": args.reference_precision}
     results = {impl: {"times": [], "conv_share": [], "peak_rss_mb": 0.0, "params": 0} for impl in impls}
     for _ in range(args.rounds):
         for impl in impls:
@@ -183,15 +232,18 @@ def main():
                 results[impl]["conv_share"].append(r["conv_share"])
             results[impl]["peak_rss_mb"] = max(results[impl]["peak_rss_mb"], r["peak_rss_mb"])
             results[impl]["params"] = r["params"]
-    print(f"config: {CONFIG}, batch {args.batch_size}, "
+    print(f"family {args.family}: {' '.join(FAMILY_FLAGS[args.family])} {args.flags}, batch {args.batch_size}, "
           f"{os.environ.get('OMP_NUM_THREADS') or torch.get_num_threads()} threads, "
           f"{args.rounds} round(s) x {args.steps} timed steps")
     for impl, r in results.items():
         med = statistics.median(r["times"])
         r["img_per_s"] = args.batch_size / med
         conv = (f"  convolutions {statistics.median(r['conv_share']):.0%} of a step" if r["conv_share"] else "")
-        print(f"{impl:7s} {precision[impl]}  params {r['params']:,}  step {med:.3f} s (median; "
+        print(f"{impl:8s} {precision[impl]}  params {r['params']:,}  step {med:.3f} s (median; "
               f"min {min(r['times']):.3f})  {r['img_per_s']:.2f} img/s  peak RSS {r['peak_rss_mb']:.0f} MB{conv}")
+    if "compiled" in results:
+        print(f"ratio compiled/eager: {results['compiled']['img_per_s'] / results['ours']['img_per_s']:.2f}x img/s "
+              f"(eager {results['ours']['img_per_s']:.2f}, compiled {results['compiled']['img_per_s']:.2f} img/s)")
     if "openai" in results:
         o, b = results["ours"], results["openai"]
         print(f"ratio ours/openai: {o['img_per_s'] / b['img_per_s']:.2f}x img/s, "

@@ -106,3 +106,25 @@ def test_wrapper_prefixes_are_taken_off_when_read():
     net = torch.nn.Linear(2, 1)
     prefixed = {f"_orig_mod.{k}": v for k, v in net.state_dict().items()}
     assert sorted(checkpoint.checked_state_dict(net, prefixed, "x.pt")) == ["bias", "weight"]
+
+
+@pytest.mark.slow
+def test_train_throughput_prints_compiled_beside_eager():
+    """benchmarks/train_throughput.py --compile: both children run the family's build_task and
+    the ratio line is printed (DCGAN at 8 px: inductor builds it in seconds)."""
+    import subprocess
+    import sys
+
+    import helpers
+
+    _need_inductor()
+    proc = subprocess.run([sys.executable, str(helpers.ROOT / "benchmarks" / "train_throughput.py"), "--family", "gans",
+                           "--compile", "--steps", "1", "--warmup", "2", "--batch_size", "4", "--flags",
+                           "--image_size 8 --ngf 4 --ndf 4 --nz 8"], env=helpers.test_env(), capture_output=True,
+                          text=True, timeout=helpers.MAX_TIMEOUT)
+    assert proc.returncode == 0, helpers.describe(proc)
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("ours ") and "img/s" in line for line in lines), proc.stdout
+    assert any(line.startswith("compiled ") and "img/s" in line for line in lines), proc.stdout
+    ratio = [line for line in lines if line.startswith("ratio compiled/eager:")]
+    assert len(ratio) == 1 and float(ratio[0].split()[2].rstrip("x")) > 0

@@ -155,21 +155,30 @@ class FeatureModel:
 
     def get(self):
         if self._model is None:
-            path = self.weights or inception.default_weights_path()
-            if not self.weights:
-                # Rank 0 alone downloads (concurrent writes to the hub cache would collide); the
-                # outcome is broadcast so that every rank fails alike when offline.
-                message = ""
-                if dist.is_main() and not os.path.isfile(path):
-                    try:
-                        inception.download_weights(path)
-                    except UserError as e:
-                        message = str(e)
-                message = dist.broadcast_object(message)
-                if message:
-                    raise UserError(message)
+            path = ensure_weights(self.weights)
             self._model = inception.build_inception(self.dims, path, self.device)
         return self._model
+
+
+def ensure_weights(weights=None) -> str:
+    """The Inception weights file: `weights` as given, else the default one, fetched when missing.
+    Collective without `weights` (every rank must call it): rank 0 alone downloads (concurrent
+    writes to the hub cache would collide) and the outcome is broadcast, so that every rank fails
+    alike when offline. Code that runs on one rank (the training loop's quality probe) calls it
+    on every rank beforehand and passes the path on, so that nothing there is collective."""
+    if weights:
+        return weights
+    path = inception.default_weights_path()
+    message = ""
+    if dist.is_main() and not os.path.isfile(path):
+        try:
+            inception.download_weights(path)
+        except UserError as e:
+            message = str(e)
+    message = dist.broadcast_object(message)
+    if message:
+        raise UserError(message)
+    return path
 
 
 def statistics_of_images(images, model: FeatureModel, batch_size=50, num_workers=0, desc="features"):

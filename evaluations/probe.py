@@ -102,4 +102,10 @@ def from_args(args, image_size):
         return None
     probe = Probe(args.probe_points, args.probe_samples, args.probe_features, args.probe_reference, image_size,
                   args.probe_inception_weights)
+    if probe.features == "inception":
+        from . import fid
+
+        # every rank, before training: finding (or fetching) the default weights is collective, and
+        # the probe itself runs on rank 0 alone while the other ranks train (a hang there)
+        probe.inception_weights = fid.ensure_weights(probe.inception_weights)
     return probe.prepare() if dist.is_main() else probe

@@ -163,18 +163,19 @@ def save(run_dir: str, step: int, states: dict, trainer_state: dict) -> None:
     A complete step is never rewritten (nor a step of openai's in a folder this run did not
     adopt): that raises a UserError naming the step before any file is touched."""
     if dist.is_main():
-        _refuse_overwrite(run_dir, step)
-        sizes = {}
-        for prefix, obj in states.items():
-            path = bf.join(run_dir, filename(prefix, step))
-            with atomic_path(path) as tmp:
-                _torch_save(obj, tmp)
-                sizes[prefix] = os.path.getsize(tmp)
-        record = dict(trainer_state)
-        record["step"] = int(step)
-        record["files"] = sizes
-        with atomic_path(bf.join(run_dir, filename(STATE_PREFIX, step))) as tmp:
-            _torch_save(record, tmp)
+        with dist.rank_zero_only("checkpoint.save"):
+            _refuse_overwrite(run_dir, step)
+            sizes = {}
+            for prefix, obj in states.items():
+                path = bf.join(run_dir, filename(prefix, step))
+                with atomic_path(path) as tmp:
+                    _torch_save(obj, tmp)
+                    sizes[prefix] = os.path.getsize(tmp)
+            record = dict(trainer_state)
+            record["step"] = int(step)
+            record["files"] = sizes
+            with atomic_path(bf.join(run_dir, filename(STATE_PREFIX, step))) as tmp:
+                _torch_save(record, tmp)
     dist.barrier()
 
 

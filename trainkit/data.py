@@ -210,7 +210,8 @@ def _data_plan(nbytes: int) -> tuple:
     outcome = None
     if dist.rank() == 0:
         try:
-            outcome = ("ok", mine())
+            with dist.rank_zero_only("data (rank 0 prepares)"):
+                outcome = ("ok", mine())
         except UserError as e:
             outcome = ("error", str(e))
     kind, value = dist.broadcast_object(outcome)

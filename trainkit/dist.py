@@ -349,12 +349,67 @@ def _collective_device() -> torch.device:
     return torch.device("cpu")
 
 
+# ----- rank-0-only sections ------------------------------------------------------------------
+# A collective issued by one rank waits for peers that never issue it (or that are inside
+# another collective: DDP's all-reduce), a hang until --dist_timeout. Code that runs on rank 0
+# alone marks itself with `rank_zero_only()`; inside it every collective below raises at once.
+
+GUARD_ENV = "TRAINKIT_COLLECTIVE_GUARD"  # "1": enforce even without a group, and guard torch.distributed too
+_refusing = None  # a section's name while a collective must raise (the one check each collective makes)
+_TD_COLLECTIVES = ("all_reduce", "all_gather", "all_gather_object", "all_gather_into_tensor", "all_to_all",
+                   "all_to_all_single", "barrier", "broadcast", "broadcast_object_list", "gather", "gather_object",
+                   "reduce", "reduce_scatter", "reduce_scatter_tensor", "scatter", "scatter_object_list",
+                   "monitored_barrier")
+
+
+def _refuse(collective: str):
+    raise RuntimeError(f"collective {collective} called inside the rank-0-only section '{_refusing}': "
+                       "the other ranks never join it (a hang until --dist_timeout); call it on every rank "
+                       "before the section")
+
+
+def _check(collective: str) -> None:
+    if _refusing is not None:
+        _refuse(collective)
+
+
+@contextlib.contextmanager
+def rank_zero_only(section: str = "rank 0"):
+    """Marks code that runs on one rank. Inside it, trainkit.dist's collectives raise (when a
+    group exists, where they would hang; and always with $TRAINKIT_COLLECTIVE_GUARD=1, which the
+    tests set, so that a single process finds the bug too); with the variable set,
+    torch.distributed's own collectives raise as well. Nested sections keep the outer name."""
+    global _refusing
+    if _refusing is not None:
+        yield
+        return
+    strict = os.environ.get(GUARD_ENV) == "1"
+    if not (strict or td.is_initialized()):
+        yield
+        return
+    saved = {}
+    if strict:
+        for name in _TD_COLLECTIVES:
+            if hasattr(td, name):
+                saved[name] = getattr(td, name)
+                setattr(td, name, lambda *a, _n=name, **k: _refuse(f"torch.distributed.{_n}"))
+    _refusing = section
+    try:
+        yield
+    finally:
+        _refusing = None
+        for name, fn in saved.items():
+            setattr(td, name, fn)
+
+
 def barrier() -> None:
+    _check("barrier")
     if td.is_initialized():
         td.barrier()
 
 
 def _all_reduce(x, mean: bool):
+    _check("all_reduce")
     if not td.is_initialized():
         return x
     as_float = not torch.is_tensor(x)
@@ -379,6 +434,7 @@ def all_reduce_sum(x):
 
 def all_reduce_max_ints(values: list) -> list:
     """Element-wise maximum over ranks of a list of integers (exact: int64). Collective."""
+    _check("all_reduce_max_ints")
     if not td.is_initialized():
         return [int(v) for v in values]
     t = torch.tensor([int(v) for v in values], dtype=torch.int64, device=_collective_device())
@@ -387,6 +443,7 @@ def all_reduce_max_ints(values: list) -> list:
 
 
 def broadcast_object(obj, src: int = 0):
+    _check("broadcast_object")
     if not td.is_initialized():
         return obj
     box = [obj]
@@ -395,6 +452,7 @@ def broadcast_object(obj, src: int = 0):
 
 
 def all_gather_object(obj) -> list:
+    _check("all_gather_object")
     if not td.is_initialized():
         return [obj]
     out = [None] * td.get_world_size()
@@ -404,6 +462,7 @@ def all_gather_object(obj) -> list:
 
 def gather_object(obj, dst: int = 0):
     """The list of every rank's `obj` on rank `dst`, None elsewhere (rank 0 alone holds it all)."""
+    _check("gather_object")
     if not td.is_initialized():
         return [obj]
     out = [None] * td.get_world_size() if td.get_rank() == dst else None

@@ -441,6 +441,10 @@ class Loop:
             self._probe_due.pop(0)
         if not dist.is_main():
             return
+        with dist.rank_zero_only("quality probe"):
+            self._probe_on_rank0()
+
+    def _probe_on_rank0(self) -> None:
         self._last_probe = self.step
         began = time.perf_counter()
         weights = self.task.state_dicts()[self.task.sample_weights(self.step)]

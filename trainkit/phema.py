@@ -169,7 +169,8 @@ class PowerEMA:
 def snapshot_due(power, interval: int, run_dir: str, step: int, model) -> None:
     """A Task's after_step: rank 0 writes the snapshot of `step` when it is a multiple of `interval`."""
     if power is not None and interval and step % interval == 0 and dist.is_main():
-        power.write_snapshot(run_dir, step, model)
+        with dist.rank_zero_only("phema snapshot"):
+            power.write_snapshot(run_dir, step, model)
 
 
 def add_args(parser):

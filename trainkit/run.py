@@ -276,7 +276,8 @@ def _agreed(fn, *args):
     outcome = None
     if dist.is_main():
         try:
-            outcome = ("ok", fn(*args))
+            with dist.rank_zero_only(f"run._agreed({fn.__name__})"):
+                outcome = ("ok", fn(*args))
         except UserError as e:
             outcome = ("error", str(e))
     kind, value = dist.broadcast_object(outcome)
@@ -379,7 +380,10 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
     # A killed run may have left half-written temporaries. A training run (one that passes
     # `resume`) is its directory's only writer, so they can go; the complete files they would
     # have replaced are untouched. Samplers may share a directory with a live run: not them.
-    leftovers = remove_leftovers(run_dir) if dist.is_main() and resume is not None else 0
+    leftovers = 0
+    if dist.is_main() and resume is not None:
+        with dist.rank_zero_only("run.remove_leftovers"):
+            leftovers = remove_leftovers(run_dir)
     # before anything else is written: a folder other nodes do not see fails the start on every rank
     _check_shared(run_dir, _agreed(_make_run_dir, run_dir))
     if dist.is_main():

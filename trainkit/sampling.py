@@ -138,11 +138,12 @@ def sample_to_npz(sample_fn, num_samples: int, batch_size: int, seed: int, out_d
     gathered = dist.gather_object(parts)
     path = None
     if dist.is_main():
-        everything = [p for rank_parts in gathered for p in rank_parts]
-        order = np.argsort(np.concatenate([np.asarray(c, dtype=np.int64) for c, _, _ in everything]))
-        images = np.concatenate([im for _, im, _ in everything])[order]
-        labels = None
-        if everything and everything[0][2] is not None:
-            labels = np.concatenate([lb for _, _, lb in everything])[order]
-        path = npz.write_samples(out_dir, images, labels)
+        with dist.rank_zero_only("sampling: rank 0 writes the samples"):
+            everything = [p for rank_parts in gathered for p in rank_parts]
+            order = np.argsort(np.concatenate([np.asarray(c, dtype=np.int64) for c, _, _ in everything]))
+            images = np.concatenate([im for _, im, _ in everything])[order]
+            labels = None
+            if everything and everything[0][2] is not None:
+                labels = np.concatenate([lb for _, _, lb in everything])[order]
+            path = npz.write_samples(out_dir, images, labels)
     return dist.broadcast_object(path)

@@ -126,7 +126,7 @@ class Trainer(loop.Task):
                     err_real = F.softplus(-d_real).mean()
                 loss = err_real
                 if with_r1:
-                    r1 = r1_penalty(d_real, x_t, o["r1_gamma"], self.prec_d)  # loss-scaled under fp16
+                    r1 = r1_penalty(d_real, x_t, o["r1_gamma"])
                     loss = loss + r1
                     totals["r1"] += r1.detach() / k
                 with torch.no_grad():  # the generator is not trained by D's loss

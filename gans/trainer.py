@@ -124,7 +124,7 @@ class GANTrainer(loop.Task):
                 loss_real = dcgan.d_loss_real(real_logits, self.loss)
                 if with_r1:
                     # lazy: every lazy_reg-th step, weighted by lazy_reg (StyleGAN2)
-                    r1 = gan.r1_penalty(real_logits, x, self.r1_gamma, self.prec_d) * self.lazy_reg
+                    r1 = gan.r1_penalty(real_logits, x, self.r1_gamma) * self.lazy_reg
                     r1_sum += r1.detach()
                     self.prec_d.backward((loss_real + r1) / k)
                 else:

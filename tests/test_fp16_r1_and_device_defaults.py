@@ -1,5 +1,7 @@
-"""Issue 39 item 7: the fp16 R1 penalty is loss-scaled (trainkit.gan.r1_penalty, used by ddgan
-and gans), and gans.interpolate runs on the training device, as the samplers do."""
+"""Issue 39 item 7: trainkit.gan.r1_penalty can loss-scale the fp16 R1 gradient (precision=), and
+gans.interpolate runs on the training device, as the samplers do. The trainers do not pass their
+Precision yet: with it, DDGAN's fp16 R1 steps gave NaN D gradients in tests/test_task_contract.py
+(the double backward through fp16 at the scaled magnitudes), so R1 there is still unscaled."""
 
 import sys
 
@@ -60,34 +62,6 @@ def test_fp32_r1_is_unchanged_by_the_precision_argument():
     with_prec, _ = _r1("fp32")
     without, _ = _r1("fp32", use_precision=False)
     assert torch.equal(with_prec, without)
-
-
-@pytest.mark.parametrize("family", ["ddgan", "gans"])
-def test_trainers_hand_their_d_precision_to_r1(family, monkeypatch):
-    """Both GAN trainers pass D's Precision to r1_penalty (the fp16 scaling needs it)."""
-    seen = []
-    real = gan.r1_penalty
-
-    def spy(d_real, x, gamma, precision=None):
-        seen.append(precision)
-        return real(d_real, x, gamma, precision)
-
-    if family == "ddgan":
-        import test_sync_budget as budget
-        from ddgan import trainer
-
-        monkeypatch.setattr(trainer, "r1_penalty", spy)
-        task, batch, _ = budget._ddgan("fp16")
-    else:
-        from gans import models
-        from gans.trainer import GANTrainer
-
-        monkeypatch.setattr(gan, "r1_penalty", spy)
-        G, D = models.create_models("dcgan", 16, 8, 4, 4, 3, 0, False)
-        task = GANTrainer(G, D, precision_mode="fp16", device=torch.device("cpu"), r1_gamma=1.0)
-        batch = (torch.rand(2, 3, 16, 16) * 2 - 1, None)
-    task.step(batch, 0, 0)
-    assert seen and all(p is task.prec_d and p.mode == "fp16" for p in seen), seen
 
 
 def test_gans_interpolate_runs_on_the_training_device(tmp_path, monkeypatch):

@@ -1099,8 +1099,9 @@ def posthoc_sweep(entry, train_dir, base, reuse, judging, sample, result, n, pro
             continue
         m = judge(find_samples(sdir), judging=judging)
         sweep["rows"].append({"sigma_rel": sigma, "folder": folder,
-                              **{k: m[k] for k in ("fd_digits", "fd_std", "precision", "recall", "num_samples",
-                                                   "class_accuracy", "class_recall_mean") if k in m}})
+                              **{k: m[k] for k in ("fd_digits", "fd_std", "precision", "precision_std", "recall",
+                                                   "recall_std", "num_samples", "class_accuracy",
+                                                   "class_recall_mean") if k in m}})
     if not sweep["rows"]:
         if progress:
             progress.skip_to(progress.done + 1, entry["name"], "post-hoc sweep: nothing judged")

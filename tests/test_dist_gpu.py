@@ -117,3 +117,52 @@ def test_compare_runs_no_more_ranks_than_gpus(gpus, count, nproc, expected):
 
     gpus(count)
     assert compare.ranks_for_this_host(nproc) == expected
+
+
+@pytest.mark.slow
+def test_a_hung_peer_fails_the_other_rank_within_dist_timeout(tmp_path, digits):
+    """gloo, the path that runs here (NCCL's settings are checked above): rank 1 stopped
+    (SIGSTOP, a hung peer), rank 0 released into its next collective; rank 0 fails once
+    --dist_timeout has passed with the one 'lost contact' line, and the job ends non-zero."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import helpers
+
+    timeout = 8
+    run_dir = tmp_path / "run"
+    cmd = ["bash", str(helpers.ROOT / "launch" / "run.sh"), "torchrun", "2", "trainkit.selfcheck",
+           "--data_dir", str(digits(16)), "--logdir", str(run_dir), "--max_steps", "50", "--hold_step", "2",
+           "--save_interval", "1000", "--log_interval", "1"]
+    proc = subprocess.Popen(cmd, cwd=str(helpers.ROOT), env=helpers.test_env(TRAINKIT_DIST_TIMEOUT=timeout),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stopped = None
+    try:
+        holds = [run_dir / f"hold_rank{r}.json" for r in (0, 1)]
+        deadline = time.monotonic() + 240
+        while not all(h.exists() and h.stat().st_size for h in holds):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        pids = [json.loads(h.read_text())["pid"] for h in holds]
+        os.kill(pids[1], signal.SIGSTOP)
+        stopped = pids[1]
+        released = time.monotonic()
+        os.kill(pids[0], signal.SIGTERM)  # rank 0 leaves its hold and meets rank 1 at a collective
+        out, err = proc.communicate(timeout=timeout + 90)
+        took = time.monotonic() - released
+    finally:
+        if stopped is not None:
+            try:
+                os.kill(stopped, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0, (out, err)
+    lines = [ln for ln in err.splitlines() if "lost contact with another rank" in ln]
+    assert len(lines) == 1 and "rank 0 of 2" in lines[0] and "--dist_timeout" in lines[0], err[-3000:]
+    assert timeout <= took < timeout + 60, took

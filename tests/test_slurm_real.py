@@ -10,6 +10,7 @@ step and waits for a stop request, so a test acts on the marker, never on a time
 import json
 import re
 import shutil
+import time
 
 import pytest
 import torch
@@ -99,12 +100,20 @@ class Job:
         assert all(p.exists() for p in paths), self.describe()
         return [json.loads(p.read_text()) for p in paths]
 
-    def wait_requeued(self, timeout=120):
-        """Wait until the job is pending again after a requeue; then start it at once (a
-        requeued job otherwise waits two minutes)."""
+    def wait_requeued(self, timeout=120, *updates):
+        """Wait until the job is pending again after a requeue, apply `updates` (scontrol update
+        fields) while it cannot start, then start it at once (a requeued job otherwise waits two
+        minutes)."""
         self.cluster.wait(lambda: self.state() == "PENDING" or self.state() in ENDED, timeout,
                           f"job {self.id} requeued")
         assert self.state() == "PENDING", self.describe()
+        # slurmd refuses a credential made in the same second as the requeue revoked the old one
+        # ("Killing non-startable batch job: Job credential revoked"; Slurm's own requeue delay
+        # exists for this): start it from the next wall-clock second on.
+        requeued = int(time.time())
+        self.cluster.wait(lambda: int(time.time()) > requeued, 5, "the second after the requeue")
+        if updates:
+            self.cluster.run("scontrol", "update", f"JobId={self.id}", *updates)
         self.cluster.run("scontrol", "update", f"JobId={self.id}", "StartTime=now")
 
     def log(self):
@@ -190,8 +199,9 @@ def test_time_limit_stops_requeues_and_resumes(cluster, digits, tmp_path, straig
     job.submit("--nodes=1", "--cpus-per-task=2", "--time=10", extra=["--hold_step", str(HOLD)])
     job.wait_held()
     cluster.run("scontrol", "update", f"JobId={job.id}", "TimeLimit=2")  # 2 min: inside the 120 s warning
-    job.wait_requeued(timeout=90)
-    cluster.run("scontrol", "update", f"JobId={job.id}", "TimeLimit=10")
+    # The limit goes back up before the requeued job may start: started under the 2 min limit it
+    # would be warned at once and stop again.
+    job.wait_requeued(90, "TimeLimit=10")
     assert job.ended() == "COMPLETED", job.describe()
     assert job.info()["Restarts"] == "1"
     assert_same(job.params(0), straight(1).params(0))

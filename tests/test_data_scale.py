@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import helpers
-from trainkit import data
+from trainkit import data, decode_cache
 
 
 def _folder(root, n=7):
@@ -35,7 +35,7 @@ def test_two_decoders_fill_disjoint_blocks_equal_to_a_one_process_decode(tmp_pat
     expected = data.load_dataset(str(folder), 8).images.numpy()  # in memory, one process
     files = data.list_image_files(str(folder))
     shape, path = expected.shape, str(tmp_path / "cache" / "images.u8")
-    tmp = data._new_cache_file(path, expected.nbytes)
+    tmp = decode_cache._new_cache_file(path, expected.nbytes)
     assert os.path.basename(tmp).startswith(".tmp-") and os.path.getsize(tmp) == expected.nbytes
 
     def image(i):
@@ -45,7 +45,7 @@ def test_two_decoders_fill_disjoint_blocks_equal_to_a_one_process_decode(tmp_pat
     counts, blocks = [], []
     for part in (0, 1):  # what rank 0 and rank 1 each do, one after the other here
         seen = []
-        counts.append(data._decode_share(tmp, shape, image, "images", part, 2, threads=1))
+        counts.append(decode_cache._decode_share(tmp, shape, image, "images", part, 2, threads=1))
         blocks.append(sorted(seen))
     assert counts == [3, 4] and blocks == [[0, 1, 2], [3, 4, 5, 6]]
     with open(tmp, "rb") as f:
@@ -57,14 +57,14 @@ def test_one_process_decodes_everything_then_reuses_the_file(tmp_path, monkeypat
     expected = data.load_dataset(str(folder), 8).images
     _cache(monkeypatch, tmp_path / "cache")
     first = data.load_dataset(str(folder), 8)
-    assert data.last_decode["decoded"] == 7 and data.last_decode["decoders"] == 1 and not data.last_decode["reused"]
-    path = data.last_decode["path"]
+    assert first.decode["decoded"] == 7 and first.decode["decoders"] == 1 and not first.decode["reused"]
+    path = first.decode["path"]
     assert os.listdir(tmp_path / "cache") == [os.path.basename(path)]
     with open(path, "rb") as f:
         assert f.read() == expected.numpy().tobytes()
     assert torch.equal(first.images, expected)
     again = data.load_dataset(str(folder), 8)
-    assert data.last_decode["reused"] and data.last_decode["decoded"] == 0
+    assert again.decode["reused"] and again.decode["decoded"] == 0
     assert torch.equal(again.images, expected)
 
 
@@ -72,7 +72,7 @@ def test_the_mapping_is_paged_from_the_file_not_copied(tmp_path, monkeypatch):
     folder = _folder(tmp_path / "images")
     _cache(monkeypatch, tmp_path / "cache")
     d = data.load_dataset(str(folder), 8)
-    path = data.last_decode["path"]
+    path = d.decode["path"]
     with open("/proc/self/maps") as f:
         maps = [line.split() for line in f if line.rstrip().endswith(path)]
     # one private (copy-on-write, never written) mapping of the whole file
@@ -119,14 +119,14 @@ def test_an_interrupted_decode_leaves_no_file_taken_as_complete(tmp_path, monkey
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
     (left,) = os.listdir(cache)
-    assert left.startswith(f".tmp-{data._host_label()}+") and f"+{pid}+" in left
+    assert left.startswith(f".tmp-{decode_cache._host_label()}+") and f"+{pid}+" in left
     assert os.path.getsize(cache / left) == expected.numel()
     # The next run does not take it for a cache: it decodes everything, gets the right bytes, and
     # removes the leftover, whose writer (pid, reaped above) is gone.
     again = data.load_dataset(str(folder), 8)
-    assert data.last_decode["decoded"] == 7 and not data.last_decode["reused"]
+    assert again.decode["decoded"] == 7 and not again.decode["reused"]
     assert torch.equal(again.images, expected)
-    assert os.listdir(cache) == [os.path.basename(data.last_decode["path"])]
+    assert os.listdir(cache) == [os.path.basename(again.decode["path"])]
 
 
 def _dead_pid():
@@ -140,19 +140,18 @@ def test_the_next_decode_removes_leftovers_of_dead_writers_only(tmp_path, monkey
     expected = data.load_dataset(str(folder), 8).images
     cache = tmp_path / "cache"
     _cache(monkeypatch, cache)
-    data.load_dataset(str(folder), 8)
-    path = data.last_decode["path"]
+    path = data.load_dataset(str(folder), 8).decode["path"]
     name = os.path.basename(path)
     os.remove(path)  # as if the decode that wrote it had been killed instead
     dead = _dead_pid()
-    me = data._writer_prefix()
+    me = decode_cache._writer_prefix()
     assert me.startswith(".tmp-") and f"+{os.getpid()}+" in me
-    here_dead = data._writer_prefix(dead, start=12345)
+    here_dead = decode_cache._writer_prefix(dead, start=12345)
     # the dead pid, but on another host, or on a host of the same name with another boot or pid
     # namespace: whether it is alive there cannot be told from here
-    other_host = here_dead.replace(data._host_label(), "elsewhere-node", 1)
-    other_machine = here_dead.replace(data._machine_token(), "0" * 8 if data._machine_token() != "0" * 8 else "1" * 8, 1)
-    reused = data._writer_prefix(os.getpid(), start=data._start_time(os.getpid()) + 1)
+    other_host = here_dead.replace(decode_cache._host_label(), "elsewhere-node", 1)
+    other_machine = here_dead.replace(decode_cache._machine_token(), "0" * 8 if decode_cache._machine_token() != "0" * 8 else "1" * 8, 1)
+    reused = decode_cache._writer_prefix(os.getpid(), start=decode_cache._start_time(os.getpid()) + 1)
     planted = {
         "dead": f"{here_dead}abc_1234{name}",
         "live": f"{me}live5678{name}",  # this process: a decode under way
@@ -171,7 +170,7 @@ def test_the_next_decode_removes_leftovers_of_dead_writers_only(tmp_path, monkey
 
     again = data.load_dataset(str(folder), 8)
     err = capsys.readouterr().err
-    assert data.last_decode["decoded"] == 7 and not data.last_decode["reused"] and data.last_decode["path"] == path
+    assert again.decode["decoded"] == 7 and not again.decode["reused"] and again.decode["path"] == path
     assert torch.equal(again.images, expected)
     with open(path, "rb") as f:
         assert f.read() == expected.numpy().tobytes()  # complete, and equal to a one-process decode
@@ -184,7 +183,7 @@ def test_the_next_decode_removes_leftovers_of_dead_writers_only(tmp_path, monkey
     removed = [line for line in err.splitlines() if line.startswith("trainkit.data: removed ")]
     size = f"{expected.numel() / 2**20:.1f} MiB"
     assert removed == [f"trainkit.data: removed {cache / planted['dead']} ({size}): a leftover of a killed decode "
-                       f"(pid {dead} on {data._host_label()} is gone)"]
+                       f"(pid {dead} on {decode_cache._host_label()} is gone)"]
     assert f"kept {cache / planted['reused pid']}: pid {os.getpid()} is now another process" in err
     (old,) = [line for line in err.splitlines() if "named without a writer's pid" in line]
     assert planted["old format"] in old and "deleted by hand when no job is running" in old

@@ -17,6 +17,7 @@ from PIL import Image
 
 import helpers
 from trainkit import checkpoint, data, dist
+from trainkit import images as trainkit_images
 from trainkit.errors import UserError
 
 lmdb = pytest.importorskip("lmdb")
@@ -260,7 +261,7 @@ def test_decoding_progress_bar_on_rank_0_above_the_threshold(exported, folder, m
     capsys.readouterr()
     data.load_dataset(str(folder), SIDE)  # 16 images, under the default threshold: no bar
     assert capsys.readouterr().err == ""
-    monkeypatch.setattr(data, "PROGRESS_MIN_IMAGES", 10)
+    monkeypatch.setattr(trainkit_images, "PROGRESS_MIN_IMAGES", 10)  # the decoding threads read it there
     for data_dir in (folder, exported["raw"]):
         data.load_dataset(str(data_dir), SIDE)
         err = capsys.readouterr().err

@@ -8,7 +8,9 @@ A and B are each an image folder (the files directly inside it with pytorch-fid'
 read with PIL as RGB, as pytorch-fid does), a samples npz (`arr_0` uint8 N,H,W,C) or a
 statistics npz (`mu`, `sigma`). Features come from pytorch-fid's own InceptionV3. What differs:
 
-- statistics accumulate in float64 as a sum and X^T X, so no feature matrix is ever held;
+- statistics accumulate in float64 as a sum and X^T X on the features' device (the GPU's
+  matrix unit forms X^T X; only mu and sigma come back to the host, once), so no feature matrix
+  is ever held and no batch is copied to the host;
 - feature extraction is split over ranks (plain process, mpiexec or torchrun) by whole
   batches, so every image sees the same batch as in one process and the result does not depend
   on the number of ranks beyond float64 summation order;
@@ -29,7 +31,7 @@ from trainkit import dist, npz, run
 from trainkit.errors import UserError
 
 from . import inception
-from .frechet import RunningStats, frechet_distance
+from .frechet import frechet_distance
 
 __all__ = ["frechet_distance", "statistics_of_path", "statistics_of_images", "fid_of_paths", "list_images"]
 
@@ -111,6 +113,51 @@ def _default_workers():
     return min(8, max(cpus // dist.world_size(), 1))  # pytorch-fid: min(8, cpus), shared by ranks
 
 
+class DeviceStats:
+    """Mean and covariance of feature rows seen in batches, accumulated where the rows are.
+
+    The same float64 sum and X^T X as `frechet.RunningStats` (so the same numbers up to
+    summation order), kept as tensors on `device`: a GPU's features never make the round trip
+    to the host per batch, and the d x d update runs on the device. `reduce()` sums over ranks
+    (one all-reduce of one packed tensor); `mean_cov()` returns numpy (mu, sigma), the only
+    transfer. MPS has no float64, so there the accumulators live on the CPU.
+    """
+
+    def __init__(self, dims: int, device="cpu"):
+        device = torch.device(device)
+        self.device = torch.device("cpu") if device.type == "mps" else device
+        self.dims = int(dims)
+        # count, sum and X^T X in one buffer, so the reduction over ranks is one collective
+        self._packed = torch.zeros(1 + self.dims + self.dims * self.dims, dtype=torch.float64, device=self.device)
+        self.total = self._packed[1 : 1 + self.dims]
+        self.gram = self._packed[1 + self.dims :].view(self.dims, self.dims)
+
+    @property
+    def count(self) -> int:
+        return int(round(float(self._packed[0])))
+
+    def update(self, features):
+        """Add the rows of `features` (a tensor, any float dtype, N x dims)."""
+        x = features.detach().reshape(-1, self.dims).to(self.device, torch.float64)
+        self._packed[0] += x.shape[0]
+        self.total += x.sum(dim=0)
+        self.gram.addmm_(x.T, x)
+
+    def reduce(self):
+        """Replace the accumulators by their sums over ranks. Collective."""
+        self._packed.copy_(dist.all_reduce_sum(self._packed))
+
+    def mean_cov(self):
+        """(mu, sigma) as float64 numpy arrays, sigma the unbiased covariance (`np.cov(rowvar=False)`)."""
+        n = self.count
+        if n < 2:
+            raise ValueError(f"statistics need at least 2 samples, got {n}")
+        mu = self.total / n
+        sigma = (self.gram - n * torch.outer(mu, mu)) / (n - 1)
+        sigma = 0.5 * (sigma + sigma.T)
+        return mu.cpu().numpy(), sigma.cpu().numpy()
+
+
 def statistics_of_dataset(dataset, model, dims, batch_size=50, device="cpu", num_workers=None,
                           desc="features") -> tuple:
     """(mu, sigma) of the model's `dims` features over `dataset`. Collective over ranks.
@@ -124,7 +171,7 @@ def statistics_of_dataset(dataset, model, dims, batch_size=50, device="cpu", num
     mine = [list(range(b * batch_size, min((b + 1) * batch_size, n))) for b in range(dist.rank(), num_batches, dist.world_size())]
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=mine, num_workers=_default_workers() if num_workers is None else num_workers)
-    stats = RunningStats(dims)
+    stats = DeviceStats(dims, device)
     error = ""
     with torch.no_grad():
         for images, messages in tqdm(loader, total=len(mine), desc=desc, disable=None if dist.is_main() else True, leave=False):
@@ -135,12 +182,12 @@ def statistics_of_dataset(dataset, model, dims, batch_size=50, device="cpu", num
             features = model(x)[0]
             if features.shape[2] != 1 or features.shape[3] != 1:
                 features = adaptive_avg_pool2d(features, output_size=(1, 1))
-            stats.update(features.squeeze(3).squeeze(2).double().cpu().numpy())
+            stats.update(features.squeeze(3).squeeze(2))
     # Every rank must reach the reductions, so an error is shared rather than raised early.
     errors = [e for e in dist.all_gather_object(error) if e]
     if errors:
         raise UserError(errors[0])
-    stats.reduce(lambda a: dist.all_reduce_sum(torch.from_numpy(a)).numpy())
+    stats.reduce()
     return stats.mean_cov()
 
 

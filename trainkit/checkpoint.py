@@ -30,7 +30,7 @@ import re
 import blobfile as bf
 import torch
 
-from . import dist
+from . import dist, ema
 from .errors import UserError
 from .fileio import atomic_path, is_local
 
@@ -198,6 +198,19 @@ def adopt(ck):
     with atomic_path(bf.join(ck.dir, filename(STATE_PREFIX, ck.step))) as tmp:
         _torch_save(record, tmp)
     return Checkpoint(ck.dir, ck.step, dict(ck.files), record)
+
+
+def sampling_weights(ck) -> str:
+    """The prefix of the state_dict to sample `ck` with, one rule for every sampler, probe,
+    interpolation and export: the `sample_weights` the training loop recorded in the state file
+    (when the step has that file), else the settled fixed-rate EMA among the step's files
+    (trainkit.ema.settled_rate: its share of the initial weights is under 1%), else "model"."""
+    recorded = (ck.state or {}).get("sample_weights")
+    if recorded and ck.has(recorded):
+        return recorded
+    rates = ema.rates_in(ck.prefixes())
+    rate = ema.settled_rate(rates, ck.step)
+    return rates[rate] if rate is not None else "model"
 
 
 class Checkpoint:

@@ -408,7 +408,8 @@ def barrier() -> None:
         td.barrier()
 
 
-def _all_reduce(x, mean: bool):
+def all_reduce_sum(x):
+    """Sum over ranks of a tensor (returns a new tensor) or a number (returns a float)."""
     _check("all_reduce")
     if not td.is_initialized():
         return x
@@ -417,19 +418,7 @@ def _all_reduce(x, mean: bool):
     orig_device = t.device
     t = t.detach().clone().to(_collective_device())
     td.all_reduce(t, op=td.ReduceOp.SUM)
-    if mean:
-        t = t / td.get_world_size()
     return float(t) if as_float else t.to(orig_device)
-
-
-def all_reduce_mean(x):
-    """Mean over ranks of a tensor (returns a new tensor) or a number (returns a float)."""
-    return _all_reduce(x, mean=True)
-
-
-def all_reduce_sum(x):
-    """Sum over ranks of a tensor (returns a new tensor) or a number (returns a float)."""
-    return _all_reduce(x, mean=False)
 
 
 def all_reduce_max_ints(values: list) -> list:
@@ -498,10 +487,6 @@ def ddp_sync(module: torch.nn.Module, sync: bool):
     if sync or not hasattr(module, "no_sync"):
         return contextlib.nullcontext()
     return module.no_sync()
-
-
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    return getattr(module, "module", module)
 
 
 def shutdown(wait_for_peers: bool = False) -> None:

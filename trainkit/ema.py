@@ -4,10 +4,26 @@
 model's own layout (buffers such as BatchNorm statistics are taken from the live model, as
 openai does), so an `ema_0.9999_*.pt` file loads into the model with `strict=True` and every
 sampler can use it directly.
+
+Saving and loading go through one pair for every family and every kind of average (fixed rates,
+StyleGAN2-ADA's half-life, the power-function profiles of trainkit.phema): `save_states(model,
+*averages)` gives the checkpoint files, `averages_state(*averages)` the trainer-state entries,
+`load_states(ck, model, *averages, log=...)` restores both.
+
+Missing-file policy on resume (one for all): an average whose file the checkpoint lacks
+restarts from the model's current (just loaded) weights, and one line naming the file and the
+step is logged. Why not raise: adding a rate to a run, resuming openai's folder or a step saved
+without that average are legitimate, and a refusal would leave no way on but retraining; the
+restarted average starts from trained weights, not the initial noise, so it is usable at once.
+Why not silently: the average then covers only the steps since the resume, which the person
+reading the log must be able to see.
 """
+
+import sys
 
 import torch
 
+from . import checkpoint, dist
 from .errors import UserError
 
 
@@ -34,12 +50,52 @@ def rate_name(rate: float) -> str:
     return repr(float(rate))
 
 
+def prefix(rate: float) -> str:
+    """The checkpoint prefix of a fixed-rate average: ema_0.9999_ (openai's file names)."""
+    return f"ema_{rate_name(rate)}_"
+
+
+def rates_in(prefixes) -> dict:
+    """{rate: prefix} of the fixed-rate averages among checkpoint prefixes (ema_0.9999_ ...;
+    ema_kimg..._ and other names that are not a rate are skipped)."""
+    rates = {}
+    for p in prefixes:
+        if p.startswith("ema_") and p.endswith("_"):
+            try:
+                rates[float(p[4:-1])] = p
+            except ValueError:
+                continue
+    return rates
+
+
+def log_default(line: str) -> None:
+    if dist.is_main():
+        print(line, file=sys.stderr, flush=True)
+
+
+@torch.no_grad()
+def load_average(shadow, names, ck, prefix, model, log, what) -> None:
+    """One average's parameters from the step's `prefix` file (a wrapper's `module.` keys taken
+    off, every key and shape checked against the model), or, when the step has no such file, the
+    model's current weights with one logged line: the module docstring's missing-file policy."""
+    if ck.has(prefix):
+        sd = checkpoint.checked_state_dict(model, ck.load(prefix), ck.path(prefix), what=what)
+        values = [sd[n] for n in names]
+    else:
+        (log or log_default)(f"no {checkpoint.filename(prefix, ck.step)} at step {ck.step}: {what} restarts "
+                              "from the model weights")
+        values = [p.detach() for p in model.parameters()]
+    for s, v in zip(shadow, values):
+        s.copy_(v)
+
+
 class EMA:
     def __init__(self, model: torch.nn.Module, rates, copy_first: bool = False):
         """`copy_first`: the first `update` copies the weights instead of averaging them (DDGAN's
         reference starts its EMA from the weights after the first optimizer step); a loaded
         state is such a start too."""
         self.rates = parse_rates(rates)
+        self.state_key = None  # nothing in the trainer state: the files are all of it
         self._copy_next = bool(copy_first)
         self.names = [n for n, p in model.named_parameters()]
         self.shadows = {
@@ -75,10 +131,15 @@ class EMA:
             shadow.copy_(state_dict[name])
         self._copy_next = False
 
+    def files(self, model: torch.nn.Module) -> dict:
+        """{ema_<rate>_: the model's state_dict with this rate's averages} for a checkpoint."""
+        return {prefix(rate): self.state_dict(rate, model) for rate in self.rates}
+
     @torch.no_grad()
-    def copy_to(self, rate: float, model: torch.nn.Module) -> None:
-        for p, s in zip(model.parameters(), self.shadows[rate]):
-            p.copy_(s)
+    def load(self, ck, model: torch.nn.Module, log) -> None:
+        for rate, shadow in self.shadows.items():
+            load_average(shadow, self.names, ck, prefix(rate), model, log, f"EMA {rate}")
+        self._copy_next = False
 
 
 class HalfLifeEMA:
@@ -94,6 +155,7 @@ class HalfLifeEMA:
             raise UserError(f"--ema_kimg {kimg}: must be positive (0 turns the average off)")
         if rampup is not None and rampup < 0:
             raise UserError(f"--ema_rampup {rampup}: must be 0 (none) or positive")
+        self.state_key = "halflife_ema"  # its entry in the trainer state
         self.kimg = float(kimg)
         self.rampup = float(rampup) if rampup else None
         self.images_per_step = int(images_per_step)
@@ -127,23 +189,11 @@ class HalfLifeEMA:
         return {"nimg": int(self.nimg), "kimg": self.kimg}
 
     @torch.no_grad()
-    def load(self, ck, model: torch.nn.Module, log=None) -> None:
-        """From a trainkit Checkpoint; a checkpoint without this average restarts it from the
-        current weights (and says so)."""
-        saved = (ck.state or {}).get("halflife_ema") or {}
-        self.nimg = int(saved.get("nimg", 0))
-        if ck.has(self.prefix):
-            sd = ck.load(self.prefix)
-            missing = [n for n in self.names if n not in sd]
-            if missing:
-                raise UserError(f"{ck.path(self.prefix)}: lacks parameters {', '.join(missing[:5])}")
-            for name, s in zip(self.names, self.shadow):
-                s.copy_(sd[name])
-        else:
-            if log is not None:
-                log(f"no {self.prefix} file at step {ck.step}: the generator average restarts from the model weights")
-            for s, p in zip(self.shadow, model.parameters()):
-                s.copy_(p.detach())
+    def load(self, ck, model: torch.nn.Module, log) -> None:
+        """From a trainkit Checkpoint: the images seen from the state file, the average from its
+        file (the missing-file policy of the module docstring)."""
+        self.nimg = int(((ck.state or {}).get(self.state_key) or {}).get("nimg", 0))
+        load_average(self.shadow, self.names, ck, self.prefix, model, log, "the generator average")
 
 
 class Chain:
@@ -188,6 +238,31 @@ def recorded_weights(ck):
     has that file (None otherwise: an openai folder, a released file, an older state file)."""
     recorded = (ck.state or {}).get("sample_weights")
     return recorded if recorded and ck.has(recorded) else None
+
+
+def save_states(model: torch.nn.Module, *averages) -> dict:
+    """The checkpoint files of every average of `model` ({prefix: state_dict in the model's
+    layout}), for a Task's state_dicts(); None averages are skipped."""
+    files = {}
+    for average in averages:
+        if average is not None:
+            files.update(average.files(model))
+    return files
+
+
+def averages_state(*averages) -> dict:
+    """The trainer-state entries of the averages that keep one (images seen), for a Task's
+    trainer_state()."""
+    return {a.state_key: a.state() for a in averages if a is not None and a.state_key}
+
+
+def load_states(ck, model: torch.nn.Module, *averages, log=None) -> None:
+    """Restore every average of `model` from a trainkit Checkpoint, after the model's own
+    weights were loaded: an average whose file the step lacks restarts from them, with one
+    logged line (`log`, else stderr on rank 0): the module docstring says why."""
+    for average in averages:
+        if average is not None:
+            average.load(ck, model, log)
 
 
 def add_halflife_args(parser):

@@ -1,13 +1,17 @@
 """The sample and statistics file layouts, in one place.
 
 Samples (openai layout): `samples_{N}x{H}x{W}x{C}.npz` with `arr_0` uint8 N,H,W,C and, for
-class-conditional models, `arr_1` int64 labels. FID statistics (pytorch-fid layout): `mu`
+class-conditional models, `arr_1` int64 labels; beside it, when the writer says how the samples
+were made, `samples_{N}x{H}x{W}x{C}.json` (INFO_FIELDS, plus a family's extras), which
+evaluations reads instead of knowing each family's sampler. FID statistics (pytorch-fid layout): `mu`
 float64 (d,) and `sigma` float64 (d, d); DDGAN's `.npy` statistics (a pickled dict of the same
 two arrays) are read too. Readers validate and name the file on any mismatch;
 writers go through a temporary file so a reader never sees half a file.
 """
 
 import io
+import json
+import os
 import zipfile
 
 import blobfile as bf
@@ -57,7 +61,40 @@ def check_images(images: np.ndarray, name: str) -> None:
         raise UserError(f"{name}: holds no images")
 
 
-def write_samples(out_dir: str, images: np.ndarray, labels=None) -> str:
+# the sample info's required fields and their types (None allowed only where listed)
+INFO_FIELDS = {"sampler": (str,), "network_evaluations": (int,), "num_samples": (int,), "seed": (int, type(None))}
+
+
+def info_path(npz_path: str) -> str:
+    """samples_NxHxWxC.json beside samples_NxHxWxC.npz."""
+    return os.path.splitext(str(npz_path))[0] + ".json"
+
+
+def check_info(info, name: str) -> dict:
+    """`info` if it is a dict with INFO_FIELDS of their types (bools are not ints here), else one
+    UserError line naming `name` and the field."""
+    if not isinstance(info, dict):
+        raise UserError(f"{name}: sample info must be a JSON object, got {type(info).__name__}")
+    for field, types in INFO_FIELDS.items():
+        if field not in info:
+            raise UserError(f"{name}: sample info lacks {field!r}")
+        value = info[field]
+        if isinstance(value, bool) or not isinstance(value, types):
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise UserError(f"{name}: sample info {field!r} must be {want}, got {value!r}")
+    if info["network_evaluations"] < 0 or info["num_samples"] < 1:
+        raise UserError(f"{name}: sample info network_evaluations {info['network_evaluations']} / "
+                        f"num_samples {info['num_samples']}: must be >= 0 / >= 1")
+    return info
+
+
+def write_samples(out_dir: str, images: np.ndarray, labels=None, info=None) -> str:
+    """Write samples_NxHxWxC.npz into `out_dir` (and, with `info`, its json beside it); returns
+    the npz path. `info["num_samples"]` defaults to the images' count and must equal it.
+
+    Order: a sidecar already there (from samples of the same shape) is removed first, then the
+    npz is written, then the new json: a reader never finds info that describes other samples,
+    at worst (a crash in between) no info."""
     images = np.asarray(images)
     check_images(images, out_dir)
     arrays = {"arr_0": images}
@@ -67,8 +104,36 @@ def write_samples(out_dir: str, images: np.ndarray, labels=None) -> str:
             raise UserError(f"{out_dir}: {labels.shape[0]} labels for {images.shape[0]} images")
         arrays["arr_1"] = labels
     path = bf.join(out_dir, samples_filename(images))
+    sidecar = info_path(path)
+    if info is not None:
+        info = check_info({"num_samples": int(images.shape[0]), **info}, sidecar)
+        if info["num_samples"] != images.shape[0]:
+            raise UserError(f"{sidecar}: sample info num_samples {info['num_samples']}, but "
+                            f"{images.shape[0]} images are written")
+    if bf.exists(sidecar):
+        bf.remove(sidecar)
     _save(path, arrays)
+    if info is not None:
+        with atomic_path(sidecar) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(info, f, indent=1, sort_keys=True)
+                f.write("\n")
     return path
+
+
+def read_sample_info(npz_path: str):
+    """The info written beside a samples npz (a dict with INFO_FIELDS), or None when the npz has
+    none (samples from an older writer or another tool); an unreadable or invalid json is one
+    UserError line naming it."""
+    sidecar = info_path(npz_path)
+    if not bf.exists(sidecar):
+        return None
+    try:
+        with bf.BlobFile(sidecar, "r") as f:
+            info = json.load(f)
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{sidecar}: not readable sample info ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    return check_info(info, sidecar)
 
 
 def read_samples(path: str):

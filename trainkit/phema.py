@@ -25,7 +25,7 @@ import blobfile as bf
 import numpy as np
 import torch
 
-from . import dist, fileio
+from . import dist, ema, fileio
 from .errors import UserError
 
 PREFIX = "phema_"  # checkpoint files phema_{σ_rel}_%06d.pt
@@ -101,6 +101,7 @@ class PowerEMA:
         self.stds = parse_stds(stds)
         self.gammas = [sigma_rel_to_gamma(s) for s in self.stds]
         self.images_per_step = int(images_per_step)
+        self.state_key = "phema"  # its entry in the trainer state
         self.nimg = 0  # images seen by the steps averaged so far
         self.names = [n for n, _ in model.named_parameters()]
         self.shadows = [[p.detach().clone() for p in model.parameters()] for _ in self.stds]
@@ -134,26 +135,15 @@ class PowerEMA:
     @torch.no_grad()
     def load(self, ck, model: torch.nn.Module, log=None) -> None:
         """Restore from a trainkit Checkpoint: each profile's file and the images seen. A profile
-        the checkpoint lacks starts over from the current weights (and says so)."""
-        saved = (ck.state or {}).get("phema") or {}
+        the checkpoint lacks restarts from the current weights (trainkit.ema's missing-file
+        policy, one logged line)."""
+        saved = (ck.state or {}).get(self.state_key) or {}
         self.nimg = int(saved.get("nimg", 0))
         for std, shadow in zip(self.stds, self.shadows):
-            prefix = self.prefix(std)
-            if ck.has(prefix):
-                sd = ck.load(prefix)
-                missing = [n for n in self.names if n not in sd]
-                if missing:
-                    raise UserError(f"{ck.path(prefix)}: lacks parameters {', '.join(missing[:5])}")
-                for name, s in zip(self.names, shadow):
-                    s.copy_(sd[name])
-            else:
-                if log is not None:
-                    log(f"no {prefix} file at step {ck.step}: the σ_rel {std} average restarts from the "
-                        "model weights")
-                for s, p in zip(shadow, model.parameters()):
-                    s.copy_(p.detach())
-        if self.stds and "nimg" not in saved and log is not None:
-            log(f"step {ck.step} records no images seen for the power-function EMA: counting from 0")
+            ema.load_average(shadow, self.names, ck, self.prefix(std), model, log, f"the σ_rel {std} average")
+        if self.stds and "nimg" not in saved:
+            (log or ema.log_default)(f"step {ck.step} records no images seen for the power-function EMA: "
+                                     "counting from 0")
 
     def write_snapshot(self, run_dir: str, step: int, model: torch.nn.Module) -> str:
         """Every profile's average now, in one file written atomically (call on rank 0)."""
@@ -230,14 +220,14 @@ class _WithPowerEMA:
         return stats
 
     def state_dicts(self):
-        return {**self.task.state_dicts(), **self.power.files(self.model)}
+        return {**self.task.state_dicts(), **ema.save_states(self.model, self.power)}
 
     def trainer_state(self):
-        return {**self.task.trainer_state(), "phema": self.power.state()}
+        return {**self.task.trainer_state(), **ema.averages_state(self.power)}
 
     def load_state_dicts(self, ck):
         self.task.load_state_dicts(ck)
-        self.power.load(ck, self.model, self.log)
+        ema.load_states(ck, self.model, self.power, log=self.log)
 
     def sample_weights(self, step):
         chosen = self.task.sample_weights(step)

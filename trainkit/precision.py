@@ -67,3 +67,55 @@ class Precision:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
             self._scale_seen = None
+
+
+# --- the loss-scale state of a Task's optimizers, in the state file and the log ------------------
+# One layout for every family: trainer_state["precision"] = {<optimizer name>: Precision state},
+# e.g. {"g": ..., "d": ...} for a GAN, {"model": ...} for one optimizer, and one logged key per
+# optimizer, loss_scale_<name>. Older state files still load: gans' {"g", "d"} is this layout
+# already, DDGAN's `precision_d` / `precision_g` keys and improved_diffusion's bare `precision`
+# (one Precision state) are read as the optimizers they belong to.
+
+
+def state_dict(scalers: dict) -> dict:
+    """{name: Precision.state_dict()} for trainer_state["precision"]."""
+    return {name: p.state_dict() for name, p in scalers.items()}
+
+
+def _is_one_state(entry) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("mode"), str)
+
+
+def saved_states(trainer_state) -> dict:
+    """{optimizer name: Precision state} from a state file in any of the layouts (empty for an
+    adopted openai step or a state file without loss scales)."""
+    state = trainer_state or {}
+    found = {k[len("precision_"):]: v for k, v in state.items()
+             if k.startswith("precision_") and _is_one_state(v)}
+    entry = state.get("precision")
+    if _is_one_state(entry):
+        found[None] = entry  # the bare layout: one optimizer, name not recorded
+    elif isinstance(entry, dict):
+        found.update({k: v for k, v in entry.items() if _is_one_state(v)})
+    return found
+
+
+def load_state_dict(scalers: dict, trainer_state) -> None:
+    """Restore each scaler's loss scale from the trainer state (any layout, see saved_states).
+    A scaler the state does not name keeps its fresh scale; the bare layout goes to a Task with
+    one optimizer and is refused, in one line, for one with several (whose would it be?)."""
+    saved = saved_states(trainer_state)
+    if None in saved:
+        if len(scalers) != 1:
+            raise UserError(f"the state file holds one loss scale (the layout with a bare 'precision') for "
+                            f"{len(scalers)} optimizers ({', '.join(scalers)}); it cannot say whose it is")
+        saved[next(iter(scalers))] = saved.pop(None)
+    for name, p in scalers.items():
+        if name in saved:
+            p.load_state_dict(saved[name])
+
+
+def log_values(scalers: dict) -> dict:
+    """{loss_scale_<name>: scale} of the fp16 scalers, for a Task's log_extras (fp32 and bf16
+    keep no scale: nothing is logged)."""
+    return {f"loss_scale_{name}": p.scale for name, p in scalers.items() if p.mode == "fp16"}

@@ -31,6 +31,21 @@ def create_argparser():
     return p
 
 
+@torch.no_grad()
+def draw(G, rnd, class_label=-1):
+    """G's images for the samples of `rnd` (a trainkit.sampling.PerSampleRandom on G's device):
+    (uint8 N,H,W,C, int64 labels or None). z is drawn first, then for a conditional G a label
+    per sample (or `class_label` for every one when >= 0), so the latents are the same with or
+    without --class_label. The one draw of the family: this sampler and the training probe
+    (gans.task.Task.probe_images) both call it, so their noise is the same for the same seed."""
+    z = rnd.randn(G.nz, 1, 1)
+    y = None
+    if G.num_classes:
+        y = rnd.randint(G.num_classes) if class_label < 0 else torch.full((len(rnd),), class_label)
+        y = y.to(device=rnd.device, dtype=torch.long)
+    return npz.to_uint8(G(z, y).float()), None if y is None else y.cpu().numpy()
+
+
 @run.main
 def main():
     args = create_argparser().parse_args()
@@ -44,15 +59,8 @@ def main():
     G = G.to(device)
     r.logger.log(f"sampling {args.num_samples} images from {path}")
 
-    @torch.no_grad()
     def sample_fn(rnd, indices):
-        z = rnd.randn(G.nz, 1, 1)  # z first: the same latents with or without --class_label
-        y = None
-        if G.num_classes:
-            y = rnd.randint(G.num_classes) if args.class_label < 0 else torch.full((len(indices),), args.class_label)
-            y = y.to(device=device, dtype=torch.long)
-        images = npz.to_uint8(G(z, y).float())
-        return images, None if y is None else y.cpu().numpy()
+        return draw(G, rnd, args.class_label)
 
     out = sampling.sample_to_npz(sample_fn, args.num_samples, args.batch_size, args.seed, r.dir, device=device)
     r.logger.log(f"wrote {out}")

@@ -14,15 +14,13 @@ checkpoint files of the step (model/disc/opt/disc_opt/ema_*/state%06d.pt) and gr
 sample grid of G on fixed noise (fixed labels i mod classes for the conditional kinds).
 """
 
-import torch
-
 from evaluations import probe
-from trainkit import checkpoint, data, diffaug, dist, ema, loop, phema, precision, run, sampling
+from trainkit import checkpoint, data, diffaug, ema, loop, phema, precision, run
 from trainkit.errors import UserError
 
 from . import models
 from .script_util import ema_rates
-from .trainer import GANTrainer
+from .task import build_task
 
 
 def create_argparser():
@@ -119,29 +117,6 @@ def check_kind(ck, model):
         raise UserError(f"{ck.path('model')}: checkpoint holds a {kind} generator, but --model is {model}")
 
 
-def fixed_inputs(args, num_classes, device):
-    """The grid's noise: per-sample seeds from --seed, so every run and resume shows the same z."""
-    z = sampling.PerSampleRandom(args.seed, range(args.grid_size), device).randn(args.nz, 1, 1)
-    y = torch.arange(args.grid_size, device=device) % num_classes if num_classes else None
-    return z, y
-
-
-def build_task(args, dataset, logger=None):
-    """The Task this entry point trains, from its parsed flags and the loaded `dataset` (its
-    number of classes, its batches): what benchmarks/gpu_check.py and
-    benchmarks/train_throughput.py measure, so they time the trainer's own construction."""
-    G, D = models.create_models(args.model, args.image_size, args.nz, args.ngf, args.ndf,
-                                args.num_channels, dataset.num_classes, args.minibatch_std)
-    batches = data.Batches(dataset, args.batch_size, seed=args.seed, random_flip=args.random_flip)
-    return GANTrainer(G, D, loss=args.loss, lr_g=args.lr_g, lr_d=args.lr_d, beta1=args.beta1,
-                      beta2=args.beta2, precision_mode=args.precision, ema_rates=args.ema_rate,
-                      sync_batchnorm=args.sync_bn, grad_accum=args.grad_accum, batches=batches,
-                      grid_inputs=fixed_inputs(args, G.num_classes, dist.device()), logger=logger,
-                      diffaug_policy=args.diffaug, r1_gamma=args.r1_gamma, lazy_reg=args.lazy_reg,
-                      ema_kimg=args.ema_kimg, ema_rampup=args.ema_rampup, ema_std=args.ema_std,
-                      ema_snapshot_interval=args.ema_snapshot_interval, compile=args.compile)
-
-
 @run.main
 def main():
     args = create_argparser().parse_args()
@@ -151,13 +126,13 @@ def main():
         check_kind(r.resume, args.model)  # `auto` found it only now
     d = data.load_dataset(args.data_dir, args.image_size, class_cond=args.model in models.CONDITIONAL,
                           channels=args.num_channels)
-    trainer = build_task(args, d, logger=r.logger)
-    G, D, batches = trainer.G, trainer.D, trainer.batches
+    task = build_task(args, d, logger=r.logger)
+    G, D, batches = task.G, task.D, task.batches
     total = loop.total_steps(args.max_steps or args.epochs * batches.batches_per_epoch)
     n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     r.logger.log(f"{args.model}: G {n_params(G):,} / D {n_params(D):,} parameters, {len(d)} images, "
                  f"{d.num_classes} classes, {batches.batches_per_epoch} steps per epoch, training to step {total}")
-    loop.Loop(r, trainer, batches, total_steps=total, log_interval=args.log_interval,
+    loop.Loop(r, task, batches, total_steps=total, log_interval=args.log_interval,
               save_interval=args.save_interval, precision=args.precision, seed=args.seed,
               probe=probe.from_args(args, args.image_size)).run_loop()
 

@@ -1,4 +1,5 @@
-"""Entry-point plumbing shared by every family: flags, run directory, seeds, signals, errors.
+"""The run directory and the entry point around it: `setup` (process group, run directory,
+options.json, seeds, signals, logger), the options read back, and `main` (errors to one line).
 
 A run directory holds `options.json` (every flag as resolved, plus how the run was launched),
 the logs and the checkpoints; `load_options` reads the flags back, so a run directory alone is
@@ -15,147 +16,32 @@ The run-directory policy (`setup`), the same for every family and entry point:
   samples: e.g. OPENAI_LOGDIR still pointing at the training run), it writes into a fresh
   subfolder `<role>-<time>/` of it and says so.
 
-SIGTERM/SIGINT/SIGUSR1 only set a flag (and so does passing $TRAINKIT_DEADLINE);
-`stop_requested()` reads it. The training loop (trainkit.loop) votes on it across ranks, so
-every rank stops at the same step, checkpoints and exits 0. A second Ctrl-C stops at once.
+The flags every entry point shares are trainkit.flags', stopping on signals trainkit.stop's,
+the random streams trainkit.rng's: their names stay importable from here.
 """
 
-import argparse
 import datetime
 import functools
 import json
 import os
-import random
 import secrets
-import signal
 import socket
 import sys
 import time
 import traceback
 
 import blobfile as bf
-import numpy as np
 import torch
 
 from . import checkpoint, dist
 from .errors import UserError
 from .fileio import TMP_PREFIX, is_local, remove_leftovers, write_text
+from .flags import (NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT, ArgumentParser,  # noqa: F401 (public)
+                    HelpFormatter, add_run_args, compiled, float_range, int_range, program_name, str2bool)
 from .logger import Logger, require_tensorboard, require_wandb
-
-
-def program_name() -> str:
-    """'improved_diffusion.train' under `python -m improved_diffusion.train`, else the script name."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return spec.name if spec is not None else os.path.basename(sys.argv[0] or "main")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows every flag's default and keeps the description's own line breaks. An empty
-    or None default, or a help line that already speaks of its default, gets no suffix."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if action.default in (None, "", argparse.SUPPRESS) or "default" in text.lower():
-            return text
-        return super()._get_help_string(action)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are one line, `prog: error: ...`, exit status 2, and whose --help
-    shows defaults."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("prog", program_name())
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def str2bool(v) -> bool:
-    if isinstance(v, bool):
-        return v
-    if v.lower() in ("yes", "true", "t", "y", "1"):
-        return True
-    if v.lower() in ("no", "false", "f", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"boolean value expected, got {v!r}")
-
-
-def _ranged(kind, lo, hi, lo_open, hi_open):
-    def parse(text):
-        try:
-            value = kind(text)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if value != value:  # NaN
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number")
-        low_bad = lo is not None and (value <= lo if lo_open else value < lo)
-        high_bad = hi is not None and (value >= hi if hi_open else value > hi)
-        if low_bad or high_bad:
-            left = "" if lo is None else ("(" if lo_open else "[") + f"{lo}"
-            right = "" if hi is None else f"{hi}" + (")" if hi_open else "]")
-            where = (f"in {left}, {right}" if lo is not None and hi is not None else
-                     f"{'>' if lo_open else '>='} {lo}" if lo is not None else f"{'<' if hi_open else '<='} {hi}")
-            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {where}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
-def int_range(lo=None, hi=None):
-    """An argparse type: an integer in [lo, hi] (either end may be None). A value out of range
-    is refused at parse time with a one-line error naming the flag."""
-    return _ranged(int, lo, hi, False, False)
-
-
-def float_range(lo=None, hi=None, lo_open=False, hi_open=False):
-    """An argparse type: a float (not NaN) in [lo, hi] (open ends with lo_open / hi_open)."""
-    return _ranged(float, lo, hi, lo_open, hi_open)
-
-
-POSITIVE_INT = int_range(1)
-NONNEG_INT = int_range(0)
-POSITIVE_FLOAT = float_range(0, lo_open=True)
-NONNEG_FLOAT = float_range(0)
-
-
-def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--logdir", default="",
-                        help="run directory (default: $OPENAI_LOGDIR, else runs/<family>-<time>)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (each rank adds its rank)")
-    parser.add_argument("--dist_timeout", type=POSITIVE_FLOAT, default=None,
-                        help="seconds a collective waits for a peer before failing "
-                             "(default $TRAINKIT_DIST_TIMEOUT or 1800)")
-    parser.add_argument("--tensorboard", action="store_true",
-                        help="also write every logged scalar (at its step) and the sample grids as TensorBoard "
-                             "event files in RUN_DIR/tb/, from rank 0 (also on when $OPENAI_LOG_FORMAT names "
-                             'tensorboard); needs pip install -e ".[tensorboard]"')
-    parser.add_argument("--wandb", action="store_true",
-                        help="also log every logged scalar (at its step) to a Weights & Biases run, from rank 0 "
-                             "(also on when $OPENAI_LOG_FORMAT names wandb; WANDB_MODE=offline keeps it local); "
-                             'needs pip install -e ".[wandb]"')
-    parser.add_argument("--no_progress", action="store_true",
-                        help="no training progress bar on stderr (default: training shows one on rank 0 when "
-                             "stderr is a terminal; samplers keep their own)")
-    parser.add_argument("--compile", type=str2bool, default=False,
-                        help="torch.compile the networks' training forward (DDP-wrapped first, as torch's DDP "
-                             "notes ask, so the compiler splits graphs at DDP's gradient buckets); "
-                             "checkpoints keep their key names; default false")
-    return parser
-
-
-def compiled(module, on: bool):
-    """`module` (a network, or the DistributedDataParallel around one) compiled when `on`.
-    Compile after the DDP wrap: torch documents DDP + TorchDynamo that way (DDPOptimizer splits
-    the graph at the bucket boundaries, so the all-reduce of one bucket overlaps the backward
-    of the next). The result is only called for training: checkpoints, EMA and optimizers keep
-    the original module, so saved keys never carry torch.compile's `_orig_mod.` prefix."""
-    if not on:
-        return module
-    return torch.compile(module)
+from .rng import reseed, rng_state, seed_all, set_rng_state  # noqa: F401 (public names)
+from .stop import (_signals, deadline, install_signal_handlers, signalled, stop_requested,  # noqa: F401
+                   stopped_message)
 
 
 class Run:
@@ -176,19 +62,6 @@ def resolve_logdir(family: str, logdir: str = "") -> str:
     chosen = logdir or os.environ.get("OPENAI_LOGDIR") or _default_dir(family)
     return dist.broadcast_object(chosen)
 
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def reseed(seed: int, step: int) -> None:
-    """Fresh random streams for a run that cannot restore its ranks' RNG states (resumed on
-    another number of ranks): derived from (seed, step, rank), so they are reproducible and no
-    two ranks share one."""
-    mixed = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(step), dist.rank()]).generate_state(1)[0]
-    seed_all(int(mixed))
 
 
 def _same_dir(a: str, b: str) -> bool:
@@ -447,107 +320,6 @@ def load_options(path: str, missing_ok: bool = False) -> dict:
     options.pop("_run", None)
     return options
 
-
-# --- stopping on signals ----------------------------------------------------------------
-
-_signals = {"count": 0, "interrupts": 0}
-
-
-def _on_signal(signum, frame):
-    _signals["count"] += 1
-    if signum == signal.SIGINT:
-        _signals["interrupts"] += 1
-        if _signals["interrupts"] > 1:
-            # A second Ctrl-C means "now": fall back to the default behaviour.
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM, SIGINT and SIGUSR1 ask for a stop at the end of the current step.
-
-    SIGUSR1 is what launch/run.sh sends through mpiexec (which kills ranks on SIGTERM but
-    forwards SIGUSR1). Only a second SIGINT stops at once: SIGTERM often arrives twice (Slurm
-    signals every process of a job step and torchrun's agent signals its workers again), and
-    that must not cut a checkpoint short.
-    """
-    _signals["count"] = 0
-    _signals["interrupts"] = 0
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        signal.signal(s, _on_signal)
-
-
-def deadline():
-    """$TRAINKIT_DEADLINE (unix seconds) or None: a time budget for the whole run.
-
-    Past it, `stop_requested()` turns true exactly as after SIGTERM, so any family stops at the
-    current step, checkpoints and exits 0. The comparison uses it to give each family a share
-    of `--minutes`; a batch job can set it a little before its time limit.
-    """
-    value = os.environ.get("TRAINKIT_DEADLINE", "")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise UserError(f"TRAINKIT_DEADLINE: {value!r} is not a unix time in seconds") from None
-
-
-def signalled() -> bool:
-    """A signal (not the deadline) asked this process to stop."""
-    return _signals["count"] > 0
-
-
-def stop_requested() -> bool:
-    """This rank's own view: a signal arrived or the deadline passed (no communication)."""
-    if _signals["count"] > 0:
-        return True
-    limit = deadline()
-    return limit is not None and time.time() >= limit
-
-
-def stopped_message(step: int, run_dir: str, resume_flag: str = "--resume_checkpoint") -> str:
-    """The line every family logs when a signal or the deadline ends training (after it wrote
-    the step's checkpoint): the step, and the command-line change that continues the run."""
-    return (f"stopped at step {step} by a signal or $TRAINKIT_DEADLINE, checkpoint written; "
-            f"continue with {resume_flag} auto --logdir {run_dir}")
-
-
-# --- RNG state --------------------------------------------------------------------------
-
-def _local_rng_state() -> dict:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, py_state, py_gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state().cpu()
-    return state
-
-
-def rng_state() -> list:
-    """Every rank's RNG states (torch, cuda, numpy, python), in rank order. Collective."""
-    return dist.all_gather_object(_local_rng_state())
-
-
-def set_rng_state(states: list) -> None:
-    """Restore this rank's entry of `rng_state()`'s list (weights_only-loadable). The list must
-    hold one entry per rank: on another world size, `reseed` derives fresh streams instead (a
-    rank must never reuse another rank's stream)."""
-    if len(states) != dist.world_size():
-        raise ValueError(f"RNG states of {len(states)} ranks cannot be restored on {dist.world_size()}")
-    s = states[dist.rank()]
-    torch.set_rng_state(s["torch"])
-    n = s["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = s["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state(s["cuda"])
 
 
 # --- entry points -----------------------------------------------------------------------

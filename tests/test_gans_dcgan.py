@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from gans import dcgan
+from trainkit import gan, interpolation
 from trainkit.errors import UserError
 
 
@@ -138,38 +139,38 @@ def test_checkpoint_of_the_other_model_kind_is_refused():
 
 def test_losses_against_closed_forms():
     zero = torch.zeros(4)
-    assert dcgan.d_loss(zero, zero, "bce").item() == pytest.approx(2 * math.log(2))
-    assert dcgan.g_loss(zero, "bce").item() == pytest.approx(math.log(2))
+    assert (gan.d_loss_real(zero, "bce") + gan.d_loss_fake(zero, "bce")).item() == pytest.approx(2 * math.log(2))
+    assert gan.g_loss(zero, "bce").item() == pytest.approx(math.log(2))
     real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
     sig = torch.sigmoid
     expected = -(torch.log(sig(real)).mean() + torch.log(1 - sig(fake)).mean())
-    assert dcgan.d_loss(real, fake, "bce").item() == pytest.approx(expected.item(), rel=1e-6)
-    assert dcgan.g_loss(fake, "bce").item() == pytest.approx(-torch.log(sig(fake)).mean().item(), rel=1e-6)
+    assert (gan.d_loss_real(real, "bce") + gan.d_loss_fake(fake, "bce")).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert gan.g_loss(fake, "bce").item() == pytest.approx(-torch.log(sig(fake)).mean().item(), rel=1e-6)
     # hinge: mean(relu(1 - r)) + mean(relu(1 + f)) = (0 + 2)/2 + (1.5 + 0)/2
-    assert dcgan.d_loss(real, fake, "hinge").item() == pytest.approx(1.75)
-    assert dcgan.g_loss(fake, "hinge").item() == pytest.approx(1.25)
+    assert (gan.d_loss_real(real, "hinge") + gan.d_loss_fake(fake, "hinge")).item() == pytest.approx(1.75)
+    assert gan.g_loss(fake, "hinge").item() == pytest.approx(1.25)
     # the BCE form stays finite where sigmoid saturates
-    assert torch.isfinite(dcgan.d_loss(torch.tensor([-200.0]), torch.tensor([200.0]), "bce"))
+    assert torch.isfinite(gan.d_loss_real(torch.tensor([-200.0]), "bce") + gan.d_loss_fake(torch.tensor([200.0]), "bce"))
     with pytest.raises(UserError, match="--loss 'wgan'"):
-        dcgan.d_loss(real, fake, "wgan")
+        gan.d_loss_real(real, "wgan")
 
 
 def test_lerp_and_slerp():
     a, b = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
-    for f in (dcgan.lerp, dcgan.slerp):
+    for f in (interpolation.lerp, interpolation.slerp):
         assert torch.allclose(f(a, b, 0.0), a) and torch.allclose(f(a, b, 1.0), b)
-    assert torch.allclose(dcgan.slerp(a, b, 0.5), (a + b) / math.sqrt(2))
-    assert torch.allclose(dcgan.lerp(a, b, 0.5), (a + b) / 2)
+    assert torch.allclose(interpolation.slerp(a, b, 0.5), (a + b) / math.sqrt(2))
+    assert torch.allclose(interpolation.lerp(a, b, 0.5), (a + b) / 2)
     # on the great circle: the angle to a grows linearly with t, norm stays 1
     for t in (0.1, 0.3, 0.7):
-        p = dcgan.slerp(a, b, t)
+        p = interpolation.slerp(a, b, t)
         assert p.norm().item() == pytest.approx(1.0, abs=1e-6)
         assert math.acos(p[0].item()) == pytest.approx(t * math.pi / 2, abs=1e-6)
     # parallel vectors fall back to lerp instead of dividing by sin(0)
-    assert torch.allclose(dcgan.slerp(a, 2 * a, 0.5), 1.5 * a)
+    assert torch.allclose(interpolation.slerp(a, 2 * a, 0.5), 1.5 * a)
     torch.manual_seed(0)
     za, zb = torch.randn(100, 1, 1), torch.randn(100, 1, 1)
-    mid = dcgan.slerp(za, zb, 0.5)
+    mid = interpolation.slerp(za, zb, 0.5)
     assert mid.shape == za.shape and mid.dtype == za.dtype
 
 

@@ -1,4 +1,9 @@
-"""What the GAN families share beyond the optimizer epilogue (trainkit/optim.py): the R1 penalty.
+"""What the GAN families share beyond the optimizer epilogue (trainkit/optim.py): the
+adversarial losses, freezing D for G's step, and the R1 penalty.
+
+Losses on D's raw logits (softplus forms, finite for any logit and safe under autocast):
+bce, the GAN paper's minimax loss for D with the non-saturating -log D(G(z)) for G (DDGAN's
+reference trains with exactly these softplus terms); hinge, Lim & Ye 2017 / Miyato et al. 2018.
 
 R1 (Mescheder et al. 2018, "Which training methods for GANs do actually converge?"):
 γ/2 · E_real ||∇_x D(x)||², a gradient penalty on real data that trains D only. Lazy
@@ -7,7 +12,61 @@ it by k so that its mean weight over steps stays γ/2, while DDGAN's reference d
 keeps the reference's update).
 """
 
+import contextlib
+
 import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+
+LOSSES = ("bce", "hinge")
+
+
+def check_loss(kind: str) -> str:
+    """`kind` if it is one of LOSSES, else one line naming the flag (call before any work)."""
+    if kind not in LOSSES:
+        raise UserError(f"--loss {kind!r}: choose {' or '.join(LOSSES)}")
+    return kind
+
+
+def d_loss_real(logits, kind="bce"):
+    """D's loss on real data, batch mean: -log sigmoid(l) = softplus(-l) (bce), max(0, 1 - l) (hinge)."""
+    if check_loss(kind) == "bce":
+        return F.softplus(-logits).mean()
+    return torch.relu(1 - logits).mean()
+
+
+def d_loss_fake(logits, kind="bce"):
+    """D's loss on generated data, batch mean: -log(1 - sigmoid(l)) = softplus(l) (bce),
+    max(0, 1 + l) (hinge)."""
+    if check_loss(kind) == "bce":
+        return F.softplus(logits).mean()
+    return torch.relu(1 + logits).mean()
+
+
+def g_loss(logits, kind="bce"):
+    """G's loss on D's logits of its samples, batch mean: non-saturating softplus(-l) (bce), -l (hinge)."""
+    if check_loss(kind) == "bce":
+        return F.softplus(-logits).mean()
+    return -logits.mean()
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """D's parameters without requires_grad for G's step, put back as they were in a `finally`
+    (an exception or a skipped step inside must not leave D frozen for its own next update).
+    G's loss still backpropagates through D to G; only the D weight gradients, which G's step
+    would compute and throw away, are not built. Use D's raw module inside: its weights do not
+    change, so DDP has nothing to synchronise."""
+    params = list(module.parameters())
+    before = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(params, before):
+            p.requires_grad_(flag)
 
 
 def r1_penalty(d_real, x_real, gamma, precision=None):

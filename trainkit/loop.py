@@ -35,10 +35,9 @@ What the loop guarantees:
   image already seen, and every rank is re-seeded from (--seed, step, rank): deterministic, no two
   ranks share noise, and the log says so. A checkpoint already at the last step trains 0 steps.
 - **Stop vote**: a signal or $TRAINKIT_DEADLINE stops every rank at the same step, with a
-  checkpoint and exit 0. The ranks vote in one small all-reduce every K steps; K is agreed in
-  the vote itself from the measured step time and vote cost, so that voting costs under 1% of
-  training time, and is capped so that votes are at most `MAX_VOTE_GAP_S` apart. Every log and
-  checkpoint step also votes.
+  checkpoint and exit 0. The ranks vote every K steps (trainkit.vote: K keeps the vote under 1%
+  of training time and votes at most `MAX_VOTE_GAP_S` apart). Every log and checkpoint step
+  also votes. The statistics summed between rows are trainkit.stepstats'.
 - **Non-finite policy**: a loss or statistic that is not finite stops the run with a one-line
   error naming the step, before anything holding it is written: the last good checkpoint stays
   the newest complete one. Under fp16 the GradScaler already skipped that step and lowered the
@@ -74,13 +73,12 @@ import blobfile as bf
 import torch
 from tqdm import tqdm
 
-from . import checkpoint, dist, fileio, run
+from . import checkpoint, dist, fileio, rng, stop
 from .errors import UserError
+from .replicas import check_consistency, parameter_fingerprint  # noqa: F401 (public names)
+from .stepstats import _BAD_BASE, StepStats  # noqa: F401 (public names)
+from .vote import MAX_VOTE_GAP_S, VOTE_SHARE, StopVote, vote_interval  # noqa: F401 (public names)
 
-VOTE_SHARE = 0.01  # the largest share of training time the stop vote may take
-MAX_VOTE_GAP_S = 2.0  # votes at most this far apart, so a signal stops the run promptly
-_NO_BAD_STEP = -1
-_BAD_BASE = 2**62  # the vote encodes "first non-finite step s" as BASE - s: MAX then finds the earliest
 QUALITY_FILE = "quality.csv"
 QUALITY_COLUMNS = ("step", "samples", "train_seconds", "probe_seconds", "fd", "fd_std", "num_samples")
 
@@ -95,13 +93,6 @@ def total_steps(*limits):
     positive = [int(x) for x in limits if x]
     return min(positive) if positive else None
 
-
-def vote_interval(step_seconds: float, vote_seconds: float) -> int:
-    """Steps between stop votes: enough that a vote costs at most VOTE_SHARE of the training
-    time between votes, but votes no further apart than MAX_VOTE_GAP_S."""
-    step_seconds = max(step_seconds, 1e-9)
-    cap = max(1, int(MAX_VOTE_GAP_S / step_seconds))
-    return max(1, min(cap, math.ceil(vote_seconds / (VOTE_SHARE * step_seconds) - 1e-9)))
 
 
 class TrainingDiverged(UserError):
@@ -147,89 +138,6 @@ class Task:
         raise NotImplementedError(f"{type(self).__name__} has no quality probe")
 
 
-class StepStats:
-    """Per-step statistics summed on the device; read back once per log interval.
-
-    Steps with the same keys share one vector of sums and one of counts, so a step costs a few
-    small tensor operations whatever the number of keys. A step with any value that is not
-    finite is left out of the sums, and the first such step is remembered (on the device).
-    """
-
-    def __init__(self):
-        self._acc = {}  # keys -> [sums, counts] (float64 vectors)
-        self._ones = {}
-        self.first_bad = None  # 0-dim int64 tensor: the first non-finite step, or -1
-
-    def add(self, stats: dict, step: int) -> None:
-        if not stats:
-            return
-        keys = tuple(stats)
-        pairs = [v if isinstance(v, tuple) else (v, None) for v in stats.values()]
-        device = next((s.device for s, _ in pairs if torch.is_tensor(s)), torch.device("cpu"))
-        vec = torch.stack([torch.as_tensor(s, device=device).detach().float().reshape(()) for s, _ in pairs]).double()
-        if all(n is None for _, n in pairs):
-            cnt = self._ones.get((keys, device))
-            if cnt is None:
-                cnt = self._ones[(keys, device)] = torch.ones(len(keys), dtype=torch.float64, device=device)
-        else:
-            one = torch.ones((), dtype=torch.float64, device=device)
-            cnt = torch.stack([one if n is None else n.detach().double().reshape(()).to(device) for _, n in pairs])
-        ok = torch.isfinite(vec).all()
-        if self.first_bad is None:
-            self.first_bad = torch.full((), _NO_BAD_STEP, dtype=torch.int64, device=device)
-        self.first_bad = torch.where(~ok & (self.first_bad < 0), torch.full_like(self.first_bad, step),
-                                     self.first_bad)
-        acc = self._acc.get(keys)
-        if acc is None:
-            acc = self._acc[keys] = [torch.zeros_like(vec), torch.zeros_like(cnt)]
-        zero = torch.zeros((), dtype=torch.float64, device=device)
-        acc[0] += torch.where(ok, vec, zero)
-        acc[1] += torch.where(ok, cnt, zero)
-
-    def bad_code(self) -> int:
-        """BASE - (first non-finite step), or 0 when every step was finite (read: one sync)."""
-        if self.first_bad is None:
-            return 0
-        s = int(self.first_bad)
-        return _BAD_BASE - s if s >= 0 else 0
-
-    def pop(self) -> dict:
-        """{key: (sum, count)} as floats since the last pop; resets the sums."""
-        out = {}
-        for keys, (sums, counts) in self._acc.items():
-            pairs = torch.stack([sums, counts]).cpu().tolist()
-            for k, s, n in zip(keys, *pairs):
-                total, count = out.get(k, (0.0, 0.0))
-                out[k] = (total + s, count + n)
-        self._acc.clear()
-        return out
-
-    def clear_bad(self) -> None:
-        self.first_bad = None
-
-
-def parameter_fingerprint(modules: dict) -> list:
-    """Per parameter tensor: its float64 sum and sum of squares; equal weights give equal bits."""
-    parts = []
-    with torch.no_grad():
-        for name in sorted(modules):
-            for p in modules[name].parameters():
-                d = p.detach().double()
-                parts.append(torch.stack([d.sum(), d.square().sum()]))
-    return torch.stack(parts).cpu().flatten().tolist() if parts else []
-
-
-def check_consistency(modules: dict, step: int) -> None:
-    """Every rank holds the same parameters (collective). A difference is a broken gradient sync
-    or a rank that loaded other weights: fail before one rank's copy is checkpointed."""
-    if dist.world_size() == 1:
-        return
-    prints = dist.all_gather_object(parameter_fingerprint(modules))
-    differ = [r for r, f in enumerate(prints) if f != prints[0]]
-    if differ:
-        raise RuntimeError(f"step {step}: rank(s) {differ} hold parameters that differ from rank 0's "
-                           f"({', '.join(sorted(modules))}); the replicas are out of sync")
-
 
 class Loop:
     def __init__(self, run_, task: Task, batches, *, total_steps=None, log_interval=10, save_interval=0,
@@ -254,10 +162,7 @@ class Loop:
         self.last_saved = None
         self.last_saved_dir = run_.dir
         self.stats = StepStats()
-        self.vote_every = 1
-        self._vote_cost = 0.0
-        self._steps_since_vote = 0
-        self._since = time.perf_counter()
+        self.votes = StopVote()
         self.probe = probe if probe is not None and getattr(probe, "points", 0) > 0 else None
         self._probe_due = []  # rank 0's remaining probe points: ("step" | "time", value)
         self._probe_seconds = 0.0
@@ -271,36 +176,10 @@ class Loop:
     @property
     def images_per_step(self) -> int:
         return self.batches.batch_size * dist.world_size()
-
-    # ----- resume --------------------------------------------------------------------------
-
-    def resume(self) -> None:
-        ck = self.run.resume
-        if ck is None:
-            return
-        self.logger.log(f"resuming from {ck.dir} step {ck.step} ({', '.join(ck.prefixes())})")
-        self.task.load_state_dicts(ck)
-        self.step = int(ck.step)
-        self.last_saved, self.last_saved_dir = self.step, ck.dir
-        state = ck.state or {}
-        world = dist.world_size()
-        saved_world = int(state.get("world_size", len(state.get("rng", ())) or 0))
-        if saved_world == world and "data" in state and "rng" in state:
-            self.batches.load_state_dict(state["data"])
-            run.set_rng_state(state["rng"])
-            return
-        # The world-size policy: re-derive what cannot be restored, deterministically.
-        data = state.get("data", {"batches": self.step})
-        old_global = int(data.get("global_batch", self.batches.batch_size * (saved_world or world)))
-        where = self.batches.rederive(int(data["batches"]), old_global)
-        run.reseed(self.seed, self.step)
-        if "rng" in state:
-            what, caveat = (f"checkpoint written by {saved_world} rank(s), this run has {world}",
-                            f"deterministic, but not bit-identical to a run that kept {saved_world} rank(s)")
-        else:
-            what, caveat = "checkpoint without trainer state (openai layout)", "deterministic"
-        self.logger.log(f"{what}: data position re-derived ({where}) and every rank re-seeded from "
-                        f"(--seed, step {self.step}, rank); {caveat}")
+    @property
+    def vote_every(self) -> int:
+        """Steps to the next stop vote, as the last vote agreed."""
+        return self.votes.every
 
     # ----- the loop ------------------------------------------------------------------------
 
@@ -319,60 +198,45 @@ class Loop:
             stopped = self._train()
             if self.step > start and self.last_saved != self.step:
                 self._checked_save()
-            if (self.probe is not None and self.step > start and not run.signalled()
+            if (self.probe is not None and self.step > start and not stop.signalled()
                     and self._last_probe != self.step):
                 self._run_probe()  # the end of the budget (a deadline or the last step), not a signal
             if stopped:
-                self.logger.log(run.stopped_message(self.step, self.run.dir, self.resume_flag))
+                self.logger.log(stop.stopped_message(self.step, self.run.dir, self.resume_flag))
             return self.step
         finally:
             self._close_bar()
             self.logger.close()
 
-    # ----- what a person watches -----------------------------------------------------------
+    # ----- resume --------------------------------------------------------------------------
 
-    def _open_bar(self) -> None:
-        if not (self.progress and dist.is_main() and getattr(sys.stderr, "isatty", lambda: False)()):
+    def resume(self) -> None:
+        ck = self.run.resume
+        if ck is None:
             return
-        self._bar = tqdm(total=self.total, initial=self.step, unit="step", desc="training", file=sys.stderr,
-                         dynamic_ncols=True)
-        self.logger.attach_bar(self._bar)
-
-    def _close_bar(self) -> None:
-        if self._bar is not None:
-            self.logger.attach_bar(None)
-            self._bar.close()
-            self._bar = None
-
-    def _eta(self, now: float):
-        """Seconds to the nearer end of the run, or None when it has none."""
-        left = []
-        t0, s0 = self._began
-        if self.total is not None and self.step > s0:
-            left.append((self.total - self.step) * (now - t0) / (self.step - s0))
-        limit = run.deadline()
-        if limit is not None:
-            left.append(max(limit - time.time(), 0.0))
-        return min(left) if left else None
-
-    def _speed(self) -> dict:
-        """The speed columns of the row that closes now (see the module docstring)."""
-        now = _now()
-        t0, s0 = self._row_at
-        self._row_at = (now, self.step)
-        out = {}
-        if self.step > s0:
-            seconds = max(now - t0, 1e-9)
-            out = {"sec_per_step": seconds / (self.step - s0),
-                   "img_per_sec": (self.step - s0) * self.images_per_step / seconds}
-        eta = self._eta(now)
-        if eta is not None:
-            out["eta_seconds"] = eta
-        if self._bar is not None and "img_per_sec" in out:
-            note = f"{out['img_per_sec']:.4g} img/s"
-            self._bar.set_postfix_str(note + (f", eta {tqdm.format_interval(eta)}" if eta is not None else ""),
-                                      refresh=False)
-        return out
+        self.logger.log(f"resuming from {ck.dir} step {ck.step} ({', '.join(ck.prefixes())})")
+        self.task.load_state_dicts(ck)
+        self.step = int(ck.step)
+        self.last_saved, self.last_saved_dir = self.step, ck.dir
+        state = ck.state or {}
+        world = dist.world_size()
+        saved_world = int(state.get("world_size", len(state.get("rng", ())) or 0))
+        if saved_world == world and "data" in state and "rng" in state:
+            self.batches.load_state_dict(state["data"])
+            rng.set_rng_state(state["rng"])
+            return
+        # The world-size policy: re-derive what cannot be restored, deterministically.
+        data = state.get("data", {"batches": self.step})
+        old_global = int(data.get("global_batch", self.batches.batch_size * (saved_world or world)))
+        where = self.batches.rederive(int(data["batches"]), old_global)
+        rng.reseed(self.seed, self.step)
+        if "rng" in state:
+            what, caveat = (f"checkpoint written by {saved_world} rank(s), this run has {world}",
+                            f"deterministic, but not bit-identical to a run that kept {saved_world} rank(s)")
+        else:
+            what, caveat = "checkpoint without trainer state (openai layout)", "deterministic"
+        self.logger.log(f"{what}: data position re-derived ({where}) and every rank re-seeded from "
+                        f"(--seed, step {self.step}, rank); {caveat}")
 
     def _train(self) -> bool:
         next_vote = self.step + 1
@@ -384,7 +248,7 @@ class Loop:
             self.task.after_step(self.run.dir, self.step)
             if self._bar is not None:
                 self._bar.update(1)
-            self._steps_since_vote += 1
+            self.votes.stepped()
             self.stats.add(stats, self.step)
             if self._probe_due and self._probe_reached():
                 self._run_probe()
@@ -397,7 +261,7 @@ class Loop:
             if not (log_due or save_due or self.step >= next_vote):
                 continue
             stop = self._vote()  # collective, at the same step on every rank
-            next_vote = self.step + self.vote_every
+            next_vote = self.step + self.votes.every
             if log_due or stop:
                 self._dump()
             if save_due or stop:
@@ -405,6 +269,47 @@ class Loop:
             if stop:
                 return True
         return False
+
+    def _vote(self) -> bool:
+        """All ranks agree on: stop?, the first non-finite step (the non-finite policy), and the
+        next vote's distance."""
+        stopping, first = self.votes.vote(self.stats.bad_code())
+        if first is not None:
+            if not self.fp16:
+                where = (f"the last good checkpoint is step {self.last_saved} in {self.last_saved_dir}"
+                         if self.last_saved is not None else "no checkpoint was written")
+                self.logger.log(f"loss is not finite at step {first}")
+                raise TrainingDiverged(f"loss is not finite at step {first}: stopped without saving; {where} "
+                                       "(try a lower learning rate, or --precision fp32)")
+            self.logger.log(f"fp16: a loss was not finite at step {first} (the step was skipped and the loss "
+                            "scale lowered); left out of the logged means")
+            self.stats.clear_bad()
+        return stopping
+
+    def _dump(self) -> None:
+        for key, (total, count) in self.stats.pop().items():
+            self.logger.logkv_sum(key, total, count)
+        self.logger.logkv("step", self.step)
+        self.logger.logkv("samples", self.step * self.images_per_step)
+        for key, value in self._speed().items():
+            self.logger.logkv(key, value)
+        for key, value in self.task.log_extras().items():
+            self.logger.logkv(key, value)
+        self.logger.dumpkvs()
+
+    def _checked_save(self) -> None:
+        check_consistency(self.task.modules(), self.step)
+        self.task.artefacts(self.run.dir, self.step)
+        state = dict(self.task.trainer_state())
+        state.update({
+            "rng": rng.rng_state(),  # collective
+            "data": dict(self.batches.state_dict(), global_batch=self.images_per_step),
+            "world_size": dist.world_size(),
+            "sample_weights": self.task.sample_weights(self.step),
+        })
+        checkpoint.save(self.run.dir, self.step, self.task.state_dicts(), state)
+        self.last_saved, self.last_saved_dir = self.step, self.run.dir
+        self.logger.log(f"saved checkpoint of step {self.step} in {self.run.dir}")
 
     # ----- the quality probe (rank 0) -----------------------------------------------------
 
@@ -415,7 +320,7 @@ class Loop:
         if self.probe is None or not dist.is_main():
             return
         k = self.probe.points
-        limit = run.deadline()
+        limit = stop.deadline()
         if limit is not None:
             now, budget = time.time(), max(limit - time.time(), 0.0)
             self._probe_due = [("time", now + budget * i / k) for i in range(1, k)]
@@ -468,50 +373,47 @@ class Loop:
         self.logger.log(f"quality probe at step {self.step}: {getattr(self.probe, 'name', 'FD')} "
                         f"{measured['fd']:.4g} ± {measured['fd_std']:.2g} ({len(images)} samples, {seconds:.1f} s)")
 
-    def _vote(self) -> bool:
-        """All ranks agree on: stop?, the first non-finite step, and the next vote's distance."""
-        elapsed = time.perf_counter() - self._since
-        local = [int(run.stop_requested()), self.stats.bad_code(), int(elapsed * 1e6), int(self._vote_cost * 1e6)]
-        began = time.perf_counter()
-        stop, bad, elapsed_us, cost_us = dist.all_reduce_max_ints(local)
-        self._vote_cost = time.perf_counter() - began
-        self.vote_every = vote_interval(elapsed_us * 1e-6 / max(self._steps_since_vote, 1), cost_us * 1e-6)
-        self._steps_since_vote = 0
-        if bad:
-            first = _BAD_BASE - bad
-            if not self.fp16:
-                where = (f"the last good checkpoint is step {self.last_saved} in {self.last_saved_dir}"
-                         if self.last_saved is not None else "no checkpoint was written")
-                self.logger.log(f"loss is not finite at step {first}")
-                raise TrainingDiverged(f"loss is not finite at step {first}: stopped without saving; {where} "
-                                       "(try a lower learning rate, or --precision fp32)")
-            self.logger.log(f"fp16: a loss was not finite at step {first} (the step was skipped and the loss "
-                            "scale lowered); left out of the logged means")
-            self.stats.clear_bad()
-        self._since = time.perf_counter()
-        return bool(stop)
+    # ----- what a person watches -----------------------------------------------------------
 
-    def _dump(self) -> None:
-        for key, (total, count) in self.stats.pop().items():
-            self.logger.logkv_sum(key, total, count)
-        self.logger.logkv("step", self.step)
-        self.logger.logkv("samples", self.step * self.images_per_step)
-        for key, value in self._speed().items():
-            self.logger.logkv(key, value)
-        for key, value in self.task.log_extras().items():
-            self.logger.logkv(key, value)
-        self.logger.dumpkvs()
+    def _open_bar(self) -> None:
+        if not (self.progress and dist.is_main() and getattr(sys.stderr, "isatty", lambda: False)()):
+            return
+        self._bar = tqdm(total=self.total, initial=self.step, unit="step", desc="training", file=sys.stderr,
+                         dynamic_ncols=True)
+        self.logger.attach_bar(self._bar)
 
-    def _checked_save(self) -> None:
-        check_consistency(self.task.modules(), self.step)
-        self.task.artefacts(self.run.dir, self.step)
-        state = dict(self.task.trainer_state())
-        state.update({
-            "rng": run.rng_state(),  # collective
-            "data": dict(self.batches.state_dict(), global_batch=self.images_per_step),
-            "world_size": dist.world_size(),
-            "sample_weights": self.task.sample_weights(self.step),
-        })
-        checkpoint.save(self.run.dir, self.step, self.task.state_dicts(), state)
-        self.last_saved, self.last_saved_dir = self.step, self.run.dir
-        self.logger.log(f"saved checkpoint of step {self.step} in {self.run.dir}")
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self.logger.attach_bar(None)
+            self._bar.close()
+            self._bar = None
+
+    def _eta(self, now: float):
+        """Seconds to the nearer end of the run, or None when it has none."""
+        left = []
+        t0, s0 = self._began
+        if self.total is not None and self.step > s0:
+            left.append((self.total - self.step) * (now - t0) / (self.step - s0))
+        limit = stop.deadline()
+        if limit is not None:
+            left.append(max(limit - time.time(), 0.0))
+        return min(left) if left else None
+
+    def _speed(self) -> dict:
+        """The speed columns of the row that closes now (see the module docstring)."""
+        now = _now()
+        t0, s0 = self._row_at
+        self._row_at = (now, self.step)
+        out = {}
+        if self.step > s0:
+            seconds = max(now - t0, 1e-9)
+            out = {"sec_per_step": seconds / (self.step - s0),
+                   "img_per_sec": (self.step - s0) * self.images_per_step / seconds}
+        eta = self._eta(now)
+        if eta is not None:
+            out["eta_seconds"] = eta
+        if self._bar is not None and "img_per_sec" in out:
+            note = f"{out['img_per_sec']:.4g} img/s"
+            self._bar.set_postfix_str(note + (f", eta {tqdm.format_interval(eta)}" if eta is not None else ""),
+                                      refresh=False)
+        return out

@@ -20,6 +20,7 @@ def _config(tmp_path, data_root, nproc=1):
     path.write_text(
         f'DATA_DIR="{data_root}"\nDATA_PREP=""\nNPROC={nproc}\nMINUTES=1\nTRAIN_FRACTION=0.5\n'
         "NUM_SAMPLES=40\nSAMPLE_BATCH=20\nPROBE_POINTS=2\nPROBE_SAMPLES=50\n"
+        'EDIT_FLAGS="--images {data}"\n'  # the edits start from the training images
         'RUNS="\n'
         "dcgan | flags/gans/dcgan_digits.sh | gans | 1 | --max_steps 100000 |\n"
         "cdcgan | flags/gans/cdcgan_digits.sh | gans | 1 | --max_steps 100000 |\n"
@@ -134,7 +135,8 @@ def test_the_training_stages_probe_flags_name_the_judgings_reference(tmp_path, d
     folder = compare.Judging("digits", "train", str(digits(16)), reference_size=300, cache_dir=str(tmp_path))
     flags = folder.probe_flags(2, 50)
     path = flags[flags.index("--probe_reference") + 1]
-    assert path == str(tmp_path / "reference" / "digits-300-of-1438.npz")
+    # the one reference-feature cache (metrics.reference_features) beside a folder of the chosen images
+    assert path == str(tmp_path / "reference" / "train-300-of-1438.digits-features.npz")
     with np.load(path) as z:
         assert z["features"].shape == (300, 64)
 

@@ -59,3 +59,7 @@ cdcgan             | 0.02,0.05,0.1
 ddgan              | 0.05,0.1,0.2
 improved_diffusion | 0.05,0.1,0.2 | dpmpp_2m-10
 "
+# Control stages: each run's flag file asks for them (INTERPOLATE_FLAGS: <package>.interpolate,
+# EDIT_FLAGS: <package>.edit); these flags come after the flag file's ({data}: the folder the
+# runs trained on): the edits start from training images.
+EDIT_FLAGS="--images {data}"

@@ -33,3 +33,7 @@ cgan | cgan_samples.png
 ddpm | ddpm_samples.png | ddpm-1000
 "
 LOSS_PICTURE=loss_curve.png
+# Control stages: each run's flag file asks for them (INTERPOLATE_FLAGS: <package>.interpolate,
+# EDIT_FLAGS: <package>.edit); these flags come after the flag file's ({data}: the folder the
+# runs trained on): the edits start from training images.
+EDIT_FLAGS="--images {data}"

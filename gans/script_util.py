@@ -13,14 +13,15 @@ from . import models
 
 def generator_path(model_path: str) -> str:
     """A generator file (model*.pt, ema_*.pt, any single file), or for a run directory (or a
-    post-hoc EMA folder of trainkit.posthoc_ema) its latest step's sampling weights: the file the
-    training loop recorded as `sample_weights` (a generator average when the run kept one, see
-    trainkit.ema.choose_sample_weights), else the raw generator."""
+    post-hoc EMA folder of trainkit.posthoc_ema) its latest step's sampling weights, by the one
+    rule of trainkit.checkpoint.sampling_weights: the file the training loop recorded as
+    `sample_weights` (a generator average when the run kept one), else a settled --ema_rate
+    average, else the raw generator."""
     if not model_path:
         raise UserError("--model_path is empty: name a model*.pt / ema_*.pt file or a run directory")
     if bf.isdir(model_path):
         ck = checkpoint.resolve(model_path)
-        return ck.path(ema.recorded_weights(ck) or "model")
+        return ck.path(checkpoint.sampling_weights(ck))
     if not bf.exists(model_path):
         raise UserError(f"{model_path}: no such generator file or run directory")
     return model_path

@@ -206,8 +206,7 @@ class Task(loop.Task):
 
     def log_extras(self) -> dict:
         extras = {"epoch": self.batches.epoch} if self.batches is not None else {}
-        if self.prec_d.mode == "fp16":
-            extras.update(loss_scale_d=self.prec_d.scale, loss_scale_g=self.prec_g.scale)
+        extras.update(precision.log_values(self.scalers()))  # loss_scale_g / loss_scale_d under fp16
         return extras
 
     def artefacts(self, run_dir, step) -> None:
@@ -226,30 +225,24 @@ class Task(loop.Task):
         return draw(G, sampling.PerSampleRandom(seed, range(n), self.device))
 
     def trainer_state(self) -> dict:
-        state = {"precision": self.precision_state(), "model_kind": models.kind_of(self.G),
-                 "num_classes": self.G.num_classes}
-        if self.halflife is not None:
-            state["halflife_ema"] = self.halflife.state()
-        if self.power is not None:
-            state["phema"] = self.power.state()
-        return state
+        return {"precision": self.precision_state(), "model_kind": models.kind_of(self.G),
+                "num_classes": self.G.num_classes, **ema.averages_state(self.ema, self.halflife, self.power)}
 
     # --- checkpoints -----------------------------------------------------------------------
 
     def state_dicts(self) -> dict:
         """Checkpoint files of one step, by prefix: model (G, so model*.pt samples like openai's),
         ema_{rate}_ (G's averages), opt (G's Adam), disc (D), disc_opt (D's Adam)."""
-        states = {"model": self.G.state_dict(), "disc": self.D.state_dict(),
-                  "opt": self.opt_g.state_dict(), "disc_opt": self.opt_d.state_dict()}
-        for rate in self.ema_rates:
-            states[f"ema_{ema.rate_name(rate)}_"] = self.ema.state_dict(rate, self.G)
-        for average in (self.halflife, self.power):
-            if average is not None:
-                states.update(average.files(self.G))
-        return states
+        return {"model": self.G.state_dict(), "disc": self.D.state_dict(),
+                "opt": self.opt_g.state_dict(), "disc_opt": self.opt_d.state_dict(),
+                **ema.save_states(self.G, self.ema, self.halflife, self.power)}
+
+    def scalers(self) -> dict:
+        """The loss scales by optimizer name (trainkit.precision's layout and log keys)."""
+        return {"g": self.prec_g, "d": self.prec_d}
 
     def precision_state(self) -> dict:
-        return {"g": self.prec_g.state_dict(), "d": self.prec_d.state_dict()}
+        return precision.state_dict(self.scalers())
 
     def load_state_dicts(self, ck) -> None:
         """Restore networks, optimizers, EMAs and loss scales from a trainkit Checkpoint."""
@@ -257,17 +250,10 @@ class Task(loop.Task):
         models.load_discriminator_state(self.D, ck.load("disc"), ck.path("disc"))
         checkpoint.load_optimizer(self.opt_g, ck.load("opt"), ck.path("opt"))
         checkpoint.load_optimizer(self.opt_d, ck.load("disc_opt"), ck.path("disc_opt"))
-        for rate in self.ema_rates:
-            prefix = f"ema_{ema.rate_name(rate)}_"
-            # a run resumed with a new EMA rate starts that average from the current weights
-            self.ema.load_state_dict(rate, ck.load(prefix) if ck.has(prefix) else self.G.state_dict())
-        log = self.logger.log if self.logger is not None else None
-        for average in (self.halflife, self.power):
-            if average is not None:
-                average.load(ck, self.G, log)
-        if ck.state and "precision" in ck.state:
-            self.prec_g.load_state_dict(ck.state["precision"]["g"])
-            self.prec_d.load_state_dict(ck.state["precision"]["d"])
+        # after G's weights: an average whose file the step lacks restarts from them (logged)
+        ema.load_states(ck, self.G, self.ema, self.halflife, self.power,
+                        log=self.logger.log if self.logger is not None else None)
+        precision.load_state_dict(self.scalers(), ck.state)
 
 
 # gans.trainer's name for the Task, kept for the scripts and tests that import it

@@ -27,7 +27,8 @@ Stabilisers, each off by default (then the step is bit for bit the one without t
 - --diffaug POLICY: D sees every real and fake image through trainkit.diffaug (fresh random
   parameters per call), in its own step and in G's, where G's gradient flows through it;
 - --r1_gamma γ (--lazy_reg k): R1 on the real micro-batches (trainkit.gan), every k-th step with
-  the penalty multiplied by k (StyleGAN2's lazy regularisation), logged as `r1`;
+  the penalty multiplied by k (StyleGAN2's lazy regularisation), logged as `r1`; under fp16 its
+  input gradient is taken with D's loss scale (else it can round to 0 and R1 vanish);
 - --ema_kimg K (--ema_rampup r): a generator average with a half-life of K thousand images
   (trainkit.ema.HalfLifeEMA), the sampling weights by default; --ema_std: power-function averages
   with snapshots for post-hoc reconstruction (trainkit.phema).
@@ -133,7 +134,7 @@ class Task(loop.Task):
                 loss_real = dcgan.d_loss_real(real_logits, self.loss)
                 if with_r1:
                     # lazy: every lazy_reg-th step, weighted by lazy_reg (StyleGAN2)
-                    r1 = gan.r1_penalty(real_logits, x, self.r1_gamma) * self.lazy_reg
+                    r1 = gan.r1_penalty(real_logits, x, self.r1_gamma, self.prec_d) * self.lazy_reg
                     r1_sum += r1.detach()
                     self.prec_d.backward((loss_real + r1) / k)
                 else:

@@ -86,6 +86,20 @@ def flag_contradictions(flags: dict, known: dict, where: str) -> list:
     return [f"--{k} {flags[k]}, but {where} has {v}" for k, v in known.items() if k in flags and flags[k] != v]
 
 
+def saved_flag_contradictions(model_path: str, flags: dict, keys) -> list:
+    """flag_contradictions of the model flags `flags` (only `keys`, None meaning "not given")
+    against the options.json of the run `model_path` belongs to (a run directory or a file in
+    one); [] where there is none (a released file). The one check every sampler, interpolation
+    and export makes before loading weights, so that a misfit names the flag first."""
+    from . import run  # here: trainkit.run imports this module
+
+    keys = set(keys)
+    path = str(model_path).rstrip("/")
+    saved = {k: v for k, v in run.load_options(path, missing_ok=True).items() if k in keys}
+    given = {k: v for k, v in flags.items() if k in keys and v is not None}
+    return flag_contradictions(given, saved, run.options_file(path))
+
+
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel's, torch.compile's
 
 

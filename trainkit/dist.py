@@ -30,6 +30,8 @@ import threading
 import torch
 import torch.distributed as td
 
+from .errors import UserError
+
 DEFAULT_TIMEOUT_S = 1800.0
 ABORT_GRACE_S = 5.0  # how long MPI_Abort may take before the failed rank exits by itself
 
@@ -400,6 +402,28 @@ def rank_zero_only(section: str = "rank 0"):
         _refusing = None
         for name, fn in saved.items():
             setattr(td, name, fn)
+
+
+def rank_zero_decides(fn, *args, section: str = None):
+    """fn(*args) run on rank 0 alone (inside rank_zero_only), its result returned on every rank;
+    a UserError it raises is raised on every rank alike, so no rank is left waiting in a
+    collective for one that failed, and every rank exits with the same one line. For decisions
+    that must not depend on a rank's own view (its environment, its files). Collective."""
+    outcome = None
+    if is_main():
+        try:
+            with rank_zero_only(section or getattr(fn, "__name__", "rank 0 decides")):
+                outcome = ("ok", fn(*args))
+        except UserError as e:
+            if world_size() == 1:
+                raise
+            outcome, failure = ("error", str(e)), e
+    kind, value = broadcast_object(outcome)
+    if kind == "error":
+        if is_main():
+            raise failure
+        raise UserError(value)
+    return value
 
 
 def barrier() -> None:

@@ -19,6 +19,7 @@ Why not silently: the average then covers only the steps since the resume, which
 reading the log must be able to see.
 """
 
+import argparse
 import sys
 
 import torch
@@ -43,6 +44,16 @@ def parse_rates(rates) -> list:
             raise UserError(f"--ema_rate: {r} is outside [0, 1)")
         out.append(v)
     return out
+
+
+def rates_arg(text: str) -> str:
+    """The argparse type of --ema_rate: a comma list of rates in [0, 1) ('' for none), checked
+    by parse_rates and kept as the text (openai's runs save it as given in options.json)."""
+    try:
+        parse_rates(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--ema_rate: ")) from None
+    return text
 
 
 def rate_name(rate: float) -> str:

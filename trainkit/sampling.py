@@ -116,11 +116,12 @@ def read_progress(directory: str):
 
 
 def sample_to_npz(sample_fn, num_samples: int, batch_size: int, seed: int, out_dir: str,
-                  device=None, desc: str = "sampling", block: int = 1):
+                  device=None, desc: str = "sampling", block: int = 1, info=None):
     """Run `sample_fn(rnd, indices) -> (uint8 N,H,W,C, labels or None)` over this rank's share of
     the indices (`rank_indices(num_samples, block)`), gather everything on rank 0 in index order
-    and write one npz there; rank 0 keeps `PROGRESS_FILE` in `out_dir` up to date after every
-    batch (SamplingProgress). Collective; returns the npz path on every rank."""
+    and write one npz there, with `info` (what the sampler did: trainkit.npz.write_samples) as its
+    json beside it; rank 0 keeps `PROGRESS_FILE` in `out_dir` up to date after every batch
+    (SamplingProgress). Collective; returns the npz path on every rank."""
     device = dist.device() if device is None else device
     mine = rank_indices(num_samples, block)
     parts = []
@@ -145,5 +146,5 @@ def sample_to_npz(sample_fn, num_samples: int, batch_size: int, seed: int, out_d
             labels = None
             if everything and everything[0][2] is not None:
                 labels = np.concatenate([lb for _, _, lb in everything])[order]
-            path = npz.write_samples(out_dir, images, labels)
+            path = npz.write_samples(out_dir, images, labels, info=info)
     return dist.broadcast_object(path)

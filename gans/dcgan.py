@@ -15,8 +15,8 @@ it to 32 px (as seed 000 does for FashionMNIST), so DCGAN flag files use `--imag
 the network for 28 px is an error that says so. The fully connected models (fcgan.py, --model
 gan/cgan) have no size constraint and train at 28 px.
 
-D returns raw logits; the losses apply sigmoid/softplus themselves, which is numerically safe
-and works under autocast (BCE-with-logits instead of Sigmoid + BCELoss).
+D returns raw logits; the losses (trainkit.gan) apply sigmoid/softplus themselves, which is
+numerically safe and works under autocast (BCE-with-logits instead of Sigmoid + BCELoss).
 
 Conditional model ("cdcgan"):
   G: a learned embedding of the label (nz numbers) is concatenated to z (cGAN, Mirza & Osindero).
@@ -266,60 +266,3 @@ def load_discriminator_state(D, state_dict, path="checkpoint"):
 def _load_strict(module, state_dict, path):
     what = "generator" if isinstance(module, Generator) else "discriminator"
     checkpoint.load_into(module, state_dict, path, what, hint="check --image_size/--nz/--ngf/--ndf")
-
-
-# --- losses ------------------------------------------------------------------------------
-# bce: the paper's minimax objective for D and the non-saturating -log D(G(z)) for G.
-# hinge: Lim & Ye 2017 / Miyato et al. 2018.
-
-
-def d_loss_real(real_logits, kind="bce"):
-    """D's loss on real images: -log D(x) (bce) or max(0, 1 - D(x)) (hinge), batch mean."""
-    if kind == "bce":
-        return nn.functional.softplus(-real_logits).mean()  # -log sigmoid(l) = softplus(-l)
-    if kind == "hinge":
-        return torch.relu(1 - real_logits).mean()
-    raise UserError(f"--loss {kind!r}: choose bce or hinge")
-
-
-def d_loss_fake(fake_logits, kind="bce"):
-    """D's loss on generated images: -log(1 - D(G(z))) (bce) or max(0, 1 + D(G(z))) (hinge)."""
-    if kind == "bce":
-        return nn.functional.softplus(fake_logits).mean()  # -log(1 - sigmoid(l)) = softplus(l)
-    if kind == "hinge":
-        return torch.relu(1 + fake_logits).mean()
-    raise UserError(f"--loss {kind!r}: choose bce or hinge")
-
-
-def d_loss(real_logits, fake_logits, kind="bce"):
-    return d_loss_real(real_logits, kind) + d_loss_fake(fake_logits, kind)
-
-
-def g_loss(fake_logits, kind="bce"):
-    """Non-saturating -log D(G(z)) for bce (the paper's practical choice); -D(G(z)) for hinge."""
-    if kind == "bce":
-        return nn.functional.softplus(-fake_logits).mean()
-    if kind == "hinge":
-        return -fake_logits.mean()
-    raise UserError(f"--loss {kind!r}: choose bce or hinge")
-
-
-# --- latent interpolation -----------------------------------------------------------------
-
-
-def lerp(a, b, t):
-    return (1 - t) * a + t * b
-
-
-def slerp(a, b, t, eps=1e-7):
-    """Spherical interpolation along the great circle between a and b (White 2016), which keeps
-    Gaussian latents at a typical norm where lerp passes through the low-norm middle."""
-    a_flat, b_flat = a.flatten().double(), b.flatten().double()
-    cos = torch.dot(a_flat, b_flat) / (a_flat.norm() * b_flat.norm()).clamp_min(eps)
-    omega = torch.arccos(cos.clamp(-1.0, 1.0))
-    so = torch.sin(omega)
-    if so.abs() < eps:  # (anti)parallel: the great circle is not defined, lerp is the limit
-        return lerp(a, b, t)
-    wa = torch.sin((1 - t) * omega) / so
-    wb = torch.sin(t * omega) / so
-    return (wa * a.double() + wb * b.double()).to(a.dtype)

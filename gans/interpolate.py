@@ -12,12 +12,9 @@ import torch
 
 from trainkit import dist, fileio, run
 from trainkit.errors import UserError
-from trainkit.interpolation import parse_seeds
+from trainkit.interpolation import interpolation_row, parse_seeds
 
-from . import dcgan
 from .script_util import add_model_args, check_class_label, load_generator, seed_latent
-
-METHODS = {"lerp": dcgan.lerp, "slerp": dcgan.slerp}
 
 
 def create_argparser():
@@ -40,12 +37,10 @@ def create_argparser():
 
 def interpolation_latents(seeds, nz, num_steps, methods):
     """(rows x num_steps, nz, 1, 1) latents, row-major: pair by pair, method by method."""
-    ts = torch.linspace(0, 1, num_steps, dtype=torch.float64)
     rows = []
     for a, b in zip(seeds, seeds[1:]):
         za, zb = seed_latent(a, nz), seed_latent(b, nz)
-        for m in methods:
-            rows.append(torch.stack([METHODS[m](za, zb, float(t)) for t in ts]))
+        rows += [interpolation_row(za, zb, num_steps, m) for m in methods]  # trainkit's lerp / slerp
     return torch.cat(rows)
 
 

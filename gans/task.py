@@ -60,8 +60,7 @@ class Task(loop.Task):
         """`images_per_step`: the images of one step on all ranks, which the half-life and
         power-function averages count (default: the batches' batch size times the world size)."""
         device = dist.device() if device is None else torch.device(device)
-        dcgan.d_loss_real(torch.zeros(1), loss)  # one-line error for a bad --loss before any work
-        self.loss = loss
+        self.loss = gan.check_loss(loss)  # one-line error for a bad --loss before any work
         self.device = device
         # the FC models (gan, cgan) hold no BatchNorm: converting them leaves them as they are
         if sync_batchnorm and dist.world_size() > 1:
@@ -131,7 +130,7 @@ class Task(loop.Task):
             with dist.ddp_sync(self.D_ddp, False):
                 with self.prec_d.autocast():
                     real_logits = D(self.augment(x), y).float()
-                loss_real = dcgan.d_loss_real(real_logits, self.loss)
+                loss_real = gan.d_loss_real(real_logits, self.loss)
                 if with_r1:
                     # lazy: every lazy_reg-th step, weighted by lazy_reg (StyleGAN2)
                     r1 = gan.r1_penalty(real_logits, x, self.r1_gamma, self.prec_d) * self.lazy_reg
@@ -142,7 +141,7 @@ class Task(loop.Task):
             with dist.ddp_sync(self.D_ddp, i == k - 1):
                 with self.prec_d.autocast():
                     fake_logits = D(self.augment(fake.detach()), y).float()
-                loss_fake = dcgan.d_loss_fake(fake_logits, self.loss)
+                loss_fake = gan.d_loss_fake(fake_logits, self.loss)
                 self.prec_d.backward(loss_fake / k)
             loss_sum += (loss_real + loss_fake).detach()
             d_real += torch.sigmoid(real_logits.detach()).mean()
@@ -160,21 +159,18 @@ class Task(loop.Task):
         the unconditional model, then one int batch size per entry); returns local statistics."""
         self.D.train(), self.G.train()
         self.opt_g.zero_grad(set_to_none=True)
-        self.D.requires_grad_(False)
         k = len(labels)
         loss_sum = d_fake = 0.0
-        try:
+        with gan.frozen(self.D) as D:  # the raw D: no DDP sync, no D gradients
             for i, (n, y) in enumerate(labels):
                 y = None if y is None else y.to(self.device)
                 with dist.ddp_sync(self.G_ddp, i == k - 1):
                     with self.prec_g.autocast():
-                        logits = self.D(self.augment(self.G_ddp(self.noise(n), y)), y).float()
-                    loss = dcgan.g_loss(logits, self.loss)
+                        logits = D(self.augment(self.G_ddp(self.noise(n), y)), y).float()
+                    loss = gan.g_loss(logits, self.loss)
                     self.prec_g.backward(loss / k)
                 loss_sum += loss.detach()
                 d_fake += torch.sigmoid(logits.detach()).mean()
-        finally:
-            self.D.requires_grad_(True)
         _, done = optim.finish_step(self.opt_g, self.prec_g, self.G, ema=self.averages)
         return {"loss_g": loss_sum / k, "d_fake_g": d_fake / k, **done}
 

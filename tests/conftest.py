@@ -2,11 +2,18 @@ import pytest
 import torch
 
 import helpers
+from _support import runs
 
 # One intra-op thread for whatever runs torch in the test process itself, as helpers gives every
 # subprocess (OMP_NUM_THREADS=1): on the shared 2-core machine a second OpenMP thread waits for a
 # busy core at every op (tests/faults/test_bad_inputs.py: 50 s of CPU with one, 58 s with two).
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # ...and again before each test, in case an entry point run in process changed it.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -36,51 +43,18 @@ def _no_inherited_logdir(monkeypatch):
     monkeypatch.delenv("TRAINKIT_DATA_DECODERS", raising=False)
 
 
-# Trained tiny runs shared by the whole session: each recipe trains once, on first use. A test
-# that writes into a run (resumes it, samples into it) takes a copy: copy_run(name, tmp_path).
-# family:  the faults' tiny command of each family (tests/faults/faultlib.py), 2 steps, a
-#          checkpoint at each: "improved_diffusion", "ddgan", "gans" (dcgan)
-# id_cond: improved diffusion class-conditional (test_id_train.TINY), one checkpoint at step 2
-# ddgan_small: DDGAN's digits flag file made smaller (test_ddgan_cli.SMALL), step 2
-RUN_RECIPES = {
-    "improved_diffusion": ("family", "improved_diffusion"),
-    "ddgan": ("family", "ddgan"),
-    "gans": ("family", "gans"),
-    "id_cond": ("id_cond", None),
-    "ddgan_small": ("ddgan_small", None),
-}
-
-
-def _train_recipe(name, data, run_dir):
-    import sys
-
-    sys.path.insert(0, str(helpers.ROOT / "tests" / "faults"))
-    import faultlib
-
-    kind, family = RUN_RECIPES[name]
-    if kind == "family":
-        f = faultlib.FAMILIES[family]
-        argv = [*f.flag_argv(), *f.tiny, "--data_dir", data, "--logdir", run_dir, "--max_steps", 2,
-                "--save_interval", 1]
-        return helpers.py(f.module, *argv)
-    if kind == "id_cond":
-        from test_id_train import FLAGS, TINY
-        return helpers.launch("local", 1, "improved_diffusion.train", "--data_dir", data, "--logdir", run_dir, *TINY,
-                              "--max_steps", 2, "--save_interval", 2, flag_files=[FLAGS])
-    from test_ddgan_cli import FLAGS, SMALL
-    return helpers.launch("local", 1, "ddgan.train", "--data_dir", data, "--batch_size", 4, *SMALL, "--max_steps", 2,
-                          "--save_interval", 2, "--logdir", run_dir, flag_files=[FLAGS])
-
-
+# Trained tiny runs shared by the whole session: each recipe (_support/runs.py) trains once, on
+# first use. A test that writes into a run (resumes it, samples into it) takes a copy:
+# copy_run(name, tmp_path).
 @pytest.fixture(scope="session")
 def trained_run(digits, tmp_path_factory):
-    """trained_run(name) -> Path of a finished tiny run (RUN_RECIPES); do not write into it."""
+    """trained_run(name) -> Path of a finished tiny run (_support.runs.RUN_RECIPES); do not write into it."""
     root = tmp_path_factory.mktemp("trained_runs")
     made = {}
 
     def get(name):
         if name not in made:
-            proc = _train_recipe(name, digits(16), root / name)
+            proc = runs.train_recipe(name, digits(16), root / name)
             assert proc.returncode == 0, helpers.describe(proc)
             made[name] = root / name
         return made[name]
@@ -98,3 +72,20 @@ def copy_run(trained_run):
         return dest
 
     return copy
+
+
+@pytest.fixture(scope="module")
+def cdcgan_run(tmp_path_factory):
+    """A run directory with a step-2 checkpoint of a tiny 16 px conditional model (10 classes):
+    the cheapest model a real sampler runs."""
+    from gans import dcgan
+    from gans.trainer import GANTrainer
+    from trainkit import checkpoint, run
+
+    d = tmp_path_factory.mktemp("cdcgan_run")
+    torch.manual_seed(0)
+    G, D = dcgan.create_models("cdcgan", 16, nz=8, ngf=8, ndf=8, channels=1, num_classes=10)
+    t = GANTrainer(G, D, device="cpu")
+    checkpoint.save(str(d), 2, t.state_dicts(), {"rng": run.rng_state(), "data": {"batches": 2},
+                                                 "precision": t.precision_state()})
+    return d

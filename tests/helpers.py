@@ -1,6 +1,7 @@
 """Shared test plumbing: start real processes the way a user would.
 
-Tests import this as `helpers` (pytest puts tests/ on sys.path). Every subprocess gets the
+Tests import this as `helpers` (pytest.ini's `pythonpath = tests` puts tests/ on sys.path; what
+tests share beyond processes is in tests/_support/). Every subprocess gets the
 repository on PYTHONPATH, one intra-op thread per rank (the CI machine has 2 cores), no CUDA,
 and a short process-group timeout so a dead peer fails a test instead of hanging it.
 
@@ -120,25 +121,6 @@ def describe(proc) -> str:
 def error_lines(proc) -> list:
     """The non-empty lines of stderr."""
     return [line for line in proc.stderr.splitlines() if line.strip()]
-
-
-def main_in_process(module, argv, monkeypatch, capsys):
-    """(exit code, stderr) of `module.main()` run in this process with `argv` as its command
-    line; the signal handlers entry points install are put back afterwards."""
-    import signal
-
-    import pytest
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
-    monkeypatch.setattr(sys, "argv", [module.__name__, *map(str, argv)])
-    try:
-        with pytest.raises(SystemExit) as e:
-            module.main()
-            raise SystemExit(0)
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
-    return e.value.code, capsys.readouterr().err
 
 
 def log_two_openai_rows(directory, format_strs=None):

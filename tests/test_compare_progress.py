@@ -14,10 +14,9 @@ import time
 import numpy as np
 import pytest
 
-import helpers
+from _support.entry import main_in_process
 from evaluations import compare, report
 from gans import sample as gans_sample
-from test_gans_cli import cdcgan_run  # noqa: F401  (a fixture: the cheapest model a real sampler runs)
 from trainkit import npz, sampling
 
 
@@ -166,7 +165,7 @@ def test_a_running_stage_is_shown_from_what_it_writes(tmp_path, stage):
     lines = out.getvalue().splitlines()
     assert lines[0] == f"progress: 0/1 stages, 0:00 elapsed, 10:00 of 10:00 left | dcgan/{stage}: started"
     running = rf"progress: 0/1 stages, .* \| dcgan/{stage}: running for 0:0\d, {shown}"
-    assert any(re.fullmatch(running, l) for l in lines), lines
+    assert any(re.fullmatch(running, line) for line in lines), lines
     assert re.fullmatch(rf"progress: 1/1 stages, .* \| dcgan/{stage}: done in 0:0\d", lines[-1])
 
 
@@ -227,10 +226,10 @@ def test_sample_to_npz_rewrites_its_record_after_every_batch(tmp_path):
     assert np.array_equal(first, second)
 
 
-def test_a_real_sampler_leaves_the_record_the_display_reads(cdcgan_run, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_a_real_sampler_leaves_the_record_the_display_reads(cdcgan_run, tmp_path, monkeypatch, capsys):
     stage_dir, since = tmp_path / "dcgan" / "samples-default", time.time()
-    code, err = helpers.main_in_process(gans_sample, [
-        "--model_path", cdcgan_run, "--num_samples", 5, "--batch_size", 2, "--logdir", stage_dir], monkeypatch, capsys)
+    code, err = main_in_process(gans_sample, ["--model_path", cdcgan_run, "--num_samples", 5, "--batch_size", 2,
+                                              "--logdir", stage_dir], monkeypatch, capsys)
     assert code == 0, err
     record = compare.latest_sampling(str(stage_dir), since)
     assert (record["samples_done"], record["samples_total"]) == (5, 5), record

@@ -3,7 +3,6 @@ digits (one run per launcher; a resume's bits are tests/test_task_contract.py's 
 launchers, tests/test_trainkit_dist.py's), npz independent of the rank count, one-line refusals."""
 
 import csv
-import importlib
 import math
 import re
 import shutil
@@ -14,17 +13,11 @@ import pytest
 import torch
 
 import helpers
-
-FLAGS = helpers.ROOT / "flags" / "ddgan" / "digits16.sh"
-# the digits flag file made smaller still: a few seconds per step on one core per rank
-SMALL_MODEL = ["--num_channels_dae", "8", "--ngf", "4", "--nz", "8", "--z_emb_dim", "16",
-               "--t_emb_dim", "16", "--n_mlp", "1"]
-SMALL = SMALL_MODEL + ["--lazy_reg", "2", "--log_interval", "1"]
-
-
-def ok(proc):
-    assert proc.returncode == 0, helpers.describe(proc)
-    return proc
+from _support.checks import ok
+from _support.entry import main_in_process
+from _support.flags import DDGAN_FLAGS as FLAGS
+from _support.flags import DDGAN_SMALL as SMALL
+from _support.flags import DDGAN_SMALL_MODEL as SMALL_MODEL
 
 
 def rows(run_dir):
@@ -79,15 +72,6 @@ def test_two_ranks_train_and_sample(launcher, digits, tmp_path):
         assert np.array_equal(one, two)
 
 
-def run_main(module, argv, monkeypatch, capsys):
-    """An entry point in-process, as `python -m module argv...`: (exit code, stderr lines).
-    Only for refusals that happen before any process group or run directory exists."""
-    monkeypatch.setattr(sys, "argv", [module] + [str(a) for a in argv])
-    with pytest.raises(SystemExit) as e:
-        importlib.import_module(module).main()
-    return e.value.code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-
-
 @pytest.mark.parametrize("module,argv,message", [
     ("ddgan.train", ["--batch_size", "16", "--grad_accum", "3"],
      "ddgan.train: error: --grad_accum 3 does not divide --batch_size 16"),
@@ -102,7 +86,8 @@ def test_refusals_are_one_line(module, argv, message, monkeypatch, capsys, tmp_p
                 "--logdir", tmp_path / "x"] + argv
     else:
         argv = [str(a).replace("NOWHERE", str(tmp_path / "nothing")) for a in argv]
-    code, lines = run_main(module, argv, monkeypatch, capsys)
+    code, err = main_in_process(module, argv, monkeypatch, capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and message in lines[0], lines
     assert not (tmp_path / "x").exists()  # nothing written
 

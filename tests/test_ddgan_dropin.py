@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 
 import helpers
+from _support.checks import ok
+from _support.entry import main_in_process
 
 # The DDGAN README's CIFAR-10 command (train_ddgan.py -> python -m ddgan.train), 2 ranks
 README_TRAIN = ("--dataset cifar10 --exp ddgan_cifar10_exp1 --num_channels 3 --num_channels_dae 128 "
@@ -38,11 +40,6 @@ TINY_TRAIN = "--batch_size 4 --num_epoch 1 --log_interval 1"
 EXP = os.path.join("saved_info", "dd_gan", "cifar10", "ddgan_cifar10_exp1")
 REFERENCE_CONTENT_KEYS = {"epoch", "global_step", "args", "netG_dict", "optimizerG", "schedulerG", "netD_dict",
                           "optimizerD", "schedulerD"}
-
-
-def ok(proc):
-    assert proc.returncode == 0, helpers.describe(proc)
-    return proc
 
 
 def words(*lines):
@@ -200,7 +197,7 @@ def test_sampling_refusals_are_one_line(experiment, argv, message, monkeypatch, 
     np.save(experiment.cwd / "bad.npy", np.zeros(3))
     monkeypatch.chdir(experiment.cwd)
     before = sorted(os.listdir(experiment.cwd))
-    code, err = helpers.main_in_process(sample, argv + words(TINY_MODEL), monkeypatch, capsys)
+    code, err = main_in_process(sample, argv + words(TINY_MODEL), monkeypatch, capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert sorted(os.listdir(experiment.cwd)) == before
 
@@ -215,7 +212,7 @@ def test_num_process_per_node_must_agree_with_torchrun(monkeypatch, capsys, tmp_
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.chdir(tmp_path)
     argv = words(README_TRAIN.replace("--num_process_per_node 2", "--num_process_per_node 4"))
-    code, err = helpers.main_in_process(ddgan_train, argv + ["--data_dir", tmp_path], monkeypatch, capsys)
+    code, err = main_in_process(ddgan_train, argv + ["--data_dir", tmp_path], monkeypatch, capsys)
     assert code == 2, err
     assert "--num_process_per_node 4 disagrees with torchrun, which started 2 processes per node" in err
     assert not (tmp_path / "saved_info").exists()

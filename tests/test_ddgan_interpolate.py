@@ -3,36 +3,21 @@ rows start at ddgan.sample's sample 0 of the first seed; the flag file drives it
 one line."""
 
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_ddgan_cli import FLAGS, SMALL_MODEL
 
+from _support.entry import main_in_process
+from _support.flags import DDGAN_FLAGS as FLAGS
+from _support.flags import DDGAN_SMALL_MODEL as SMALL_MODEL
 from ddgan import interpolate, sample
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def ddgan_run(trained_run):
     return trained_run("ddgan_small")  # conftest.RUN_RECIPES: test_ddgan_cli.SMALL, 2 steps
-
-
-def _main(module, monkeypatch, capsys, *argv):
-    monkeypatch.setattr(sys, "argv", [module.__name__, *map(str, argv)])
-    with pytest.raises(SystemExit) as e:
-        module.main()
-        raise SystemExit(0)
-    return e.value.code, capsys.readouterr().err
 
 
 def test_draws_are_the_samplers_and_rows_vary_one_thing():
@@ -51,26 +36,25 @@ def test_draws_are_the_samplers_and_rows_vary_one_thing():
 
 def test_cli_grid_npz_ends_and_bad_seeds(ddgan_run, tmp_path, monkeypatch, capsys):
     out = tmp_path / "grid.png"
-    code, err = _main(interpolate, monkeypatch, capsys, "--model_path", ddgan_run, "--seeds", "1,2,3",
-                      "--num_steps", 3, "--out", out, "--logdir", tmp_path / "i")
+    code, err = main_in_process(interpolate, ["--model_path", ddgan_run, "--seeds", "1,2,3", "--num_steps", 3, "--out",
+                                              out, "--logdir", tmp_path / "i"], monkeypatch, capsys)
     assert code == 0, err
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == (3 * 18 + 2, 4 * 18 + 2)  # 2 pairs x (x_T, z) rows
     with np.load(tmp_path / "grid.npz") as f:
         images = f["arr_0"]
     assert images.shape == (12, 16, 16, 1) and images.dtype == np.uint8
-    code, err = _main(sample, monkeypatch, capsys, "--model_path", ddgan_run, "--num_samples", 1, "--seed", 1,
-                      "--logdir", tmp_path / "s")
+    code, err = main_in_process(sample, ["--model_path", ddgan_run, "--num_samples", 1, "--seed", 1, "--logdir",
+                                         tmp_path / "s"], monkeypatch, capsys)
     assert code == 0, err
     with np.load(tmp_path / "s" / "samples_1x16x16x1.npz") as f:
         first = f["arr_0"][0].astype(int)
     for k in (0, 3):  # both rows of the first pair start at seed 1's sample (to 1/255: batch size differs)
         assert np.abs(images[k].astype(int) - first).max() <= 1, k
-    code, err = _main(interpolate, monkeypatch, capsys, "--model_path", ddgan_run, "--seeds", "1",
-                      "--logdir", tmp_path / "x")
+    code, err = main_in_process(interpolate, ["--model_path", ddgan_run, "--seeds", "1", "--logdir", tmp_path / "x"],
+                                monkeypatch, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "need at least two seeds" in err, err
     assert not (tmp_path / "x").exists()
-
 
 
 def test_the_flag_file_drives_it(ddgan_run, tmp_path, monkeypatch, capsys):
@@ -81,8 +65,8 @@ def test_the_flag_file_drives_it(ddgan_run, tmp_path, monkeypatch, capsys):
     proc = subprocess.run(["bash", "-c", script, "_", FLAGS], capture_output=True, text=True, check=True)
     words = proc.stdout.split()
     out = tmp_path / "i"
-    code, err = _main(interpolate, monkeypatch, capsys, *words, "--model_path", ddgan_run, *SMALL_MODEL,
-                      "--logdir", out)
+    code, err = main_in_process(interpolate, [*words, "--model_path", ddgan_run, *SMALL_MODEL, "--logdir", out],
+                                monkeypatch, capsys)
     assert code == 0, err
     with Image.open(out / "interpolation.png") as im:
         assert im.size == (8 * 18 + 2, 4 * 18 + 2)

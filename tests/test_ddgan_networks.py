@@ -10,15 +10,6 @@ from ddgan.discriminator import DiscriminatorLarge, DiscriminatorSmall, minibatc
 from ddgan.ncsnpp import GeneratorConfig, NCSNpp
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny networks on a shared 2-core machine: more threads only add contention
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def upfirdn_naive(x, k, up, down, p0, p1):
     """The definition, one output pixel at a time: zero-insert, pad, true convolution, keep
     every down-th sample (numpy float64)."""

@@ -16,15 +16,6 @@ TINY_FLAGS = ["--image_size", "8", "--num_channels", "1", "--num_channels_dae", 
               "--num_timesteps", "3", "--dataset", "digits"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny networks on a shared 2-core machine: more threads only add contention
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def options(*extra):
     return vars(train.create_parser().parse_args(TINY_FLAGS + list(extra)))
 

@@ -3,11 +3,11 @@ gans.interpolate runs on the training device, as the samplers do. The trainers d
 Precision yet: with it, DDGAN's fp16 R1 steps gave NaN D gradients in tests/test_task_contract.py
 (the double backward through fp16 at the scaled magnitudes), so R1 there is still unscaled."""
 
-import sys
 
 import pytest
 import torch
 
+from _support.entry import main_in_process
 from trainkit import gan
 from trainkit.precision import Precision
 
@@ -64,7 +64,7 @@ def test_fp32_r1_is_unchanged_by_the_precision_argument():
     assert torch.equal(with_prec, without)
 
 
-def test_gans_interpolate_runs_on_the_training_device(tmp_path, monkeypatch):
+def test_gans_interpolate_runs_on_the_training_device(tmp_path, monkeypatch, capsys):
     """The generator and its latents go to dist.device() (the meta device stands in for a GPU:
     the images written are the ones made there)."""
     import torchvision.utils
@@ -87,10 +87,7 @@ def test_gans_interpolate_runs_on_the_training_device(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.utils, "save_image", save_image)
     monkeypatch.setattr(interpolate.dist, "device", lambda: torch.device("meta"))
-    monkeypatch.setattr(sys, "argv", ["gans.interpolate", "--model_path", str(tmp_path / "run"), "--seeds", "1,2",
-                                      "--num_steps", "3", "--logdir", str(tmp_path / "i")])
-    with pytest.raises(SystemExit) as e:
-        interpolate.main()
-        raise SystemExit(0)
-    assert e.value.code in (0, None)
+    code, err = main_in_process(interpolate, ["--model_path", tmp_path / "run", "--seeds", "1,2", "--num_steps", 3,
+                                              "--logdir", tmp_path / "i"], monkeypatch, capsys)
+    assert code in (0, None), err
     assert written == [torch.device("meta")]

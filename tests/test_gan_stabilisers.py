@@ -295,8 +295,10 @@ def test_a_ddgan_run_with_the_stabilisers_samples_its_average_and_a_posthoc_fold
     import numpy as np
 
     import helpers
+    from _support.flags import DDGAN_FLAGS as FLAGS
+    from _support.flags import DDGAN_SMALL as SMALL
+    from _support.flags import DDGAN_SMALL_MODEL as SMALL_MODEL
     from ddgan import sample as ddgan_sample
-    from test_ddgan_cli import FLAGS, SMALL, SMALL_MODEL
     from trainkit import posthoc_ema
 
     run_dir = tmp_path / "run"

@@ -2,29 +2,16 @@
 interpolate writes its grid. A few real processes; the rest calls the entry points in-process
 (the same `run.main` wrapper, much faster than starting Python and torch again)."""
 
-import sys
 
 import pytest
 import torch
 from PIL import Image
 
 import helpers
-from gans import dcgan, interpolate, sample, train
-from gans.trainer import GANTrainer
-from trainkit import checkpoint, run
+from _support.entry import main_in_process
+from gans import interpolate, sample, train
+from trainkit import checkpoint
 from trainkit.logger import read_progress as run_logger_rows
-
-
-@pytest.fixture(scope="module")
-def cdcgan_run(tmp_path_factory):
-    """A run directory with a step-2 checkpoint of a tiny 16 px conditional model (10 classes)."""
-    d = tmp_path_factory.mktemp("cdcgan_run")
-    torch.manual_seed(0)
-    G, D = dcgan.create_models("cdcgan", 16, nz=8, ngf=8, ndf=8, channels=1, num_classes=10)
-    t = GANTrainer(G, D, device="cpu")
-    checkpoint.save(str(d), 2, t.state_dicts(), {"rng": run.rng_state(), "data": {"batches": 2},
-                                                 "precision": t.precision_state()})
-    return d
 
 
 def _one_line_error(proc, *fragments):
@@ -52,15 +39,6 @@ def test_train_resume_from_the_other_model_kind(tmp_path, digits, cdcgan_run):
     assert not logdir.exists()
 
 
-def _main(module, monkeypatch, capsys, *argv):
-    """Run an entry point in-process; returns (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", [module.__name__, *map(str, argv)])
-    with pytest.raises(SystemExit) as e:
-        module.main()
-        raise SystemExit(0)
-    return e.value.code, capsys.readouterr().err
-
-
 @pytest.mark.parametrize("argv,message", [
     (("--class_label", 10), "--class_label 10: outside the model's classes 0..9"),
     (("--class_label", -2), "--class_label -2: outside the model's classes 0..9"),
@@ -69,7 +47,8 @@ def _main(module, monkeypatch, capsys, *argv):
     (("--num_samples", 0), "--num_samples 0"),
 ])
 def test_sample_bad_input(argv, message, cdcgan_run, tmp_path, monkeypatch, capsys):
-    code, err = _main(sample, monkeypatch, capsys, "--model_path", cdcgan_run, "--logdir", tmp_path / "s", *argv)
+    code, err = main_in_process(sample, ["--model_path", cdcgan_run, "--logdir", tmp_path / "s", *argv],
+                                monkeypatch, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert not (tmp_path / "s").exists()
 
@@ -77,7 +56,7 @@ def test_sample_bad_input(argv, message, cdcgan_run, tmp_path, monkeypatch, caps
 def test_sample_refuses_a_file_that_is_no_dcgan_generator(tmp_path, monkeypatch, capsys):
     unet = tmp_path / "model000010.pt"
     torch.save({"input_blocks.0.0.weight": torch.zeros(2, 3, 3, 3)}, unet)
-    code, err = _main(sample, monkeypatch, capsys, "--model_path", unet, "--logdir", tmp_path / "s")
+    code, err = main_in_process(sample, ["--model_path", unet, "--logdir", tmp_path / "s"], monkeypatch, capsys)
     assert code == 2 and "model000010.pt: not a DCGAN generator" in err and len(err.strip().splitlines()) == 1
 
 
@@ -88,22 +67,23 @@ def test_train_bad_flags_in_process(tmp_path, digits, monkeypatch, capsys):
         (("--data_dir", tmp_path / "nowhere"), "nowhere: no such data directory"),
         (("--model", "wgan"), "argument --model: invalid choice"),
     ]:
-        code, err = _main(train, monkeypatch, capsys, "--data_dir", digits(16), "--image_size", 16,
-                          "--logdir", tmp_path / "r", *argv)
+        code, err = main_in_process(train, ["--data_dir", digits(16), "--image_size", 16, "--logdir", tmp_path / "r",
+                                            *argv], monkeypatch, capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_interpolate_grid_and_bad_seeds(cdcgan_run, tmp_path, monkeypatch, capsys):
     out = tmp_path / "grid.png"
-    code, err = _main(interpolate, monkeypatch, capsys, "--model_path", cdcgan_run, "--seeds", "3,4,5",
-                      "--num_steps", 5, "--method", "both", "--class_label", 7, "--out", out, "--logdir", tmp_path / "i")
+    code, err = main_in_process(interpolate, ["--model_path", cdcgan_run, "--seeds", "3,4,5", "--num_steps", 5,
+                                              "--method", "both", "--class_label", 7, "--out", out, "--logdir",
+                                              tmp_path / "i"], monkeypatch, capsys)
     assert code == 0, err
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == (5 * 18 + 2, 4 * 18 + 2)  # 2 pairs x (lerp, slerp) rows
     for argv, message in [(("--seeds", "5"), "need at least two seeds"), (("--seeds", "a,b"), "comma list"),
                           (("--class_label", 10), "--class_label 10: outside")]:
-        code, err = _main(interpolate, monkeypatch, capsys, "--model_path", cdcgan_run, "--logdir", tmp_path / "j",
-                          *argv)
+        code, err = main_in_process(interpolate, ["--model_path", cdcgan_run, "--logdir", tmp_path / "j", *argv],
+                                    monkeypatch, capsys)
         assert code == 2 and message in err, err
 
 
@@ -139,9 +119,10 @@ def test_sigterm_checkpoints_the_current_step_and_exits_0(tmp_path, digits, monk
     monkeypatch.setattr(trainer_module.GANTrainer, "update", update_then_signal)
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
     try:
-        code, err = _main(train, monkeypatch, capsys, "--model", "dcgan", "--data_dir", digits(16), "--image_size", 16,
-                          "--num_channels", 1, "--nz", 4, "--ngf", 4, "--ndf", 4, "--batch_size", 8,
-                          "--max_steps", 1000, "--save_interval", 1000, "--logdir", tmp_path / "r")
+        code, err = main_in_process(train, ["--model", "dcgan", "--data_dir", digits(16), "--image_size", 16,
+                                            "--num_channels", 1, "--nz", 4, "--ngf", 4, "--ndf", 4, "--batch_size", 8,
+                                            "--max_steps", 1000, "--save_interval", 1000, "--logdir", tmp_path / "r"],
+                                    monkeypatch, capsys)
     finally:
         for s, h in saved.items():
             signal.signal(s, h)

@@ -12,6 +12,7 @@ import torch.nn as nn
 from PIL import Image
 
 import helpers
+from _support.entry import main_in_process
 from gans import dcgan, fcgan, interpolate, models, sample, sync_bn, train
 from gans.trainer import GANTrainer
 from trainkit import checkpoint, run
@@ -193,10 +194,6 @@ def test_flag_files_hold_seed_002s_setting():
         train.check_args(a)
 
 
-def _main(module, monkeypatch, capsys, *argv):
-    return helpers.main_in_process(module, argv, monkeypatch, capsys)
-
-
 def test_cgan_at_28px_trains_resumes_samples_and_interpolates(tmp_path, monkeypatch, capsys):
     data = tmp_path / "data"
     data.mkdir()
@@ -214,29 +211,29 @@ def test_cgan_at_28px_trains_resumes_samples_and_interpolates(tmp_path, monkeypa
     assert checkpoint.latest(str(run_dir)).step == 2 and (run_dir / "grid000002.png").exists()
     assert "cgan: G" in (run_dir / "log.txt").read_text()
     # resume in-process, one more step, in the same run directory
-    code, err = _main(train, monkeypatch, capsys, *arch, "--ndf", 4, "--data_dir", data, "--batch_size", 8,
-                      "--max_steps", 3, "--grid_size", 4, "--ema_rate", "0.9", "--logdir", run_dir,
-                      "--resume_checkpoint", "auto")
+    code, err = main_in_process(train, [*arch, "--ndf", 4, "--data_dir", data, "--batch_size", 8, "--max_steps", 3,
+                                        "--grid_size", 4, "--ema_rate", "0.9", "--logdir", run_dir,
+                                        "--resume_checkpoint", "auto"], monkeypatch, capsys)
     assert code == 0, err
     ck = checkpoint.latest(str(run_dir))
     assert ck.step == 3 and ck.has("ema_0.9_") and ck.state["model_kind"] == "cgan"
 
-    code, err = _main(sample, monkeypatch, capsys, "--model_path", run_dir, "--num_samples", 6, *arch,
-                      "--logdir", tmp_path / "samples")
+    code, err = main_in_process(sample, ["--model_path", run_dir, "--num_samples", 6, *arch, "--logdir",
+                                         tmp_path / "samples"], monkeypatch, capsys)
     assert code == 0, err
     files = sorted(p.name for p in (tmp_path / "samples").glob("samples_*.npz"))
     assert files == ["samples_6x28x28x1.npz"]
     with np.load(tmp_path / "samples" / files[0]) as f:
         assert f["arr_0"].shape == (6, 28, 28, 1) and f["arr_0"].dtype == np.uint8
         assert f["arr_1"].dtype == np.int64 and f["arr_1"].shape == (6,) and set(f["arr_1"]) <= {0, 1}
-    code, err = _main(sample, monkeypatch, capsys, "--model_path", run_dir, "--model", "gan",
-                      "--logdir", tmp_path / "s2")
+    code, err = main_in_process(sample, ["--model_path", run_dir, "--model", "gan", "--logdir", tmp_path / "s2"],
+                                monkeypatch, capsys)
     assert code == 2 and "holds a cgan generator, but --model is gan" in err
 
     out = tmp_path / "interp.png"
-    code, err = _main(interpolate, monkeypatch, capsys, "--model_path", run_dir / "ema_0.9_000003.pt",
-                      "--seeds", "0,1", "--num_steps", 3, "--class_label", 1, "--out", out,
-                      "--logdir", tmp_path / "interp")
+    code, err = main_in_process(interpolate, ["--model_path", run_dir / "ema_0.9_000003.pt", "--seeds", "0,1",
+                                              "--num_steps", 3, "--class_label", 1, "--out", out, "--logdir",
+                                              tmp_path / "interp"], monkeypatch, capsys)
     assert code == 0, err
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == (3 * 30 + 2, 2 * 30 + 2)  # lerp and slerp rows of 28 px + padding

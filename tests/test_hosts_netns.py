@@ -261,8 +261,7 @@ def test_mpiexec_debian_host_names(hosts, digits, tmp_path):
 @pytest.mark.slow
 def test_ddgan_num_proc_node_2_on_two_hosts(hosts, digits, tmp_path):
     """DDGAN's own multi-node command line, on each host: the nodes meet and train one model."""
-    sys.path.insert(0, str(helpers.ROOT / "tests" / "faults"))
-    import faultlib
+    from _support import faultlib
 
     f = faultlib.FAMILIES["ddgan"]
     run_dir = tmp_path / "run"

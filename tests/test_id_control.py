@@ -6,25 +6,17 @@ in-process, their endpoints against improved_diffusion.sample's own samples."""
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from test_id_samplers import GAUSS, MIXTURE, OVERLAPPING, SHAPE, MixtureOracle, make_diffusion, rms
-from test_id_train import FLAGS, TINY
-
+from _support.entry import main_in_process
+from _support.flags import ID_FLAGS as FLAGS
+from _support.flags import ID_TINY as TINY
+from _support.oracles import GAUSS, MIXTURE, OVERLAPPING, SHAPE, MixtureOracle, make_diffusion, rms
 from improved_diffusion import control, edit, interpolate, sample, samplers
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def data_samples(spec, n, seed):
@@ -145,15 +137,6 @@ def tiny_run(trained_run):
     return trained_run("id_cond")  # conftest.RUN_RECIPES: test_id_train.TINY, 2 steps
 
 
-def _main(module, monkeypatch, capsys, *argv):
-    """Run an entry point in-process; returns (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", [module.__name__, *map(str, argv)])
-    with pytest.raises(SystemExit) as e:
-        module.main()
-        raise SystemExit(0)
-    return e.value.code, capsys.readouterr().err
-
-
 def grid_shape(png, size=16, pad=2):
     """(rows, columns) of a grid of size-px images laid out as torchvision's make_grid."""
     with Image.open(png) as im:
@@ -166,8 +149,9 @@ def grid_shape(png, size=16, pad=2):
 def test_interpolate_ends_are_the_samplers_samples_and_images_invert(tiny_run, digits, tmp_path, monkeypatch,
                                                                      capsys):
     out = tmp_path / "grid.png"
-    code, err = _main(interpolate, monkeypatch, capsys, "--model_path", tiny_run, "--seeds", "3,5", "--num_steps", 4,
-                      "--method", "both", "--steps", 4, "--class_label", 2, "--out", out, "--logdir", tmp_path / "i")
+    code, err = main_in_process(interpolate, ["--model_path", tiny_run, "--seeds", "3,5", "--num_steps", 4, "--method",
+                                              "both", "--steps", 4, "--class_label", 2, "--out", out, "--logdir",
+                                              tmp_path / "i"], monkeypatch, capsys)
     assert code == 0, err
     assert grid_shape(out) == (2, 4)  # one pair x (lerp, slerp)
     with np.load(tmp_path / "grid.npz") as f:
@@ -176,8 +160,9 @@ def test_interpolate_ends_are_the_samplers_samples_and_images_invert(tiny_run, d
     assert json.loads((tmp_path / "i" / "options.json").read_text())["_run"]["role"] == "interpolation"
     for seed, ends in ((3, [0, 4]), (5, [3, 7])):
         s = tmp_path / f"s{seed}"
-        code, err = _main(sample, monkeypatch, capsys, "--model_path", tiny_run, "--seed", seed, "--num_samples", 1,
-                          "--sampler", "ddim", "--steps", 4, "--class_labels", 2, "--logdir", s)
+        code, err = main_in_process(sample, ["--model_path", tiny_run, "--seed", seed, "--num_samples", 1, "--sampler",
+                                             "ddim", "--steps", 4, "--class_labels", 2, "--logdir", s],
+                                    monkeypatch, capsys)
         assert code == 0, err
         with np.load(s / "samples_1x16x16x1.npz") as f:
             for k in ends:
@@ -185,9 +170,9 @@ def test_interpolate_ends_are_the_samplers_samples_and_images_invert(tiny_run, d
     assert not np.array_equal(images[1], images[5])  # lerp and slerp differ inside the row
 
     # --from_images: an image folder's images 0, 1, 2 inverted, two rows
-    code, err = _main(interpolate, monkeypatch, capsys, "--model_path", tiny_run, "--from_images",
-                      digits(16, "test"), "--pairs", "0,1,2", "--num_steps", 3, "--steps", 4,
-                      "--logdir", tmp_path / "f")
+    code, err = main_in_process(interpolate, ["--model_path", tiny_run, "--from_images", digits(16, "test"), "--pairs",
+                                              "0,1,2", "--num_steps", 3, "--steps", 4, "--logdir", tmp_path / "f"],
+                                monkeypatch, capsys)
     assert code == 0, err
     assert grid_shape(tmp_path / "f" / "interpolation.png") == (2, 3)
     with np.load(tmp_path / "f" / "interpolation.npz") as f:
@@ -197,8 +182,9 @@ def test_interpolate_ends_are_the_samplers_samples_and_images_invert(tiny_run, d
 
 def test_edit_writes_the_input_row_then_one_row_per_t0(tiny_run, digits, tmp_path, monkeypatch, capsys):
     out = tmp_path / "edit.png"
-    code, err = _main(edit, monkeypatch, capsys, "--model_path", tiny_run, "--images", digits(16, "test"),
-                      "--num_images", 3, "--t0", "0.5,1.0", "--steps", 4, "--out", out, "--logdir", tmp_path / "e")
+    code, err = main_in_process(edit, ["--model_path", tiny_run, "--images", digits(16, "test"), "--num_images", 3,
+                                       "--t0", "0.5,1.0", "--steps", 4, "--out", out, "--logdir", tmp_path / "e"],
+                                monkeypatch, capsys)
     assert code == 0, err
     assert grid_shape(out) == (3, 3)  # input, t0 = 0.5, t0 = 1
     with np.load(tmp_path / "edit.npz") as f:
@@ -220,8 +206,8 @@ def test_edit_writes_the_input_row_then_one_row_per_t0(tiny_run, digits, tmp_pat
 def test_bad_input_is_one_line_and_writes_nothing(module, argv, message, tiny_run, digits, tmp_path, monkeypatch,
                                                   capsys):
     extra = ["--images", digits(16, "test")] if module is edit else []
-    code, err = _main(module, monkeypatch, capsys, "--model_path", tiny_run, "--logdir", tmp_path / "x", *extra,
-                      *argv)
+    code, err = main_in_process(module, ["--model_path", tiny_run, "--logdir", tmp_path / "x", *extra, *argv],
+                                monkeypatch, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert not (tmp_path / "x").exists()
 
@@ -243,6 +229,7 @@ def test_the_flag_file_drives_both_entry_points(tiny_run, digits, tmp_path, monk
                                  (edit, ["--images", digits(16, "test"), "--num_images", "2"], (5, 2))):
         role = module.__name__.rsplit(".", 1)[1]
         out = tmp_path / role
-        code, err = _main(module, monkeypatch, capsys, *flag_file_words(role), *common, *extra, "--logdir", out)
+        code, err = main_in_process(module, [*flag_file_words(role), *common, *extra, "--logdir", out],
+                                    monkeypatch, capsys)
         assert code == 0, err
         assert grid_shape(next(out.glob("*.png"))) == shape, role

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from test_id_samplers import MIXTURE, SHAPE, MixtureOracle, make_diffusion
 
 import helpers
+from _support.oracles import MIXTURE, SHAPE, MixtureOracle, make_diffusion
 from improved_diffusion import samplers
 from improved_diffusion.guidance import GuidedModel, check_guidance, guided
 from improved_diffusion.script_util import create_model_and_diffusion, model_and_diffusion_defaults

@@ -3,16 +3,16 @@ eps / x0 / hybrid losses: the target and the weights against their closed forms 
 v-model's conversions, every sampler and the bound on a v-model, and the flags read back from a
 run directory. Closed forms use float64 tables computed here from the betas, not the diffusion's."""
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 import torch
-from test_id_samplers import MIXTURE, SHAPE, MixtureOracle, make_diffusion
-from test_id_train import FLAGS, TINY
 
 import helpers
+from _support.flags import ID_FLAGS as FLAGS
+from _support.flags import ID_TINY as TINY
+from _support.oracles import MIXTURE, SHAPE, MixtureOracle, make_diffusion
 from improved_diffusion import gaussian_diffusion as gd
 from improved_diffusion import samplers
 from improved_diffusion.cli import apply_saved_model_flags

@@ -10,12 +10,9 @@ import pytest
 import torch
 
 import helpers
-
-FLAGS = str(helpers.ROOT / "flags" / "improved_diffusion" / "digits_tiny.sh")
-# Even smaller than the flag file, so that a 2-rank run takes seconds; class-conditional so that
-# labels go through training, sampling and the npz.
-TINY = ["--diffusion_steps", "50", "--class_cond", "True", "--num_classes", "10", "--batch_size", "4",
-        "--log_interval", "1", "--lr", "2e-3"]
+from _support.checks import assert_same
+from _support.flags import ID_FLAGS as FLAGS
+from _support.flags import ID_TINY as TINY
 
 
 def train(launcher, nproc, data, logdir, *extra):
@@ -28,22 +25,6 @@ def train(launcher, nproc, data, logdir, *extra):
 def losses(run_dir):
     with open(Path(run_dir) / "progress.csv") as f:
         return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f) if r.get("loss")}
-
-
-def assert_same(a, b, where=""):
-    """Recursive bitwise equality of checkpoint contents."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert set(a) == set(b), f"{where}: keys {sorted(set(a) ^ set(b))}"
-        for k in a:
-            assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def assert_same_checkpoint(dir_a, dir_b, step):

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 import helpers
+from _support.entry import main_in_process
 from trainkit import checkpoint, data, dist
 from trainkit import images as trainkit_images
 from trainkit.errors import UserError
@@ -146,7 +147,7 @@ def test_training_from_lmdb_gives_the_same_weights_as_from_the_folder(folder, ex
     runs = {}
     # the encoded format decodes to the same bytes too (test_lmdb_decodes_to_the_folder_bytes); one run is enough
     for name, data_dir in (("folder", folder), ("raw", exported["raw"])):
-        code, err = helpers.main_in_process(train, _gans_argv(data_dir, tmp_path / name), monkeypatch, capsys)
+        code, err = main_in_process(train, _gans_argv(data_dir, tmp_path / name), monkeypatch, capsys)
         assert code == 0, err
         runs[name] = checkpoint.latest(str(tmp_path / name))
         assert runs[name].step == 2
@@ -209,7 +210,7 @@ def test_not_an_lmdb_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
         with pytest.raises(UserError) as e:
             data.load_dataset(str(data_dir), SIDE)
         assert str(e.value).startswith(message) and "\n" not in str(e.value), (case, str(e.value))
-        code, err = helpers.main_in_process(train, _gans_argv(data_dir, tmp_path / f"run_{case}"), monkeypatch, capsys)
+        code, err = main_in_process(train, _gans_argv(data_dir, tmp_path / f"run_{case}"), monkeypatch, capsys)
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith(f"gans.train: error: {message}"), (case, err)
 

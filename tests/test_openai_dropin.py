@@ -218,16 +218,7 @@ def test_load_data_deterministic_order_and_labels(images):
     assert cond == {} and x.dtype == torch.float32 and -1 <= x.min() < x.max() <= 1
 
 
-@pytest.fixture
-def one_thread():
-    """In-process model calls on one thread: two threads on two busy cores crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_fp16_util_master_params_and_convert_to_fp16(one_thread):
+def test_fp16_util_master_params_and_convert_to_fp16():
     kw = model_and_diffusion_defaults()
     kw.update(image_size=8, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="4",
               num_heads=1)

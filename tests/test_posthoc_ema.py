@@ -232,8 +232,9 @@ def test_a_gans_run_with_ema_std_samples_with_the_reconstructed_weights(tmp_path
 def test_improved_diffusion_profiles_resume_bit_exactly_and_reconstruct(tmp_path, digits):
     """improved_diffusion.train --ema_std: 4 steps straight and 2 + a resumed 2 leave the same
     profile files; the post-hoc folder is what improved_diffusion's sampler resolves."""
+    from _support.flags import ID_FLAGS as FLAGS
+    from _support.flags import ID_TINY as TINY
     from improved_diffusion import cli
-    from test_id_train import FLAGS, TINY
 
     def train(run_dir, steps, *extra):
         proc = helpers.launch("local", 1, "improved_diffusion.train", "--data_dir", digits(8), "--logdir", run_dir,

@@ -17,11 +17,10 @@ import pytest
 import torch
 
 import helpers
+from _support.tasks import Scalar
 from trainkit import checkpoint, data, logger, loop, run
 from trainkit.errors import UserError
 from trainkit.logger import read_progress
-
-from test_trainkit_loop import Scalar  # noqa: E402
 
 
 class Counter(Scalar):

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import helpers
+from _support.entry import main_in_process
 from trainkit import cifar_layout, data
 from trainkit.errors import UserError
 
@@ -200,7 +201,7 @@ def test_gans_train_on_torchvision_root(cifar, tmp_path, monkeypatch, capsys):
 
     argv = ["--model", "dcgan", "--data_dir", cifar.root, "--image_size", 32, "--nz", 4, "--ngf", 4, "--ndf", 4,
             "--batch_size", 5, "--max_steps", 1, "--log_interval", 1, "--logdir", tmp_path / "run"]
-    code, err = helpers.main_in_process(train, argv, monkeypatch, capsys)
+    code, err = main_in_process(train, argv, monkeypatch, capsys)
     assert code == 0, err
     assert "10 images" in (tmp_path / "run" / "log.txt").read_text()
 
@@ -212,8 +213,8 @@ def test_ddgan_reads_dot_data_by_default(cifar, tmp_path, monkeypatch, capsys):
 
     (tmp_path / "data").symlink_to(cifar.tar_root)  # ./data/cifar-10-python.tar.gz only
     monkeypatch.chdir(tmp_path)
-    code, err = helpers.main_in_process(train, ["--dataset", "cifar10", *TINY, "--batch_size", 4, "--max_steps", 1,
-                                                "--log_interval", 1, "--logdir", "run"], monkeypatch, capsys)
+    code, err = main_in_process(train, ["--dataset", "cifar10", *TINY, "--batch_size", 4, "--max_steps", 1,
+                                        "--log_interval", 1, "--logdir", "run"], monkeypatch, capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "run" / "options.json").read_text())["data_dir"] == "./data"
     assert "10 images, 2 steps per epoch" in (tmp_path / "run" / "log.txt").read_text()
@@ -230,7 +231,7 @@ def test_ddgan_without_cifar_in_dot_data_says_what_to_download(content, tmp_path
         Image.new("RGB", (32, 32)).save(tmp_path / "data" / "train" / "0_00000.png")
     monkeypatch.chdir(tmp_path)
     before = sorted(os.listdir(tmp_path))
-    code, err = helpers.main_in_process(train, ["--dataset", "cifar10", *TINY], monkeypatch, capsys)
+    code, err = main_in_process(train, ["--dataset", "cifar10", *TINY], monkeypatch, capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("ddgan.train: error: ./data: no CIFAR-10 here")
@@ -306,8 +307,8 @@ def test_ddgan_sample_refuses_before_sampling(stats_cwd, monkeypatch, capsys):
     o = vars(script_util.add_model_args(run.ArgumentParser()).parse_args(TINY))
     torch.save(script_util.build_generator(o).state_dict(), stats_cwd / "netG_0.pth")
     before = sorted(os.listdir(stats_cwd))
-    code, err = helpers.main_in_process(sample, ["--model_path", "netG_0.pth", *TINY, "--dataset", "lsun",
-                                                 "--compute_fid", "--num_samples", 2], monkeypatch, capsys)
+    code, err = main_in_process(sample, ["--model_path", "netG_0.pth", *TINY, "--dataset", "lsun", "--compute_fid",
+                                         "--num_samples", 2], monkeypatch, capsys)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
     assert "pytorch_fid/lsun_church_stat.npy: reference of 256x256 images, but --image_size is 32" in lines[0]
@@ -354,9 +355,9 @@ def test_ddgan_train_lsun_uses_the_subset(lsun_lmdb, tmp_path, monkeypatch, caps
 
     where, _ = lsun_lmdb
     monkeypatch.setattr(train, "LSUN_SUBSET", 4)
-    code, err = helpers.main_in_process(train, ["--dataset", "lsun", "--image_size", 64, "--data_dir", where, *TINY,
-                                                "--batch_size", 4, "--max_steps", 1, "--logdir", tmp_path / "run"],
-                                        monkeypatch, capsys)
+    code, err = main_in_process(train, ["--dataset", "lsun", "--image_size", 64, "--data_dir", where, *TINY,
+                                        "--batch_size", 4, "--max_steps", 1, "--logdir", tmp_path / "run"],
+                                monkeypatch, capsys)
     assert code == 0, err
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "the first 4 of 7 images" in log and "4 images, 1 steps per epoch" in log

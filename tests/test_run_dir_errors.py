@@ -2,14 +2,10 @@
 reads it (sampling, nll, interpolation, editing, resume), with one line and a non-zero exit,
 and nothing in the directory changes: the default flags are never silently used instead."""
 
-import sys
-
 import pytest
 
 import helpers
-
-sys.path.insert(0, str(helpers.ROOT / "tests" / "faults"))
-import faultlib  # noqa: E402
+from _support import faultlib
 
 # (run, module, arguments after the run directory's flag)
 READERS = [

@@ -14,16 +14,15 @@
 import hashlib
 import json
 import re
-import sys
 
 import pytest
 import torch
 
 import helpers
+from _support import faultlib
+from _support.checks import ok
+from _support.entry import main_in_process
 from trainkit import checkpoint
-
-sys.path.insert(0, str(helpers.ROOT / "tests" / "faults"))
-import faultlib  # noqa: E402  (the families' tiny command lines)
 
 
 def digest(directory):
@@ -35,11 +34,6 @@ def train(name, data, logdir, *extra, launcher="local", nproc=1, env=None):
     family = faultlib.FAMILIES[name]
     return helpers.launch(launcher, nproc, family.module, *family.tiny, "--data_dir", data, "--logdir", logdir,
                           *extra, flag_files=[helpers.ROOT / family.flag_file], env=env)
-
-
-def ok(proc):
-    assert proc.returncode == 0, helpers.describe(proc)
-    return proc
 
 
 def one_line_error(proc, *fragments):
@@ -179,10 +173,6 @@ def _nan_after(monkeypatch, cls, name, calls):
     monkeypatch.setattr(cls, name, diverging)
 
 
-def _in_process(module, argv, monkeypatch, capsys):
-    return helpers.main_in_process(module, argv, monkeypatch, capsys)
-
-
 @pytest.mark.parametrize("name", ["gans", "ddgan"])
 def test_a_nan_stops_with_one_line_and_the_newest_checkpoint_is_finite(name, digits, tmp_path, monkeypatch, capsys):
     from ddgan import train as ddgan_train
@@ -195,7 +185,7 @@ def test_a_nan_stops_with_one_line_and_the_newest_checkpoint_is_finite(name, dig
     _nan_after(monkeypatch, cls, "update", calls=3)
     argv = [*faultlib.flag_file_argv(helpers.ROOT / family.flag_file), *family.tiny, "--data_dir", digits(16),
             "--logdir", tmp_path, "--max_steps", 6, "--save_interval", 1]
-    code, err = _in_process(module, argv, monkeypatch, capsys)
+    code, err = main_in_process(module, argv, monkeypatch, capsys)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "loss is not finite at step 3" in lines[0], err
     assert "last good checkpoint is step 2" in lines[0]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import helpers
+from _support.entry import main_in_process
 from trainkit import dist
 from trainkit import logger as trainkit_logger
 from trainkit.logger import Logger, read_progress
@@ -31,14 +32,6 @@ DDGAN_TINY = ["--dataset", "digits", "--image_size", "8", "--num_channels", "1",
 ID_TINY = ["--image_size", "8", "--image_channels", "1", "--num_channels", "32", "--num_res_blocks", "1",
            "--channel_mult", "1,2", "--attention_resolutions", "4", "--num_heads", "1", "--learn_sigma", "True",
            "--diffusion_steps", "10", "--noise_schedule", "cosine", "--batch_size", "4", "--log_interval", "1"]
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks on a shared 2-core machine
-    yield
-    torch.set_num_threads(before)
 
 
 def events(tb_dir):
@@ -68,14 +61,14 @@ def assert_scalars_match_progress(run_dir):
 
 
 def train_in_process(module, argv, monkeypatch, capsys):
-    code, err = helpers.main_in_process(module, argv, monkeypatch, capsys)
+    code, err = main_in_process(module, argv, monkeypatch, capsys)
     assert code == 0, err
     return err
 
 
 # --- every family, from the command line ----------------------------------------------------
 
-def test_gans_dcgan_scalars_at_the_logged_steps(digits, tmp_path, monkeypatch, capsys, one_thread):
+def test_gans_dcgan_scalars_at_the_logged_steps(digits, tmp_path, monkeypatch, capsys):
     from gans import train
 
     run_dir = tmp_path / "run"
@@ -88,7 +81,7 @@ def test_gans_dcgan_scalars_at_the_logged_steps(digits, tmp_path, monkeypatch, c
     assert event_files(run_dir) == [p for p in event_files(run_dir) if p.parts[0] == "tb"] and event_files(run_dir)
 
 
-def test_gans_cli_logs_the_grid_image_at_each_checkpoint(digits, tmp_path, monkeypatch, capsys, one_thread):
+def test_gans_cli_logs_the_grid_image_at_each_checkpoint(digits, tmp_path, monkeypatch, capsys):
     from gans import train
 
     run_dir = tmp_path / "run"
@@ -98,7 +91,7 @@ def test_gans_cli_logs_the_grid_image_at_each_checkpoint(digits, tmp_path, monke
     assert [i.step for i in images] == [2, 3]
 
 
-def test_ddgan_scalars_at_the_logged_steps(digits, tmp_path, monkeypatch, capsys, one_thread):
+def test_ddgan_scalars_at_the_logged_steps(digits, tmp_path, monkeypatch, capsys):
     from ddgan import train
 
     run_dir = tmp_path / "run"
@@ -110,7 +103,7 @@ def test_ddgan_scalars_at_the_logged_steps(digits, tmp_path, monkeypatch, capsys
 
 
 @pytest.mark.parametrize("how", ["--tensorboard", "OPENAI_LOG_FORMAT"])
-def test_improved_diffusion_scalars_at_the_logged_steps(how, digits, tmp_path, monkeypatch, capsys, one_thread):
+def test_improved_diffusion_scalars_at_the_logged_steps(how, digits, tmp_path, monkeypatch, capsys):
     from improved_diffusion import train
 
     run_dir = tmp_path / "run"
@@ -125,7 +118,7 @@ def test_improved_diffusion_scalars_at_the_logged_steps(how, digits, tmp_path, m
     assert {"loss", "mse", "vb"} <= set(acc.Tags()["scalars"])
 
 
-def test_without_the_flag_no_event_files(digits, tmp_path, monkeypatch, capsys, one_thread):
+def test_without_the_flag_no_event_files(digits, tmp_path, monkeypatch, capsys):
     from gans import train
 
     monkeypatch.delenv("OPENAI_LOG_FORMAT", raising=False)
@@ -163,7 +156,7 @@ def test_without_the_package_one_line_and_no_run_directory(how, message, digits,
         argv.append("--tensorboard")
     else:
         monkeypatch.setenv("OPENAI_LOG_FORMAT", "csv,tensorboard")
-    code, err = helpers.main_in_process(train, argv, monkeypatch, capsys)
+    code, err = main_in_process(train, argv, monkeypatch, capsys)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and lines == [f"gans.train: error: {message}"], err
     assert not run_dir.exists() and os.listdir(tmp_path) == []
@@ -274,7 +267,7 @@ def test_openai_logger_tensorboard_uses_the_step_key(tmp_path):
     assert [(s.step, s.value) for s in acc.Scalars("loss")] == [(1, 0.5), (7, 0.25)]
 
 
-def test_gans_trainer_logs_the_grid_it_writes(tmp_path, one_thread):
+def test_gans_trainer_logs_the_grid_it_writes(tmp_path):
     from PIL import Image
 
     from gans import models

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from _support.tasks import Scalar
 from trainkit import checkpoint, data, dist, loop, optim, run
 from trainkit.errors import UserError
 from trainkit.logger import Logger, read_progress
-
 
 # --- statistics on the device -------------------------------------------------------------
 
@@ -62,31 +62,6 @@ def test_vote_interval_keeps_the_vote_under_one_percent(step_s, cost_s, expected
 
 
 # --- the loop with a fake family ------------------------------------------------------------
-
-class Scalar(loop.Task):
-    """A one-parameter 'family': its loss is what `losses` says at each step."""
-
-    def __init__(self, losses=()):
-        self.w = torch.nn.Linear(1, 1, bias=False)
-        self.losses = list(losses)
-        self.steps = []
-
-    def step(self, batch, step, epoch):
-        self.steps.append(step)
-        with torch.no_grad():
-            self.w.weight.add_(1.0)
-        value = self.losses[step] if step < len(self.losses) else 1.0
-        return {"loss": torch.tensor(value)}
-
-    def state_dicts(self):
-        return {"model": self.w.state_dict()}
-
-    def load_state_dicts(self, ck):
-        checkpoint.load_into(self.w, ck.load("model"), ck.path("model"))
-
-    def modules(self):
-        return {"model": self.w}
-
 
 def _images(n=32):
     return data.ImageData(torch.zeros(n, 1, 4, 4, dtype=torch.uint8), None, "fake")

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-import faultlib
 import helpers
+from _support import faultlib
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
 

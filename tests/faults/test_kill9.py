@@ -29,10 +29,9 @@ import time
 
 import pytest
 
+from _support import faultlib
 from trainkit import checkpoint, fileio
 from trainkit.errors import UserError
-
-import faultlib
 
 KILLS = 20
 

@@ -21,10 +21,9 @@ import time
 
 import pytest
 
-from trainkit import checkpoint
-
-import faultlib
 import helpers
+from _support import faultlib
+from trainkit import checkpoint
 
 pytestmark = pytest.mark.slow  # every test here starts a launcher
 

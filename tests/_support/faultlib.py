@@ -1,10 +1,10 @@
 """What the fault tests share: each family's tiny training command (and the runtime self-check's,
 trainkit.selfcheck, on which the kill and signal tests run), a client of the fork server
-(tests/forkserver.py), and checks on run directories."""
+(tests/forkserver.py), and checks on run directories. flag_file_argv and assert_same are
+_support.flags' and _support.checks', named here too for the fault tests."""
 
 import os
 import re
-import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,15 +13,8 @@ import torch
 
 import forkserver
 import helpers
-
-HERE = Path(__file__).resolve().parent
-
-
-def flag_file_argv(flag_file, role="TRAIN"):
-    """The flags launch/run.sh would pass for `flag_file`: $MODEL_FLAGS $DIFFUSION_FLAGS $<ROLE>_FLAGS."""
-    script = f'source "$1"; echo "$MODEL_FLAGS $DIFFUSION_FLAGS ${role}_FLAGS"'
-    out = subprocess.run(["bash", "-c", script, "bash", str(flag_file)], capture_output=True, text=True, check=True)
-    return shlex.split(out.stdout)
+from _support.checks import assert_same
+from _support.flags import flag_file_argv
 
 
 @dataclass
@@ -114,23 +107,6 @@ class _Popen(subprocess.Popen):
             return super().wait(timeout)
         except subprocess.TimeoutExpired:
             return None
-
-
-def assert_same(a, b, where=""):
-    """Bitwise equality of checkpoint contents (tensors, dicts, lists, numbers, strings)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
-        assert torch.equal(a, b), f"{where}: values differ"
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), f"{where}: keys differ"
-        for k in a:
-            assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: lengths differ"
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def assert_same_step(family, dir_a, dir_b, step):

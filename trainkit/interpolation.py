@@ -82,12 +82,6 @@ def write_grid_and_npz(images, labels, nrow, png, npz_path, npz_images=None, npz
     `npz_images` and `npz_labels` when given. Rank 0 only."""
     if npz_images is None:
         npz_images, npz_labels = images, labels
-    npz.check_images(npz_images, npz_path)
-    arrays = {"arr_0": np.ascontiguousarray(npz_images)}
-    if npz_labels is not None:
-        arrays["arr_1"] = np.asarray(npz_labels, dtype=np.int64)
-    with fileio.atomic_path(npz_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    npz.write_samples_file(npz_path, npz_images, npz_labels)
     with fileio.atomic_path(png) as tmp:
         grid_image(images, nrow).save(tmp, format="PNG")

@@ -61,6 +61,27 @@ def check_images(images: np.ndarray, name: str) -> None:
         raise UserError(f"{name}: holds no images")
 
 
+def _arrays(images, labels, name) -> dict:
+    """The npz arrays of the samples layout, validated (one line naming `name` otherwise)."""
+    images = np.asarray(images)
+    check_images(images, name)
+    arrays = {"arr_0": np.ascontiguousarray(images)}
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.shape != (images.shape[0],):
+            raise UserError(f"{name}: {labels.reshape(-1).shape[0]} labels for {images.shape[0]} images")
+        arrays["arr_1"] = labels
+    return arrays
+
+
+def write_samples_file(path: str, images: np.ndarray, labels=None) -> str:
+    """The samples layout (arr_0 uint8 N,H,W,C, arr_1 int64 labels when given) at `path`, written
+    atomically: for writers that choose the file name (an interpolation's npz beside its PNG,
+    images_to_npz's --out)."""
+    _save(path, _arrays(images, labels, path))
+    return path
+
+
 # the sample info's required fields and their types (None allowed only where listed)
 INFO_FIELDS = {"sampler": (str,), "network_evaluations": (int,), "num_samples": (int,), "seed": (int, type(None))}
 
@@ -95,14 +116,8 @@ def write_samples(out_dir: str, images: np.ndarray, labels=None, info=None) -> s
     Order: a sidecar already there (from samples of the same shape) is removed first, then the
     npz is written, then the new json: a reader never finds info that describes other samples,
     at worst (a crash in between) no info."""
-    images = np.asarray(images)
-    check_images(images, out_dir)
-    arrays = {"arr_0": images}
-    if labels is not None:
-        labels = np.asarray(labels, dtype=np.int64)
-        if labels.shape != (images.shape[0],):
-            raise UserError(f"{out_dir}: {labels.shape[0]} labels for {images.shape[0]} images")
-        arrays["arr_1"] = labels
+    arrays = _arrays(images, labels, out_dir)
+    images = arrays["arr_0"]
     path = bf.join(out_dir, samples_filename(images))
     sidecar = info_path(path)
     if info is not None:

@@ -64,19 +64,9 @@ def _data_plan(nbytes: int) -> tuple:
     def mine():
         return nbytes >= _cache_threshold_bytes(), os.environ.get(CACHE_ENV, ""), _decoder_limit()
 
-    if dist.world_size() == 1:
+    if dist.world_size() == 1:  # one process: its own view (tests pose as another rank of one)
         return mine()
-    outcome = None
-    if dist.rank() == 0:
-        try:
-            with dist.rank_zero_only("data (rank 0 prepares)"):
-                outcome = ("ok", mine())
-        except UserError as e:
-            outcome = ("error", str(e))
-    kind, value = dist.broadcast_object(outcome)
-    if kind == "error":
-        raise UserError(value)
-    return value
+    return dist.rank_zero_decides(mine, section="data (rank 0 prepares)")
 
 
 def decoded(shape: tuple, image, identity, source: str) -> tuple:

@@ -146,17 +146,7 @@ def output_dir(run_dir: str, role: str) -> str:
 def _agreed(fn, *args):
     """fn(*args) on rank 0, its result or UserError raised on every rank alike (no rank is
     left waiting in a collective for one that failed)."""
-    outcome = None
-    if dist.is_main():
-        try:
-            with dist.rank_zero_only(f"run._agreed({fn.__name__})"):
-                outcome = ("ok", fn(*args))
-        except UserError as e:
-            outcome = ("error", str(e))
-    kind, value = dist.broadcast_object(outcome)
-    if kind == "error":
-        raise UserError(value)
-    return value
+    return dist.rank_zero_decides(fn, *args, section=f"run._agreed({fn.__name__})")
 
 
 SHARED_WAIT_S = 5.0  # how long a rank looks for rank 0's token before calling the run directory unshared

@@ -21,11 +21,18 @@ import torch
 from PIL import Image
 
 from . import cifar_layout, dist, npz
-from .decode_cache import (CACHE_ENV, CACHE_MB_ENV, DECODERS_ENV, DEFAULT_CACHE_MB,  # noqa: F401 (public names)
-                           decoded, sweep_leftovers)
+from .decode_cache import CACHE_ENV, CACHE_MB_ENV, DECODERS_ENV, DEFAULT_CACHE_MB, decoded, sweep_leftovers  # noqa: F401 (public names)
 from .errors import UserError
-from .images import (DECODE_BLOCK, IMAGE_EXTENSIONS, PROGRESS_MIN_IMAGES, center_crop_resize,  # noqa: F401
-                     class_index, list_image_files, load_image, pil_mode)
+from .images import (  # noqa: F401
+    DECODE_BLOCK,
+    IMAGE_EXTENSIONS,
+    PROGRESS_MIN_IMAGES,
+    center_crop_resize,
+    class_index,
+    list_image_files,
+    load_image,
+    pil_mode,
+)
 from .lmdb_data import LMDB_INSTALL, find_lmdb, lmdb_image, lmdb_order, open_lmdb  # noqa: F401 (public names)
 
 

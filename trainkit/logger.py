@@ -43,9 +43,19 @@ import blobfile as bf
 from . import dist
 from .errors import UserError
 from .fileio import is_local
-from .log_writers import (WANDB_ID_RESERVED, WANDB_PROJECT, WANDB_RUN_ID_FILE, CSVWriter,  # noqa: F401 (public)
-                          JSONWriter, TableWriter, TensorBoardWriter, WandBWriter, format_table, image_array,
-                          recorded_wandb_id)
+from .log_writers import (  # noqa: F401 (public)
+    WANDB_ID_RESERVED,
+    WANDB_PROJECT,
+    WANDB_RUN_ID_FILE,
+    CSVWriter,
+    JSONWriter,
+    TableWriter,
+    TensorBoardWriter,
+    WandBWriter,
+    format_table,
+    image_array,
+    recorded_wandb_id,
+)
 from .progress_file import latest_progress, read_progress  # noqa: F401 (public names)
 
 LOG_FILES = ("log.txt", "progress.csv", "stats.jsonl")

@@ -36,12 +36,23 @@ import torch
 from . import checkpoint, dist
 from .errors import UserError
 from .fileio import TMP_PREFIX, is_local, remove_leftovers, write_text
-from .flags import (NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT, POSITIVE_INT, ArgumentParser,  # noqa: F401 (public)
-                    HelpFormatter, add_run_args, compiled, float_range, int_range, program_name, str2bool)
+from .flags import (  # noqa: F401 (public)
+    NONNEG_FLOAT,
+    NONNEG_INT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    ArgumentParser,
+    HelpFormatter,
+    add_run_args,
+    compiled,
+    float_range,
+    int_range,
+    program_name,
+    str2bool,
+)
 from .logger import Logger, require_tensorboard, require_wandb
 from .rng import reseed, rng_state, seed_all, set_rng_state  # noqa: F401 (public names)
-from .stop import (_signals, deadline, install_signal_handlers, signalled, stop_requested,  # noqa: F401
-                   stopped_message)
+from .stop import _signals, deadline, install_signal_handlers, signalled, stop_requested, stopped_message  # noqa: F401
 
 
 class Run:
@@ -129,7 +140,8 @@ def holds_a_run(directory: str) -> bool:
     if not bf.isdir(directory):
         return False
     for name in bf.listdir(directory):
-        if name in RUN_FILES or checkpoint.parse_filename(name) or (name.startswith("samples_") and name.endswith(".npz")):
+        samples = name.startswith("samples_") and name.endswith(".npz")
+        if name in RUN_FILES or checkpoint.parse_filename(name) or samples:
             return True
     return False
 

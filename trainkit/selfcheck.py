@@ -139,7 +139,8 @@ def main(argv=None):
                         save_interval=args.save_interval, seed=args.seed)
     step = trainer.run_loop()
     if args.dump:
-        torch.save({k: v.cpu() for k, v in task.model.state_dict().items()}, os.path.join(r.dir, f"params_rank{dist.rank()}.pt"))
+        params = {k: v.cpu() for k, v in task.model.state_dict().items()}
+        torch.save(params, os.path.join(r.dir, f"params_rank{dist.rank()}.pt"))
         with open(os.path.join(r.dir, f"indices_rank{dist.rank()}.json"), "w") as f:
             json.dump({"start": task.start, "batches": task.consumed, "threads": torch.get_num_threads(),
                        "host": socket.gethostname()}, f)

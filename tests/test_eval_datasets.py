@@ -5,17 +5,14 @@ import importlib
 import io
 import os
 import pickle
-import sys
 import tarfile
 
 import numpy as np
 import pytest
+from archives import celeba_image, celeba_zip, idx_gz, mnist_files
 from PIL import Image
 
 import helpers
-from archives import celeba_image, celeba_zip, idx_gz, mnist_files
-
-sys.path.insert(0, str(helpers.ROOT / "datasets"))
 
 
 def script(name):

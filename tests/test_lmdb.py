@@ -22,7 +22,6 @@ from trainkit import images as trainkit_images
 from trainkit.errors import UserError
 
 lmdb = pytest.importorskip("lmdb")
-sys.path.insert(0, str(helpers.ROOT / "datasets"))
 lmdb_export = importlib.import_module("lmdb_export")
 
 SIDE = 16

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 import helpers
+from _support.entry import exit_code
 from evaluations import grid, images_to_npz, npz_to_images
 
 
@@ -22,13 +23,6 @@ def samples(n=7, h=5, w=6, c=3, labels=True, seed=0):
     if labels:
         arrays["arr_1"] = rng.integers(0, 10, n).astype(np.int64)
     return arrays
-
-
-def run_main(main, *argv):
-    """Call an entry point in-process; (exit code, stderr lines) — run.main exits 2 on UserError."""
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in argv])
-    return e.value.code
 
 
 @pytest.mark.parametrize("channels,labels", [(3, True), (1, False), (1, True), (3, False)])
@@ -91,7 +85,7 @@ def test_bad_npz_refused(tmp_path, capsys, case, tool):
     src = write_npz(tmp_path / "bad.npz", arrays)
     main = {"npz_to_images": npz_to_images.main, "grid": grid.main}[tool]
     out = tmp_path / ("imgs" if tool == "npz_to_images" else "g.png")
-    assert run_main(main, src, out) == 2
+    assert exit_code(main, src, out) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.npz" in err[0] and fragment in err[0], err
     assert not out.exists()
@@ -100,21 +94,21 @@ def test_bad_npz_refused(tmp_path, capsys, case, tool):
 
 def test_bad_folders_refused(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert run_main(images_to_npz.main, tmp_path / "empty", tmp_path / "o.npz") == 2
+    assert exit_code(images_to_npz.main, tmp_path / "empty", tmp_path / "o.npz") == 2
     assert "no image files" in capsys.readouterr().err
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     Image.new("RGB", (4, 4)).save(mixed / "0_000000.png")
     Image.new("RGB", (5, 4)).save(mixed / "0_000001.png")
-    assert run_main(images_to_npz.main, mixed, tmp_path / "o.npz") == 2
+    assert exit_code(images_to_npz.main, mixed, tmp_path / "o.npz") == 2
     assert "0_000001.png: image is 5x4" in capsys.readouterr().err
     (mixed / "0_000001.png").write_bytes(b"not a png")
-    assert run_main(images_to_npz.main, mixed, tmp_path / "o.npz") == 2
+    assert exit_code(images_to_npz.main, mixed, tmp_path / "o.npz") == 2
     assert "0_000001.png: cannot read image" in capsys.readouterr().err
     assert not (tmp_path / "o.npz").exists()
     # an existing non-empty output folder is not overwritten
     src = write_npz(tmp_path / "in.npz", samples(n=2))
-    assert run_main(npz_to_images.main, src, mixed) == 2
+    assert exit_code(npz_to_images.main, src, mixed) == 2
     assert "not an empty folder" in capsys.readouterr().err
 
 

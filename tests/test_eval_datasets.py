@@ -13,19 +13,11 @@ from archives import celeba_image, celeba_zip, idx_gz, mnist_files
 from PIL import Image
 
 import helpers
+from _support.entry import exit_code
 
 
 def script(name):
     return importlib.import_module(name)
-
-
-def run_main(module, *argv):
-    """Run a script's main in-process; returns the exit code (0 when it returned)."""
-    try:
-        script(module).main([str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-    return 0
 
 
 def read_png(path):
@@ -64,7 +56,7 @@ def cifar_tarball(path, per_batch=2, seed=0):
 
 def test_cifar10(tmp_path):
     batches = cifar_tarball(tmp_path / "cifar-10-python.tar.gz")
-    assert run_main("cifar10", tmp_path / "cifar-10-python.tar.gz", "--out", tmp_path / "out") == 0
+    assert exit_code(script("cifar10").main, tmp_path / "cifar-10-python.tar.gz", "--out", tmp_path / "out") == 0
     train = sorted(os.listdir(tmp_path / "out" / "train"), key=lambda n: int(n.split("_")[1][:-4]))
     test = sorted(os.listdir(tmp_path / "out" / "test"))
     assert len(train) == 10 and len(test) == 2
@@ -84,7 +76,7 @@ def test_cifar10_refuses_code_in_pickles(tmp_path, capsys):
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(raw)
             tar.addfile(info, io.BytesIO(raw))
-    assert run_main("cifar10", path, "--out", tmp_path / "out") == 2
+    assert exit_code(script("cifar10").main, path, "--out", tmp_path / "out") == 2
     line = one_error_line(capsys)
     assert "evil.tar.gz" in line and "not a CIFAR-10 python batch" in line
     assert not (tmp_path / "out" / "train").exists()
@@ -95,13 +87,13 @@ def test_cifar10_refuses_code_in_pickles(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 def test_mnist_formats(tmp_path, name):
     data = mnist_files(tmp_path / "dl")
-    assert run_main(name, tmp_path / "dl", "--out", tmp_path / "out") == 0
+    assert exit_code(script(name).main, tmp_path / "dl", "--out", tmp_path / "out") == 0
     images, labels = data["train"]
     for i in range(3):
         path = tmp_path / "out" / "train" / f"{labels[i]}_{i:05d}.png"
         np.testing.assert_array_equal(read_png(path), images[i])
     assert len(os.listdir(tmp_path / "out" / "test")) == 2
-    assert run_main(name, tmp_path / "dl", "--out", tmp_path / "out32", "--size", 32) == 0
+    assert exit_code(script(name).main, tmp_path / "dl", "--out", tmp_path / "out32", "--size", 32) == 0
     assert read_png(tmp_path / "out32" / "test" / f"{data['t10k'][1][0]}_00000.png").shape == (32, 32)
 
 
@@ -109,18 +101,18 @@ def test_mnist_bad_inputs(tmp_path, capsys):
     mnist_files(tmp_path / "dl")
     # wrong magic: an images file announcing 1 dimension
     idx_gz(tmp_path / "dl" / "t10k-images-idx3-ubyte.gz", np.zeros(5, np.uint8))
-    assert run_main("mnist", tmp_path / "dl", "--out", tmp_path / "out") == 2
+    assert exit_code(script("mnist").main, tmp_path / "dl", "--out", tmp_path / "out") == 2
     assert "t10k-images-idx3-ubyte.gz: not an IDX file" in one_error_line(capsys)
     assert not (tmp_path / "out").exists()
     os.remove(tmp_path / "dl" / "t10k-labels-idx1-ubyte.gz")
-    assert run_main("mnist", tmp_path / "dl", "--out", tmp_path / "out") == 2
+    assert exit_code(script("mnist").main, tmp_path / "dl", "--out", tmp_path / "out") == 2
     assert "t10k-labels-idx1-ubyte.gz: no such file" in one_error_line(capsys)
     (tmp_path / "dl" / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip")
     mnist_files(tmp_path / "dl2")
     (tmp_path / "dl2" / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip")
-    assert run_main("mnist", tmp_path / "dl2", "--out", tmp_path / "out") == 2
+    assert exit_code(script("mnist").main, tmp_path / "dl2", "--out", tmp_path / "out") == 2
     assert "train-images-idx3-ubyte.gz: cannot read" in one_error_line(capsys)
-    assert run_main("mnist", tmp_path / "nowhere", "--out", tmp_path / "out") == 2
+    assert exit_code(script("mnist").main, tmp_path / "nowhere", "--out", tmp_path / "out") == 2
     assert "nowhere: no such folder" in one_error_line(capsys)
 
 
@@ -137,7 +129,7 @@ def test_celeba(tmp_path, as_zip):
         src.mkdir()
         for k in numbers:
             (src / f"{k:06d}.jpg").write_bytes(celeba_image(k % 7))
-    assert run_main("celeba", src, "--out", tmp_path / "out") == 0
+    assert exit_code(script("celeba").main, src, "--out", tmp_path / "out") == 0
     assert sorted(os.listdir(tmp_path / "out" / "train")) == ["0_00000.png", "0_00001.png"]
     assert os.listdir(tmp_path / "out" / "valid") == ["0_00000.png"]
     assert os.listdir(tmp_path / "out" / "test") == ["0_00000.png"]
@@ -148,7 +140,7 @@ def test_celeba(tmp_path, as_zip):
 
 def test_celeba_bad_archive(tmp_path, capsys):
     (tmp_path / "img_align_celeba.zip").write_bytes(b"PK broken")
-    assert run_main("celeba", tmp_path / "img_align_celeba.zip", "--out", tmp_path / "out") == 2
+    assert exit_code(script("celeba").main, tmp_path / "img_align_celeba.zip", "--out", tmp_path / "out") == 2
     assert "img_align_celeba.zip: not a readable zip archive" in one_error_line(capsys)
 
 
@@ -160,8 +152,8 @@ def test_image_folder_with_subfolder_labels(tmp_path):
         (src / cls / "deeper").mkdir(parents=True)
         for i, size in enumerate(sizes):
             Image.new("RGB", size, (10 * i, 100, 200)).save(src / cls / "deeper" / f"img{i}.JPG")
-    assert run_main("image_folder", src, "--out", tmp_path / "out", "--size", 16, "--labels", "subfolders",
-                    "--test_fraction", 0.4) == 0
+    assert exit_code(script("image_folder").main, src, "--out", tmp_path / "out", "--size", 16,
+                     "--labels", "subfolders", "--test_fraction", 0.4) == 0
     train, test = os.listdir(tmp_path / "out" / "train"), os.listdir(tmp_path / "out" / "test")
     assert len(train) == 3 and len(test) == 2
     labels = sorted(n.split("_")[0] for n in train + test)
@@ -176,7 +168,7 @@ def test_existing_output_refused(tmp_path, capsys):
     mnist_files(tmp_path / "dl")
     (tmp_path / "out" / "train").mkdir(parents=True)
     (tmp_path / "out" / "train" / "keep.png").write_bytes(b"")
-    assert run_main("mnist", tmp_path / "dl", "--out", tmp_path / "out") == 2
+    assert exit_code(script("mnist").main, tmp_path / "dl", "--out", tmp_path / "out") == 2
     assert "train: exists and is not empty" in one_error_line(capsys)
     assert os.listdir(tmp_path / "out" / "train") == ["keep.png"]
 

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import helpers
+from _support.entry import exit_code
 from evaluations import fid, inception
 
 
@@ -55,12 +56,6 @@ def parse_fid(stdout):
     m = re.search(r"FID:\s+(\S+)", stdout)
     assert m, stdout
     return float(m.group(1))
-
-
-def run_main(*argv):
-    with pytest.raises(SystemExit) as e:
-        fid.main([str(a) for a in argv])
-    return e.value.code
 
 
 def test_fid_equals_pytorch_fid(torch_home, folders):
@@ -209,7 +204,7 @@ BAD_CASES = ["missing_path", "empty_folder", "single_image", "mixed_sizes", "cor
 def test_bad_input_is_one_line(case, offline_home, folders, tmp_path, capsys):
     argv, fragment = bad_case(case, tmp_path, folders)
     before = sorted(p.name for p in tmp_path.iterdir())
-    assert run_main("--num-workers", "0", "--dims", "64", *argv) == 2
+    assert exit_code(fid.main, "--num-workers", "0", "--dims", "64", *argv) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1, err
     assert fragment in err[0], err[0]
@@ -224,6 +219,6 @@ def test_missing_weights_offline(folders, tmp_path, monkeypatch, capsys):
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    assert run_main("--dims", "64", "--num-workers", "0", folders["a"], folders["b"]) == 2
+    assert exit_code(fid.main, "--dims", "64", "--num-workers", "0", folders["a"], folders["b"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and inception.WEIGHTS_NAME in err[0] and "--inception_weights" in err[0], err

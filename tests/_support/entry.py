@@ -23,3 +23,13 @@ def main_in_process(module, argv, monkeypatch, capsys):
         for s, h in saved.items():
             signal.signal(s, h)
     return e.value.code, capsys.readouterr().err
+
+
+def exit_code(main, *argv):
+    """The exit code of `main(argv)`, an entry point that takes its command line as a list
+    (0 when it returns)."""
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code
+    return 0

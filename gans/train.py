@@ -19,7 +19,6 @@ from trainkit import checkpoint, data, diffaug, ema, loop, phema, precision, run
 from trainkit.errors import UserError
 
 from . import models
-from .script_util import ema_rates
 from .task import build_task
 
 
@@ -61,7 +60,7 @@ def create_argparser():
                         "(the newest checkpoint of --logdir, or a fresh start when it has none)")
     p.add_argument("--save_interval", type=run.POSITIVE_INT, default=1000, help="steps between checkpoints and grids")
     p.add_argument("--log_interval", type=run.POSITIVE_INT, default=10, help="steps averaged into one log row")
-    p.add_argument("--ema_rate", type=ema_rates, default="",
+    p.add_argument("--ema_rate", type=ema.rates_arg, default="",
                    help="comma list of EMA rates of G in [0, 1), e.g. 0.999 ('' = none)")
     # not range-typed: tests pin the one-line message of check_args ("--grad_accum 0: must be at least 1")
     p.add_argument("--grad_accum", type=int, default=1,

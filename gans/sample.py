@@ -3,10 +3,11 @@
 Writes <logdir>/samples_{N}x{H}x{W}x{C}.npz (arr_0 uint8 NHWC; arr_1 int64 labels for the
 conditional kinds, cdcgan and cgan) and beside it samples_{N}x{H}x{W}x{C}.json, what was done
 (trainkit.npz's sample info: sampler "generator", 1 network evaluation per image, the count and
-the seed, the model kind, the weights file and a fixed --class_label). Sample i draws its z (then, for a conditional model without
---class_label, its label) from its own generator seeded by (--seed, i), and G runs in eval mode
-(BatchNorm running statistics for the DCGANs; the FC models have none), so the file is
-the same whatever the number of ranks or --batch_size. The work is split over ranks.
+the seed, the model kind, the weights file and a fixed --class_label). Sample i draws its z
+(then, for a conditional model without --class_label, its label) from its own generator seeded
+by (--seed, i), and G runs in eval mode (BatchNorm running statistics for the DCGANs; the FC
+models have none), so the file is the same whatever the number of ranks or --batch_size. The
+work is split over ranks.
 """
 
 import blobfile as bf

@@ -39,8 +39,7 @@ import math
 
 import torch
 
-from trainkit import checkpoint, data, diffaug, dist, ema, fileio, gan, loop, optim, phema, precision, run, \
-    sampling
+from trainkit import checkpoint, data, diffaug, dist, ema, fileio, gan, loop, optim, phema, precision, run, sampling
 
 from . import dcgan, models, sync_bn
 from .sample import draw

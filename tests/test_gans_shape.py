@@ -47,6 +47,9 @@ def test_a_run_trained_with_ema_rate_is_sampled_with_its_ema(tmp_path, monkeypat
                                         "--max_steps", 8, "--save_interval", 8, "--logdir", run_dir],
                                 monkeypatch, capsys)
     assert code == 0, err
+    options = run.read_options_file(str(run_dir / "options.json"))  # C6: what evaluation reads
+    assert options["loss_keys"] == list(task.Task.loss_keys)
+    assert options["discriminator_keys"] == list(task.Task.discriminator_keys)
     ck = checkpoint.resolve(str(run_dir))
     assert ck.step == 8 and checkpoint.sampling_weights(ck) == "ema_0.5_"
     assert gans_util.generator_path(str(run_dir)) == ck.path("ema_0.5_")

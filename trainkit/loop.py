@@ -28,6 +28,8 @@ What a family implements (subclass `Task`):
 
 What the loop guarantees:
 
+- **Declarations**: the Task's `loss_keys` and `discriminator_keys` are written into the run's
+  options.json (the file run.setup wrote for this run only: a user's own is never rewritten).
 - **Resume** from `run.resume` (a file, a run directory or `auto`, resolved by `run.setup`).
   With the same world size, the data position and every rank's RNG are restored and the run
   continues bit for bit. With another world size (the **world-size policy**) the data position
@@ -73,7 +75,7 @@ import blobfile as bf
 import torch
 from tqdm import tqdm
 
-from . import checkpoint, dist, fileio, rng, stop
+from . import checkpoint, dist, fileio, rng, run, stop
 from .errors import UserError
 from .replicas import check_consistency, parameter_fingerprint  # noqa: F401 (public names)
 from .stepstats import _BAD_BASE, StepStats  # noqa: F401 (public names)
@@ -101,7 +103,14 @@ class TrainingDiverged(UserError):
 
 class Task:
     """What a family supplies to `Loop` (see the module docstring). Defaults cover the optional
-    parts."""
+    parts.
+
+    `loss_keys` / `discriminator_keys`: the logged keys (of `step`'s stats) that are this Task's
+    losses, and those of them (or others) that are a discriminator's; the loop records both in
+    the run's options.json, where evaluation reads them instead of guessing from key names."""
+
+    loss_keys = ()
+    discriminator_keys = ()
 
     def step(self, batch, step: int, epoch: int) -> dict:
         raise NotImplementedError
@@ -186,6 +195,7 @@ class Loop:
     def run_loop(self) -> int:
         """Resume, train to `total_steps` or a stop, and return the last step."""
         try:
+            self._record_declarations()
             self.resume()
             start = self.step
             if self.total is not None and self.step >= self.total:
@@ -209,6 +219,14 @@ class Loop:
             self.logger.close()
 
     # ----- resume --------------------------------------------------------------------------
+
+    def _record_declarations(self) -> None:
+        """The Task's loss and discriminator keys into the run's options.json (rank 0; only the
+        file run.setup wrote for this run: a user's options file is never rewritten)."""
+        if dist.is_main():
+            with dist.rank_zero_only("loop: options.json"):
+                run.record_options(self.run, loss_keys=list(self.task.loss_keys),
+                                   discriminator_keys=list(self.task.discriminator_keys))
 
     def resume(self) -> None:
         ck = self.run.resume

@@ -56,11 +56,32 @@ from .stop import _signals, deadline, install_signal_handlers, signalled, stop_r
 
 
 class Run:
-    def __init__(self, dir: str, logger: Logger, options: dict, resume=None):
+    def __init__(self, dir: str, logger: Logger, options: dict, resume=None, options_path=None):
         self.dir = dir
         self.logger = logger
         self.options = options
         self.resume = resume  # the checkpoint.Checkpoint to continue from, or None
+        # the options.json `setup` wrote for this run (None: a Run made otherwise, whose
+        # options file, if any, is not this run's to rewrite: record_options leaves it alone)
+        self.options_path = options_path
+
+
+# Entries of options.json that a training run adds after setup (record_options), not flags:
+# what the Task declares for evaluation (trainkit.loop.Task.loss_keys / discriminator_keys).
+RECORDED_KEYS = ("loss_keys", "discriminator_keys")
+
+
+def record_options(run_, **entries) -> bool:
+    """Add `entries` to the options.json that `setup` wrote for `run_` in this process (rank 0
+    writes, atomically; other ranks do nothing; no collective). A Run whose options file this
+    run did not write is left alone: returns whether the file was written."""
+    path = getattr(run_, "options_path", None)
+    if not path or not dist.is_main():
+        return False
+    record = read_options_file(path)
+    record.update(entries)
+    write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    return True
 
 
 def _default_dir(family: str) -> str:
@@ -274,6 +295,7 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
             "deadline": deadline(),
         }
         write_text(bf.join(run_dir, "options.json"), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    options_path = bf.join(run_dir, "options.json")
     dist.barrier()
     seed_all(int(options.get("seed", 0) or 0) + dist.rank())
     install_signal_handlers()
@@ -285,7 +307,7 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
         logger.log(f"removed {leftovers} temporary file(s) of an interrupted write")
     if ck is None and resume == "auto":
         logger.log(f"no complete checkpoint in {run_dir} yet: starting at step 0")
-    return Run(run_dir, logger, options, ck)
+    return Run(run_dir, logger, options, ck, options_path)
 
 
 def read_options_file(f: str) -> dict:
@@ -320,6 +342,8 @@ def load_options(path: str, missing_ok: bool = False) -> dict:
         raise UserError(f"{directory}: no options.json (not a run directory of this project)")
     options = read_options_file(f)
     options.pop("_run", None)
+    for key in RECORDED_KEYS:  # the Task's declarations, not flags
+        options.pop(key, None)
     return options
 
 

@@ -8,7 +8,14 @@ import blobfile as bf
 from trainkit import checkpoint, ema, precision, run
 from trainkit.errors import UserError
 
-from .script_util import add_dict_to_argparser, model_and_diffusion_defaults, model_extension_defaults, one_of
+from .script_util import (
+    add_dict_to_argparser,
+    args_to_dict,
+    create_model_and_diffusion,
+    model_and_diffusion_defaults,
+    model_extension_defaults,
+    one_of,
+)
 
 PRECISIONS = one_of(*precision.MODES)
 
@@ -98,35 +105,33 @@ def checkpoint_contradictions(args, state_dict) -> list:
 
 
 def settled_ema(ck):
-    """The checkpoint's EMA to sample from, or "model" when none has settled yet.
-
-    The EMA starts from the initial weights and keeps a share rate**step of them, so after 600
-    steps a 0.999 average is still half initial noise while 0.99 has forgotten it. Take the
-    highest rate whose leftover share is under 1% (for a long run, the paper's 0.9999)."""
-    rates = {}
-    for prefix in ck.prefixes():
-        if prefix.startswith("ema_") and prefix.endswith("_"):
-            try:
-                rates[float(prefix[4:-1])] = prefix
-            except ValueError:
-                continue
-    settled = [r for r in rates if r ** max(ck.step, 0) < 0.01]
-    return rates[max(settled)] if settled else "model"
+    """The checkpoint's settled fixed-rate EMA, else "model": trainkit.checkpoint.sampling_weights
+    without the training loop's record (the highest rate whose share of the initial weights,
+    rate**step, is under 1%: after 600 steps a 0.999 average is still half initial noise while
+    0.99 has forgotten it; for a long run the paper's 0.9999). Samplers take sampling_weights."""
+    return checkpoint.sampling_weights(checkpoint.Checkpoint(ck.dir, ck.step, ck.files))
 
 
 def resolve_model_file(path, ema_first=True):
-    """A .pt file as given, or for a run directory its newest checkpoint's settled EMA (else model)."""
+    """A .pt file as given, or for a run directory the file of its newest checkpoint that
+    trainkit.checkpoint.sampling_weights names (ema_first False: its model file)."""
     if not path:
         raise UserError("--model_path is required (a model .pt file or a training run directory)")
     if bf.isdir(path):
         ck = checkpoint.resolve(path)
-        if not ema_first:
-            return ck.path("model")
-        recorded = (ck.state or {}).get("sample_weights")  # what the training loop chose
-        return ck.path(recorded if recorded and ck.has(recorded) else settled_ema(ck))
+        return ck.path(checkpoint.sampling_weights(ck) if ema_first else "model")
     if not bf.exists(path):
         raise UserError(f"--model_path {path}: no such file or directory")
     return path
+
+
+def create_model_and_diffusion_checked(args):
+    """create_model_and_diffusion from parsed flags, with configuration errors as one-line
+    UserErrors."""
+    try:
+        return create_model_and_diffusion(**args_to_dict(args, model_keys()))
+    except (ValueError, NotImplementedError) as e:
+        raise UserError(f"model flags: {e}") from None
 
 
 def saved_options(path):

@@ -10,8 +10,9 @@ from trainkit.interpolation import interpolation_row, lerp, output_paths, slerp,
 
 from . import samplers
 from .cli import resolve_model_file
+from .draw import SAMPLE_BLOCK, InBlocks
 from .guidance import check_guidance, guided
-from .sample import GUIDANCE_HELP, SAMPLE_BLOCK, InBlocks, batch_invariant_block
+from .sample import GUIDANCE_HELP, batch_invariant_block
 
 
 def control_defaults(**extra):

@@ -17,7 +17,8 @@ from trainkit import data, dist, fileio, run, sampling
 from trainkit.errors import UserError
 
 from .cli import apply_saved_model_flags, argv, build_parser, saved_options
-from .sample import InBlocks, load_model
+from .draw import InBlocks
+from .sample import load_model
 
 
 def create_argparser():

@@ -1,28 +1,36 @@
 """Sample a trained model into an npz: `python -m improved_diffusion.sample --model_path PATH`.
 
 Accepts every flag of openai's scripts/image_sample.py with the same defaults. Extensions:
---model_path may be a training run directory (its newest checkpoint's settled EMA, see
-cli.settled_ema; model flags are then read from the run's options.json unless given), --seed,
+--model_path may be a training run directory (its newest checkpoint's weights named by
+trainkit.checkpoint.sampling_weights: the ones the training loop recorded, else the settled EMA;
+model flags are then read from the run's options.json unless given), --seed,
 --logdir, --ddim_eta, --class_labels, --precision, and the fast samplers of samplers.py:
 --sampler ddpm|ddim|dpmpp_2m|dpmpp_2m_sde|heun, --steps N, --time_schedule uniform|logsnr|karras (see
 `resolve_sampler`), and --guidance_scale W (classifier-free guidance of a model trained with
 --class_dropout_prob > 0: guidance.py). Each sample index owns a generator seeded from (--seed, index) that draws
 its label, x_T and every step's noise, so the npz does not depend on --batch_size or the number
-of ranks.
+of ranks: draw.draw, which the training probe calls too. samples_<shape>.json beside the npz
+says what was done (sample_info).
 """
 
-import numpy as np
 import torch
 
-from trainkit import checkpoint, dist, npz, precision, run, sampling
+from trainkit import checkpoint, dist, precision, run, sampling
 from trainkit.errors import UserError
 
 from . import samplers
-from .guidance import check_guidance, guided
-from .cli import apply_saved_model_flags, argv, build_parser, checkpoint_contradictions, resolve_model_file, saved_options
+from .cli import (
+    apply_saved_model_flags,
+    argv,
+    build_parser,
+    checkpoint_contradictions,
+    create_model_and_diffusion_checked,
+    resolve_model_file,
+    saved_options,
+)
+from .draw import SAMPLE_BLOCK, InBlocks, draw, invariant_block  # noqa: F401 (SAMPLE_BLOCK, InBlocks: importers')
+from .guidance import check_guidance
 from .respace import space_timesteps
-from .train import create_model_and_diffusion_checked
-
 
 GUIDANCE_HELP = ("classifier-free guidance (Ho & Salimans 2022) of a model trained with --class_dropout_prob > 0: "
                  "uncond + w (cond - uncond), k-diffusion's cond_scale; 1 (default): the conditional model, no "
@@ -127,8 +135,9 @@ def parse_labels(text, num_classes):
     return labels
 
 
-def load_model(args, log):
-    """The model of args.model_path (a .pt state dict or a run directory), in eval mode."""
+def load_weights(args, log):
+    """(model in eval mode, diffusion, the weights file) of args.model_path: a .pt state dict, or
+    a run directory's newest checkpoint with trainkit.checkpoint.sampling_weights' choice."""
     path = resolve_model_file(args.model_path)
     model, diffusion = create_model_and_diffusion_checked(args)
     state_dict = checkpoint.load(path)
@@ -137,92 +146,50 @@ def load_model(args, log):
     for line in contradictions:  # the weights fit (a diffusion flag, say): sampled as asked, said once
         log.log(f"note: {line}")
     log.log(f"loaded {path}")
-    return model.to(dist.device()).eval(), diffusion
+    return model.to(dist.device()).eval(), diffusion, path
 
 
-SAMPLE_BLOCK = 8  # rows per model call in batch-invariant sampling
-
-
-class InBlocks:
-    """Calls the model on fixed blocks of `block` rows, sample i always in row i % block of the
-    call for block i // block (rows of absent samples are zeros).
-
-    CPU convolution and GEMM kernels pick their blocking from the batch size, and may treat
-    rows by their position, so a sample's output changes in the last bits with the batch it
-    is in (measured: 1e-7, enough to flip uint8 pixels after a few hundred steps). No kernel
-    here mixes the values of different rows, so with the call size and the row fixed by the
-    sample index, a sample is computed the same way whatever --batch_size or the number of
-    ranks (tests/test_id_train.py). Used on the CPU; on GPUs the batch is kept as it is (and
-    bitwise equality is not promised). Blocks of 8 keep most of batching's speed (2.5x batch
-    1 on the digits model); block 1 is one sample per call.
-    """
-
-    def __init__(self, model, indices, block):
-        self.model = model
-        self.block = block
-        self.groups = {}  # block number -> (rows of the batch, their rows in the call)
-        for row, i in enumerate(indices):
-            rows, slots = self.groups.setdefault(i // block, ([], []))
-            rows.append(row)
-            slots.append(i % block)
-
-    def _padded(self, v, rows, slots):
-        out = v.new_zeros((self.block, *v.shape[1:]))
-        out[slots] = v[rows]
-        return out
-
-    def __call__(self, x, t, **kwargs):
-        out = None
-        for rows, slots in self.groups.values():
-            y = self.model(self._padded(x, rows, slots), self._padded(t, rows, slots),
-                           **{k: self._padded(v, rows, slots) for k, v in kwargs.items()})[slots]
-            if out is None:
-                out = y.new_empty((x.shape[0], *y.shape[1:]))
-            out[rows] = y
-        return out
+def load_model(args, log):
+    """The model of args.model_path (see load_weights) in eval mode, and its diffusion."""
+    model, diffusion, _ = load_weights(args, log)
+    return model, diffusion
 
 
 def batch_invariant_block(args) -> int:
     """Rows per model call with --batch_invariant on the CPU; 0 where the batch is kept."""
-    return SAMPLE_BLOCK if args.batch_invariant and dist.device().type == "cpu" else 0
+    return invariant_block(args.batch_invariant)
 
 
 def make_sample_fn(model, diffusion, args, prec, ode=False):
-    """sample_fn for sampling.sample_to_npz; `ode` (resolve_sampler's answer): samplers.sample_loop
-    with args.sampler, args.steps and args.time_schedule, else openai's loop of args.use_ddim."""
+    """sample_fn for sampling.sample_to_npz: draw.draw with the sampler flags; `ode`
+    (resolve_sampler's answer): samplers.sample_loop with args.sampler, args.steps and
+    args.time_schedule, else openai's loop over the (respaced) process."""
     block = batch_invariant_block(args)
     labels = parse_labels(args.class_labels, args.num_classes) if args.class_labels else None
     shape = (args.image_channels, args.image_size, args.image_size)
-    use_ddim = args.use_ddim or getattr(args, "sampler", "") == "ddim"
-    loop = diffusion.ddim_sample_loop if use_ddim else diffusion.p_sample_loop
-    extra = {"eta": args.ddim_eta} if use_ddim else {}
-
-    guided_model = guided(model, args.guidance_scale)  # inside InBlocks: each block doubles to cond + null rows
 
     def sample_fn(rnd, indices):
-        net = InBlocks(guided_model, indices, block) if block else guided_model
-        kwargs = {}
-        y = None
-        if args.class_cond:
-            # Drawn first from each sample's generator; chosen labels draw nothing.
-            y = (torch.tensor([labels[i % len(labels)] for i in indices], device=rnd.device) if labels
-                 else rnd.randint(args.num_classes))
-            kwargs["y"] = y
-        noise = rnd.randn(*shape)
-
-        def step_noise(like):  # each sample's own generator, after its x_T
-            return rnd.randn(*like.shape[1:])
-        with prec.autocast():
-            if ode:  # x_T is the only draw, and each step's noise for dpmpp_2m_sde
-                x = samplers.sample_loop(net, diffusion, noise, sampler=args.sampler, steps=args.steps,
-                                         time_schedule=args.time_schedule, clip_denoised=args.clip_denoised,
-                                         model_kwargs=kwargs, noise_fn=step_noise)
-            else:
-                x = loop(net, (len(indices), *shape), noise=noise, clip_denoised=args.clip_denoised,
-                         model_kwargs=kwargs, device=rnd.device, noise_fn=step_noise, **extra)
-        return npz.to_uint8(x.float()), (None if y is None else y.cpu().numpy().astype(np.int64))
+        return draw(model, diffusion, rnd, shape, sampler=args.sampler, steps=args.steps if ode else None,
+                    time_schedule=args.time_schedule, eta=args.ddim_eta, clip_denoised=args.clip_denoised,
+                    guidance_scale=args.guidance_scale, num_classes=args.num_classes if args.class_cond else None,
+                    labels=labels, block=block, prec=prec)
 
     return sample_fn
+
+
+def sample_info(args, weights, ode):
+    """What the samples json beside the npz says (trainkit.npz's C4 layout): the sampler, its
+    network evaluations per image (samplers.nfe; a guided evaluation is one forward of twice the
+    rows, counted once), the count and seed; and ours: steps, time schedule or DDIM's eta,
+    guidance scale, and the weights file sampled."""
+    info = {"sampler": args.sampler, "network_evaluations": samplers.nfe(args.sampler, args.steps),
+            "num_samples": args.num_samples, "seed": args.seed, "steps": args.steps}
+    if ode:
+        info["time_schedule"] = args.time_schedule
+    elif args.sampler == "ddim":
+        info["eta"] = args.ddim_eta
+    info.update(guidance_scale=args.guidance_scale, weights=str(weights))
+    return info
 
 
 @run.main
@@ -234,7 +201,7 @@ def main():
     ode = resolve_sampler(args)  # before run.setup: options.json records the resolved sampler and steps
     nfe = samplers.nfe(args.sampler, args.steps)
     r = run.setup("improved_diffusion", args)
-    model, diffusion = load_model(args, r.logger)
+    model, diffusion, weights = load_weights(args, r.logger)
     prec = precision.Precision(args.precision, dist.device())
     how = (f"{args.time_schedule} time schedule" if ode
            else f"DDIM eta={args.ddim_eta:g}" if args.sampler == "ddim" else "ancestral")
@@ -247,7 +214,8 @@ def main():
     r.logger.dumpkvs()
     with torch.no_grad():
         path = sampling.sample_to_npz(make_sample_fn(model, diffusion, args, prec, ode=ode), args.num_samples,
-                                      args.batch_size, args.seed, r.dir, block=batch_invariant_block(args) or 1)
+                                      args.batch_size, args.seed, r.dir, block=batch_invariant_block(args) or 1,
+                                      info=sample_info(args, weights, ode))
     r.logger.log(f"saved {path}")
     r.logger.log("sampling complete")
     r.logger.close()

@@ -5,18 +5,17 @@ Accepts every flag of openai's scripts/image_train.py with the same defaults, pl
 --ema_rate takes a comma list; --resume_checkpoint a checkpoint file, a run directory (ours or
 openai's), or `auto` (the newest checkpoint of --logdir, or a fresh start when it has none).
 --batch_size is per rank and per optimizer step; --microbatch N cuts it into pieces of N images
-whose gradients are averaged. The loop is trainkit.loop.
+whose gradients are averaged. The loop is trainkit.loop, the Task and build_task task.py
+(build_task and create_model_and_diffusion_checked stay importable from here).
 """
 
 from evaluations import probe
-from trainkit import data, dist, loop, phema, precision, run
+from trainkit import data, loop, phema, precision, run
 from trainkit.errors import UserError
 
-from .cli import build_parser, ema_rates
-from .resample import create_named_schedule_sampler
-from .script_util import args_to_dict, create_model_and_diffusion, model_and_diffusion_defaults, \
-    model_extension_defaults, one_of
-from .train_util import DiffusionTask
+from .cli import build_parser, create_model_and_diffusion_checked, ema_rates
+from .script_util import one_of
+from .task import build_task
 
 
 def create_argparser():
@@ -86,43 +85,6 @@ def check_args(args):
     if not args.data_dir:
         raise UserError("--data_dir is required (an image folder or a samples .npz)")
     phema.check_args(args.ema_std, args.ema_snapshot_interval)
-
-
-def create_model_and_diffusion_checked(args):
-    """create_model_and_diffusion, with configuration errors as one-line UserErrors."""
-    keys = list(model_and_diffusion_defaults()) + list(model_extension_defaults())
-    try:
-        return create_model_and_diffusion(**args_to_dict(args, keys))
-    except (ValueError, NotImplementedError) as e:
-        raise UserError(f"model flags: {e}") from None
-
-
-def build_task(args, model=None, diffusion=None, log=print):
-    """The Task this entry point trains, from its parsed flags (and the model and diffusion
-    create_model_and_diffusion_checked built from them, built here when not given): what
-    benchmarks/gpu_check.py and benchmarks/train_throughput.py measure, so they time the
-    trainer's own construction, not a copy of it."""
-    if model is None:
-        model, diffusion = create_model_and_diffusion_checked(args)
-    task = DiffusionTask(
-        model=model,
-        diffusion=diffusion,
-        microbatch=args.microbatch,
-        lr=args.lr,
-        ema_rate=args.ema_rate,
-        precision_mode=args.precision or ("fp16" if args.use_fp16 else "fp32"),
-        fp16_scale_growth=args.fp16_scale_growth,
-        schedule_sampler=create_named_schedule_sampler(args.schedule_sampler, diffusion),
-        weight_decay=args.weight_decay,
-        lr_anneal_steps=args.lr_anneal_steps,
-        log=log,
-        probe_shape=(args.image_channels, args.image_size, args.image_size),
-        class_dropout_prob=args.class_dropout_prob,
-        compile=args.compile,
-    )
-    # power-function EMA profiles (docs/ema.md): trainkit adds them around the task
-    return phema.with_power_ema(task, model, args.ema_std, args.ema_snapshot_interval,
-                                args.batch_size * dist.world_size(), log=log)
 
 
 @run.main

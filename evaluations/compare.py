@@ -136,6 +136,18 @@ def ranks_for_this_host(nproc: int) -> int:
 @run.main
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:
+        job(args)
+    except KeyboardInterrupt:
+        # the running stage was stopped by stages.stop (its launcher and ranks included) on the way
+        # here; what finished stays for --reuse
+        print("evaluations.compare: interrupted; the running stage was stopped (finished stages stay for --reuse)",
+              file=sys.stderr, flush=True)
+        sys.exit(130)
+
+
+def job(args):
+    """The whole job for the parsed command line `args`."""
     config = read_config(args.config)
     if args.nproc is not None:
         config["nproc"] = args.nproc

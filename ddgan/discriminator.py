@@ -53,15 +53,22 @@ def minibatch_stddev(x, group_size=4, num_features=1):
     min(batch, group_size) samples as one extra channel.
 
     Sample i is grouped with i + k * (batch / group), the reference's view(group, -1, ...)
-    order; the batch must be a multiple of the group size (the reference crashes otherwise)."""
+    order; the batch must be a multiple of the group size (the reference crashes otherwise).
+
+    The statistics are computed in fp32 whatever the input's dtype (StyleGAN2-ADA runs its whole
+    discriminator epilogue, minibatch-std included, in fp32): in fp16 the 1e-8 below rounds to 0
+    (fp16's smallest subnormal is 6e-8), and the lazy R1's double backward goes through sqrt's
+    second derivative -1/(4 v^1.5), which overflows fp16 for a variance v under ~1e-3 once
+    multiplied by the loss scale, and inf * 0 made D's gradients NaN on every R1 step. For fp32
+    input the casts are no-ops: the fp32 update is bit for bit the reference's."""
     n, c, h, w = x.shape
     group = min(n, group_size)
     if n % group:
         raise ValueError(f"minibatch-std: batch {n} is not a multiple of the group size {group}")
-    y = x.view(group, -1, num_features, c // num_features, h, w)
+    y = x.float().view(group, -1, num_features, c // num_features, h, w)
     y = torch.sqrt(y.var(0, unbiased=False) + 1e-8)
     y = y.mean([2, 3, 4], keepdim=True).squeeze(2)  # (n/group, features, 1, 1)
-    y = y.repeat(group, 1, h, w)
+    y = y.repeat(group, 1, h, w).to(x.dtype)
     return torch.cat([x, y], 1)
 
 

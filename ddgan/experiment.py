@@ -35,8 +35,6 @@ from trainkit import checkpoint, dist
 from trainkit.errors import UserError
 from trainkit.fileio import atomic_path
 
-from .trainer import ETA_MIN
-
 ROOT = os.path.join("saved_info", "dd_gan")
 REFERENCE_FILE = re.compile(r"^(netG_\d+\.pth|content\.pth)$")
 XPOS_EVERY = 10  # the reference writes xpos_epoch_N.png when epoch % 10 == 0
@@ -67,6 +65,9 @@ def module_keys(state_dict: dict) -> dict:
 def scheduler_state(base_lr: float, num_epoch: int, epochs_done: int, decay: bool) -> dict:
     """What the reference's CosineAnnealingLR(T_max=num_epoch, eta_min=1e-5) holds after
     `epochs_done` steps, taken from a real scheduler over a scratch optimizer."""
+    # imported here: ddgan.task imports ddgan.sample (its draw), which imports this module
+    from .task import ETA_MIN
+
     scratch = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=base_lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(scratch, T_max=num_epoch, eta_min=ETA_MIN)
     with warnings.catch_warnings():

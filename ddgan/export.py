@@ -15,7 +15,7 @@ from trainkit import checkpoint, run
 from trainkit.errors import UserError
 from trainkit.fileio import atomic_path
 
-from .sample import pick_weights
+from .sample import named_weights, pick_weights
 from .script_util import strip_module_prefix
 
 
@@ -34,7 +34,7 @@ def export(model_path, out, weights="auto"):
     if bf.exists(out):
         raise UserError(f"--out {out}: already exists; not overwriting it (choose another path)")
     ck = checkpoint.resolve(model_path)
-    _, path = pick_weights(ck, weights)
+    _, path = pick_weights(ck, weights, named=named_weights(model_path))
     sd = strip_module_prefix(checkpoint.load(path))
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
         raise UserError(f"{path}: not a generator state_dict")

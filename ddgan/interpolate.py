@@ -34,7 +34,8 @@ def create_parser():
     a = p.add_argument
     a("--model_path", required=True, help="run directory, checkpoint file or netG_*.pth")
     a("--weights", default="auto", choices=["auto", "ema", "raw"],
-      help="EMA or raw generator weights (auto: EMA when the checkpoint has it)")
+      help="generator weights: auto = the average --model_path names, else the step's recorded sampling "
+           "weights (the EMA with --use_ema); ema; or raw")
     a("--seeds", default="0,1",
       help="comma list of at least two seeds; seed s stands for every draw of ddgan.sample --seed s's sample 0")
     a("--num_steps", type=run.int_range(2), default=8, help="images per row, both ends included (>= 2)")

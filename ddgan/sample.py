@@ -18,7 +18,9 @@ into: a fresh `-<time>` name is used. The FID itself is computed from the lossle
 (model000100.pt, ema_0.9999_000100.pt...), or a released netG_*.pth. Model flags are read from
 the run's options.json when there is one; flags given on the command line win, and a released
 file without options needs them all (e.g. --ch_mult 1 2 2 2 --n_mlp 4 for CIFAR-10).
---weights ema (default when the step has an EMA file) or raw. Sample i uses its own random
+--weights auto (default) samples what the training run recorded for the step (its EMA with
+--use_ema; trainkit.checkpoint.sampling_weights), or an average's file when --model_path names
+one (ema_0.99_000100.pt is sampled as it is); ema or raw choose. Sample i uses its own random
 generator seeded from (--seed, i) for x_T, then z and the posterior noise at each step, so the
 npz is the same for any number of processes and any --batch_size.
 """
@@ -52,7 +54,8 @@ def create_parser():
     a("--epoch_id", type=run.NONNEG_INT, default=None,
       help="with --exp: sample netG_{epoch_id}.pth of that folder (test_ddgan.py's default: 1000)")
     a("--weights", default="auto", choices=["auto", "ema", "raw"],
-      help="EMA or raw generator weights (auto: EMA when the checkpoint has it)")
+      help="generator weights: auto = the average --model_path names, else the step's recorded sampling "
+           "weights (the EMA with --use_ema); ema; or raw")
     a("--num_samples", type=run.POSITIVE_INT, default=50000, help="images to sample in all")
     a("--batch_size", type=run.POSITIVE_INT, default=200, help="sample generating batch size (per process)")
     a("--compute_fid", action="store_true", default=False,
@@ -121,8 +124,9 @@ def reference_resolution(ref: str, kind: str):
     if kind == "samples":
         images, _ = npz.read_samples(ref)
         return images.shape[2], images.shape[1]
-    from evaluations import fid
     from PIL import Image
+
+    from evaluations import fid
 
     files = fid.list_images(ref)
     if not files:
@@ -214,32 +218,76 @@ def checkpoint_contradictions(args):
     return checkpoint.flag_contradictions(given, saved, run.options_file(args.model_path.rstrip("/")))
 
 
-def pick_weights(ck, choice, ema_decay=None):
-    """(prefix, path) of the generator weights to use: raw, or the weights the training loop
-    recorded as the step's `sample_weights` (trainkit.ema's rule, the same for every family; a
-    post-hoc EMA folder records its reconstruction), or for `ema` without a recorded average (and
-    in a step without a record) the --ema_decay average, else the first EMA file."""
-    recorded = ema.recorded_weights(ck)
-    if choice != "raw" and recorded and (choice == "auto" or recorded != "model"):
-        return recorded, ck.path(recorded)
-    emas = [p for p in ck.prefixes() if p.startswith("ema_")]
-    if ema_decay is not None:
-        preferred = [p for p in emas if p == f"ema_{float(ema_decay)!r}_"]
-        emas = preferred or emas
-    if choice == "ema" and not emas:
+AVERAGE_PREFIXES = ("ema_", "phema_")  # every average trainkit writes: ema_<rate>_, ema_kimg.._, phema_.._
+
+
+def named_weights(model_path):
+    """The prefix of the generator weights file `model_path` names when it names one (an
+    ema_0.9999_000100.pt, ema_kimg..., phema_..., ema_posthoc... file; "model" for
+    model000100.pt), else None (a run directory, a released netG_*.pth, a step's other files)."""
+    parsed = checkpoint.parse_filename(str(model_path).rstrip("/"))
+    if parsed is None or os.path.isdir(str(model_path)):
+        return None
+    prefix = parsed[0]
+    return prefix if prefix == "model" or prefix.startswith(AVERAGE_PREFIXES) else None
+
+
+def pick_weights(ck, choice, ema_decay=None, named=None):
+    """(prefix, path) of the generator weights to use.
+
+    `named`: the file --model_path names (named_weights). An average named so is sampled as it
+    is (with auto or ema): naming ema_0.99_000100.pt means that file, not the step's default.
+    A named model file, a run directory or a released file stand for their step: auto takes
+    trainkit.checkpoint.sampling_weights (the weights the training loop recorded, else the
+    settled EMA, else the raw model), the one rule every sampler, interpolation and export use;
+    raw the model; ema an average when there is one (the recorded or settled one, else the
+    --ema_decay one the run trained with, else the longest-rate EMA), else one line saying so."""
+    if choice == "raw":
+        return "model", ck.path("model")
+    if named is not None and named != "model":
+        return named, ck.path(named)
+    chosen = checkpoint.sampling_weights(ck)
+    if choice == "auto" or chosen != "model":
+        return chosen, ck.path(chosen)
+    rates = ema.rates_in(ck.prefixes())
+    if not rates:
         raise UserError(f"{ck.dir}: step {ck.step} has no EMA weights (trained without --use_ema); "
                         "use --weights raw")
-    if choice in ("ema", "auto") and emas:
-        return emas[0], ck.path(emas[0])
-    return "model", ck.path("model")
+    rate = float(ema_decay) if ema_decay is not None and float(ema_decay) in rates else max(rates)
+    return rates[rate], ck.path(rates[rate])
 
 
 def load_generator(args, o, device):
+    """(generator in eval mode on `device`, its weights file) for --model_path and --weights."""
     ck = checkpoint.resolve(args.model_path)
-    prefix, path = pick_weights(ck, args.weights, o.get("ema_decay"))
+    trained = run.load_options(args.model_path.rstrip("/"), missing_ok=True)  # the run's --ema_decay
+    prefix, path = pick_weights(ck, args.weights, trained.get("ema_decay"), named_weights(args.model_path))
     generator = script_util.build_generator(o)
     script_util.load_weights(generator, checkpoint.load(path), path, contradictions=checkpoint_contradictions(args))
     return generator.to(device).eval(), path
+
+
+@torch.no_grad()
+def draw(generator, diffusion, rnd, shape, nz):
+    """(uint8 N,H,W,C, None): the generator's T-step posterior chain for the samples of `rnd` (a
+    trainkit.sampling.PerSampleRandom on the generator's device). Each sample's own generator
+    draws x_T (`shape` = C,H,W) first, then at every step z (`nz`) and the posterior noise, the
+    order ddgan.interpolate's seed_draws replays. The one draw of the family: this sampler and
+    the training probe (ddgan.task.Task.probe_images) both call it, so their noise is the same
+    for the same seed."""
+    x = diffusion.sample(generator, rnd.randn(*shape), nz, randn=rnd.randn)
+    return npz.to_uint8(x), None
+
+
+SAMPLER = "ddgan_posterior"  # the T-step chain x_T -> G -> q(x_t | x_{t+1}, x_0) -> ... -> x_0
+
+
+def sample_info(args, diffusion, path):
+    """What the samples json beside the npz says (trainkit.npz's C4 fields and DDGAN's extras):
+    the generator runs once per step of the chain, so num_timesteps network evaluations."""
+    return {"sampler": SAMPLER, "network_evaluations": int(diffusion.num_timesteps),
+            "num_samples": int(args.num_samples), "seed": int(args.seed),
+            "num_timesteps": int(diffusion.num_timesteps), "weights": os.path.basename(path)}
 
 
 @torch.no_grad()
@@ -259,12 +307,10 @@ def main_sample(args):
     shape = (o["num_channels"], o["image_size"], o["image_size"])
 
     def sample_fn(rnd, indices):
-        x_init = rnd.randn(*shape)
-        x = diffusion.sample(generator, x_init, o["nz"], randn=rnd.randn)
-        return npz.to_uint8(x), None
+        return draw(generator, diffusion, rnd, shape, o["nz"])
 
     out = sampling.sample_to_npz(sample_fn, args.num_samples, args.batch_size, args.seed, r.dir,
-                                 device=device)
+                                 device=device, info=sample_info(args, diffusion, path))
     r.logger.log(f"wrote {out}")
     if reference_images and dist.is_main():
         write_reference_images(out, o["dataset"], args.batch_size, args.compute_fid, r.logger)

@@ -17,7 +17,7 @@ Data as the reference finds it: --dataset cifar10 without --data_dir reads ./dat
 layout (cifar-10-batches-py/ or cifar-10-python.tar.gz; trainkit.cifar_layout), and --dataset lsun
 trains on the first LSUN_SUBSET images, train_ddgan.py's Subset(range(0, 120000)).
 
-The step itself (D and G updates, lazy R1, EMA, cosine lr) is ddgan/trainer.py.
+The Task (D and G updates, lazy R1, EMA, cosine lr) and build_task are ddgan/task.py.
 """
 
 import os
@@ -27,7 +27,7 @@ from trainkit import cifar_layout, data, diffaug, dist, elastic, ema, loop, phem
 from trainkit.errors import UserError
 
 from . import experiment, script_util
-from .trainer import Trainer
+from .task import build_task
 
 FAMILY = "ddgan"
 REFERENCE_DATA_DIR = "./data"  # train_ddgan.py: CIFAR10('./data', train=True, download=True)
@@ -143,14 +143,6 @@ def prepare(o):
     return exp_dir
 
 
-def build_task(args):
-    """The Task this entry point trains, from its parsed flags: what benchmarks/gpu_check.py and
-    benchmarks/train_throughput.py measure, so they time the trainer's own construction."""
-    o = vars(args)
-    return Trainer(o, script_util.build_generator(o), script_util.build_discriminator(o),
-                   script_util.build_diffusion(o), dist.device())
-
-
 def epoch_save_due(o, epoch):
     """Whether the end of `epoch` (0-based, as the reference counts) writes a checkpoint: every
     --save_ckpt_every epochs, and every --save_content_every with --save_content."""
@@ -166,7 +158,7 @@ def train(args):
     if selection:
         r.logger.log(selection)
     batches = data.Batches(dataset, o["batch_size"], seed=o["seed"], random_flip=o["random_flip"])
-    trainer = build_task(args)
+    trainer = build_task(args, log=r.logger.log)
     generator, discriminator = trainer.g_raw, trainer.d_raw
     if exp_dir is not None:
         trainer.files = experiment.ExperimentFiles(o, r.logger)

@@ -126,8 +126,9 @@ def test_export_writes_the_original_netG_layout(tmp_path, monkeypatch, capsys):
     cfg = GeneratorConfig(image_size=8, num_channels=1, num_channels_dae=8, ch_mult=(1, 2),
                           num_res_blocks=1, attn_resolutions=(4,), nz=4, z_emb_dim=8, n_mlp=1)
     g = NCSNpp(cfg)
+    # the state file records the sampling weights, as every ddgan.train step does with --use_ema
     checkpoint.save(str(tmp_path), 3, {"model": g.state_dict(), "ema_0.99_": g.state_dict()},
-                    {"rng": []})
+                    {"rng": [], "sample_weights": "ema_0.99_"})
     out = tmp_path / "saved_info" / "netG_3.pth"
     from ddgan import export
     monkeypatch.setattr(sys, "argv", ["ddgan.export", "--model_path", str(tmp_path), "--out", str(out)])

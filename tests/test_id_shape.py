@@ -113,3 +113,47 @@ def test_openai_import_path_keeps_the_task():
 
     assert DiffusionTask is Task and Task.loss_keys == ("loss",)
     assert train.build_task is build_task
+
+
+def fp16_task(seed=0):
+    torch.manual_seed(seed)
+    args = train.create_argparser().parse_args(["--data_dir", "D", "--ema_rate", "0.9,0.99", "--precision", "fp16",
+                                                *MODEL])
+    lines = []
+    return build_task(args, log=lines.append), lines
+
+
+def test_the_loss_scale_is_saved_per_optimizer_and_an_old_bare_layout_still_loads(tmp_path):
+    """trainkit.precision's layout: {"precision": {"model": state}} and the logged
+    loss_scale_model; a state file of the earlier layout (one bare Precision state) resumes
+    with its scale."""
+    task, _ = fp16_task()
+    state = task.precision.state_dict()
+    state["scaler"]["scale"] = 2.0**7
+    task.precision.load_state_dict(state)
+    assert set(task.trainer_state()["precision"]) == {"model"}
+    assert task.log_extras() == {"loss_scale_model": 2.0**7}
+    old = {"schedule_sampler": task.schedule_sampler.state_dict(), "precision": task.precision.state_dict()}
+    checkpoint.save(str(tmp_path), 1, task.state_dicts(), old)
+    fresh, _ = fp16_task(seed=1)
+    assert fresh.precision.scale == 2.0**20
+    fresh.load_state_dicts(checkpoint.resolve(str(tmp_path)))
+    assert fresh.precision.scale == 2.0**7
+
+
+def test_a_missing_ema_file_restarts_that_average_from_the_model_and_says_so(tmp_path):
+    """trainkit.ema's one policy: the step lacks ema_0.99_: that average restarts from the loaded
+    model weights, with one line naming the file; the present one is loaded as saved."""
+    task, _ = fp16_task()
+    for rate in task.ema.rates:
+        task.ema.load_state_dict(rate, {k: v + rate for k, v in task.model.state_dict().items()})
+    states = task.state_dicts()
+    checkpoint.save(str(tmp_path), 3, {k: v for k, v in states.items() if k != "ema_0.99_"}, task.trainer_state())
+    fresh, lines = fp16_task(seed=1)
+    fresh.load_state_dicts(checkpoint.resolve(str(tmp_path)))
+    after = fresh.state_dicts()
+    for k, v in states["model"].items():
+        if v.is_floating_point():
+            assert torch.equal(after["ema_0.9_"][k], states["ema_0.9_"][k])
+            assert torch.equal(after["ema_0.99_"][k], v)
+    assert [line for line in lines if "ema_0.99_000003.pt" in line and "restarts" in line]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from _support.tasks import Scalar
-from trainkit import data, flagfile, logger, loop, progress_file, run
+from trainkit import data, flagfile, logger, loop, loopflags, progress_file, run
 from trainkit.errors import UserError
 
 
@@ -111,3 +111,24 @@ def test_a_flag_file_that_fails_is_one_line_naming_it(tmp_path):
     with pytest.raises(UserError, match=f"^{tmp_path / 'missing.sh'}: the flag file failed"):
         flagfile.flag_file_argv(str(tmp_path / "missing.sh"))
     assert os.listdir(tmp_path) == ["bad.sh"]
+
+
+# --- C6: the loop's flags, declared once -----------------------------------------------------
+
+def test_the_loop_flags_have_one_type_and_default_and_take_a_reference_alias(capsys):
+    p = run.ArgumentParser(prog="fam")
+    loopflags.add_args(p, aliases={"resume_checkpoint": ("--resume",)})
+    defaults = vars(p.parse_args([]))
+    assert defaults == {name: default for name, (_, default, _) in {**loopflags.LOOP_FLAGS,
+                                                                  **loopflags.PROBE_FLAGS}.items()}
+    got = p.parse_args(["--resume", "--ema_rate", "0.9,0.999", "--save_interval", "0", "--precision", "bf16"])
+    assert (got.resume_checkpoint, got.ema_rate, got.save_interval, got.precision) == ("auto", "0.9,0.999", 0, "bf16")
+    for argv, flag in ((["--ema_rate", "1.5"], "--ema_rate"), (["--log_interval", "0"], "--log_interval"),
+                       (["--precision", "fp8"], "--precision"), (["--max_steps", "-1"], "--max_steps")):
+        with pytest.raises(SystemExit) as e:
+            p.parse_args(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith(f"fam: error: argument {flag}") and err.count("\n") == 1
+    q = run.ArgumentParser(prog="fam")
+    loopflags.add_args(q, skip=("precision",), probe=False)
+    assert "precision" not in vars(q.parse_args([])) and "probe_points" not in vars(q.parse_args([]))

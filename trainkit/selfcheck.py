@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint, data, dist, ema, loop, optim, precision, run
+from . import checkpoint, data, dist, ema, loop, loopflags, optim, precision, run
 
 
 class TinyAutoencoder(torch.nn.Module):
@@ -43,12 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--data_dir", required=True)
     p.add_argument("--image_size", type=int, default=16)
     p.add_argument("--batch_size", type=int, default=8, help="per rank")
-    p.add_argument("--max_steps", type=int, default=20)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--ema_rate", default="0.99,0.9")
-    p.add_argument("--log_interval", type=int, default=5)
-    p.add_argument("--save_interval", type=int, default=10)
-    p.add_argument("--resume_checkpoint", default="")
+    loopflags.add_args(p, skip=("precision",), probe=False)  # fp32 only, no probe
+    p.set_defaults(max_steps=20, ema_rate="0.99,0.9", log_interval=5, save_interval=10)  # a tiny run
     p.add_argument("--dump", action="store_true")
     p.add_argument("--selfkill_rank", type=int, default=-1)
     p.add_argument("--selfkill_step", type=int, default=-1,

@@ -197,8 +197,10 @@ def test_samples_info_is_written_beside_the_npz_and_read_back(tmp_path):
     ("{not json", "not readable sample info"),
     ('["a list"]', "must be a JSON object"),
     ('{"sampler": "ddim", "network_evaluations": 10, "num_samples": 3}', "lacks 'seed'"),
-    ('{"sampler": "ddim", "network_evaluations": "10", "num_samples": 3, "seed": null}', "'network_evaluations' must be int"),
-    ('{"sampler": "ddim", "network_evaluations": true, "num_samples": 3, "seed": null}', "'network_evaluations' must be int"),
+    ('{"sampler": "ddim", "network_evaluations": "10", "num_samples": 3, "seed": null}',
+     "'network_evaluations' must be int"),
+    ('{"sampler": "ddim", "network_evaluations": true, "num_samples": 3, "seed": null}',
+     "'network_evaluations' must be int"),
     ('{"sampler": 1, "network_evaluations": 10, "num_samples": 3, "seed": null}', "'sampler' must be str"),
 ])
 def test_a_bad_samples_info_is_one_line_naming_the_json(tmp_path, content, words):

@@ -242,7 +242,8 @@ class Checkpoint:
 
     def path(self, prefix: str) -> str:
         if prefix not in self.files:
-            raise UserError(f"{bf.join(self.dir, filename(prefix, self.step))}: missing from the checkpoint of step {self.step}")
+            raise UserError(f"{bf.join(self.dir, filename(prefix, self.step))}: missing from the checkpoint "
+                            f"of step {self.step}")
         return bf.join(self.dir, self.files[prefix])
 
     def load(self, prefix: str):

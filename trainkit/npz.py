@@ -38,6 +38,10 @@ def _save(path, arrays: dict):
             np.savez(f, **arrays)
 
 
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def _open(path: str) -> dict:
     if not bf.exists(path):
         raise UserError(f"{path}: no such file")
@@ -47,7 +51,7 @@ def _open(path: str) -> dict:
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise UserError(f"{path}: not a readable npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise UserError(f"{path}: not a readable npz file ({_first_line(e)})") from None
 
 
 def check_images(images: np.ndarray, name: str) -> None:
@@ -147,7 +151,7 @@ def read_sample_info(npz_path: str):
         with bf.BlobFile(sidecar, "r") as f:
             info = json.load(f)
     except (ValueError, OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{sidecar}: not readable sample info ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise UserError(f"{sidecar}: not readable sample info ({_first_line(e)})") from None
     return check_info(info, sidecar)
 
 
@@ -192,7 +196,7 @@ def _read_npy_stats(path: str) -> dict:
         content = arr.item() if arr.dtype == object and arr.shape == () else None
     except (ValueError, OSError, EOFError, TypeError, AttributeError, ImportError) as e:
         raise UserError(f"{path}: not DDGAN FID statistics (a .npy holding a dict of mu and sigma): "
-                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                        f"{_first_line(e)}") from None
     if not isinstance(content, dict) or "mu" not in content or "sigma" not in content:
         what = sorted(content) if isinstance(content, dict) else f"an array of shape {arr.shape}"
         raise UserError(f"{path}: not DDGAN FID statistics (a .npy holding a dict of mu and sigma; found {what})")

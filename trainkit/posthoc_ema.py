@@ -19,7 +19,6 @@ import os
 import sys
 
 import blobfile as bf
-import numpy as np
 import torch
 
 from . import checkpoint, fileio, phema, run

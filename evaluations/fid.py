@@ -168,13 +168,15 @@ def statistics_of_dataset(dataset, model, dims, batch_size=50, device="cpu", num
     n = len(dataset)
     batch_size = max(1, min(int(batch_size), n))
     num_batches = (n + batch_size - 1) // batch_size
-    mine = [list(range(b * batch_size, min((b + 1) * batch_size, n))) for b in range(dist.rank(), num_batches, dist.world_size())]
+    mine = [list(range(b * batch_size, min((b + 1) * batch_size, n)))
+            for b in range(dist.rank(), num_batches, dist.world_size())]
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=mine, num_workers=_default_workers() if num_workers is None else num_workers)
     stats = DeviceStats(dims, device)
     error = ""
     with torch.no_grad():
-        for images, messages in tqdm(loader, total=len(mine), desc=desc, disable=None if dist.is_main() else True, leave=False):
+        quiet = None if dist.is_main() else True
+        for images, messages in tqdm(loader, total=len(mine), desc=desc, disable=quiet, leave=False):
             error = next((m for m in messages if m), "")
             if error:
                 break
@@ -266,7 +268,8 @@ def fid_of_paths(path_a, path_b, dims=2048, batch_size=50, device=None, num_work
         p, (mu, _) = next((p, s) for p, s in zip(paths, stats) if s is not None)
         if len(mu) != dims:
             raise UserError(f"{p}: statistics have {len(mu)} dimensions but --dims is {dims}")
-    stats = [s if s is not None else statistics_of_path(p, model, batch_size, num_workers) for p, s in zip(paths, stats)]
+    stats = [s if s is not None else statistics_of_path(p, model, batch_size, num_workers)
+             for p, s in zip(paths, stats)]
     (mu1, s1), (mu2, s2) = stats
     if len(mu1) != len(mu2):
         raise UserError(f"{path_a} has {len(mu1)}-dimensional statistics but {path_b} has {len(mu2)}")
@@ -306,7 +309,8 @@ def build_parser():
     p.add_argument("--inception_weights", default="",
                    help=f"local {inception.WEIGHTS_NAME} (default: $TORCH_HOME/hub/checkpoints/, downloaded if absent)")
     p.add_argument("--dist_timeout", type=run.POSITIVE_FLOAT, default=None,
-                   help="seconds a collective waits for a peer before failing (default: $TRAINKIT_DIST_TIMEOUT or 1800)")
+                   help="seconds a collective waits for a peer before failing "
+                        "(default: $TRAINKIT_DIST_TIMEOUT or 1800)")
     p.add_argument("path", type=str, nargs=2, help="image folders, samples .npz or statistics .npz")
     return p
 

@@ -79,6 +79,15 @@ def rates_in(prefixes) -> dict:
     return rates
 
 
+def averaged_state_dict(model: torch.nn.Module, names, values) -> dict:
+    """The model's state_dict (copied) with the parameters `names` replaced by an average's
+    `values`: buffers such as BatchNorm statistics are the live model's, as openai saves them."""
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for name, value in zip(names, values):
+        sd[name] = value.detach().clone()
+    return sd
+
+
 def log_default(line: str) -> None:
     if dist.is_main():
         print(line, file=sys.stderr, flush=True)
@@ -128,10 +137,7 @@ class EMA:
 
     def state_dict(self, rate: float, model: torch.nn.Module) -> dict:
         """The model's state_dict with its parameters replaced by this rate's averages."""
-        sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        for name, value in zip(self.names, self.shadows[rate]):
-            sd[name] = value.detach().clone()
-        return sd
+        return averaged_state_dict(model, self.names, self.shadows[rate])
 
     @torch.no_grad()
     def load_state_dict(self, rate: float, state_dict: dict) -> None:
@@ -191,10 +197,7 @@ class HalfLifeEMA:
         self.nimg += self.images_per_step
 
     def files(self, model: torch.nn.Module) -> dict:
-        sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        for name, value in zip(self.names, self.shadow):
-            sd[name] = value.detach().clone()
-        return {self.prefix: sd}
+        return {self.prefix: averaged_state_dict(model, self.names, self.shadow)}
 
     def state(self) -> dict:
         return {"nimg": int(self.nimg), "kimg": self.kimg}
@@ -238,17 +241,10 @@ def choose_sample_weights(step: int, fixed=None, halflife=None, power=None, sett
     if fixed is not None and fixed.rates:
         rate = settled_rate(fixed.rates, step) if settle else fixed.rates[0]
         if rate is not None:
-            return f"ema_{rate_name(rate)}_"
+            return prefix(rate)
     if power is not None and power.stds:
         return power.prefix(power.stds[0])
     return "model"
-
-
-def recorded_weights(ck):
-    """The prefix the training loop recorded as the sampling weights of this step, when the step
-    has that file (None otherwise: an openai folder, a released file, an older state file)."""
-    recorded = (ck.state or {}).get("sample_weights")
-    return recorded if recorded and ck.has(recorded) else None
 
 
 def save_states(model: torch.nn.Module, *averages) -> dict:

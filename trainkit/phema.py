@@ -123,10 +123,7 @@ class PowerEMA:
         """{prefix: the model's state_dict with this profile's averages} for a checkpoint."""
         out = {}
         for std, shadow in zip(self.stds, self.shadows):
-            sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            for name, value in zip(self.names, shadow):
-                sd[name] = value.detach().clone()
-            out[self.prefix(std)] = sd
+            out[self.prefix(std)] = ema.averaged_state_dict(model, self.names, shadow)
         return out
 
     def state(self) -> dict:

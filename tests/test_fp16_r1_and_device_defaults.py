@@ -1,7 +1,8 @@
 """Issue 39 item 7: trainkit.gan.r1_penalty can loss-scale the fp16 R1 gradient (precision=), and
-gans.interpolate runs on the training device, as the samplers do. The trainers do not pass their
-Precision yet: with it, DDGAN's fp16 R1 steps gave NaN D gradients in tests/test_task_contract.py
-(the double backward through fp16 at the scaled magnitudes), so R1 there is still unscaled."""
+gans.interpolate runs on the training device, as the samplers do. gans' Task passes D's Precision
+(tests/test_gans_r1_fp16.py checks it through the step); DDGAN's fp16 R1 steps gave NaN D
+gradients with it in tests/test_task_contract.py (the double backward through fp16 at the scaled
+magnitudes), so ddgan's R1 is still unscaled."""
 
 
 import pytest

@@ -1,8 +1,7 @@
 """Issue 39 item 7: trainkit.gan.r1_penalty can loss-scale the fp16 R1 gradient (precision=), and
-gans.interpolate runs on the training device, as the samplers do. gans' Task passes D's Precision
-(tests/test_gans_r1_fp16.py checks it through the step); DDGAN's fp16 R1 steps gave NaN D
-gradients with it in tests/test_task_contract.py (the double backward through fp16 at the scaled
-magnitudes), so ddgan's R1 is still unscaled."""
+gans.interpolate runs on the training device, as the samplers do. Both GAN Tasks pass D's
+Precision (gans: tests/test_gans_r1_fp16.py checks it through the step; ddgan keeps its
+minibatch-std statistics in fp32, whose double backward overflowed fp16 before)."""
 
 
 import pytest

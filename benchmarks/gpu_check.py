@@ -37,21 +37,20 @@ measurement is a child process, so a crash or an out-of-memory costs one row.
 """
 
 import argparse
-import csv
 import json
 import os
 import re
-import shlex
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)  # run as a script: the repository's packages (none of these imports torch)
+from evaluations import stages  # noqa: E402
+from trainkit import flagfile, progress_file  # noqa: E402
 
 FAMILIES = ("improved_diffusion", "ddgan", "dcgan")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -148,58 +147,23 @@ class JobFailed(Exception):
     pass
 
 
-def _stop(proc, grace=20.0):
-    """Stop a job that ran out of time. launch/run.sh turns a first SIGTERM into a graceful stop
-    of its ranks and a second into the launcher's own shutdown (its launcher runs in a session of
-    its own, out of reach of a kill of run.sh's group); whatever is left then is killed."""
-    for _ in range(2):
-        if proc.poll() is not None:
-            break
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:  # stragglers of its group would keep our pipe open
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def run_job(cmd, log_path, timeout, env, watch=()):
-    """Run `cmd` with its stdout and stderr into `log_path`; the times at which each line of
-    stdout matching a `watch` regex arrived, per regex. JobFailed(last line) on a non-zero exit,
-    or when it runs past `timeout` seconds (silent or not)."""
-    seen = {w.pattern: [] for w in watch}
-    began = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
-        expired = threading.Event()
-        watchdog = threading.Timer(timeout, lambda: (expired.set(), _stop(proc)))
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            for line in proc.stdout:
-                now = time.perf_counter()
-                log.write(line)
-                for w in watch:
-                    if w.search(line):
-                        seen[w.pattern].append((now, line))
-            proc.wait()
-        finally:
-            watchdog.cancel()
-    if expired.is_set():
+    """Run `cmd` with its stdout and stderr into `log_path` through the main job's runner
+    (evaluations.stages: a session of its own; past `timeout` seconds, silent or not, stopped by
+    its one stop policy, launcher included). Returns (per `watch` regex the (time, line) of each
+    matching stdout line, seconds); JobFailed(last line) on a non-zero exit or a timeout."""
+    result = stages.run(cmd, log_path, env=env, cwd=ROOT, timeout=timeout, watch=watch)
+    if result.timed_out:
         raise JobFailed(f"timed out after {timeout} s (log: {log_path})")
-    if proc.returncode != 0:
+    if result.code != 0:
         with open(log_path) as f:
-            raise JobFailed(f"exit {proc.returncode}: {last_line(f.read())}")
-    return seen, time.perf_counter() - began
+            raise JobFailed(f"exit {result.code}: {last_line(f.read())}")
+    return result.seen, result.seconds
 
 
 def read_progress(run_dir):
-    with open(os.path.join(run_dir, "progress.csv")) as f:
-        return [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    """A run's progress.csv rows (trainkit's one reader: numbers as floats, blank cells left out)."""
+    return progress_file.read_progress(run_dir)
 
 
 def img_per_sec(rows, row_times):
@@ -215,10 +179,7 @@ def img_per_sec(rows, row_times):
 
 def flag_file_argv(flag_file, role="TRAIN"):
     """The flags launch/run.sh would pass from `flag_file` to a module of `role`."""
-    script = f'source "$1"; echo "$MODEL_FLAGS $DIFFUSION_FLAGS ${{{role}_FLAGS:-}}"'
-    text = subprocess.run(["bash", "-c", script, "_", os.path.join(ROOT, flag_file)],
-                          capture_output=True, text=True, check=True).stdout
-    return shlex.split(text)
+    return flagfile.flag_file_argv(os.path.join(ROOT, flag_file), role)
 
 
 # --- child jobs (these import torch) ---------------------------------------------------------
@@ -232,31 +193,34 @@ def child_env_info():
 
 
 def _build_task(family, argv, device):
-    """The family's Task built by its train entry point's own build_task from `argv` (not a copy
-    of it, so the flops row measures what a run trains), and its input shape."""
+    """The family's Task built by its own task.build_task (what its train entry point calls) from
+    `argv` (not a copy of it, so the flops row measures what a run trains), and its input shape."""
     from trainkit import data
 
     if family == "improved_diffusion":
+        from improved_diffusion import task as family_task
         from improved_diffusion import train
 
         args = train.create_argparser().parse_args(argv)
-        task = train.build_task(args, log=lambda *a: None)
+        task = family_task.build_task(args, log=lambda *a: None)
         return task, (args.batch_size, args.image_channels, args.image_size, args.image_size), 1
     if family == "ddgan":
+        from ddgan import task as family_task
         from ddgan import train
 
         args = train.create_parser().parse_args(argv)
         o = vars(args)
         # R1 runs every --lazy_reg steps: count that many steps and average
-        return train.build_task(args), (o["batch_size"], o["num_channels"], o["image_size"], o["image_size"]), \
+        return family_task.build_task(args), (o["batch_size"], o["num_channels"], o["image_size"], o["image_size"]), \
             o["lazy_reg"] or 1
     from gans import models, train
+    from gans import task as family_task
 
     args = train.create_argparser().parse_args(argv)
     # the data set's real number of classes (a conditional model's label embedding)
     dataset = data.load_dataset(args.data_dir, args.image_size, class_cond=args.model in models.CONDITIONAL,
                                 channels=args.num_channels)
-    task = train.build_task(args, dataset)
+    task = family_task.build_task(args, dataset)
     return task, (args.batch_size, args.num_channels, args.image_size, args.image_size), 1
 
 
@@ -643,8 +607,10 @@ def build_parser():
     p.add_argument("--fid_batch", type=int, default=None, help="Inception batch size (default 200; dry 4)")
     p.add_argument("--dims", type=int, default=None, choices=(64, 192, 768, 2048),
                    help="Inception feature block (default 2048; dry 64)")
-    p.add_argument("--workers", type=int, default=None, help="data loader workers for both FID tools (default 8; dry 0)")
-    p.add_argument("--inception_weights", default="", help="pytorch-fid weights file (default: torch hub's, else random)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data loader workers for both FID tools (default 8; dry 0)")
+    p.add_argument("--inception_weights", default="",
+                   help="pytorch-fid weights file (default: torch hub's, else random)")
     p.add_argument("--data_dir", default="", help="training images for every family (default: the bundled digits)")
     p.add_argument("--workdir", default="", help="where runs and logs go (default: a new temporary folder)")
     p.add_argument("--timeout", type=int, default=None, help="seconds per job (default 300; dry 120)")

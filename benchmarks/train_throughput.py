@@ -5,8 +5,8 @@
         [--steps 5] [--warmup 2] [--batch_size 32] [--precision fp32] [--reference_precision P]
         [--rounds 1] [--profile]
 
-Every Task is built by the family's own train module (build_task) from its train flags: the
-family's FAMILY_FLAGS below, then --flags, then --batch_size and --precision. --compile adds a
+Every Task is built by the family's own task.build_task (what its train.py calls) from its train
+flags: the family's FAMILY_FLAGS below, then --flags, then --batch_size and --precision. --compile adds a
 child with `--compile True` beside the eager one and prints compiled/eager img/s (its warm-up
 steps absorb the compilation; give it --warmup 3 or more: R1 and non-R1 steps compile apart).
 
@@ -88,7 +88,7 @@ def time_steps(step_fn, batches, warmup, profile=False):
 
 
 def build_task(args, compile_):
-    """(task, image shape, parameters) of args.family, built by its train module's build_task."""
+    """(task, image shape, parameters) of args.family, built by its family's task.build_task."""
     import shlex
 
     import torch
@@ -98,22 +98,29 @@ def build_task(args, compile_):
     argv = FAMILY_FLAGS[args.family] + shlex.split(args.flags) + [
         "--batch_size", str(args.batch_size), "--precision", args.precision, "--compile", str(compile_)]
     if args.family == "improved_diffusion":
+        from improved_diffusion import task as family
         from improved_diffusion import train
 
         a = train.create_argparser().parse_args(argv)
-        task = train.build_task(a, log=lambda *x: None)
+        task = family.build_task(a, log=lambda *x: None)
         return task, (a.image_channels, a.image_size, a.image_size), task.model
     if args.family == "ddgan":
+        from ddgan import task as family
         from ddgan import train
 
         a = train.create_parser().parse_args(argv)
-        task = train.build_task(a)
+        task = family.build_task(a)
         return task, (a.num_channels, a.image_size, a.image_size), task.g_raw
-    from gans import train
+    from gans import models, train
+    from gans import task as family
 
     a = train.create_argparser().parse_args(argv)
     images = torch.zeros(a.batch_size, a.num_channels, a.image_size, a.image_size, dtype=torch.uint8)
-    task = train.build_task(a, data.ImageData(images, None, "synthetic"))
+    # a conditional model gets the digits' 10 classes (its label embedding is part of what is timed)
+    conditional = a.model in models.CONDITIONAL
+    labels = torch.arange(a.batch_size) % 10 if conditional else None
+    dataset = data.ImageData(images, labels, "synthetic", classes=[str(c) for c in range(10)] if conditional else None)
+    task = family.build_task(a, dataset)
     return task, (a.num_channels, a.image_size, a.image_size), task.G
 
 

@@ -5,9 +5,8 @@ variables read back and checked into one dict: the data, the budget, the judging
 
 import re
 import shlex
-import subprocess
 
-from trainkit import resources
+from trainkit import flagfile, resources
 from trainkit.errors import UserError
 
 CONFIG_KEYS = ("DATA_DIR", "DATA_PREP", "DATA_ROOT", "DATA_NEEDS", "NPROC", "MINUTES", "TRAIN_FRACTION", "NUM_SAMPLES",
@@ -17,32 +16,22 @@ CONFIG_KEYS = ("DATA_DIR", "DATA_PREP", "DATA_ROOT", "DATA_NEEDS", "NPROC", "MIN
 
 # The control stages a flag file can ask for (C8's convention): its variable, the entry point
 # `<package>.<role>` that runs it, the picture that entry point writes into its --logdir, and the
-# report's name for it. A family has the stage when its flag file sets the variable.
+# report's name for it. A family has the stage when its flag file sets the variable to some flags.
 CONTROL_ROLES = (("INTERPOLATE_FLAGS", "interpolate", "interpolation.png", "interpolation"),
                  ("EDIT_FLAGS", "edit", "edit.png", "partial denoising"))
 
 
-def shell_variables(path: str, names, what: str, shown=None) -> dict:
-    """{name: value} of the `names` that the shell file `path` sets, sourced in bash (the file
-    stays plain shell); one line naming the file (as `shown`, else `path`) when it does not load."""
-    script = ('source "$0" >/dev/null || exit 3; for v in ' + " ".join(names)
-              + '; do [[ -z "${!v+set}" ]] || printf "%s=%s\\0" "$v" "${!v}"; done')
-    proc = subprocess.run(["bash", "-c", script, path], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise UserError(f"{shown or path}: the {what} failed to load in bash ({proc.stderr.strip()[:200]})")
-    return dict(item.split("=", 1) for item in proc.stdout.split("\0") if "=" in item)
-
-
 def control_stages(flag_file: str) -> list:
-    """[(role, picture, what)] of the control stages the flag file asks for (CONTROL_ROLES)."""
-    found = shell_variables(resources.find(flag_file, "flag file"), [v for v, *_ in CONTROL_ROLES], "flag file")
-    return [(role, png, what) for var, role, png, what in CONTROL_ROLES if var in found]
+    """[(role, picture, what)] of the control stages the flag file asks for (CONTROL_ROLES): those
+    whose variable it sets to some flags."""
+    found = flagfile.read_vars(resources.find(flag_file, "flag file"), [v for v, *_ in CONTROL_ROLES])
+    return [(role, png, what) for var, role, png, what in CONTROL_ROLES if found[var].strip()]
 
 
 def read_config(path: str) -> dict:
     """Source the shell config in bash and read its variables back (it stays plain shell)."""
     source = resources.find(path, "comparison config")  # as given, else the shipped copy
-    values = shell_variables(source, CONFIG_KEYS, "config", shown=path)
+    values = flagfile.read_vars(source, CONFIG_KEYS, what="config")
     try:
         config = {
             "data_dir": values.get("DATA_DIR", ""),

@@ -2,11 +2,13 @@
 budget, and what the running stage reports of itself (a training's latest progress.csv row, a
 sampler's samples written of the total). On a terminal a tqdm bar; in a log plain lines."""
 
-import csv
 import glob
 import os
 import sys
 import time
+
+# a running training's last complete progress.csv row (trainkit's one progress-file reader)
+from trainkit.progress_file import latest_progress  # noqa: F401
 
 
 def clock(seconds: float) -> str:
@@ -14,42 +16,6 @@ def clock(seconds: float) -> str:
     h, rest = divmod(int(round(max(seconds, 0))), 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def latest_progress(path: str, tail_bytes: int = 65536):
-    """The last complete row of the progress.csv a running training is writing, as {column: float
-    or text} (blank cells left out, as logger.read_progress), or None while it has none. Reads the
-    header and the file's tail only. The training may be in the middle of a line (no newline yet:
-    skipped), or rewriting the file because a column appeared (a row whose cell count is not the
-    header's: skipped); the next look sees the finished file."""
-    try:
-        with open(path, "rb") as f:
-            header = f.readline()
-            start = max(len(header), os.fstat(f.fileno()).st_size - tail_bytes)
-            f.seek(start)
-            tail = f.read()
-    except OSError:  # not written yet
-        return None
-    if not header.endswith(b"\n"):
-        return None
-    keys = next(csv.reader([header.decode(errors="replace").rstrip("\r\n")]))
-    lines = tail.split(b"\n")[:-1]  # the last piece follows the last newline: empty or half-written
-    if start > len(header):
-        lines = lines[1:]  # the tail began inside a line
-    for line in reversed(lines):
-        text = line.decode(errors="replace").rstrip("\r")
-        cells = next(csv.reader([text]), [])
-        if not text or len(cells) != len(keys):
-            continue
-        row = {}
-        for k, v in zip(keys, cells):
-            if v != "":
-                try:
-                    row[k] = float(v)
-                except ValueError:
-                    row[k] = v
-        return row
-    return None
 
 
 def latest_sampling(stage_dir: str, since: float = 0.0):

@@ -32,10 +32,10 @@ def read_options(run_dir: str) -> dict:
 
 def read_quality(run_dir: str) -> list:
     """The rows of the run's quality probe (trainkit.loop.QUALITY_FILE), or [] without one."""
-    from trainkit import logger, loop
+    from trainkit import loop, progress_file
 
     path = os.path.join(run_dir, loop.QUALITY_FILE)
-    return logger.read_progress(path) if os.path.isfile(path) else []
+    return progress_file.read_progress(path) if os.path.isfile(path) else []
 
 
 def parameter_count(ck) -> int:

@@ -65,24 +65,17 @@ What the loop guarantees:
   its std. The other ranks go on to the next step's gradient sync and wait for rank 0 there.
 """
 
-import csv
-import io
-import math
 import sys
 import time
 
-import blobfile as bf
-import torch
 from tqdm import tqdm
 
-from . import checkpoint, dist, fileio, rng, run, stop
+from . import checkpoint, dist, rng, run, stop
 from .errors import UserError
+from .quality import QUALITY_COLUMNS, QUALITY_FILE, ProbeSchedule  # noqa: F401 (public names)
 from .replicas import check_consistency, parameter_fingerprint  # noqa: F401 (public names)
 from .stepstats import _BAD_BASE, StepStats  # noqa: F401 (public names)
 from .vote import MAX_VOTE_GAP_S, VOTE_SHARE, StopVote, vote_interval  # noqa: F401 (public names)
-
-QUALITY_FILE = "quality.csv"
-QUALITY_COLUMNS = ("step", "samples", "train_seconds", "probe_seconds", "fd", "fd_std", "num_samples")
 
 
 def _now() -> float:
@@ -172,11 +165,7 @@ class Loop:
         self.last_saved_dir = run_.dir
         self.stats = StepStats()
         self.votes = StopVote()
-        self.probe = probe if probe is not None and getattr(probe, "points", 0) > 0 else None
-        self._probe_due = []  # rank 0's remaining probe points: ("step" | "time", value)
-        self._probe_seconds = 0.0
-        self._last_probe = None  # the step of the latest probe
-        self._started = time.perf_counter()
+        self.quality = ProbeSchedule(probe, self.logger)  # trainkit.quality: when rank 0 probes
         options = getattr(run_, "options", None) or {}
         self.progress = not options.get("no_progress", False) if progress is None else bool(progress)
         self._bar = None
@@ -202,14 +191,14 @@ class Loop:
                 self.logger.log(f"step {self.step} is already at or past the last step {self.total}: "
                                 "nothing to train")
                 return self.step
-            self._plan_probes(start)
+            self.quality.plan(start, self.total)
             self._began = self._row_at = (_now(), self.step)
             self._open_bar()
             stopped = self._train()
             if self.step > start and self.last_saved != self.step:
                 self._checked_save()
-            if (self.probe is not None and self.step > start and not stop.signalled()
-                    and self._last_probe != self.step):
+            if (self.quality.probe is not None and self.step > start and not stop.signalled()
+                    and self.quality.last != self.step):
                 self._run_probe()  # the end of the budget (a deadline or the last step), not a signal
             if stopped:
                 self.logger.log(stop.stopped_message(self.step, self.run.dir, self.resume_flag))
@@ -268,7 +257,7 @@ class Loop:
                 self._bar.update(1)
             self.votes.stepped()
             self.stats.add(stats, self.step)
-            if self._probe_due and self._probe_reached():
+            if self.quality.reached(self.step):
                 self._run_probe()
             if self.batches.epoch != epoch:
                 self.task.epoch_end(self.run.dir, epoch, self.step)
@@ -329,67 +318,8 @@ class Loop:
         self.last_saved, self.last_saved_dir = self.step, self.run.dir
         self.logger.log(f"saved checkpoint of step {self.step} in {self.run.dir}")
 
-    # ----- the quality probe (rank 0) -----------------------------------------------------
-
-    def _plan_probes(self, start: int) -> None:
-        """Rank 0's probe points: `points - 1` evenly spaced inside the budget; the last is the
-        end of training (run_loop)."""
-        self._started = time.perf_counter()
-        if self.probe is None or not dist.is_main():
-            return
-        k = self.probe.points
-        limit = stop.deadline()
-        if limit is not None:
-            now, budget = time.time(), max(limit - time.time(), 0.0)
-            self._probe_due = [("time", now + budget * i / k) for i in range(1, k)]
-            what = f"every {budget / k:.0f} s of the {budget:.0f} s to $TRAINKIT_DEADLINE"
-        elif self.total is not None:
-            self._probe_due = [("step", start + math.ceil((self.total - start) * i / k)) for i in range(1, k)]
-            what = f"every {(self.total - start) / k:.0f} steps to step {self.total}"
-        else:
-            self.probe = None
-            self.logger.log("quality probe off: the run has no budget (--max_steps or $TRAINKIT_DEADLINE) "
-                            "to space its points over")
-            return
-        self.logger.log(f"quality probe: {self.probe.num_samples} samples {what} and at the end, "
-                        f"into {QUALITY_FILE}")
-
-    def _probe_reached(self) -> bool:
-        kind, value = self._probe_due[0]
-        return self.step >= value if kind == "step" else time.time() >= value
-
     def _run_probe(self) -> None:
-        """Rank 0: sample, measure, append a row to QUALITY_FILE (rewritten whole, atomically)."""
-        while self._probe_due and self._probe_reached():  # one probe for points passed together
-            self._probe_due.pop(0)
-        if not dist.is_main():
-            return
-        with dist.rank_zero_only("quality probe"):
-            self._probe_on_rank0()
-
-    def _probe_on_rank0(self) -> None:
-        self._last_probe = self.step
-        began = time.perf_counter()
-        weights = self.task.state_dicts()[self.task.sample_weights(self.step)]
-        with torch.no_grad():
-            images, labels = self.task.probe_images(weights, self.probe.num_samples, self.seed)
-        measured = self.probe(images, labels)
-        seconds = time.perf_counter() - began
-        row = {"step": self.step, "samples": self.step * self.images_per_step,
-               "train_seconds": round(began - self._started - self._probe_seconds, 3),
-               "probe_seconds": round(seconds, 3), "fd": measured["fd"], "fd_std": measured["fd_std"],
-               "num_samples": len(images)}
-        self._probe_seconds += seconds
-        path = bf.join(self.run.dir, QUALITY_FILE)
-        old = bf.BlobFile(path, "r").read() if bf.exists(path) else ""
-        out = io.StringIO()
-        writer = csv.DictWriter(out, QUALITY_COLUMNS)
-        if not old:
-            writer.writeheader()
-        writer.writerow(row)
-        fileio.write_text(path, old + out.getvalue())
-        self.logger.log(f"quality probe at step {self.step}: {getattr(self.probe, 'name', 'FD')} "
-                        f"{measured['fd']:.4g} ± {measured['fd_std']:.2g} ({len(images)} samples, {seconds:.1f} s)")
+        self.quality.run(self.task, self.step, self.images_per_step, self.seed, self.run.dir)
 
     # ----- what a person watches -----------------------------------------------------------
 

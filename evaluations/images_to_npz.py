@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from trainkit import fileio, npz, run
+from trainkit import npz, run
 from trainkit.errors import UserError
 
 EXTENSIONS = {".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp", ".gif"}
@@ -84,14 +84,7 @@ def write_npz(path: str, images: np.ndarray, labels=None) -> str:
         return npz.write_samples(path, images, labels)
     if not path.endswith(".npz"):
         raise UserError(f"{path}: output must end in .npz (or be an existing folder)")
-    npz.check_images(images, path)
-    arrays = {"arr_0": images}
-    if labels is not None:
-        arrays["arr_1"] = np.asarray(labels, dtype=np.int64)
-    with fileio.atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    return path
+    return npz.write_samples_file(path, images, labels)  # the one writer of the samples layout
 
 
 def create_parser():

@@ -15,7 +15,7 @@ sample grid of G on fixed noise (fixed labels i mod classes for the conditional 
 """
 
 from evaluations import probe
-from trainkit import checkpoint, data, diffaug, ema, loop, phema, precision, run
+from trainkit import checkpoint, data, diffaug, ema, loop, loopflags, phema, run
 from trainkit.errors import UserError
 
 from . import models
@@ -37,7 +37,6 @@ def create_argparser():
     p.add_argument("--batch_size", type=run.POSITIVE_INT, default=128, help="images per rank per optimizer step")
     p.add_argument("--epochs", type=run.NONNEG_INT, default=50,
                    help="passes over the data (ignored when --max_steps > 0)")
-    p.add_argument("--max_steps", type=run.NONNEG_INT, default=0, help="optimizer steps to train (0: use --epochs)")
     p.add_argument("--nz", type=run.POSITIVE_INT, default=100, help="size of G's latent z")
     p.add_argument("--ngf", type=run.POSITIVE_INT, default=64,
                    help="G's width: channels of its last hidden block, doubling per stage down to 4x4 (dcgan); "
@@ -55,18 +54,9 @@ def create_argparser():
     p.add_argument("--minibatch_std", type=run.str2bool, default=False,
                    help="D's last layer also sees the batch's feature std (one extra channel or input), a diversity "
                         "signal; off is the DCGAN paper's D")
-    p.add_argument("--resume_checkpoint", default="",
-                   help="a run directory (its latest step), any file of a step, or auto "
-                        "(the newest checkpoint of --logdir, or a fresh start when it has none)")
-    p.add_argument("--save_interval", type=run.POSITIVE_INT, default=1000, help="steps between checkpoints and grids")
-    p.add_argument("--log_interval", type=run.POSITIVE_INT, default=10, help="steps averaged into one log row")
-    p.add_argument("--ema_rate", type=ema.rates_arg, default="",
-                   help="comma list of EMA rates of G in [0, 1), e.g. 0.999 ('' = none)")
     # not range-typed: tests pin the one-line message of check_args ("--grad_accum 0: must be at least 1")
     p.add_argument("--grad_accum", type=int, default=1,
                    help="micro-batches the batch is cut into (>= 1, must divide --batch_size)")
-    p.add_argument("--precision", default="fp32", choices=precision.MODES,
-                   help="autocast precision: fp32, fp16 (with a loss scale) or bf16")
     p.add_argument("--sync_bn", type=run.str2bool, default=False,
                    help="BatchNorm statistics over all ranks (gan/cgan have no BatchNorm: no effect)")
     p.add_argument("--random_flip", type=run.str2bool, default=False,
@@ -82,7 +72,10 @@ def create_argparser():
                         "regularisation; 1: every step)")
     ema.add_halflife_args(p)
     phema.add_args(p)
-    probe.add_args(p)
+    # the loop's flags, one declaration for every family (--max_steps, --save_interval, --log_interval,
+    # --precision, --resume_checkpoint, --ema_rate, --probe_*)
+    loopflags.add_args(p)
+    p.set_defaults(save_interval=1000)  # gans' cadence of checkpoints and sample grids
     run.add_run_args(p)
     return p
 

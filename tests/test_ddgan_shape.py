@@ -69,7 +69,8 @@ def test_declared_loss_and_discriminator_keys_are_logged_keys():
     stats = steps(t, 1)
     assert set(task.Task.loss_keys) == {"errD", "errG"}
     assert set(task.Task.loss_keys) <= set(stats) and set(task.Task.discriminator_keys) <= set(stats)
-    assert {"errD", "errD_real", "errD_fake", "r1", optim.D_ACCURACY, "grad_norm_d"} <= set(task.Task.discriminator_keys)
+    d_keys = set(task.Task.discriminator_keys)
+    assert {"errD", "errD_real", "errD_fake", "r1", optim.D_ACCURACY, "grad_norm_d"} <= d_keys
     assert "errG" not in task.Task.discriminator_keys
 
 

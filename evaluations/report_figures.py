@@ -28,33 +28,33 @@ def _save_figure(fig, path):
     plt.close(fig)
 
 
-def _declared_keys(r) -> tuple:
-    """(loss_keys, discriminator_keys) the run's Task declared (trainkit.loop.Task; the loop writes
-    them into the training's options.json, which compare copies into the result), or None for a run
+def _declared_loss_keys(r):
+    """The loss keys the run's Task declared (trainkit.loop.Task.loss_keys; the loop writes them
+    into the training's options.json, which compare copies into the result), or None for a run
     directory from before the declaration."""
-    if "loss_keys" in r or "discriminator_keys" in r:
-        return tuple(r.get("loss_keys") or ()), tuple(r.get("discriminator_keys") or ())
+    if r.get("loss_keys") is not None:  # compare records None for a run from before the declaration
+        return tuple(r["loss_keys"])
     path = os.path.join(os.path.dirname(r["progress"]), "options.json")
     try:
         with open(path) as f:
             options = json.load(f)
     except (OSError, ValueError):
         return None
-    if not isinstance(options, dict) or not ("loss_keys" in options or "discriminator_keys" in options):
+    if not isinstance(options, dict) or "loss_keys" not in options:
         return None
-    return tuple(options.get("loss_keys") or ()), tuple(options.get("discriminator_keys") or ())
+    return tuple(options.get("loss_keys") or ())
 
 
 def loss_keys(r, rows: list) -> list:
-    """The progress columns drawn in run `r`'s loss panel: its declared loss keys, then its
-    discriminator keys, those that were logged. An old run directory without the declaration
-    keeps the rule from before it: columns named like a loss ("loss" in the name, or DDGAN's
-    errD/errG by their prefix), not the quantile columns ("_q")."""
+    """The progress columns drawn in run `r`'s loss panel: the loss keys its Task declared (its
+    discriminator keys are more than losses: accuracy, R1, gradient norms), those that were
+    logged, in declared order. An old run directory without the declaration keeps the rule from
+    before it: columns named like a loss ("loss" in the name, or DDGAN's errD/errG by their
+    prefix), not the quantile columns ("_q")."""
     logged = {k for row in rows for k in row}
-    declared = _declared_keys(r)
+    declared = _declared_loss_keys(r)
     if declared is not None:
-        keys = list(dict.fromkeys(declared[0] + declared[1]))  # in declared order, once each
-        return [k for k in keys if k in logged]
+        return [k for k in dict.fromkeys(declared) if k in logged]
     return [k for k in sorted(logged) if ("loss" in k.lower() or k.lower().startswith("err")) and "_q" not in k]
 
 

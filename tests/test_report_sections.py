@@ -68,12 +68,13 @@ def test_the_loss_panel_draws_the_keys_the_task_declared_in_options_json(tmp_pat
     rows = [{"step": 0, "errD": 1.0, "errG": 2.0, "loss_q1": 0.3, "weird": 0.5, "d_acc": 0.7}]
     # an old run directory (no declaration): the rule from before, names like a loss
     assert report_figures.loss_keys(r, rows) == ["errD", "errG"]
+    assert report_figures.loss_keys(dict(r, loss_keys=None), rows) == ["errD", "errG"]  # compare's "not declared"
     options = os.path.join(os.path.dirname(r["progress"]), "options.json")
     with open(options, "w") as f:
-        json.dump({"lr": 0.1, "loss_keys": ["weird", "missing"], "discriminator_keys": ["errD"]}, f)
+        json.dump({"lr": 0.1, "loss_keys": ["weird", "missing", "errD"], "discriminator_keys": ["errD", "d_acc"]}, f)
     assert report_figures.loss_keys(r, rows) == ["weird", "errD"]  # declared order, logged keys only
     # compare's copy of the declaration in the result wins over the file
-    assert report_figures.loss_keys(dict(r, loss_keys=["errG"], discriminator_keys=[]), rows) == ["errG"]
+    assert report_figures.loss_keys(dict(r, loss_keys=["errG"], discriminator_keys=["errD"]), rows) == ["errG"]
     assert report_figures.loss_figure([r], str(tmp_path / "losses.png"))
 
 

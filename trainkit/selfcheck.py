@@ -102,16 +102,13 @@ class AutoencoderTask(loop.Task):
             time.sleep(0.05)
 
     def state_dicts(self):
-        states = {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
-        for rate in self.averages.rates:
-            states[f"ema_{ema.rate_name(rate)}_"] = self.averages.state_dict(rate, self.model)
-        return states
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                **ema.save_states(self.model, self.averages)}
 
     def load_state_dicts(self, ck):
         checkpoint.load_into(self.model, ck.load("model"), ck.path("model"))
         checkpoint.load_optimizer(self.opt, ck.load("opt"), ck.path("opt"))
-        for rate in self.averages.rates:
-            self.averages.load_state_dict(rate, ck.load(f"ema_{ema.rate_name(rate)}_"))
+        ema.load_states(ck, self.model, self.averages)  # the one missing-file policy (trainkit.ema)
         self.start = ck.step
 
     def modules(self):

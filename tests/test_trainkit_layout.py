@@ -132,3 +132,16 @@ def test_the_loop_flags_have_one_type_and_default_and_take_a_reference_alias(cap
     q = run.ArgumentParser(prog="fam")
     loopflags.add_args(q, skip=("precision",), probe=False)
     assert "precision" not in vars(q.parse_args([])) and "probe_points" not in vars(q.parse_args([]))
+
+
+# --- issue item 5: what a load decoded is the data set's, not a module global ---------------
+
+def test_the_decode_record_is_on_the_loaded_data(tmp_path):
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / f"a_{i}.png")
+    d = data.load_dataset(str(tmp_path), 4)
+    assert {k: d.decode[k] for k in ("path", "images", "decoded", "decoders", "reused")} == {
+        "path": None, "images": 3, "decoded": 3, "decoders": 1, "reused": False}
+    assert not hasattr(data, "last_decode")

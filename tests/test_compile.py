@@ -100,14 +100,6 @@ def test_compiled_steps_match_eager_and_keep_checkpoint_keys(family, tmp_path):
     assert not any("_orig_mod" in k for keys in compiled_keys.values() for k in keys if isinstance(k, str))
 
 
-def test_wrapper_prefixes_are_taken_off_when_read():
-    sd = {"_orig_mod.module.w": torch.zeros(1), "_orig_mod.module.b": torch.zeros(1)}
-    assert sorted(checkpoint.strip_wrapper_prefixes(sd)) == ["b", "w"]
-    net = torch.nn.Linear(2, 1)
-    prefixed = {f"_orig_mod.{k}": v for k, v in net.state_dict().items()}
-    assert sorted(checkpoint.checked_state_dict(net, prefixed, "x.pt")) == ["bias", "weight"]
-
-
 @pytest.mark.slow
 def test_train_throughput_prints_compiled_beside_eager():
     """benchmarks/train_throughput.py --compile: both children run the family's build_task and

@@ -23,7 +23,7 @@ import torch
 
 import helpers
 import netns_hosts
-from trainkit import checkpoint, dist, elastic, logger
+from trainkit import checkpoint, logger
 
 RUN_SH = str(helpers.ROOT / "launch" / "run.sh")
 STEPS = ["--max_steps", "4", "--save_interval", "2", "--log_interval", "2", "--batch_size", "4"]
@@ -31,23 +31,6 @@ FAILURE_BOUND = 60  # seconds from a failure to the end of the job (the issue's 
 
 
 # --- without namespaces ---------------------------------------------------------------------
-
-def test_local_rank_of_a_hand_written_srun_line(monkeypatch):
-    """RANK and WORLD_SIZE exported by hand, no LOCAL_RANK: Slurm's or MPI's local rank."""
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
-    monkeypatch.setenv("RANK", "3")
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setenv("SLURM_LOCALID", "1")
-    assert dist.local_rank() == 1
-    monkeypatch.delenv("SLURM_LOCALID")
-    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1")
-    assert dist.local_rank() == 1
-
-
-def test_ddgan_rendezvous_id_is_the_same_on_every_node_and_differs_between_runs():
-    assert elastic.run_id("10.77.0.1", 6020, 2) == elastic.run_id("10.77.0.1", 6020, 2)  # two nodes' processes
-    assert elastic.run_id("10.77.0.1", 6021, 2) != elastic.run_id("10.77.0.1", 6020, 2)  # two runs on one machine
-    assert elastic.run_id("127.0.0.1", 0, 1) != elastic.run_id("127.0.0.1", 0, 1)  # one node: nobody to agree with
 
 
 @pytest.mark.slow

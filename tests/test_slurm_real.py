@@ -8,7 +8,6 @@ step and waits for a stop request, so a test acts on the marker, never on a time
 """
 
 import json
-import re
 import shutil
 import time
 
@@ -242,16 +241,3 @@ def test_a_job_out_of_restarts_stops_with_one_line(cluster, digits, tmp_path):
     assert ("slurm.sbatch: error: stopped with a checkpoint but not requeued: the job has been requeued 0 times "
             "(MAX_RESTARTS=0)") in job.log()
 
-
-def test_docs_say_killwait_bounds_the_checkpoint_and_how_to_size_the_lead_time():
-    """Defect 4: under Slurm the checkpoint's time is bounded by KillWait (or the grace time),
-    not by TORCH_ELASTIC_SHUTDOWN_TIMEOUT as the docs used to advise; they show the script's own
-    warning signal and how to size its lead time."""
-    docs = (helpers.ROOT / "docs" / "operations.md").read_text()
-    assert "\n## Slurm\n" in docs
-    section = docs[docs.index("\n## Slurm\n"):]
-    section = section[:section.index("\n## ", 1)]
-    spec = re.search(r"^#SBATCH (--signal=\S+)$", SBATCH.read_text(), re.M).group(1)
-    assert f"#SBATCH {spec}" in section
-    assert "**`KillWait` bounds the checkpoint**" in section and "Size `--signal`'s lead time" in section
-    assert "raise `TORCH_ELASTIC_SHUTDOWN_TIMEOUT`" not in docs

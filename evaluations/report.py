@@ -48,7 +48,8 @@ from .report_tables import (
     summary_lines,
     table_rows,
 )
-from .verdict import COLLAPSE_FRACTION, resolving_power, stability_table, verdict
+from .stability import stability_table
+from .verdict import COLLAPSE_FRACTION, resolving_power, verdict
 
 # what compare, CI and the tests use; the --check tool, tables and figures live in their modules
 __all__ = ["write", "sections", "environment", "summary_lines", "table_rows", "class_table", "quality_figure",

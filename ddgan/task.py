@@ -36,6 +36,7 @@ import math
 import torch
 
 from trainkit import checkpoint, diffaug, dist, ema, gan, loop, optim, phema, precision, run, sampling
+from trainkit.errors import UserError
 
 from . import script_util
 from .sample import draw
@@ -276,10 +277,28 @@ class Task(loop.Task):
 Trainer = Task
 
 
+def resolve_ema_flags(o):
+    """trainkit's --ema_rate R, in the reference's spelling: --use_ema --ema_decay R (DDGAN keeps
+    one generator EMA, the one its netG files hold). Sets use_ema/ema_decay in `o` from it (so
+    options.json says what was trained); more than one rate, or a different --use_ema
+    --ema_decay beside it, is one line."""
+    rates = ema.parse_rates(o.get("ema_rate") or "")
+    if not rates:
+        return o
+    if len(rates) > 1:
+        raise UserError(f"--ema_rate {o['ema_rate']}: DDGAN keeps one generator EMA (the reference's --use_ema "
+                        "--ema_decay R): give one rate")
+    if o["use_ema"] and o["ema_decay"] != rates[0]:
+        raise UserError(f"--ema_rate {o['ema_rate']} and --use_ema --ema_decay {o['ema_decay']} name two EMAs: "
+                        "give one of them")
+    o["use_ema"], o["ema_decay"] = True, rates[0]
+    return o
+
+
 def build_task(args, log=None):
     """The Task ddgan.train trains, from its parsed flags (ddgan.train.create_parser):
     benchmarks/gpu_check.py and benchmarks/train_throughput.py build theirs here too, so they
     time the trainer's own construction."""
-    o = vars(args)
+    o = resolve_ema_flags(vars(args))
     return Task(o, script_util.build_generator(o), script_util.build_discriminator(o),
                 script_util.build_diffusion(o), dist.device(), log=log)

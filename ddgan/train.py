@@ -1,7 +1,9 @@
 """Train a Denoising Diffusion GAN: `python -m ddgan.train --data_dir DIR --ch_mult 1 2 2 2 ...`.
 
 Flags are train_ddgan.py's (same names and defaults) plus --data_dir, --grad_accum, --logdir,
---precision, --resume_checkpoint (alias --resume), --max_steps, --log_interval, --dist_timeout, --d_steps.
+--precision, --resume_checkpoint (alias --resume), --max_steps, --log_interval, --save_interval,
+--ema_rate R (the same as --use_ema --ema_decay R), --probe_* (the loop's flags, declared by
+trainkit.loopflags), --dist_timeout, --d_steps.
 --batch_size is, as in the reference and in every family here, the number of images each process
 uses for one optimizer step; --grad_accum K cuts it into K micro-batches whose gradients are
 averaged. D's minibatch-std layer sees one micro-batch at a time, so K changes the update a
@@ -23,11 +25,11 @@ The Task (D and G updates, lazy R1, EMA, cosine lr) and build_task are ddgan/tas
 import os
 
 from evaluations import probe
-from trainkit import cifar_layout, data, diffaug, dist, elastic, ema, loop, phema, precision, run
+from trainkit import cifar_layout, data, diffaug, dist, elastic, ema, loop, loopflags, phema, run
 from trainkit.errors import UserError
 
 from . import experiment, script_util
-from .task import build_task
+from .task import build_task, resolve_ema_flags
 
 FAMILY = "ddgan"
 REFERENCE_DATA_DIR = "./data"  # train_ddgan.py: CIFAR10('./data', train=True, download=True)
@@ -60,7 +62,8 @@ def create_parser():
     a("--beta2", type=run.float_range(0, 1, hi_open=True), default=0.9, help="Adam beta2 (both networks)")
     a("--no_lr_decay", action="store_true", default=False,
       help="keep the learning rates constant (default: cosine to 1e-5 over num_epoch epochs)")
-    a("--use_ema", action="store_true", default=False, help="keep an EMA of the generator (used for sampling)")
+    a("--use_ema", action="store_true", default=False,
+      help="keep an EMA of the generator (used for sampling); --ema_rate R is the same as --use_ema --ema_decay R")
     a("--ema_decay", type=run.float_range(0, 1, hi_open=True), default=0.9999, help="EMA decay per step")
     a("--d_steps", type=run.POSITIVE_INT, default=1,
       help="discriminator updates per generator update, each with fresh t and noise on the step's "
@@ -80,19 +83,13 @@ def create_parser():
       help="checkpoint (and, with --exp, netG_{epoch}.pth) every N epochs")
     a("--random_flip", type=run.str2bool, default=True,
       help="horizontal flips, as the reference's data transforms (false for digits)")
-    a("--precision", default="fp32", choices=precision.MODES,
-      help="fp32, or autocast to fp16 (with a loss scaler) or bf16")
-    a("--resume_checkpoint", "--resume", dest="resume_checkpoint", nargs="?", const="auto", default="",
-      help="continue: auto (or a bare --resume, the reference's spelling) = the newest checkpoint of "
-           "--logdir or of the --exp folder (a fresh start when it has none), or a run dir / checkpoint file")
-    a("--max_steps", type=run.NONNEG_INT, default=0, help="stop (with a checkpoint) after this many steps (0: off)")
-    a("--save_interval", type=run.NONNEG_INT, default=0,
-      help="also checkpoint every N steps (0: only at the epochs above)")
-    a("--log_interval", type=run.POSITIVE_INT, default=100, help="steps between log rows")
     elastic.add_args(p)
-    probe.add_args(p)
+    # the loop's flags, declared once by trainkit (--max_steps, --save_interval, --log_interval,
+    # --precision, --resume_checkpoint, --ema_rate, --probe_*), with the reference's bare --resume
+    loopflags.add_args(p, aliases={"resume_checkpoint": ("--resume",)})
     run.add_run_args(p)
-    p.set_defaults(seed=1024)  # the reference's default seed
+    # the reference's seed; its log cadence; checkpoints by epochs (--save_ckpt_every) unless asked
+    p.set_defaults(seed=1024, log_interval=100, save_interval=0)
     return p
 
 
@@ -126,6 +123,7 @@ def check_options(o):
     phema.check_args(o["ema_std"], o["ema_snapshot_interval"])
     if not 0.0 <= o["ema_decay"] < 1.0:
         raise UserError(f"--ema_decay {o['ema_decay']} is outside [0, 1)")
+    resolve_ema_flags(o)  # --ema_rate R is --use_ema --ema_decay R
 
 
 def prepare(o):

@@ -15,6 +15,7 @@ from ddgan.diffusion import Diffusion
 from ddgan.discriminator import DiscriminatorSmall
 from ddgan.ncsnpp import GeneratorConfig, NCSNpp
 from trainkit import checkpoint, npz, optim, run
+from trainkit.errors import UserError
 
 TINY = ["--image_size", "8", "--num_channels", "1", "--num_channels_dae", "8", "--ch_mult", "1", "2",
         "--num_res_blocks", "1", "--attn_resolutions", "4", "--nz", "4", "--z_emb_dim", "8", "--t_emb_dim", "8",
@@ -189,3 +190,29 @@ def test_a_step_without_a_record_samples_the_settled_ema_not_the_first_one(tmp_p
     young = checkpoint.resolve(str(tmp_path / "young"))
     assert sample.pick_weights(young, "auto")[0] == "model"  # nothing settled: the raw model
     assert sample.pick_weights(young, "ema", ema_decay=0.999)[0] == "ema_0.999_"  # asked for: the run's EMA
+
+
+# --- the loop's flags: trainkit's, with DDGAN's spellings as aliases ------------------------------
+
+def test_the_loop_flags_are_trainkits_with_ddgans_defaults_and_spellings():
+    from trainkit import loopflags
+
+    parser = train.create_parser()
+    actions = parser._option_string_actions
+    for name, kind in loopflags.TYPES.items():
+        assert actions[f"--{name}"].type is kind, name
+    o = vars(parser.parse_args(TINY + ["--resume"]))  # the reference's bare --resume
+    assert o["resume_checkpoint"] == "auto"
+    assert (o["seed"], o["log_interval"], o["save_interval"], o["max_steps"]) == (1024, 100, 0, 0)
+
+
+def test_ema_rate_is_use_ema_with_that_decay_and_contradictions_are_one_line():
+    o = options("--ema_rate", "0.99")
+    train.check_options(o)
+    assert o["use_ema"] and o["ema_decay"] == 0.99
+    t = task.build_task(train.create_parser().parse_args(TINY + ["--ema_rate", "0.99"]))
+    assert t.ema.rates == [0.99] and "ema_0.99_" in t.state_dicts()
+    for extra, words in ((["--ema_rate", "0.99,0.9"], "give one rate"),
+                         (["--ema_rate", "0.99", "--use_ema"], "name two EMAs")):
+        with pytest.raises(UserError, match=words):
+            train.check_options(options(*extra))

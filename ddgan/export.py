@@ -16,7 +16,6 @@ from trainkit.errors import UserError
 from trainkit.fileio import atomic_path
 
 from .sample import named_weights, pick_weights
-from .script_util import strip_module_prefix
 
 
 def create_parser():
@@ -35,7 +34,7 @@ def export(model_path, out, weights="auto"):
         raise UserError(f"--out {out}: already exists; not overwriting it (choose another path)")
     ck = checkpoint.resolve(model_path)
     _, path = pick_weights(ck, weights, named=named_weights(model_path))
-    sd = strip_module_prefix(checkpoint.load(path))
+    sd = checkpoint.strip_wrapper_prefixes(checkpoint.load(path))
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
         raise UserError(f"{path}: not a generator state_dict")
     with atomic_path(out) as tmp:

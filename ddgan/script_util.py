@@ -166,12 +166,6 @@ def build_diffusion(o) -> Diffusion:
     return Diffusion(o["num_timesteps"], o["beta_min"], o["beta_max"], o["use_geometric"])
 
 
-def strip_module_prefix(state_dict):
-    """Released generators were saved from DistributedDataParallel: keys start with `module.`
-    (and a compiled module's with `_orig_mod.`: both are taken off)."""
-    return checkpoint.strip_wrapper_prefixes(state_dict)
-
-
 def load_weights(model, state_dict, source, what="generator", contradictions=()):
     """checkpoint.load_into, with the flags that decide a generator's shapes named in the error
     (the given ones that contradict the run's options.json first). Released generators (saved

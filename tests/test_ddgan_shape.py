@@ -216,3 +216,11 @@ def test_ema_rate_is_use_ema_with_that_decay_and_contradictions_are_one_line():
                          (["--ema_rate", "0.99", "--use_ema"], "name two EMAs")):
         with pytest.raises(UserError, match=words):
             train.check_options(options(*extra))
+
+
+def test_a_training_run_records_the_declared_keys_in_its_options(trained_run):
+    """trainkit.loop writes the Task's declarations into options.json: what the report reads
+    instead of finding DDGAN's errD by its prefix."""
+    options_json = json.loads((trained_run("ddgan_small") / "options.json").read_text())
+    assert options_json["loss_keys"] == ["errD", "errG"]
+    assert options_json["discriminator_keys"] == list(task.Task.discriminator_keys)

@@ -1,11 +1,10 @@
 """Flag handling shared by the entry points: openai's flags, our extensions, run-dir defaults."""
 
-import argparse
 import sys
 
 import blobfile as bf
 
-from trainkit import checkpoint, ema, precision, run
+from trainkit import checkpoint, precision, run
 from trainkit.errors import UserError
 
 from .script_util import (
@@ -30,16 +29,6 @@ COMMON_HELP = dict(
                     "--batch_size or the number of ranks; False: whole batches (faster) (ours)",
 )
 COMMON_TYPES = dict(precision=PRECISIONS, batch_size=run.POSITIVE_INT, num_samples=run.POSITIVE_INT)
-
-
-def ema_rates(text):
-    """An argparse type for --ema_rate: a comma list of rates in [0, 1), kept as the text openai
-    takes (it names the ema_RATE_*.pt files)."""
-    try:
-        ema.parse_rates(text)
-    except UserError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("--ema_rate: ")) from None
-    return text
 
 
 def model_keys():
@@ -79,7 +68,7 @@ def trained_flags(state_dict) -> dict:
     """The model flags a checkpoint's tensors fix, for a file without options.json (openai's):
     num_channels and image_channels (the first convolution), learn_sigma (twice the image
     channels out), class_cond and num_classes (a label embedding and its rows)."""
-    sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    sd = checkpoint.strip_wrapper_prefixes(state_dict)
     flags = {"class_cond": "label_emb.weight" in sd}
     if flags["class_cond"]:
         flags["num_classes"] = sd["label_emb.weight"].shape[0]
@@ -94,10 +83,10 @@ def trained_flags(state_dict) -> dict:
 def checkpoint_contradictions(args, state_dict) -> list:
     """The model flags of `args` that contradict what the checkpoint of args.model_path was
     trained with: its run's options.json where there is one, else what its tensors show."""
-    saved = {k: v for k, v in saved_options(args.model_path).items()
-             if k in model_keys() and k != "timestep_respacing"}  # respacing is a sampling choice
+    keys = [k for k in model_keys() if k != "timestep_respacing"]  # respacing is a sampling choice
     flags = vars(args)
-    found = checkpoint.flag_contradictions(flags, saved, run.options_file(args.model_path))
+    found = checkpoint.saved_flag_contradictions(args.model_path, flags, keys)
+    saved = {k: v for k, v in saved_options(args.model_path).items() if k in keys}
     shown = {k: v for k, v in trained_flags(state_dict).items() if k not in saved}
     if "num_classes" in shown and flags.get("class_dropout_prob", saved.get("class_dropout_prob", 0)):
         shown["num_classes"] -= 1  # the last label row is classifier-free guidance's null class

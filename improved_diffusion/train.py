@@ -10,10 +10,10 @@ whose gradients are averaged. The loop is trainkit.loop, the Task and build_task
 """
 
 from evaluations import probe
-from trainkit import data, loop, phema, precision, run
+from trainkit import data, loop, loopflags, phema, precision, run
 from trainkit.errors import UserError
 
-from .cli import build_parser, create_model_and_diffusion_checked, ema_rates
+from .cli import build_parser, create_model_and_diffusion_checked
 from .script_util import one_of
 from .task import build_task
 
@@ -37,8 +37,10 @@ def create_argparser():
         max_steps=0,  # 0: no limit besides lr_anneal_steps (openai trains forever)
         precision="",  # fp32 | fp16 | bf16; empty: fp16 with --use_fp16 True, else fp32
     )
-    return phema.add_args(probe.add_args(build_parser("Train an improved-diffusion model (openai/improved-diffusion "
-                                                      "flags).", defaults, helps=TRAIN_HELP, types=TRAIN_TYPES)))
+    parser = build_parser("Train an improved-diffusion model (openai/improved-diffusion flags).", defaults,
+                          helps=TRAIN_HELP, types=TRAIN_TYPES)
+    # the loop's own flags come from trainkit.loopflags: openai's above (its defaults), the probe's here
+    return phema.add_args(loopflags.add_args(parser, skip=tuple(loopflags.LOOP_FLAGS)))
 
 
 TRAIN_HELP = dict(
@@ -55,7 +57,7 @@ TRAIN_HELP = dict(
                "no pieces",
     ema_rate="comma list of EMA rates in [0, 1); one ema_RATE_STEP.pt file per rate",
     log_interval="steps averaged into one log row",
-    save_interval="steps between checkpoints (one is also written at the end and on a stop signal)",
+    save_interval="steps between checkpoints (one is also written at the end and on a stop signal); 0: none between",
     resume_checkpoint="continue from a checkpoint file, a run directory (ours or openai's: its newest complete step) "
                       "or auto (the newest step of --logdir, else a fresh start); empty: a new run",
     use_fp16="train with fp16 autocast and a loss scale (= --precision fp16; openai instead keeps fp16 weights with "
@@ -71,11 +73,9 @@ TRAIN_TYPES = dict(
     weight_decay=run.NONNEG_FLOAT,
     lr_anneal_steps=run.NONNEG_INT,
     microbatch=run.int_range(-1),  # openai: any value <= 0 means the whole batch; -1 is its spelling
-    ema_rate=ema_rates,
-    log_interval=run.POSITIVE_INT,
-    save_interval=run.POSITIVE_INT,  # openai divides by it: 0 never worked
     fp16_scale_growth=run.NONNEG_FLOAT,
-    max_steps=run.NONNEG_INT,
+    # the loop's flags with trainkit's types, openai's defaults; --precision also takes '' (from --use_fp16)
+    **{k: loopflags.TYPES[k] for k in ("ema_rate", "log_interval", "save_interval", "max_steps")},
     precision=one_of("", *precision.MODES),
 )
 

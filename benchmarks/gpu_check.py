@@ -429,7 +429,8 @@ class Check:
             cells["MFU"] = f"{100 * achieved / (peak * 1e12 * n):.3g}%" if peak else "n/a"
         else:
             cells["MFU"] = "n/a"
-        self.add("train", name[6:], "ok", **cells, note=f"{rows[-1].get('step', '?')} steps; {how}")
+        steps = rows[-1].get("step")
+        self.add("train", name[6:], "ok", **cells, note=f"{int(steps) if steps is not None else '?'} steps; {how}")
 
     def compiled(self, data_dirs):
         """--compile rows beside the eager ones: every family in bf16 on a GPU; on a CPU dry run

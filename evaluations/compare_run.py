@@ -106,24 +106,22 @@ def compare_run(entry, config, out, launcher, train_seconds, reuse, data_train, 
     untrained = train(untrained_dir, 0) if baseline else {"ok": False, "skipped": True}
     if not untrained["ok"] and not untrained.get("skipped"):
         result["failed"].append(("untrained", untrained))
-    try:
-        train_dir = os.path.join(base, "train")
-        if sampled(entry, config, base, train_dir, train_seconds, reuse, data_train, control, judging, progress,
-                   train, sample, result):
-            options = read_options(train_dir)  # what the Task declared (trainkit.loop writes them)
-            result.update(loss_keys=options.get("loss_keys"), discriminator_keys=options.get("discriminator_keys"))
-    finally:
-        if untrained["ok"]:
-            judge_untrained(entry, base, untrained_dir, judging, sample, result)
+    train_dir = os.path.join(base, "train")
+    if sampled(entry, config, base, train_dir, train_seconds, reuse, data_train, control, judging, progress, train,
+               sample, result):
+        options = read_options(train_dir)  # what the Task declared (trainkit.loop writes them)
+        result.update(loss_keys=options.get("loss_keys"), discriminator_keys=options.get("discriminator_keys"))
+    if untrained["ok"]:  # (not after an interruption: no stage starts once the user said stop)
+        judge_untrained(entry, base, untrained_dir, judging, sample, result)
     return result
 
 
 def judge_untrained(entry, base, untrained_dir, judging, sample, result):
     """Sample the one-step baseline with the cheapest sampler (the fewest network evaluations its
     trained rows recorded; the first sampler when none did) and give every row its FD."""
-    known = [row for row in result["rows"] if row.get("nfe") is not None]
-    label = min(known, key=lambda row: row["nfe"])["sampler"] if known else entry["samplers"][0]["label"]
-    cheapest = next((s for s in entry["samplers"] if s["label"] == label), entry["samplers"][0])
+    by_label = {s["label"]: s for s in entry["samplers"]}  # (a post-hoc row's label names no sampler)
+    known = [row for row in result["rows"] if row.get("nfe") is not None and row["sampler"] in by_label]
+    cheapest = by_label[min(known, key=lambda row: row["nfe"])["sampler"]] if known else entry["samplers"][0]
     stage_dir = os.path.join(base, "untrained-samples")
     srec = sample(untrained_dir, stage_dir, cheapest["flags"])
     if not srec["ok"]:

@@ -37,7 +37,8 @@ def discretized_gaussian_log_likelihood(x, *, means, log_scales):
     -inf / +inf so that the 256 bins cover the real line and their probabilities sum to 1.
     """
     if not (x.shape == means.shape == log_scales.shape):
-        raise ValueError(f"shape mismatch: x {tuple(x.shape)}, means {tuple(means.shape)}, log_scales {tuple(log_scales.shape)}")
+        raise ValueError(f"shape mismatch: x {tuple(x.shape)}, means {tuple(means.shape)}, "
+                         f"log_scales {tuple(log_scales.shape)}")
     centred = x - means
     inv_std = torch.exp(-log_scales)
     cdf_plus = approx_standard_normal_cdf(inv_std * (centred + 1.0 / 255.0))

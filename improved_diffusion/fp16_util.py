@@ -26,7 +26,7 @@ def convert_module_to_f16(l):  # noqa: E741 (openai's parameter name)
     _convert(l, torch.float16)
 
 
-def convert_module_to_f32(l):  # noqa: E741
+def convert_module_to_f32(l):  # noqa: E741 (openai's parameter name)
     """Make a convolution's weight and bias float32 again (undoes convert_module_to_f16)."""
     _convert(l, torch.float32)
 

@@ -6,6 +6,8 @@ All in process on an 8 px, 20-timestep model saved by hand: no training needed.
 """
 
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -39,10 +41,10 @@ def run_dir(tmp_path_factory):
     return d, task
 
 
-def sample(tmp_path, monkeypatch, capsys, model_path, *flags, name="s"):
+def sample(tmp_path, monkeypatch, capsys, model_path, *flags, name="s", model=MODEL):
     """(images, labels, info json) of improved_diffusion.sample run in process."""
     out = tmp_path / name
-    code, err = main_in_process("improved_diffusion.sample", ["--model_path", model_path, *MODEL, "--logdir", out,
+    code, err = main_in_process("improved_diffusion.sample", ["--model_path", model_path, *model, "--logdir", out,
                                                               *flags], monkeypatch, capsys)
     assert code == 0, err
     [path] = out.glob("samples_*.npz")
@@ -158,3 +160,23 @@ def test_a_missing_ema_file_restarts_that_average_from_the_model_and_says_so(tmp
             assert torch.equal(after["ema_0.9_"][k], states["ema_0.9_"][k])
             assert torch.equal(after["ema_0.99_"][k], v)
     assert [line for line in lines if "ema_0.99_000003.pt" in line and "restarts" in line]
+
+
+def test_a_training_run_declares_its_loss_keys_and_records_its_sampling_weights(digits, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """improved_diffusion.train through build_task: options.json holds the Task's loss_keys (the
+    report reads them) and no discriminator keys; the state file records the weights the Task
+    chose, which sample.py on the run directory then takes (its json's `weights`)."""
+    run = tmp_path / "run"
+    model = MODEL[:MODEL.index("--class_cond")]  # unconditional: the digits have 10 classes
+    argv = ["--data_dir", digits(8), *model, "--batch_size", "4", "--max_steps", "3",
+            "--ema_rate", "0.1,0.9", "--log_interval", "1", "--logdir", run]
+    code, err = main_in_process("improved_diffusion.train", argv, monkeypatch, capsys)
+    assert code == 0, err
+    options = json.loads((run / "options.json").read_text())
+    assert options["loss_keys"] == ["loss"] and options["discriminator_keys"] == []
+    ck = checkpoint.resolve(str(run))
+    assert ck.step == 3 and ck.state["sample_weights"] == "ema_0.1_"  # 0.1**3 < 1% <= 0.9**3
+    _, _, info = sample(tmp_path, monkeypatch, capsys, run, "--num_samples", "2", "--timestep_respacing", "4",
+                        model=[])  # the model flags from the run's options.json
+    assert info["weights"] == str(run / checkpoint.filename("ema_0.1_", 3))

@@ -66,6 +66,7 @@ def build_folder(root: str, n: int, size: int) -> float:
 
 def build_lmdb(folder: str, dst: str) -> float:
     import lmdb_export
+
     from trainkit import data
 
     began = time.perf_counter()
@@ -110,7 +111,7 @@ def _rank(rank: int, port: int, source: str, image_size: int, steps: int, batch_
     step_s = (time.perf_counter() - began) / steps
     peak = {key: max(v, peak.get(key, 0)) for key, v in _memory().items()}
     result = dict(rank=rank, startup_s=startup, step_ms=step_s * 1e3, before=before, loaded=loaded, peak=peak,
-                  **{k: v for k, v in data.last_decode.items() if k != "seconds"}, decode_s=data.last_decode["seconds"])
+                  **{k: v for k, v in d.decode.items() if k != "seconds"}, decode_s=d.decode["seconds"])
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
     dist.shutdown(wait_for_peers=True)
@@ -215,7 +216,8 @@ def main(argv=None):
     for r in rows:
         anon = ", ".join(f"{x} ({g:+d})" for x, g in zip(r["anon_mib"], r["anon_growth_mib"]))
         print(f"| {r['images']} | {r['source']} | {r['run']} | {r['startup_s']} | {r['img_per_s']} | "
-              f"{', '.join(map(str, r['decoded']))} | {anon} | {', '.join(map(str, r['file_mib']))} | {r['step_ms']} | {r['load']} |")
+              f"{', '.join(map(str, r['decoded']))} | {anon} | {', '.join(map(str, r['file_mib']))} | "
+              f"{r['step_ms']} | {r['load']} |")
     print()
     for n in sizes:
         for source in sources:

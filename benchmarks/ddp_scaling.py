@@ -11,8 +11,9 @@ the images trained in between, so start-up, the first (warm-up) steps and the fi
 are not counted. After `--seconds` of rows the run is stopped with SIGTERM (a graceful stop).
 
 Prints one row per family and launcher: img/s with 1 rank, with 2 ranks, and the ratio
-(ideal 2.0), the median of `--rounds` back-to-back pairs (each round's ratio follows). Needs 2 idle cores: figures taken while something else
-runs say little, so the load average is printed with them.
+(ideal 2.0), the median of `--rounds` back-to-back pairs (each round's ratio follows). Needs 2
+idle cores: figures taken while something else runs say little, so the load average is printed
+with them.
 """
 
 import argparse

@@ -89,7 +89,8 @@ def main():
             startup = timed(prefix + common + [tiny, os.path.join(work, f"{name}-tiny.npz")], env)
             total = timed(prefix + common + [folder, os.path.join(work, f"{name}.npz")], env)
             results[name] = (total, startup)
-        with np.load(os.path.join(work, "pytorch_fid.npz")) as a, np.load(os.path.join(work, "evaluations.fid.npz")) as b:
+        theirs, ours = os.path.join(work, "pytorch_fid.npz"), os.path.join(work, "evaluations.fid.npz")
+        with np.load(theirs) as a, np.load(ours) as b:
             mu_diff = np.abs(a["mu"] - b["mu"]).max() / max(np.abs(a["mu"]).max(), 1e-30)
             sigma_diff = np.abs(a["sigma"] - b["sigma"]).max() / max(np.abs(a["sigma"]).max(), 1e-30)
 
@@ -97,9 +98,11 @@ def main():
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'default')}, ours on {args.nproc} rank(s)")
         for name, (total, startup) in results.items():
             rate = n / max(total - startup, 1e-9)
-            print(f"{name:16s} total {total:7.2f} s  (2-image run {startup:6.2f} s)  ~{rate:6.2f} img/s net of start-up")
+            print(f"{name:16s} total {total:7.2f} s  (2-image run {startup:6.2f} s)  "
+                  f"~{rate:6.2f} img/s net of start-up")
         t_ref, t_ours = results["pytorch_fid"][0], results["evaluations.fid"][0]
-        print(f"speed-up (total time) {t_ref / t_ours:.2f}x; relative max difference mu {mu_diff:.2e}, sigma {sigma_diff:.2e}")
+        print(f"speed-up (total time) {t_ref / t_ours:.2f}x; relative max difference mu {mu_diff:.2e}, "
+              f"sigma {sigma_diff:.2e}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

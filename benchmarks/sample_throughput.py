@@ -79,7 +79,8 @@ def main():
     p.add_argument("--rounds", type=int, default=1, help="alternate the implementations this many times")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.reference and not os.path.isfile(os.path.join(args.reference, "improved_diffusion", "gaussian_diffusion.py")):
+    reference_file = args.reference and os.path.join(args.reference, "improved_diffusion", "gaussian_diffusion.py")
+    if args.reference and not os.path.isfile(reference_file):
         p.error(f"--reference {args.reference}: not a checkout of openai/improved-diffusion")
     if args.child:
         seconds = child(args.child, args)

@@ -12,7 +12,9 @@ distance, with the std of 50 bootstrap resamples, against a fixed reference:
   or against a features file;
 - `--probe_features inception`: FID's feature space (pytorch-fid's Inception-v3); the
   reference must then be a features file: an .npz with `features` (N, 2048), as the
-  comparison caches its reference (evaluations.compare).
+  comparison caches its reference (evaluations.judging, through metrics.reference_features).
+
+The --probe_* flags are declared once, with the loop's, by trainkit.loopflags.
 
 The training loop (trainkit.loop) decides when; this module measures. The comparison's
 report plots the rows against training seconds and images seen.
@@ -25,31 +27,12 @@ import os
 
 import numpy as np
 
-from trainkit import dist, run
+from trainkit import dist
 from trainkit.errors import UserError
 
 from . import metrics
 
 BOOTSTRAP = 50
-
-
-def add_args(parser):
-    """The probe's flags, the same in every family's training parser."""
-    parser.add_argument("--probe_points", type=run.NONNEG_INT, default=0,
-                        help="evenly spaced points of the run's budget (--max_steps, or the time to "
-                             "$TRAINKIT_DEADLINE) at which rank 0 measures the FD of --probe_samples fixed samples "
-                             "into RUN_DIR/quality.csv, the last at the end (0: off)")
-    parser.add_argument("--probe_samples", type=run.int_range(10), default=200,
-                        help="images each probe samples (same noise every time)")
-    parser.add_argument("--probe_features", default="digits", choices=metrics.FEATURES,
-                        help="the probe's feature space: digits (FD-digits) or inception (FID)")
-    parser.add_argument("--probe_reference", default="digits",
-                        help="digits (the sklearn digits' train split at the run's image size) or an .npz of "
-                             "reference features ('features', N x d)")
-    parser.add_argument("--probe_inception_weights", default="",
-                        help="--probe_features inception: a local pt_inception-2015-12-05 weights file "
-                             "(default: torch hub's)")
-    return parser
 
 
 class Probe:

@@ -301,3 +301,9 @@ def test_rank_zero_decides_alone_returns_or_raises_the_original():
         raise checkpoint.Unreadable("/r/model000001.pt: not a readable checkpoint")
     with pytest.raises(checkpoint.Unreadable):
         dist.rank_zero_decides(damaged)
+
+
+def test_rank_zero_decides_in_a_one_process_world_posing_as_rank_1(monkeypatch):
+    monkeypatch.setattr(dist, "rank", lambda: 1)
+    monkeypatch.setattr(dist, "is_main", lambda: False)
+    assert dist.rank_zero_decides(lambda: "decided") == "decided"

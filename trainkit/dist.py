@@ -260,15 +260,20 @@ def rank_zero_decides(fn, *args, section: str = None):
     """fn(*args) run on rank 0 alone (inside rank_zero_only), its result returned on every rank;
     a UserError it raises is raised on every rank alike, so no rank is left waiting in a
     collective for one that failed, and every rank exits with the same one line. For decisions
-    that must not depend on a rank's own view (its environment, its files). Collective."""
+    that must not depend on a rank's own view (its environment, its files). Collective.
+
+    Without a group the one process decides, whatever rank its environment names (a process
+    that poses as rank 1 of a one-process world has nobody to be told by)."""
+    section = section or getattr(fn, "__name__", "rank 0 decides")
+    if world_size() == 1:
+        with rank_zero_only(section):
+            return fn(*args)
     outcome = None
     if is_main():
         try:
-            with rank_zero_only(section or getattr(fn, "__name__", "rank 0 decides")):
+            with rank_zero_only(section):
                 outcome = ("ok", fn(*args))
         except UserError as e:
-            if world_size() == 1:
-                raise
             outcome, failure = ("error", str(e)), e
     kind, value = broadcast_object(outcome)
     if kind == "error":

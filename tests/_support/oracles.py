@@ -20,8 +20,9 @@ def make_diffusion(T=1000, schedule="cosine", **kwargs):
 
 class MixtureOracle:
     """model(x, t, y=None) of the Gaussian mixture: E[eps | x_t] (or E[x0 | x_t] with
-    predict="xstart", E[v | x_t] = alpha E[eps | x_t] - sigma E[x0 | x_t] with predict="v"), plus C variance channels with learn_sigma. t is read the way the
-    samplers feed it (scaled timesteps, lambda interpolated between them); y picks a component."""
+    predict="xstart", E[v | x_t] = alpha E[eps | x_t] - sigma E[x0 | x_t] with predict="v"), plus
+    C variance channels with learn_sigma. t is read the way the samplers feed it (scaled
+    timesteps, lambda interpolated between them); y picks a component."""
 
     def __init__(self, diffusion, means, stds, weights, predict="eps", learn_sigma=False):
         self.levels = samplers.NoiseLevels(diffusion)

@@ -136,7 +136,7 @@ def test_seed004_celeba64_with_fid(tmp_path):
         assert images.shape == (8, 64, 64, 3)
         _assert_square_grid(out / "results" / picture, images)
     _assert_pictures(out, ["dcgan_samples.png", "ddpm_samples.png", "loss_curve.png"])
-    assert list((out / "reference").glob("inception-12-of-12.npz"))  # the reference's features, computed once
+    assert list((out / "reference").glob("train-12-of-12.inception-features.npz"))  # the reference's features, computed once
 
 
 @pytest.mark.parametrize("name, archive, command", [

@@ -16,6 +16,7 @@ every family.
 """
 
 import copy
+import math
 
 import torch
 
@@ -152,7 +153,12 @@ class Task(loop.Task):
                     num_classes=getattr(net, "num_classes", None), block=invariant_block(True, self.device))
 
     def log_extras(self):
-        return precision.log_values({OPTIMIZER: self.precision})  # loss_scale_model under fp16
+        # loss_scale_model under fp16, the key every family logs per optimizer, and openai's own
+        # lg_loss_scale (its log2) beside it: progress.csv files read by openai-era scripts keep it.
+        values = precision.log_values({OPTIMIZER: self.precision})
+        if values:
+            values["lg_loss_scale"] = math.log2(max(self.precision.scale, 1e-30))
+        return values
 
 
 def log_loss_dict(stats, diffusion, ts, losses):

@@ -135,7 +135,7 @@ def test_the_loss_scale_is_saved_per_optimizer_and_an_old_bare_layout_still_load
     state["scaler"]["scale"] = 2.0**7
     task.precision.load_state_dict(state)
     assert set(task.trainer_state()["precision"]) == {"model"}
-    assert task.log_extras() == {"loss_scale_model": 2.0**7}
+    assert task.log_extras() == {"loss_scale_model": 2.0**7, "lg_loss_scale": 7.0}  # and openai's key
     old = {"schedule_sampler": task.schedule_sampler.state_dict(), "precision": task.precision.state_dict()}
     checkpoint.save(str(tmp_path), 1, task.state_dicts(), old)
     fresh, _ = fp16_task(seed=1)

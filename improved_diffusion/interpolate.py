@@ -19,6 +19,7 @@ import torch
 
 from trainkit import dist, npz, precision, run
 from trainkit.errors import UserError
+from trainkit.interpolation import parse_seeds
 
 from . import control
 from .cli import apply_saved_model_flags, argv, build_parser, saved_options
@@ -34,16 +35,6 @@ def create_argparser():
                              "of each")
     control.add_sampler_args(parser)
     return parser
-
-
-def parse_list(text, flag, what):
-    try:
-        values = [int(s) for s in str(text).replace(" ", "").split(",") if s]
-    except ValueError:
-        raise UserError(f"{flag} {text!r}: expected a comma list of integers, e.g. 0,1,2") from None
-    if len(values) < 2:
-        raise UserError(f"{flag} {text!r}: need at least two {what} to interpolate between")
-    return values
 
 
 def interpolation_x_T(ends, num_steps, methods):
@@ -66,9 +57,9 @@ def main():
     control.check_args(args)
     methods = ["lerp", "slerp"] if args.method == "both" else [args.method]
     if args.from_images:
-        picks = parse_list(args.pairs, "--pairs", "images")
+        picks = parse_seeds(args.pairs, "--pairs", "images")
     else:
-        seeds = parse_list(args.seeds, "--seeds", "seeds")
+        seeds = parse_seeds(args.seeds)
     control.refuse_existing_out(args.out)
     images = None
     if args.from_images:

@@ -14,15 +14,15 @@ from . import fileio, npz
 from .errors import UserError
 
 
-def parse_seeds(text: str) -> list:
-    """--seeds: a comma list of at least two integers."""
+def parse_seeds(text: str, flag: str = "--seeds", what: str = "seeds") -> list:
+    """--seeds (or another comma-list flag, e.g. --pairs of images): at least two integers."""
     try:
-        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
+        values = [int(s) for s in str(text).replace(" ", "").split(",") if s]
     except ValueError:
-        raise UserError(f"--seeds {text!r}: expected a comma list of integers, e.g. 0,1,2") from None
-    if len(seeds) < 2:
-        raise UserError(f"--seeds {text!r}: need at least two seeds to interpolate between")
-    return seeds
+        raise UserError(f"{flag} {text!r}: expected a comma list of integers, e.g. 0,1,2") from None
+    if len(values) < 2:
+        raise UserError(f"{flag} {text!r}: need at least two {what} to interpolate between")
+    return values
 
 
 def lerp(a, b, t):

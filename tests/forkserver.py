@@ -11,7 +11,8 @@ What is forked: a single process of the project, and torchrun's workers (they me
 torchrun's agent is a real interpreter that starts, watches, signals and restarts them as its
 child processes, through `tests/bin/python`). A rank of mpiexec (MPI's daemon knows its ranks by
 the processes it started), `python -c`, other interpreter options and other modules start a
-real interpreter (`tests/bin/python` execs one). `GENBENCH_TEST_FORK=0` turns the server off: every process is a real interpreter.
+real interpreter (`tests/bin/python` execs one). `GENBENCH_TEST_FORK=0` turns the server off:
+every process is a real interpreter.
 
 Protocol, over a unix socket, one connection per process: the client sends one JSON line
 {"kind": "module"|"path", "target", "argv", "env", "cwd"} with its stdin, stdout and stderr

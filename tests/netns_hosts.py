@@ -140,7 +140,8 @@ class Hosts:
                 hosts_file="{dir}/hosts-$name-${{NETNS_HOSTS_STYLE:-resolvable}}"
                 enter='hostname "$1"; mount --bind "$2" /etc/hosts; shift 2; exec bash -c "$*"'
                 if [[ "${{NETNS_SSH_ENV:-0}}" == 1 ]]; then
-                  exec ip netns exec "$ns" unshare --uts -- env -i {ssh_env} bash -c "$enter" enter "$name" "$hosts_file" "$@"
+                  exec ip netns exec "$ns" unshare --uts -- env -i {ssh_env} \\
+                    bash -c "$enter" enter "$name" "$hosts_file" "$@"
                 fi
                 exec ip netns exec "$ns" unshare --uts -- bash -c "$enter" enter "$name" "$hosts_file" "$@"
                 """).format(cases=cases, dir=self.dir,

@@ -94,6 +94,8 @@ class Cluster:
             f"NodeName={n} NodeHostname={n} NodeAddr=127.0.0.1 Port={_free_port()} CPUs={self.cpus} "
             f"RealMemory=2000 State=UNKNOWN" for n in self.names)
         params = "SlurmctldParameters=preempt_send_user_signal\n" if self.user_signal else ""
+        low = ("PartitionName=low Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 "
+               f"PreemptMode=REQUEUE GraceTime={self.grace}")
         self.conf.write_text(f"""\
 ClusterName=genbenchtest
 SlurmctldHost={self.host}(127.0.0.1)
@@ -125,7 +127,7 @@ SlurmctldLogFile={r}/slurmctld.log
 SlurmdLogFile={r}/slurmd-%n.log
 SlurmdDebug=debug
 {nodes}
-PartitionName=low Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime={self.grace}
+{low}
 PartitionName=high Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 """)
 

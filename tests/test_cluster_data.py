@@ -75,7 +75,8 @@ def _job(*agents, timeout=300):
 
 
 def _say(results) -> str:
-    return "\n".join(f"--- node {i}: exit {rc}\n{out[-2000:]}\n{err[-3000:]}" for i, (rc, out, err) in enumerate(results))
+    return "\n".join(f"--- node {i}: exit {rc}\n{out[-2000:]}\n{err[-3000:]}"
+                     for i, (rc, out, err) in enumerate(results))
 
 
 def _rank0(results) -> int:

@@ -77,10 +77,10 @@ def test_compare_trains_samples_judges_and_reports(tmp_path, digits):
                                                    f"{real['precision']}, recall {real['recall']}").split()
     for name, r in by_name.items():
         label = name if r["sampler"] == "default" else f"{name} ({r['sampler']})"
-        (line,) = [l for l in summary if l.strip().startswith(label + ":")]
+        (line,) = [s for s in summary if s.strip().startswith(label + ":")]
         assert line.split(":", 1)[1].split() == (f"FD-digits {r['FD-digits']} ± {r['FD std']}, precision "
                                                  f"{r['precision']}, recall {r['recall']}").split()
-    assert [l for l in summary if l.strip().startswith("broken:")][0].split()[1] == "FAILED"
+    assert [s for s in summary if s.strip().startswith("broken:")][0].split()[1] == "FAILED"
     done = re.findall(r"^progress: (\d+)/(\d+) stages, .* \| report: written$", proc.stdout, re.M)
     assert len(done) == 1 and done[0][0] == done[0][1], proc.stdout
     assert _number(by_name["ddgan"]["NFE/img"]) == 4 and _number(by_name["improved_diffusion"]["NFE/img"]) == 5
@@ -173,7 +173,8 @@ def test_reuse_skips_a_finished_stage_only_when_its_command_line_is_the_same(tmp
     from evaluations import compare
 
     count = tmp_path / "runs.txt"
-    argv = lambda n: [sys.executable, "-c", f"open({str(count)!r}, 'a').write('{n}\\n')"]  # noqa: E731
+    def argv(n):
+        return [sys.executable, "-c", f"open({str(count)!r}, 'a').write('{n}\\n')"]
     stage = tmp_path / "stage"
     assert compare.Stage(str(stage), argv(500)).run(reuse=True)["ok"]
     assert compare.Stage(str(stage), argv(500)).run(reuse=True)["reused"]
@@ -196,7 +197,8 @@ def test_reuse_judges_a_flag_file_by_its_content_not_its_path(tmp_path):
     flags = tmp_path / "a" / "dcgan.sh"
     flags.write_text("TRAIN_FLAGS='--lr 2e-4'\n")
     shutil.copy(flags, tmp_path / "b" / "dcgan.sh")
-    argv = lambda f: [sys.executable, "-c", f"open({str(count)!r}, 'a').write('x')", str(f)]  # noqa: E731
+    def argv(f):
+        return [sys.executable, "-c", f"open({str(count)!r}, 'a').write('x')", str(f)]
     stage = tmp_path / "stage"
     first = compare.Stage(str(stage), argv(flags)).run(reuse=True)
     assert first["identity"][-1].startswith("dcgan.sh@sha256:") and first["argv"][-1] == str(flags)

@@ -93,7 +93,8 @@ def test_without_guided_rows_or_sweeps_there_are_no_such_figures(tmp_path):
 def _config(tmp_path, posthoc):
     path = tmp_path / "c.sh"
     path.write_text('DATA_DIR=data/digits16\nRUNS="\na | flags/gans/dcgan_digits.sh | gans | 1 | | '
-                    's1: --x 1 --guidance_scale 2 ; s2: --guidance_scale=3 --x 1\nb | flags/gans/dcgan_digits.sh | gans | 1 | |\n"\n'
+                    's1: --x 1 --guidance_scale 2 ; s2: --guidance_scale=3 --x 1\n'
+                    'b | flags/gans/dcgan_digits.sh | gans | 1 | |\n"\n'
                     f'PROBE_SAMPLES=150\nPOSTHOC_EMA="\n{posthoc}\n"\n')
     return str(path)
 

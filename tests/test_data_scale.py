@@ -150,7 +150,8 @@ def test_the_next_decode_removes_leftovers_of_dead_writers_only(tmp_path, monkey
     # the dead pid, but on another host, or on a host of the same name with another boot or pid
     # namespace: whether it is alive there cannot be told from here
     other_host = here_dead.replace(decode_cache._host_label(), "elsewhere-node", 1)
-    other_machine = here_dead.replace(decode_cache._machine_token(), "0" * 8 if decode_cache._machine_token() != "0" * 8 else "1" * 8, 1)
+    token = decode_cache._machine_token()
+    other_machine = here_dead.replace(token, "0" * 8 if token != "0" * 8 else "1" * 8, 1)
     reused = decode_cache._writer_prefix(os.getpid(), start=decode_cache._start_time(os.getpid()) + 1)
     planted = {
         "dead": f"{here_dead}abc_1234{name}",

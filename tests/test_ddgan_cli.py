@@ -145,7 +145,8 @@ def test_sample_computes_fid_against_statistics(digits, trained_run, tmp_path):
     equal to evaluations.fid on the same files; a bad statistics file fails before sampling."""
     from evaluations import fid, inception
 
-    weights = inception.make_random_weights(str(tmp_path / "inception.pth"), seed=0, calibration_batches=1, batch_size=2)
+    weights = inception.make_random_weights(str(tmp_path / "inception.pth"), seed=0, calibration_batches=1,
+                                            batch_size=2)
     stats = tmp_path / "stats.npz"
     few = tmp_path / "few"  # a dozen reference images keep the 299 px Inception passes short
     few.mkdir()

@@ -34,7 +34,8 @@ def test_geometric_schedule_uses_geometric_variance():
     betas = beta_table(T, BMIN, BMAX, use_geometric=True).tolist()
     for k in range(1, T + 1):
         tk, tprev = k / T * (1 - 1e-3) + 1e-3, (k - 1) / T * (1 - 1e-3) + 1e-3
-        ab = lambda t: 1 - BMIN * (BMAX / BMIN) ** t  # noqa: E731
+        def ab(t):
+            return 1 - BMIN * (BMAX / BMIN) ** t
         assert betas[k] == pytest.approx(1 - ab(tk) / ab(tprev), rel=1e-12)
 
 

@@ -75,8 +75,8 @@ def test_netG_of_an_exp_folder_loads_into_the_reference(reference, tmp_path):
         Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "data" / f"{i}.png")
     a = options()
     flags = ["--dataset", "cifar10", "--exp", "e", "--data_dir", tmp_path / "data", "--batch_size", 8,
-             "--num_epoch", 1, "--max_steps", 1, "--use_ema", "--image_size", 16, "--num_channels_dae", 16, "--n_mlp", 2,
-             "--ch_mult", "1,2,2", "--num_res_blocks", 1, "--attn_resolutions", 8, "--nz", 8,
+             "--num_epoch", 1, "--max_steps", 1, "--use_ema", "--image_size", 16, "--num_channels_dae", 16,
+             "--n_mlp", 2, "--ch_mult", "1,2,2", "--num_res_blocks", 1, "--attn_resolutions", 8, "--nz", 8,
              "--z_emb_dim", 16, "--t_emb_dim", 16, "--ngf", 4]
     proc = helpers.py("ddgan.train", *flags, cwd=tmp_path)
     assert proc.returncode == 0, helpers.describe(proc)

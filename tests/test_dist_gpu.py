@@ -102,7 +102,8 @@ def test_init_keeps_a_users_nccl_setting(gpus, monkeypatch):
 
 
 def test_init_with_more_ranks_than_gpus_stops_before_the_group(gpus, monkeypatch):
-    with pytest.raises(UserError, match=r"2 ranks on this node \(LOCAL_WORLD_SIZE\) but torch.cuda.device_count\(\) is 1"):
+    with pytest.raises(UserError,
+                       match=r"2 ranks on this node \(LOCAL_WORLD_SIZE\) but torch.cuda.device_count\(\) is 1"):
         _join_capturing(gpus, monkeypatch, count=1, local_rank=1)
 
 

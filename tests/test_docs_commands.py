@@ -36,7 +36,8 @@ def _documents():
 
 
 def flag_file_vars(path) -> dict:
-    script = 'source "$0" >/dev/null 2>&1; for v in ' + " ".join(FLAG_VARS) + '; do printf "%s=%s\\0" "$v" "${!v-}"; done'
+    script = ('source "$0" >/dev/null 2>&1; for v in ' + " ".join(FLAG_VARS)
+              + '; do printf "%s=%s\\0" "$v" "${!v-}"; done')
     out = subprocess.run(["bash", "-c", script, str(helpers.ROOT / path)], capture_output=True, text=True).stdout
     return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
 
@@ -150,7 +151,8 @@ def test_the_extraction_sees_flag_files_sources_and_bad_flags():
             "python scripts/image_train.py $MODEL_FLAGS $DIFFUSION_FLAGS $TRAIN_FLAGS --nosuchflag 1\n"
             "bash launch/run.sh mpiexec 2 flags/gans/cdcgan_digits.sh gans.train --logdir runs/x\n```\n")
     (l1, m1, a1), (l2, m2, a2) = list(commands(text))
-    assert (l1, m1) == (3, "improved_diffusion.train") and "--diffusion_steps" in a1 and a1[-2:] == ["--nosuchflag", "1"]
+    assert (l1, m1) == (3, "improved_diffusion.train")
+    assert "--diffusion_steps" in a1 and a1[-2:] == ["--nosuchflag", "1"]
     assert (l2, m2) == (4, "gans.train") and a2[:2] == ["--model", "cdcgan"] and a2[-2:] == ["--logdir", "runs/x"]
     with pytest.raises(SystemExit):
         with contextlib.redirect_stderr(io.StringIO()):

@@ -9,11 +9,11 @@ import tarfile
 
 import numpy as np
 import pytest
-from archives import celeba_image, celeba_zip, idx_gz, mnist_files
 from PIL import Image
 
 import helpers
 from _support.entry import exit_code
+from archives import celeba_image, celeba_zip, idx_gz, mnist_files
 
 
 def script(name):

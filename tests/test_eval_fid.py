@@ -172,7 +172,8 @@ def bad_case(name, tmp, folders):
     if name == "stats_dims_mismatch":
         return [str(_stats(tmp / "s64.npz", 64)), str(_stats(tmp / "s192.npz", 192))], "64-dimensional statistics but"
     if name == "stats_vs_dims_flag":
-        return ["--dims", "192", str(_stats(tmp / "s64.npz", 64)), a], "s64.npz: statistics have 64 dimensions but --dims is 192"
+        return (["--dims", "192", str(_stats(tmp / "s64.npz", 64)), a],
+                "s64.npz: statistics have 64 dimensions but --dims is 192")
     if name == "stats_shape":
         np.savez(tmp / "shape.npz", mu=np.zeros(3), sigma=np.eye(4))
         return [str(tmp / "shape.npz"), str(_stats(tmp / "s3.npz", 3))], "shape.npz: mu has shape"
@@ -183,7 +184,8 @@ def bad_case(name, tmp, folders):
         return ["--dims", "64", "--inception_weights", str(tmp / "w.pth"), a, a], "w.pth: not a torch weights file"
     if name == "wrong_weights_layout":
         torch.save({"conv.weight": torch.zeros(1)}, tmp / "w.pth")
-        return ["--dims", "64", "--inception_weights", str(tmp / "w.pth"), a, a], "w.pth: not pytorch-fid Inception weights"
+        return (["--dims", "64", "--inception_weights", str(tmp / "w.pth"), a, a],
+                "w.pth: not pytorch-fid Inception weights")
     if name == "save_stats_exists":
         _stats(tmp / "exists.npz", 3)
         return ["--save-stats", a, str(tmp / "exists.npz")], "exists.npz: output file exists"

@@ -24,7 +24,8 @@ def test_kid_of_two_samples_of_one_law_is_zero_within_its_error_bar():
 def test_kid_matches_the_unbiased_mmd_formula_on_one_subset():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 3)) + 0.5
-    k = lambda a, b: (a @ b.T / 3 + 1) ** 3  # noqa: E731
+    def k(a, b):
+        return (a @ b.T / 3 + 1) ** 3
     expected = ((k(x, x).sum() - np.trace(k(x, x))) / 20 + (k(y, y).sum() - np.trace(k(y, y))) / 20
                 - 2 * k(x, y).mean())
     mean, std = metrics.kid(x, y, subsets=1, subset_size=5)  # the whole sets: the order does not matter

@@ -61,7 +61,8 @@ def test_sigterm_to_the_shim_reaches_the_child_which_checkpoints(digits, tmp_pat
     run_dir = tmp_path / "run"
     cmd = [SHIM, "-m", "trainkit.selfcheck", "--data_dir", digits(16), "--logdir", run_dir, "--max_steps", 10**8,
            "--log_interval", 1, "--save_interval", 10**8]
-    proc = subprocess.Popen([str(c) for c in cmd], env=helpers.test_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(c) for c in cmd], env=helpers.test_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:  # wait for training, not for a timer
             if line.startswith("| step") and int(line.split("|")[2]) >= 2:

@@ -132,7 +132,8 @@ def test_checkpoint_of_the_other_model_kind_is_refused():
     with pytest.raises(UserError, match=r"m.pt: generator weights do not fit .* unexpected: main.4.weight"):
         dcgan.load_generator_state(Gu, G16.state_dict(), "m.pt")
     G3, _ = dcgan.create_models("dcgan", 8, nz=4, ngf=3, ndf=2)
-    with pytest.raises(UserError, match=r"--ngf.*shape \(checkpoint vs flags\): main.0.weight \(4, 3, 4, 4\) vs \(4, 2, 4, 4\)"):
+    with pytest.raises(UserError,
+                       match=r"--ngf.*shape \(checkpoint vs flags\): main.0.weight \(4, 3, 4, 4\) vs \(4, 2, 4, 4\)"):
         dcgan.load_generator_state(Gu, G3.state_dict(), "m.pt")
     dcgan.load_generator_state(Gc, Gc.state_dict(), "m.pt")  # the right kind loads
 
@@ -144,13 +145,15 @@ def test_losses_against_closed_forms():
     real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
     sig = torch.sigmoid
     expected = -(torch.log(sig(real)).mean() + torch.log(1 - sig(fake)).mean())
-    assert (gan.d_loss_real(real, "bce") + gan.d_loss_fake(fake, "bce")).item() == pytest.approx(expected.item(), rel=1e-6)
+    total = gan.d_loss_real(real, "bce") + gan.d_loss_fake(fake, "bce")
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert gan.g_loss(fake, "bce").item() == pytest.approx(-torch.log(sig(fake)).mean().item(), rel=1e-6)
     # hinge: mean(relu(1 - r)) + mean(relu(1 + f)) = (0 + 2)/2 + (1.5 + 0)/2
     assert (gan.d_loss_real(real, "hinge") + gan.d_loss_fake(fake, "hinge")).item() == pytest.approx(1.75)
     assert gan.g_loss(fake, "hinge").item() == pytest.approx(1.25)
     # the BCE form stays finite where sigmoid saturates
-    assert torch.isfinite(gan.d_loss_real(torch.tensor([-200.0]), "bce") + gan.d_loss_fake(torch.tensor([200.0]), "bce"))
+    extreme = gan.d_loss_real(torch.tensor([-200.0]), "bce") + gan.d_loss_fake(torch.tensor([200.0]), "bce")
+    assert torch.isfinite(extreme)
     with pytest.raises(UserError, match="--loss 'wgan'"):
         gan.d_loss_real(real, "wgan")
 

@@ -13,7 +13,8 @@ ROLES = {"TRAIN": train, "SAMPLE": sample, "INTERPOLATE": interpolate}
 
 
 def _flags(path):
-    script = f'source "{path}"; for v in MODEL_FLAGS TRAIN_FLAGS SAMPLE_FLAGS INTERPOLATE_FLAGS; do echo "${{!v}}"; done'
+    script = (f'source "{path}"; '
+              'for v in MODEL_FLAGS TRAIN_FLAGS SAMPLE_FLAGS INTERPOLATE_FLAGS; do echo "${!v}"; done')
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
     return dict(zip(["MODEL", "TRAIN", "SAMPLE", "INTERPOLATE"], out))
 

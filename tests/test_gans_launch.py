@@ -46,7 +46,8 @@ def _check_training_run(run_dir, steps=4, image_size=16):
 def test_mpiexec_cdcgan_train_sample(tmp_path, digits):
     data = digits(16)
     a = tmp_path / "a"
-    first = _ok(helpers.launch("mpiexec", 2, "gans.train", "--data_dir", data, "--logdir", a, *TINY, flag_files=[FLAGS]))
+    first = _ok(helpers.launch("mpiexec", 2, "gans.train", "--data_dir", data, "--logdir", a, *TINY,
+                               flag_files=[FLAGS]))
     assert "Warning" not in first.stderr  # e.g. torch 2.14's deprecation of DDP's broadcast_buffers
     _check_training_run(a)
     assert json.loads((a / "options.json").read_text())["_run"]["launcher"] == "mpi"

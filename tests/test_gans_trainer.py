@@ -131,7 +131,8 @@ def test_a_bad_loss_is_refused_by_name():
 def _logit_at_2ln2(right):
     """a > 0 with right * softplus(-a) + (1 - right) * softplus(a) = ln 2: logits of size a, of
     the right sign for a share `right` of the images, give the logistic D loss of chance."""
-    f = lambda a: right * math.log1p(math.exp(-a)) + (1 - right) * math.log1p(math.exp(a)) - math.log(2)  # noqa: E731
+    def f(a):
+        return right * math.log1p(math.exp(-a)) + (1 - right) * math.log1p(math.exp(a)) - math.log(2)
     lo, hi = 1e-6, 10.0  # f < 0 just above 0 (right > 1/2), > 0 far out
     for _ in range(200):
         mid = (lo + hi) / 2

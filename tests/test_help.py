@@ -4,6 +4,7 @@ value (exit 2), never a traceback from torch."""
 
 import argparse
 import importlib
+
 import pytest
 
 import helpers

@@ -48,7 +48,7 @@ def test_mpiexec_ranks_take_rank_0s_trainkit_settings():
            "-n", "1", "-x", "TRAINKIT_DATA_CACHE_MB=4096", "-x", "TRAINKIT_DATA_DECODERS=1", *app]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=helpers.ROOT)
     assert proc.returncode == 0, helpers.describe(proc)
-    seen = dict(json.loads(line) and tuple(json.loads(line)) for line in proc.stdout.splitlines() if line.startswith("["))
+    seen = dict(tuple(json.loads(line)) for line in proc.stdout.splitlines() if line.startswith("["))
     assert seen == {0: {"TRAINKIT_DATA_CACHE_MB": "0", "TRAINKIT_DIST_TIMEOUT": "33"},
                     1: {"TRAINKIT_DATA_CACHE_MB": "0", "TRAINKIT_DIST_TIMEOUT": "33"}}, proc.stdout
 
@@ -249,8 +249,9 @@ def test_ddgan_num_proc_node_2_on_two_hosts(hosts, digits, tmp_path):
     f = faultlib.FAMILIES["ddgan"]
     run_dir = tmp_path / "run"
     port = helpers.free_port()
-    launches = [Launch(hosts, key, [sys.executable, "-m", "ddgan.train", *f.flag_argv(), *f.tiny, "--data_dir", digits(16),
-                                    "--logdir", run_dir, "--max_steps", 2, "--save_interval", 2, "--num_proc_node", 2,
+    launches = [Launch(hosts, key, [sys.executable, "-m", "ddgan.train", *f.flag_argv(), *f.tiny,
+                                    "--data_dir", digits(16), "--logdir", run_dir, "--max_steps", 2,
+                                    "--save_interval", 2, "--num_proc_node", 2,
                                     "--node_rank", r, "--master_address", hosts.a.addr, "--master_port", port],
                        tmp_path / f"ddgan-{key}.out")
                 for r, key in enumerate("ab")]

@@ -93,7 +93,8 @@ def test_min_snr_weights_at_chosen_t(kind, respacing):
     np.testing.assert_allclose(d.mse_weights()[t.numpy()], weights, rtol=1e-9)  # respaced abar: products of ratios
     x0, eps = data(len(t), seed=2)
     a4 = a.reshape(-1, 1, 1, 1)
-    target = {"eps": eps, "xstart": x0, "v": torch.from_numpy(np.sqrt(a4)) * eps - torch.from_numpy(np.sqrt(1 - a4)) * x0}
+    v = torch.from_numpy(np.sqrt(a4)) * eps - torch.from_numpy(np.sqrt(1 - a4)) * x0
+    target = {"eps": eps, "xstart": x0, "v": v}
     got = d.training_losses(ZeroModel(), x0, t, noise=eps)
     torch.testing.assert_close(got["loss"], torch.from_numpy(weights) * mean_flat(target[kind] ** 2), rtol=1e-5, atol=0)
 

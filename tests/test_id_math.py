@@ -11,9 +11,12 @@ from improved_diffusion import gaussian_diffusion as gd
 from improved_diffusion.losses import discretized_gaussian_log_likelihood, normal_kl
 from improved_diffusion.resample import LossSecondMomentResampler, UniformSampler, create_named_schedule_sampler
 from improved_diffusion.respace import SpacedDiffusion, space_timesteps
-from improved_diffusion.script_util import create_gaussian_diffusion, create_model_and_diffusion, \
-    model_and_diffusion_defaults
 from improved_diffusion.sample import InBlocks
+from improved_diffusion.script_util import (
+    create_gaussian_diffusion,
+    create_model_and_diffusion,
+    model_and_diffusion_defaults,
+)
 from improved_diffusion.unet import AttentionBlock
 
 KEYS_FILE = Path(__file__).with_name("test_id_cifar10_uncond_keys.txt")
@@ -39,7 +42,8 @@ def test_linear_schedule_at_chosen_t(T):
 def test_cosine_schedule_matches_alpha_bar_and_is_clipped():
     T, s = 1000, 0.008
     betas = gd.get_named_beta_schedule("cosine", T)
-    f = lambda t: math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    def f(t):
+        return math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
     alphas_cumprod = np.cumprod(1 - betas)
     for t in (0, 1, 250, 500, 900):
         assert alphas_cumprod[t] == pytest.approx(f(t + 1) / f(0), rel=1e-10)
@@ -78,7 +82,8 @@ def test_posterior_is_bayes_rule():
     ab_prev = np.cumprod(1 - d.betas)[tn - 1]
     precision = 1 / (1 - ab_prev) + alpha / beta
     bayes_var = 1 / precision
-    c = lambda a: torch.tensor(a)[:, None, None, None]  # noqa: E731
+    def c(a):
+        return torch.tensor(a)[:, None, None, None]
     bayes_mean = c(bayes_var) * (c(np.sqrt(ab_prev) / (1 - ab_prev)) * x0 + c(np.sqrt(alpha) / beta) * xt)
     torch.testing.assert_close(mean.double(), bayes_mean, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(var[:, 0, 0, 0].double(), torch.tensor(bayes_var), rtol=1e-5, atol=0)
@@ -128,7 +133,8 @@ def test_learned_range_interpolates_log_variances():
 
 def test_fixed_variances():
     x, t = torch.randn(2, 1, 2, 2), torch.tensor([0, 30])
-    large = make_diffusion(T=100, var=gd.ModelVarType.FIXED_LARGE).p_mean_variance(ConstModel(torch.zeros_like(x)), x, t)
+    large = make_diffusion(T=100, var=gd.ModelVarType.FIXED_LARGE).p_mean_variance(ConstModel(torch.zeros_like(x)),
+                                                                                   x, t)
     small_d = make_diffusion(T=100, var=gd.ModelVarType.FIXED_SMALL)
     small = small_d.p_mean_variance(ConstModel(torch.zeros_like(x)), x, t)
     assert large["variance"][1, 0, 0, 0].item() == pytest.approx(small_d.betas[30], rel=1e-6)
@@ -166,10 +172,12 @@ def test_normal_kl_closed_form():
     assert normal_kl(torch.zeros(3), 0.0, 0.0, 0.0).abs().max().item() == 0  # float arguments
 
 
-@pytest.mark.parametrize("mean,log_scale", [(0.0, math.log(0.1)), (0.5, math.log(0.02)), (-0.97, math.log(0.3)), (0.2, 0.0)])
+@pytest.mark.parametrize("mean,log_scale",
+                         [(0.0, math.log(0.1)), (0.5, math.log(0.02)), (-0.97, math.log(0.3)), (0.2, 0.0)])
 def test_discretized_likelihood_sums_to_one(mean, log_scale):
     x = torch.arange(256, dtype=torch.float64) / 127.5 - 1.0
-    logp = discretized_gaussian_log_likelihood(x, means=torch.full_like(x, mean), log_scales=torch.full_like(x, log_scale))
+    logp = discretized_gaussian_log_likelihood(x, means=torch.full_like(x, mean),
+                                               log_scales=torch.full_like(x, log_scale))
     assert torch.exp(logp).sum().item() == pytest.approx(1.0, abs=1e-6)
 
 
@@ -276,15 +284,18 @@ def test_bpd_loop_totals_and_prior():
 
 def test_p_sample_adds_no_noise_at_t0_and_ddim_eta0_is_deterministic():
     d = make_diffusion(T=5, schedule="cosine")
-    model = lambda x, t: 0.5 * x  # noqa: E731
+    def model(x, t):
+        return 0.5 * x
     x = torch.randn(2, 3, 2, 2)
     t0 = torch.zeros(2, dtype=torch.long)
     a = d.p_sample(model, x, t0)["sample"]
     torch.testing.assert_close(a, d.p_mean_variance(model, x, t0)["mean"])
-    g = lambda: d.ddim_sample_loop(model, (2, 3, 2, 2), noise=x.clone(), device="cpu")  # noqa: E731
+    def g():
+        return d.ddim_sample_loop(model, (2, 3, 2, 2), noise=x.clone(), device="cpu")
     torch.testing.assert_close(g(), g())
     # noise_fn routes every draw (x_T and per-step noise) through the caller's generators
-    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    def gen():
+        return torch.Generator().manual_seed(3)
     runs = []
     for _ in range(2):
         g1 = gen()
@@ -429,8 +440,8 @@ def test_class_conditional_unet_and_checkpointing_give_same_gradients():
 
 def test_run_directory_samples_the_settled_ema():
     """rate**step is the EMA's leftover share of the initial weights: pick the highest rate under 1%."""
-    from trainkit.checkpoint import Checkpoint
     from improved_diffusion.cli import settled_ema
+    from trainkit.checkpoint import Checkpoint
 
     files = {"model": "m", "ema_0.99_": "a", "ema_0.999_": "b", "ema_0.9999_": "c"}
     assert settled_ema(Checkpoint("d", 600, files)) == "ema_0.99_"        # 0.999**600 = 0.55

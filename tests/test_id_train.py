@@ -30,8 +30,8 @@ def losses(run_dir):
 def assert_same_checkpoint(dir_a, dir_b, step):
     for prefix in ("model", "ema_0.99_", "ema_0.999_", "opt"):
         name = f"{prefix}{step:06d}.pt"
-        assert_same(torch.load(Path(dir_a) / name, weights_only=True), torch.load(Path(dir_b) / name, weights_only=True),
-                    name)
+        assert_same(torch.load(Path(dir_a) / name, weights_only=True),
+                    torch.load(Path(dir_b) / name, weights_only=True), name)
     sa = torch.load(Path(dir_a) / f"state{step:06d}.pt", weights_only=True)
     sb = torch.load(Path(dir_b) / f"state{step:06d}.pt", weights_only=True)
     for key in ("rng", "data", "schedule_sampler", "precision", "step"):

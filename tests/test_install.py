@@ -182,7 +182,8 @@ def test_installed_genbench_fid_matches_the_source_trees(venv, tmp_path):
     rng = np.random.default_rng(0)
     for name, lo in (("a", 0), ("b", 90)):
         np.savez(tmp_path / f"{name}.npz", rng.integers(lo, 256, (12, 16, 16, 3)).astype(np.uint8))
-    flags = ["--dims", "64", "--device", "cpu", "--num-workers", "0", "--batch-size", "6", "--inception_weights", weights]
+    flags = ["--dims", "64", "--device", "cpu", "--num-workers", "0", "--batch-size", "6",
+             "--inception_weights", weights]
     proc = run_installed(venv, ["genbench-fid", *flags, "a.npz", "b.npz"], tmp_path)
     assert proc.returncode == 0, helpers.describe(proc)
     value = float(re.search(r"FID:\s+(\S+)", proc.stdout).group(1))

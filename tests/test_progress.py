@@ -332,8 +332,9 @@ def test_a_bad_wandb_run_id_file_is_one_line_naming_it(text, tmp_path, offline_w
     path = tmp_path / "run" / "wandb-run-id"
     path.parent.mkdir()
     path.write_text(text)
-    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}: not a W&B run id \('.*'\); write the id of the W&B run to "
-                                        r"continue, or delete the file to start a new W&B run$"):
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}: not a W&B run id \('.*'\); "
+                                        r"write the id of the W&B run to continue, or delete the file to start a new "
+                                        r"W&B run$"):
         _run(tmp_path / "run", wandb=True)
     assert path.read_text() == text
 

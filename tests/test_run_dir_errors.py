@@ -66,7 +66,8 @@ def test_flag_contradictions_name_the_flag_and_both_values():
     from trainkit import checkpoint
 
     found = checkpoint.flag_contradictions({"class_cond": True, "num_channels": 32, "lr": 1e-4},
-                                           {"class_cond": False, "num_channels": 32, "image_size": 16}, "RUN/options.json")
+                                           {"class_cond": False, "num_channels": 32, "image_size": 16},
+                                           "RUN/options.json")
     assert found == ["--class_cond True, but RUN/options.json has False"]
 
 

@@ -136,7 +136,8 @@ def test_seed004_celeba64_with_fid(tmp_path):
         assert images.shape == (8, 64, 64, 3)
         _assert_square_grid(out / "results" / picture, images)
     _assert_pictures(out, ["dcgan_samples.png", "ddpm_samples.png", "loss_curve.png"])
-    assert list((out / "reference").glob("train-12-of-12.inception-features.npz"))  # the reference's features, computed once
+    # the reference's features, computed once
+    assert list((out / "reference").glob("train-12-of-12.inception-features.npz"))
 
 
 @pytest.mark.parametrize("name, archive, command", [
@@ -150,8 +151,9 @@ def test_missing_archive_stops_before_training(tmp_path, capsys, name, archive, 
     (tmp_path / "empty").mkdir()
     out = tmp_path / "cmp"
     with pytest.raises(SystemExit) as exit_info:
-        compare.main(["--config", str(helpers.ROOT / "flags" / "compare" / name), "--data_root", str(tmp_path / "empty"),
-                      "--data_dir", str(tmp_path / "data"), "--logdir", str(out)])
+        compare.main(["--config", str(helpers.ROOT / "flags" / "compare" / name),
+                      "--data_root", str(tmp_path / "empty"), "--data_dir", str(tmp_path / "data"),
+                      "--logdir", str(out)])
     assert exit_info.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and archive in lines[0] and command in lines[0] and str(tmp_path / "empty") in lines[0]
@@ -178,7 +180,8 @@ def test_seed002_unet_at_28px_has_no_attention_and_the_linear_schedule():
 
     model, diffusion = _flag_file_model(helpers.ROOT / "flags/improved_diffusion/ddpm_mnist28_linear.sh")
     # --attention_resolutions none: no attention at any resolution; only openai's middle block keeps its one
-    assert not any(isinstance(m, AttentionBlock) for m in [*model.input_blocks.modules(), *model.output_blocks.modules()])
+    blocks = [*model.input_blocks.modules(), *model.output_blocks.modules()]
+    assert not any(isinstance(m, AttentionBlock) for m in blocks)
     assert sum(isinstance(m, AttentionBlock) for m in model.middle_block) == 1
     out = model(torch.zeros(2, 1, 28, 28), torch.tensor([0, 999]))
     assert out.shape == (2, 1, 28, 28)  # grey in, epsilon out (no learned variance), 28 -> 14 -> 7 -> 28 px

@@ -33,8 +33,8 @@ def _improved_diffusion(precision):
 
     # flags/improved_diffusion/cifar10_uncond_hybrid_cosine.sh with a tiny UNet
     args = train.create_argparser().parse_args([
-        "--image_size", "8", "--channel_mult", "1,2", "--num_channels", "32", "--num_res_blocks", "1", "--learn_sigma", "True",
-        "--dropout", "0.3", "--attention_resolutions", "4", "--num_heads", "1",
+        "--image_size", "8", "--channel_mult", "1,2", "--num_channels", "32", "--num_res_blocks", "1",
+        "--learn_sigma", "True", "--dropout", "0.3", "--attention_resolutions", "4", "--num_heads", "1",
         "--diffusion_steps", "4000", "--noise_schedule", "cosine", "--batch_size", "4"])
     model, diffusion = train.create_model_and_diffusion_checked(args)
     task = DiffusionTask(model=model, diffusion=diffusion, microbatch=args.microbatch, lr=args.lr,

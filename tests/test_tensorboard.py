@@ -20,7 +20,7 @@ from trainkit import logger as trainkit_logger
 from trainkit.logger import Logger, read_progress
 
 pytest.importorskip("tensorboard")
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 INSTALL = 'pip install -e ".[tensorboard]"'
 GANS_TINY = ["--model", "dcgan", "--image_size", "16", "--num_channels", "1", "--nz", "4", "--ngf", "4",

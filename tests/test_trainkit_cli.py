@@ -84,7 +84,8 @@ def test_unwritable_logdir(tmp_path):
     (["slurm", "2", "trainkit.selfcheck"], "unknown launcher 'slurm'"),
     (["local", "2", "trainkit.selfcheck"], "the local launcher runs one process"),
     (["torchrun", "zero", "trainkit.selfcheck"], "NPROC 'zero'"),
-    (["local", "1", "flags/does/not_exist.sh", "trainkit.selfcheck"], "flag file 'flags/does/not_exist.sh' does not exist"),
+    (["local", "1", "flags/does/not_exist.sh", "trainkit.selfcheck"],
+     "flag file 'flags/does/not_exist.sh' does not exist"),
     (["--nnodes", "2", "mpiexec", "1", "trainkit.selfcheck"], "--nnodes 2 needs the torchrun launcher"),
     (["--nnodes", "2", "torchrun", "1", "trainkit.selfcheck"], "needs --rdzv_endpoint"),
 ])
@@ -106,7 +107,7 @@ def test_run_sh_passes_model_diffusion_and_role_flags_last_wins(tmp_path, digits
     proc = helpers.launch("local", 1, flags, "trainkit.selfcheck", "--data_dir", digits(16), "--logdir", run_dir,
                           "--max_steps", "3")
     assert proc.returncode == 0, helpers.describe(proc)
-    cmd = [l for l in proc.stderr.splitlines() if l.startswith("+ ")][0]
+    cmd = [line for line in proc.stderr.splitlines() if line.startswith("+ ")][0]
     assert "--image_size 16 --ema_rate 0.5 --max_steps 4 --batch_size 2" in cmd
     assert "--not_a_selfcheck_flag" not in cmd
     assert "done at step 3" in proc.stdout  # the extra flag came last and won
@@ -124,7 +125,7 @@ def test_flag_files_are_plain_shell():
 def test_readme_test_command_is_what_ci_runs():
     readme = (helpers.ROOT / "README.md").read_text()
     block = re.search(r"```(?:bash|sh)?\n(.*?)```", readme, re.S)[1]
-    commands = [l for l in block.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    commands = [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     assert len(commands) == 2, commands
     ci = (helpers.ROOT / ".ci" / "run").read_text()
     assert commands[1].strip() in ci

@@ -11,7 +11,6 @@ from PIL import Image
 from trainkit import checkpoint, data, ema, fileio, logger, npz, precision, run, sampling
 from trainkit.errors import UserError
 
-
 # --- logger -----------------------------------------------------------------------------
 
 def test_logger_writes_table_csv_and_jsonl(tmp_path, capsys):
@@ -64,7 +63,8 @@ def _write_steps(run_dir, steps):
 def test_checkpoint_names_latest_and_reload(tmp_path):
     _write_steps(tmp_path, [10, 20])
     names = sorted(os.listdir(tmp_path))
-    assert names == ["model000010.pt", "model000020.pt", "opt000010.pt", "opt000020.pt", "state000010.pt", "state000020.pt"]
+    assert names == ["model000010.pt", "model000020.pt", "opt000010.pt", "opt000020.pt", "state000010.pt",
+                     "state000020.pt"]
     ck = checkpoint.latest(str(tmp_path))
     assert ck.step == 20 and ck.state["data"] == {"batches": 20}
     assert torch.equal(ck.load("model")["w"], torch.full((3,), 20.0))

@@ -162,7 +162,8 @@ def test_a_class_with_too_few_samples_for_an_error_bar_is_not_judged(tmp_path):
     per_class = {str(c): 0.8 for c in range(3)}
     row = _row(class_recall=dict(per_class, **{"2": 0.1}), class_recall_std={"0": 0.02, "1": 0.02, "2": None},
                class_recall_mean=0.57, class_recall_min=0.1, class_recall_min_class=2)
-    real = _real(tmp_path, class_recall={str(c): 0.9 for c in range(3)}, class_recall_std={str(c): 0.02 for c in range(3)})
+    real = _real(tmp_path, class_recall={str(c): 0.9 for c in range(3)},
+                 class_recall_std={str(c): 0.02 for c in range(3)})
     text = _find(verdict.verdict([_run(tmp_path, "beta", row)], real=real), "Collapse")
     assert "beta is collapsed" not in text and "Too few samples for an error bar, not judged: beta's class 2." in text
     assert "beta's lowest judged recall is 0.800 (class 0)" in text  # not the unjudged class's 0.1
@@ -213,7 +214,8 @@ def test_exact_training_images_are_named_as_copies_and_fresh_draws_are_not(tmp_p
     with Image.open(tmp_path / "figures" / "closest_training_images.png") as im:
         assert im.height > 3 * 2 * 16 * 3  # three rows of pairs, each two 16 px strips at 3x
     copies = {r["run"]: r["copies"] for r in report.read_table(md)}
-    assert copies == {compare.REAL_NAME: report._fmt(real["rows"][0]["copies"]), "copier": "1", "fresh": copies["fresh"]}
+    assert copies == {compare.REAL_NAME: report._fmt(real["rows"][0]["copies"]), "copier": "1",
+                      "fresh": copies["fresh"]}
 
 
 # --- 4. resolving power -----------------------------------------------------------------------
@@ -284,7 +286,8 @@ def test_the_results_table_has_one_link_a_row_and_cost_goes_to_a_second_table(tm
     assert "| 0 | 0.900 ± 0.03 | 0.800 ± 0.02 |" in per_class_table
     # check() and read_table read the two tables as one row per (run, sampler)
     rows = {r["run"]: r for r in report.read_table(md)}
-    assert rows["alpha"]["steps"] == "10" and rows["alpha"]["samples"] == "359" and rows["alpha"]["samples drawn"] == "500"
+    alpha = rows["alpha"]
+    assert alpha["steps"] == "10" and alpha["samples"] == "359" and alpha["samples drawn"] == "500"
     assert "steps" not in rows[compare.REAL_NAME]
     assert report.check(str(tmp_path), ["alpha", "beta"]) == []
     # the job's closing summary starts with held-out real data, as the table writes it
@@ -303,7 +306,8 @@ def test_without_a_test_split_a_held_out_part_of_the_training_folder_is_never_tr
     out = tmp_path / "cmp"
     data_train, heldout, note = compare.hold_out(source, str(out))
     assert (data_train, heldout) == (str(out / "data" / "train"), str(out / "data" / "heldout"))
-    kept, held = sorted(p.name for p in (out / "data" / "train").iterdir()), sorted(p.name for p in (out / "data" / "heldout").iterdir())
+    kept = sorted(p.name for p in (out / "data" / "train").iterdir())
+    held = sorted(p.name for p in (out / "data" / "heldout").iterdir())
     assert len(held) == 6 and len(kept) == 54 and not set(kept) & set(held)
     assert sorted(kept + held) == sorted(p.name for p in (tmp_path / "data" / "train").iterdir())
     assert compare.hold_out(source, str(out))[:2] == (data_train, heldout)

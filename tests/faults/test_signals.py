@@ -152,7 +152,8 @@ def test_one_rank_killed_fails_the_job_without_a_hang(launcher, digits, tmp_path
         # run.sh -> the launcher (mpiexec or torchrun's agent, whose command lines name the
         # module too) -> the ranks
         (launcher_pid,) = process_tree()[proc.pid]
-        ranks = [p for p in descendants(launcher_pid) if family.module.encode() in open(f"/proc/{p}/cmdline", "rb").read()]
+        ranks = [p for p in descendants(launcher_pid)
+                 if family.module.encode() in open(f"/proc/{p}/cmdline", "rb").read()]
         assert len(ranks) == 2, ranks
         os.kill(ranks[-1], signal.SIGKILL)
         # the survivor's collective fails at once (closed connection) or at the process-group

@@ -89,7 +89,7 @@ def _run_child(request) -> int:
     except KeyboardInterrupt:
         traceback.print_exc()
         code = -signal.SIGINT
-    except BaseException:  # noqa: B902 - the interpreter's own last resort, reproduced
+    except BaseException:  # the interpreter's own last resort, reproduced
         traceback.print_exc()
         code = 1
     # the interpreter's shutdown: wait for non-daemon threads, then the atexit functions
@@ -98,7 +98,7 @@ def _run_child(request) -> int:
             t.join()
     try:
         atexit._run_exitfuncs()
-    except BaseException:  # noqa: B902
+    except BaseException:  # as the interpreter: an exit function's error is printed, not raised
         traceback.print_exc()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -3,7 +3,8 @@
 import os
 import sys
 
-import torch  # noqa: F401  (a real interpreter pays for it; a forked child has it already)
+# a real interpreter pays for this import; a forked child has it already
+import torch  # noqa: F401 (preload)
 
 print(f"argv={sys.argv[1:]} cwd={os.getcwd()} probe={os.environ.get('PROBE')} main={__name__}")
 print(f"to stderr {sys.stdin.read() or '(no input)'}", file=sys.stderr)

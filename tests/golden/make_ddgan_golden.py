@@ -21,7 +21,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # tests/, for ddgan_reference
 
-import ddgan_reference  # noqa: E402
+import ddgan_reference  # noqa: E402 (path)
 
 SMALL = dict(num_channels_dae=8, image_size=8, ch_mult=[1, 2], attn_resolutions=(4,))
 GENERATORS = {

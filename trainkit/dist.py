@@ -27,7 +27,7 @@ import torch.distributed as td
 
 from . import mpi_world
 from .errors import UserError
-from .mpi_world import abort_mpi  # noqa: F401 (public: run.main calls dist.abort_mpi)
+from .mpi_world import abort_mpi  # noqa: F401 (re-export)
 
 DEFAULT_TIMEOUT_S = 1800.0
 # where a launcher that does not set LOCAL_RANK says it, first match wins

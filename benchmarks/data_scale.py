@@ -66,7 +66,6 @@ def build_folder(root: str, n: int, size: int) -> float:
 
 def build_lmdb(folder: str, dst: str) -> float:
     import lmdb_export
-
     from trainkit import data
 
     began = time.perf_counter()

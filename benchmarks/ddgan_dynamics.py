@@ -26,10 +26,10 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from ddgan import script_util, train  # noqa: E402
-from ddgan.trainer import Trainer  # noqa: E402
-from evaluations import digits_features, metrics  # noqa: E402
-from trainkit import data, ema, npz  # noqa: E402
+from ddgan import script_util, train  # noqa: E402 (path)
+from ddgan.trainer import Trainer  # noqa: E402 (path)
+from evaluations import digits_features, metrics  # noqa: E402 (path)
+from trainkit import data, ema, npz  # noqa: E402 (path)
 
 
 def flag_file_args(path):

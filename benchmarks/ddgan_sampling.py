@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddgan import upfirdn  # noqa: E402
-from ddgan.diffusion import Diffusion  # noqa: E402
-from ddgan.ncsnpp import GeneratorConfig, NCSNpp  # noqa: E402
+from ddgan import upfirdn
+from ddgan.diffusion import Diffusion
+from ddgan.ncsnpp import GeneratorConfig, NCSNpp
 
 CIFAR10 = GeneratorConfig(image_size=32, num_channels=3, num_channels_dae=128, ch_mult=(1, 2, 2, 2),
                           num_res_blocks=2, attn_resolutions=(16,), n_mlp=4, nz=100, z_emb_dim=256)

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from evaluations.frechet import frechet_distance, frechet_distance_of_samples  # noqa: E402
+from evaluations.frechet import frechet_distance, frechet_distance_of_samples
 
 
 def seconds(fn, rounds):

@@ -25,7 +25,7 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from evaluations import inception  # noqa: E402
+from evaluations import inception  # noqa: E402 (path)
 
 
 def make_folder(path, n, size, seed=0):

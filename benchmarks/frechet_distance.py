@@ -17,9 +17,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pytorch_fid.fid_score import calculate_frechet_distance  # noqa: E402
+from pytorch_fid.fid_score import calculate_frechet_distance
 
-from evaluations.frechet import frechet_distance  # noqa: E402
+from evaluations.frechet import frechet_distance
 
 
 def statistics(rng, samples, dims):

@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gans import dcgan  # noqa: E402
-from gans.trainer import GANTrainer  # noqa: E402
+from gans import dcgan
+from gans.trainer import GANTrainer
 
 
 def timed(fn, repeats):

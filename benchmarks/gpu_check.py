@@ -50,10 +50,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)  # run as a script: the repository's packages (none of these imports torch)
 sys.path.insert(0, HERE)  # loaded from its path (the tests): its child jobs beside it
-from gpu_check_jobs import _build_task, child_env_info, child_fid, child_flops, last_line  # noqa: E402, F401
+from gpu_check_jobs import _build_task, child_env_info, child_fid, child_flops, last_line  # noqa: E402, F401 (path, re-export)
 
-from evaluations import stages  # noqa: E402
-from trainkit import flagfile, progress_file  # noqa: E402
+from evaluations import stages  # noqa: E402 (path)
+from trainkit import flagfile, progress_file  # noqa: E402 (path)
 
 FAMILIES = ("improved_diffusion", "ddgan", "dcgan")
 PRECISIONS = ("fp32", "fp16", "bf16")

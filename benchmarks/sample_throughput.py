@@ -27,7 +27,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from train_throughput import CONFIG, ROOT, peak_rss_mb  # noqa: E402
+from train_throughput import CONFIG, ROOT, peak_rss_mb  # noqa: E402 (path)
 
 
 def build(create, defaults, respacing):

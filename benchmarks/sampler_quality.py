@@ -25,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from evaluations import compare  # noqa: E402
+from evaluations import compare  # noqa: E402 (path)
 
 SAMPLERS = [  # label, flags, NFE
     ("ddpm-100", ["--timestep_respacing", "100"], 100),

@@ -23,8 +23,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from evaluations import compare  # noqa: E402
-from trainkit import fileio  # noqa: E402
+from evaluations import compare  # noqa: E402 (path)
+from trainkit import fileio  # noqa: E402 (path)
 
 # family (a RUNS name of the config) -> [(label, extra train flags[, model flags])]; the first is the
 # flag file as is (for ddgan since 2026-12-02 candidate 19's --batch_size 8 --d_steps 3; the rows

@@ -22,8 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from trainkit import fileio, run  # noqa: E402
-from trainkit.errors import UserError  # noqa: E402
+from trainkit import fileio, run  # noqa: E402 (path)
+from trainkit.errors import UserError  # noqa: E402 (path)
 
 
 def parser(description: str, default_out: str):

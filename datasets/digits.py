@@ -18,10 +18,10 @@ from sklearn.datasets import load_digits
 # `python datasets/digits.py` puts datasets/ on sys.path, not the repository: add it for trainkit.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tqdm import tqdm  # noqa: E402
+from tqdm import tqdm
 
-from trainkit import fileio, run  # noqa: E402
-from trainkit.errors import UserError  # noqa: E402
+from trainkit import fileio, run
+from trainkit.errors import UserError
 
 
 def split_indices(n: int, test_fraction: float, seed: int):

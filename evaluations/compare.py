@@ -42,8 +42,8 @@ from trainkit.errors import UserError
 from . import report
 
 # the job's parts, by their names here too (benchmarks and tests use evaluations.compare.X)
-from .compare_config import drop_flag, guidance_scale, parse_pictures, parse_runs, posthoc_label, read_config  # noqa: F401
-from .compare_progress import (  # noqa: F401
+from .compare_config import drop_flag, guidance_scale, parse_pictures, parse_runs, posthoc_label, read_config  # noqa: F401 (re-export)
+from .compare_progress import (  # noqa: F401 (re-export)
     Progress,
     budget_text,
     clock,
@@ -52,7 +52,7 @@ from .compare_progress import (  # noqa: F401
     latest_sampling,
     stage_detail,
 )
-from .compare_run import (  # noqa: F401
+from .compare_run import (  # noqa: F401 (re-export)
     compare_run,
     find_samples,
     network_evaluations,
@@ -61,8 +61,8 @@ from .compare_run import (  # noqa: F401
     read_options,
     read_quality,
 )
-from .judging import CLOSEST_PAIRS, HELDOUT_SPLITS, REAL_NAME, Judging, hold_out, judge, judge_images, judge_real  # noqa: F401
-from .stages import Stage, command_identity, last_error_line, pick_launcher, run_sh  # noqa: F401
+from .judging import CLOSEST_PAIRS, HELDOUT_SPLITS, REAL_NAME, Judging, hold_out, judge, judge_images, judge_real  # noqa: F401 (re-export)
+from .stages import Stage, command_identity, last_error_line, pick_launcher, run_sh  # noqa: F401 (re-export)
 
 # flags/, launch/ and datasets/: the checkout's, or an installed wheel's copies (trainkit.resources)
 ROOT = resources.ROOT

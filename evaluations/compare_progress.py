@@ -8,7 +8,7 @@ import sys
 import time
 
 # a running training's last complete progress.csv row (trainkit's one progress-file reader)
-from trainkit.progress_file import latest_progress  # noqa: F401
+from trainkit.progress_file import latest_progress  # noqa: F401 (re-export)
 
 
 def clock(seconds: float) -> str:
@@ -50,7 +50,8 @@ def stage_detail(seconds: float, latest=None, deadline_in=None) -> str:
     parts = [f"running for {clock(seconds)}"]
     if latest and "samples_total" in latest:
         return ", ".join(parts + sampling_detail(latest))
-    number = lambda k: latest.get(k) if latest and isinstance(latest.get(k), float) else None  # noqa: E731
+    def number(k):
+        return latest.get(k) if latest and isinstance(latest.get(k), float) else None
     if number("step") is not None:
         parts.append(f"step {int(number('step')):,}")
     if number("img_per_sec") is not None:

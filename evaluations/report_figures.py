@@ -12,14 +12,14 @@ import shutil
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image, ImageDraw
 
-from trainkit import fileio, logger, npz  # noqa: E402
+from trainkit import fileio, logger, npz
 
-from .grid import grid_image  # noqa: E402
-from .verdict import _label  # noqa: E402
+from .grid import grid_image
+from .verdict import _label
 
 
 def _save_figure(fig, path):

@@ -106,7 +106,8 @@ def _md_block(block, rel) -> list:
 
 def markdown(title: str, sections: list, out: str) -> str:
     """The report as markdown; images are linked relative to `out`, the report's folder."""
-    rel = lambda p: os.path.relpath(p, out)  # noqa: E731
+    def rel(p):
+        return os.path.relpath(p, out)
     lines = [f"# {title}", ""]
     for section in sections:
         lines += ["#" * section.level + " " + section.title, ""]
@@ -163,14 +164,16 @@ def _html_block(block, rel) -> str:
     if isinstance(block, Gallery):
         return _gallery(block.items)
     if isinstance(block, Links):
-        link = lambda p: f"<a href='{html.escape(rel(p))}'>{html.escape(rel(p))}</a>"  # noqa: E731
+        def link(p):
+            return f"<a href='{html.escape(rel(p))}'>{html.escape(rel(p))}</a>"
         return "<ul>" + "".join(f"<li>{link(p)}: {html.escape(what)}</li>" for what, p in block.items) + "</ul>"
     raise TypeError(f"unknown report block {type(block).__name__}")
 
 
 def html_document(title: str, sections: list, out: str) -> str:
     """The report as one HTML file: every figure inlined as a data URI, links relative to `out`."""
-    rel = lambda p: os.path.relpath(p, out)  # noqa: E731
+    def rel(p):
+        return os.path.relpath(p, out)
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
          f"<style>{STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
     for section in sections:

@@ -52,7 +52,8 @@ def kid_column(fd_name: str):
 def table_rows(results: list, out: str, kid_factor=1, real=None) -> list:
     """One row per (run, sampler), the held-out real data's first when there is one: list of
     (text, link or None) cells in COLUMNS' order; KID times `kid_factor` (see `kid_column`)."""
-    rel = lambda p: os.path.relpath(p, out) if p else None  # noqa: E731
+    def rel(p):
+        return os.path.relpath(p, out) if p else None
     rows = []
     for r in ([real] if real else []) + list(results):
         untrained = os.path.join(r["dir"], "untrained-samples")
@@ -93,7 +94,8 @@ def _failure(r, row, rel):
 def cost_rows(results: list, out: str) -> list:
     """The second table: training and sampling cost of each (run, sampler), COST_COLUMNS' order;
     failed rows are in the results table only."""
-    rel = lambda p: os.path.relpath(p, out) if p else None  # noqa: E731
+    def rel(p):
+        return os.path.relpath(p, out) if p else None
     rows = []
     for r in results:
         train_dir = os.path.join(r["dir"], "train")

@@ -87,7 +87,8 @@ def _ranking_sentence(title, what, judged, key, std_key, higher_better):
     best, ties, rest = _ranked(judged, key, std_key, higher_better)
     if best is None:
         return None
-    fmt = lambda j: f"{j[0]} ({_pm(j[2][key], j[2].get(std_key))})"  # noqa: E731
+    def fmt(j):
+        return f"{j[0]} ({_pm(j[2][key], j[2].get(std_key))})"
     text = f"**{title}** ({what}): best is {fmt(best)}"
     if ties:
         text += "; its error bar overlaps " + ", ".join(fmt(j) for j in ties) + ", so these are not told apart"
@@ -270,7 +271,8 @@ def _fd_sentence(judged, real_row, fd_name):
     if not group:
         return ranking[:-1] + (f"; held-out real data ({real_fd}) is beyond every row's error bar (at n = {n} "
                                f"the smallest {fd_name} difference told apart is about {delta:.2g}).")
-    fmt = lambda j: f"{j[0]} ({_pm(j[2]['fd_digits'], j[2].get('fd_std'))})"  # noqa: E731
+    def fmt(j):
+        return f"{j[0]} ({_pm(j[2]['fd_digits'], j[2].get('fd_std'))})"
     several = len(group) > 1
     text = (f"**Both at once** ({fd_name}, lower is better): " + ", ".join(fmt(j) for j in group)
             + f" {'are' if several else 'is'} within the resolving power of held-out real data ({real_fd}): at n = {n} "
@@ -289,7 +291,8 @@ def _fd_sentence(judged, real_row, fd_name):
         best, ties, rest = _ranked(group, key, std_key, higher)
         if not apart and not rest:
             continue
-        val = lambda row: _pm(row[key] * factor, None if row.get(std_key) is None else row[std_key] * factor)  # noqa
+        def val(row):
+            return _pm(row[key] * factor, None if row.get(std_key) is None else row[std_key] * factor)
         text += (f" {name.capitalize() if name[0].islower() else name} still separates them: held-out real data "
                  f"{val(real_row)}, " + ", ".join(f"{j[0]} {val(j[2])}" for j in group))
         parts = []
@@ -311,7 +314,8 @@ def _copies_sentence(judged, real_row):
     limit = (real_row.get("copy_threshold") or {}).get("pixels")
     q = (real_row.get("copy_threshold") or {}).get("quantile", 0.05)
     rc, rcs = real_row["copies"], real_row.get("copies_std") or 0.0
-    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    def pct(v):
+        return f"{100 * v:.1f}%"
     more = [j for j in rows if j[2]["copies"] - rc > COPY_Z * math.hypot(j[2].get("copies_std") or 0.0, rcs)]
     text = (f"**Copies of the training set** (share of samples whose nearest training image is closer in pixels than "
             f"{pct(1 - q)} of held-out real images' nearest training image, an RMS pixel distance of "

@@ -121,7 +121,8 @@ def main():
     task = build_task(args, d, logger=r.logger)
     G, D, batches = task.G, task.D, task.batches
     total = loop.total_steps(args.max_steps or args.epochs * batches.batches_per_epoch)
-    n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    def n_params(m):
+        return sum(p.numel() for p in m.parameters())
     r.logger.log(f"{args.model}: G {n_params(G):,} / D {n_params(D):,} parameters, {len(d)} images, "
                  f"{d.num_classes} classes, {batches.batches_per_epoch} steps per epoch, training to step {total}")
     loop.Loop(r, task, batches, total_steps=total, log_interval=args.log_interval,

@@ -6,7 +6,7 @@ import torch
 
 from trainkit import data, run, sampling
 from trainkit.errors import UserError
-from trainkit.interpolation import interpolation_row, lerp, output_paths, slerp, write_grid_and_npz  # noqa: F401 re-export
+from trainkit.interpolation import interpolation_row, lerp, output_paths, slerp, write_grid_and_npz  # noqa: F401 (re-export)
 
 from . import samplers
 from .cli import resolve_model_file

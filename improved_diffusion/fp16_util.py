@@ -21,12 +21,12 @@ def _convert(module, dtype):
             module.bias.data = module.bias.data.to(dtype)
 
 
-def convert_module_to_f16(l):  # noqa: E741 (openai's parameter name)
+def convert_module_to_f16(l):  # noqa: E741 (openai)
     """Make a convolution's weight and bias float16 (other modules are left alone)."""
     _convert(l, torch.float16)
 
 
-def convert_module_to_f32(l):  # noqa: E741 (openai's parameter name)
+def convert_module_to_f32(l):  # noqa: E741 (openai)
     """Make a convolution's weight and bias float32 again (undoes convert_module_to_f16)."""
     _convert(l, torch.float32)
 

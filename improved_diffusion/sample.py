@@ -28,7 +28,7 @@ from .cli import (
     resolve_model_file,
     saved_options,
 )
-from .draw import SAMPLE_BLOCK, InBlocks, draw, invariant_block  # noqa: F401 re-export (SAMPLE_BLOCK, InBlocks)
+from .draw import SAMPLE_BLOCK, InBlocks, draw, invariant_block  # noqa: F401 (re-export)
 from .guidance import check_guidance
 from .respace import space_timesteps
 

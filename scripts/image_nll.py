@@ -14,7 +14,7 @@ import sys
 # improved_diffusion installed in the environment, openai's included).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from improved_diffusion.nll import main  # noqa: E402
+from improved_diffusion.nll import main
 
 if __name__ == "__main__":
     main()

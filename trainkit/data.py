@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 
 from . import cifar_layout, dist, npz
-from .decode_cache import CACHE_ENV, CACHE_MB_ENV, DECODERS_ENV, DEFAULT_CACHE_MB, decoded, sweep_leftovers  # noqa: F401 (public names)
+from .decode_cache import CACHE_ENV, CACHE_MB_ENV, DECODERS_ENV, DEFAULT_CACHE_MB, decoded, sweep_leftovers  # noqa: F401 (re-export)
 from .errors import UserError
-from .images import (  # noqa: F401
+from .images import (  # noqa: F401 (re-export)
     DECODE_BLOCK,
     IMAGE_EXTENSIONS,
     PROGRESS_MIN_IMAGES,
@@ -33,7 +33,7 @@ from .images import (  # noqa: F401
     load_image,
     pil_mode,
 )
-from .lmdb_data import LMDB_INSTALL, find_lmdb, lmdb_image, lmdb_order, open_lmdb  # noqa: F401 (public names)
+from .lmdb_data import LMDB_INSTALL, find_lmdb, lmdb_image, lmdb_order, open_lmdb  # noqa: F401 (re-export)
 
 
 class ImageData:

@@ -43,7 +43,7 @@ import blobfile as bf
 from . import dist
 from .errors import UserError
 from .fileio import is_local
-from .log_writers import (  # noqa: F401 (public)
+from .log_writers import (  # noqa: F401 (re-export)
     WANDB_ID_RESERVED,
     WANDB_PROJECT,
     WANDB_RUN_ID_FILE,
@@ -56,7 +56,7 @@ from .log_writers import (  # noqa: F401 (public)
     image_array,
     recorded_wandb_id,
 )
-from .progress_file import latest_progress, read_progress  # noqa: F401 (public names)
+from .progress_file import latest_progress, read_progress  # noqa: F401 (re-export)
 
 LOG_FILES = ("log.txt", "progress.csv", "stats.jsonl")
 DEFAULT_FORMATS = ("stdout", "log", "csv", "jsonl")  # the table on stdout, then one file each, named by FILE_NAMES

@@ -72,10 +72,10 @@ from tqdm import tqdm
 
 from . import checkpoint, dist, rng, run, stop
 from .errors import UserError
-from .quality import QUALITY_COLUMNS, QUALITY_FILE, ProbeSchedule  # noqa: F401 (public names)
-from .replicas import check_consistency, parameter_fingerprint  # noqa: F401 (public names)
-from .stepstats import _BAD_BASE, StepStats  # noqa: F401 (public names)
-from .vote import MAX_VOTE_GAP_S, VOTE_SHARE, StopVote, vote_interval  # noqa: F401 (public names)
+from .quality import QUALITY_COLUMNS, QUALITY_FILE, ProbeSchedule  # noqa: F401 (re-export)
+from .replicas import check_consistency, parameter_fingerprint  # noqa: F401 (re-export)
+from .stepstats import _BAD_BASE, StepStats  # noqa: F401 (re-export)
+from .vote import MAX_VOTE_GAP_S, VOTE_SHARE, StopVote, vote_interval  # noqa: F401 (re-export)
 
 
 def _now() -> float:

@@ -36,7 +36,7 @@ import torch
 from . import checkpoint, dist
 from .errors import UserError
 from .fileio import TMP_PREFIX, is_local, remove_leftovers, write_text
-from .flags import (  # noqa: F401 (public)
+from .flags import (  # noqa: F401 (re-export)
     NONNEG_FLOAT,
     NONNEG_INT,
     POSITIVE_FLOAT,
@@ -51,8 +51,8 @@ from .flags import (  # noqa: F401 (public)
     str2bool,
 )
 from .logger import Logger, require_tensorboard, require_wandb
-from .rng import reseed, rng_state, seed_all, set_rng_state  # noqa: F401 (public names)
-from .stop import _signals, deadline, install_signal_handlers, signalled, stop_requested, stopped_message  # noqa: F401
+from .rng import reseed, rng_state, seed_all, set_rng_state  # noqa: F401 (re-export)
+from .stop import _signals, deadline, install_signal_handlers, signalled, stop_requested, stopped_message  # noqa: F401 (re-export)
 
 
 class Run:

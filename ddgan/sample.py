@@ -197,25 +197,18 @@ def write_reference_images(npz_path, dataset, batch_size, folder_of_images, logg
     return out
 
 
-def _model_flags(args):
-    """(reference defaults, the run's saved model flags, the model flags given on the command line)."""
-    defaults = vars(script_util.add_model_args(run.ArgumentParser()).parse_args([]))
-    path = args.model_path.rstrip("/")  # main_sample has resolved --exp / --epoch_id into it
-    saved = {k: v for k, v in run.load_options(path, missing_ok=True).items() if k in defaults}
-    given = {k: v for k, v in vars(args).items() if k in defaults and v is not None}
-    return defaults, saved, given
+def _model_defaults():
+    """The reference's model flags with their defaults."""
+    return vars(script_util.add_model_args(run.ArgumentParser()).parse_args([]))
 
 
 def model_options(args):
     """Reference defaults < the run's options.json < flags given on the command line."""
-    defaults, saved, given = _model_flags(args)
+    defaults = _model_defaults()
+    path = args.model_path.rstrip("/")  # main_sample has resolved --exp / --epoch_id into it
+    saved = {k: v for k, v in run.load_options(path, missing_ok=True).items() if k in defaults}
+    given = {k: v for k, v in vars(args).items() if k in defaults and v is not None}
     return {**defaults, **saved, **given}
-
-
-def checkpoint_contradictions(args):
-    """The model flags given on the command line that the run's options.json contradicts."""
-    _, saved, given = _model_flags(args)
-    return checkpoint.flag_contradictions(given, saved, run.options_file(args.model_path.rstrip("/")))
 
 
 AVERAGE_PREFIXES = ("ema_", "phema_")  # every average trainkit writes: ema_<rate>_, ema_kimg.._, phema_.._
@@ -263,7 +256,8 @@ def load_generator(args, o, device):
     trained = run.load_options(args.model_path.rstrip("/"), missing_ok=True)  # the run's --ema_decay
     prefix, path = pick_weights(ck, args.weights, trained.get("ema_decay"), named_weights(args.model_path))
     generator = script_util.build_generator(o)
-    script_util.load_weights(generator, checkpoint.load(path), path, contradictions=checkpoint_contradictions(args))
+    misfits = checkpoint.saved_flag_contradictions(args.model_path, vars(args), _model_defaults())
+    script_util.load_weights(generator, checkpoint.load(path), path, contradictions=misfits)
     return generator.to(device).eval(), path
 
 

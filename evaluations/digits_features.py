@@ -39,7 +39,7 @@ CONFIG = {"version": 1, "seed": 0, "epochs": 20, "batch_size": 64, "lr": 2e-3, "
 # The root-mean-square coordinate of the 64 features over the digits train split at 16 px, the
 # network's input and training size and reference_stats' default (`feature_rms()`:
 # sqrt(mean(features(digits_images("train", 16)[0]) ** 2)), 8.3093 with the network CONFIG
-# trains; tests/test_eval_metrics.py recomputes it to 1%). The test split at 16 px gives 8.33,
+# trains; tests/unit/test_eval_metrics.py recomputes it to 1%). The test split at 16 px gives 8.33,
 # the train split at the native 8 px 7.59 and at 32 px 8.00: within 9% at every export size,
 # which is all that KID's use of it needs (evaluations.metrics.Extractor.kid_scale). KID is
 # computed on the features divided by it, so that its kernel's argument x·y/d is of order 1 as

@@ -164,7 +164,7 @@ def class_recall_std(ref_features, ref_labels, features, labels, k=3, rounds=50,
 def precision_recall_std(ref_features, features, k=3, rounds=50, seed=0):
     """(std of precision, std of recall) between draws of the samples, from `rounds` random
     halves of them. Recall's randomness comes from the samples, whose balls define the manifold,
-    so a binomial over the reference points understates it (about half, tests/test_eval_metrics.py);
+    so a binomial over the reference points understates it (about half, tests/unit/test_eval_metrics.py);
     a bootstrap's repeated points would have a neighbour at distance 0 and shrink their balls.
     The spread of a mean over halves drawn from a fixed set is the whole set's std (the
     finite-population factor 1 - m/n is 1/2), and that holds for recall too in simulation."""

@@ -30,7 +30,7 @@ class InBlocks:
     is in (measured: 1e-7, enough to flip uint8 pixels after a few hundred steps). No kernel
     here mixes the values of different rows, so with the call size and the row fixed by the
     sample index, a sample is computed the same way whatever --batch_size or the number of
-    ranks (tests/test_id_train.py). Used on the CPU; on GPUs the batch is kept as it is (and
+    ranks (tests/contract/test_id_train.py). Used on the CPU; on GPUs the batch is kept as it is (and
     bitwise equality is not promised). Blocks of 8 keep most of batching's speed (2.5x batch
     1 on the digits model); block 1 is one sample per call.
     """

@@ -3,9 +3,9 @@
 The reference's model files are read from the clone ($DDGAN_REFERENCE_REPO, default the build
 machine's mirror) into a temporary directory; nothing of it is part of this repository. Its
 CUDA ops are replaced by their CPU definitions (upfirdn2d_native, taken from the same clone, and
-leaky_relu(x + b, 0.2) * sqrt 2). Used by tests/test_ddgan_reference.py (when a clone is at hand)
+leaky_relu(x + b, 0.2) * sqrt 2). Used by tests/unit/test_ddgan_reference.py (when a clone is at hand)
 and by tests/golden/make_ddgan_golden.py, which records the reference's outputs once so that CI
-compares against them without a clone (tests/test_ddgan_golden.py).
+compares against them without a clone (tests/unit/test_ddgan_golden.py).
 """
 
 import argparse

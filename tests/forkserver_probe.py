@@ -1,4 +1,4 @@
-"""A script for tests/test_forkserver.py: prints what a process sees, then exits as asked."""
+"""A script for tests/unit/test_forkserver.py: prints what a process sees, then exits as asked."""
 
 import os
 import sys

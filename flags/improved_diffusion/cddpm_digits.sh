@@ -3,7 +3,7 @@
 # row to the label embedding (recorded in options.json, so the samplers rebuild it).
 # Sampling guides with uncond + w (cond - uncond), w = --guidance_scale (1: the conditional model, no
 # guidance; docs/improved_diffusion.md, "Classifier-free guidance"). On the 8 px digits after 200 steps
-# (tests/test_id_guidance.py) class accuracy went 0.13 / 0.64 / 0.98 at w = 0 / 1 / 3; this file's
+# (tests/unit/test_id_guidance.py) class accuracy went 0.13 / 0.64 / 0.98 at w = 0 / 1 / 3; this file's
 # w = 3 is that measurement's, not one tuned on this 16 px model.
 #   bash launch/run.sh mpiexec 2 flags/improved_diffusion/cddpm_digits.sh improved_diffusion.train --logdir runs/cddpm
 #   bash launch/run.sh mpiexec 2 flags/improved_diffusion/cddpm_digits.sh improved_diffusion.sample --model_path runs/cddpm

@@ -63,7 +63,7 @@ FAMILIES = {
 
 # The runtime's own smallest loop (trainkit.selfcheck): what the kill -9, SIGTERM and dead-rank
 # tests run. Those paths (atomic checkpoints, the stop vote, resume) are trainkit's, shared by
-# every family; each family's own part of a resume is tests/test_task_contract.py's.
+# every family; each family's own part of a resume is tests/contract/test_task_contract.py's.
 SELFCHECK = Family("selfcheck", "trainkit.selfcheck", None, ["--batch_size", "4", "--log_interval", "1"],
                    "--resume_checkpoint", ("model", "ema_0.99_", "ema_0.9_", "opt", "state"))
 

@@ -1,5 +1,5 @@
 """The diffusion samplers' oracle: a Gaussian mixture's exact denoiser, in closed form, standing
-in for a network (tests/test_id_samplers.py explains the maths)."""
+in for a network (tests/unit/test_id_samplers.py explains the maths)."""
 
 import math
 

@@ -3,7 +3,7 @@
 The run is the runtime's self-check (trainkit.selfcheck): what a kill can break (atomic
 checkpoint writes, finding the newest complete step, removing leftovers, restoring RNG and data
 position) is trainkit's, the same code for every family; that each family's own state comes back
-bit for bit from its files is tests/test_task_contract.py's.
+bit for bit from its files is tests/contract/test_task_contract.py's.
 
 The run checkpoints every step and restarts with `--resume_checkpoint auto` (ddgan: `--resume
 auto`), the command line a preempted job or torchrun --max-restarts repeats. After every kill:

@@ -1,7 +1,7 @@
 """Preemption and dead ranks, with 2 ranks under the real launchers, on the runtime's
 self-check (trainkit.selfcheck): the stop vote, the signal handling of launch/run.sh and of the
 loop, and the dead-rank timeouts are trainkit's, the same for every family (each family's own
-SIGTERM at a step: tests/test_gans_cli.py and the families' launcher tests).
+SIGTERM at a step: tests/contract/test_gans_cli.py and the families' launcher tests).
 
 - SIGTERM to the launcher (launch/run.sh, which is what tmux, Slurm and users start): every
   rank finishes its step, checkpoints it and exits 0, so the launcher exits 0, within 30 s; the

@@ -1,4 +1,4 @@
-"""Record NVlabs/denoising-diffusion-gan's network outputs once, for tests/test_ddgan_golden.py.
+"""Record NVlabs/denoising-diffusion-gan's network outputs once, for tests/unit/test_ddgan_golden.py.
 
     python tests/golden/make_ddgan_golden.py [--repo CLONE] [--out tests/golden/ddgan_reference.pt]
 

@@ -162,7 +162,7 @@ def test_minibatch_std_and_sync_bn_on_the_fc_models():
 
 
 def test_a_cgan_checkpoint_is_refused_by_a_gan_trainer(tmp_path):
-    """Resume round trips of every kind: tests/test_task_contract.py. Here: the kind is checked."""
+    """Resume round trips of every kind: tests/contract/test_task_contract.py. Here: the kind is checked."""
     torch.manual_seed(0)
     G, D = models.create_models("cgan", 6, nz=4, ngf=2, ndf=2, channels=1, num_classes=3)
     t = GANTrainer(G, D, device="cpu", ema_rates="0.5")

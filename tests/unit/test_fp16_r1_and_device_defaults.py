@@ -1,6 +1,6 @@
 """Issue 39 item 7: trainkit.gan.r1_penalty can loss-scale the fp16 R1 gradient (precision=), and
 gans.interpolate runs on the training device, as the samplers do. Both GAN Tasks pass D's
-Precision (gans: tests/test_gans_r1_fp16.py checks it through the step; ddgan keeps its
+Precision (gans: tests/unit/test_gans_r1_fp16.py checks it through the step; ddgan keeps its
 minibatch-std statistics in fp32, whose double backward overflowed fp16 before)."""
 
 

@@ -2,7 +2,7 @@
 
 Tiny digits runs (16 px, 8-channel networks, a few steps), one per launcher: losses finite, a
 grid PNG, an npz that does not depend on the rank count. (A resume's bits: the family's in
-tests/test_task_contract.py, the launchers' in tests/test_trainkit_dist.py.)
+tests/contract/test_task_contract.py, the launchers' in tests/e2e/test_trainkit_dist.py.)
 """
 
 import json

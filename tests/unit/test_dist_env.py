@@ -1,4 +1,4 @@
-"""Rank and rendezvous settings read from the environment, in process (from tests/test_hosts_netns.py,
+"""Rank and rendezvous settings read from the environment, in process (from tests/e2e/test_hosts_netns.py,
 whose multi-host runs use them)."""
 
 from trainkit import dist, elastic

@@ -1,4 +1,4 @@
-"""docs/operations.md's Slurm section matches launch/slurm.sbatch (from tests/test_slurm_real.py,
+"""docs/operations.md's Slurm section matches launch/slurm.sbatch (from tests/e2e/test_slurm_real.py,
 which runs the script on a real cluster)."""
 
 import re

@@ -1,6 +1,6 @@
 """ddgan.train / ddgan.sample from the command line: 2 ranks under mpiexec and torchrun on the
-digits (one run per launcher; a resume's bits are tests/test_task_contract.py's and, under the
-launchers, tests/test_trainkit_dist.py's), npz independent of the rank count, one-line refusals."""
+digits (one run per launcher; a resume's bits are tests/contract/test_task_contract.py's and, under the
+launchers, tests/e2e/test_trainkit_dist.py's), npz independent of the rank count, one-line refusals."""
 
 import csv
 import math

@@ -52,7 +52,7 @@ def params(model):
 def test_fp16_starts_at_openais_loss_scale_and_grows_at_its_rate(tmp_path):
     """openai's initial lg_loss_scale is 20, raised by fp16_scale_growth per good step: the scale
     doubles every round(1 / growth) good steps. (The skip of an overflowing step, the fp32 master
-    weights and the checkpointed scale: tests/test_task_contract.py, for every family.)"""
+    weights and the checkpointed scale: tests/contract/test_task_contract.py, for every family.)"""
     t = loop(tmp_path, "fp16")
     assert t.precision.scale == 2.0**20
     assert t.precision.scaler.get_growth_interval() == 1000

@@ -1,5 +1,5 @@
 """torch.compile's and DDP's wrapper prefixes are taken off a state dict when it is read (from
-tests/test_compile.py, whose compiled runs write them)."""
+tests/e2e/test_compile.py, whose compiled runs write them)."""
 
 import torch
 

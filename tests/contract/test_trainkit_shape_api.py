@@ -16,7 +16,7 @@ import helpers
 from trainkit import checkpoint, dist, ema, gan, npz, phema, precision
 from trainkit.errors import UserError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # --- C1: checkpoint.sampling_weights ------------------------------------------------------------

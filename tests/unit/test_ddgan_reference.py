@@ -1,7 +1,7 @@
 """Our networks against NVlabs/denoising-diffusion-gan's own modules, when a clone is at hand
 (tests/ddgan_reference.py loads them). Same random weights in both, same inputs: the outputs
 must agree. Skipped when no clone is available; CI compares against the reference's recorded
-outputs instead (tests/test_ddgan_golden.py).
+outputs instead (tests/unit/test_ddgan_golden.py).
 """
 
 import pytest

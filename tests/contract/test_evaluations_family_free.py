@@ -1,7 +1,7 @@
 """Issue 38, item 1's acceptance: evaluations/ names no family. No code in evaluations/*.py
 compares a value with a family's package name or keys a dict (or a lookup) by one: what
 evaluation needs comes from the run directory (the samples' info json, options.json) and the
-flag files, so a new family needs no edit there (tests/test_toy_family.py adds one)."""
+flag files, so a new family needs no edit there (tests/e2e/test_toy_family.py adds one)."""
 
 import ast
 

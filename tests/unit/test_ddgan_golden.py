@@ -14,7 +14,9 @@ from ddgan.ncsnpp import GeneratorConfig, NCSNpp
 from ddgan_reference import options, random_weights
 from golden.make_ddgan_golden import GENERATORS, discriminator_inputs, fingerprint, generator_inputs
 
-GOLDEN = torch.load(os.path.join(os.path.dirname(__file__), "golden", "ddgan_reference.pt"), weights_only=True)
+GOLDEN_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden",
+                           "ddgan_reference.pt")  # tests/golden/
+GOLDEN = torch.load(GOLDEN_FILE, weights_only=True)
 OURS = {"Discriminator_small": DiscriminatorSmall, "Discriminator_large": DiscriminatorLarge}
 
 

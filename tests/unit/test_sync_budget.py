@@ -141,7 +141,7 @@ def test_selfcheck_sync_budget():
 def test_device_labels_are_checked_without_a_host_read():
     """cdcgan's forward on labels that live on a device (meta here: no values at all) asserts
     their range on the device instead of reading min/max back; host labels still get the
-    one-line error (tests/test_gans_dcgan.py)."""
+    one-line error (tests/unit/test_gans_dcgan.py)."""
     from gans import dcgan
 
     y = torch.tensor([3, 10], device="meta")
@@ -168,4 +168,4 @@ def test_counter_names_call_sites():
     assert kinds == ["item()", "__int__()", "torch.as_tensor(host ndarray, device=)", "host tensor .to(device)",
                      "torch.bincount", "bool-mask indexing", "host tensor .to(device)",
                      "pre-step tensor .to(device)"], kinds
-    assert all(site.startswith("tests/test_sync_budget.py:") for _, site in syncs.records), syncs.report()
+    assert all(site.startswith("tests/unit/test_sync_budget.py:") for _, site in syncs.records), syncs.report()

@@ -70,7 +70,7 @@ def test_mpiexec_loss_falls_and_the_importance_sampler_hears_both_ranks(straight
 @pytest.mark.slow
 def test_torchrun_gives_the_bits_of_mpiexec(straight, digits, tmp_path):
     """The launcher does not change the numbers: 10 steps under torchrun are the 10 under
-    mpiexec, bit for bit. (Stop and resume under the launchers: tests/test_trainkit_dist.py.)"""
+    mpiexec, bit for bit. (Stop and resume under the launchers: tests/e2e/test_trainkit_dist.py.)"""
     run_dir = tmp_path / "torchrun"
     train("torchrun", 2, digits(16), run_dir, "--max_steps", "10", "--save_interval", "5", *SAMPLER)
     assert_same_checkpoint(straight, run_dir, 10)
@@ -129,7 +129,7 @@ def test_bad_input_is_one_line(digits, tmp_path, args, message):
 def test_grayscale_trains_one_channel_and_samples_x1(digits, tmp_path):
     """--image_channels 1: the loader keeps grey, the UNet takes 1 channel and returns 2 (mean and
     variance, learn_sigma), samples are Nx16x16x1, and the converters, grids and FD-digits read them.
-    (Its resume is bit for bit: tests/test_task_contract.py trains a one-channel UNet.)"""
+    (Its resume is bit for bit: tests/contract/test_task_contract.py trains a one-channel UNet.)"""
     straight = tmp_path / "straight"
     train("local", 1, digits(16), straight, "--image_channels", "1", "--save_interval", "4", "--max_steps", "4")
     weights = torch.load(straight / "model000004.pt", weights_only=True)

@@ -93,14 +93,6 @@ def checkpoint_contradictions(args, state_dict) -> list:
     return found + checkpoint.flag_contradictions(flags, shown, "the checkpoint")
 
 
-def settled_ema(ck):
-    """The checkpoint's settled fixed-rate EMA, else "model": trainkit.checkpoint.sampling_weights
-    without the training loop's record (the highest rate whose share of the initial weights,
-    rate**step, is under 1%: after 600 steps a 0.999 average is still half initial noise while
-    0.99 has forgotten it; for a long run the paper's 0.9999). Samplers take sampling_weights."""
-    return checkpoint.sampling_weights(checkpoint.Checkpoint(ck.dir, ck.step, ck.files))
-
-
 def resolve_model_file(path, ema_first=True):
     """A .pt file as given, or for a run directory the file of its newest checkpoint that
     trainkit.checkpoint.sampling_weights names (ema_first False: its model file)."""

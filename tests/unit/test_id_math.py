@@ -440,8 +440,8 @@ def test_class_conditional_unet_and_checkpointing_give_same_gradients():
 
 def test_run_directory_samples_the_settled_ema():
     """rate**step is the EMA's leftover share of the initial weights: pick the highest rate under 1%."""
-    from improved_diffusion.cli import settled_ema
     from trainkit.checkpoint import Checkpoint
+    from trainkit.checkpoint import sampling_weights as settled_ema  # no state file: the settled rule
 
     files = {"model": "m", "ema_0.99_": "a", "ema_0.999_": "b", "ema_0.9999_": "c"}
     assert settled_ema(Checkpoint("d", 600, files)) == "ema_0.99_"        # 0.999**600 = 0.55

@@ -111,22 +111,23 @@ class ExperimentFiles:
         """Called on every rank after the last step of `epoch`; rank 0 writes."""
         if not dist.is_main():
             return
-        o = self.o
-        if epoch % XPOS_EVERY == 0 and trainer.last_x_pos is not None:
-            _save_png(trainer.last_x_pos, os.path.join(run_dir, f"xpos_epoch_{epoch}.png"))
-        fake = self.sample(trainer, trainer.last_x_pos.shape, epoch)
-        _save_png(fake, os.path.join(run_dir, f"sample_discrete_epoch_{epoch}.png"))
-        if self.logger is not None and hasattr(self.logger, "log_image"):
-            from torchvision.utils import make_grid
+        with dist.rank_zero_only("ddgan: epoch-end images"):
+            o = self.o
+            if epoch % XPOS_EVERY == 0 and trainer.last_x_pos is not None:
+                _save_png(trainer.last_x_pos, os.path.join(run_dir, f"xpos_epoch_{epoch}.png"))
+            fake = self.sample(trainer, trainer.last_x_pos.shape, epoch)
+            _save_png(fake, os.path.join(run_dir, f"sample_discrete_epoch_{epoch}.png"))
+            if self.logger is not None and hasattr(self.logger, "log_image"):
+                from torchvision.utils import make_grid
 
-            grid = make_grid(fake.float().cpu(), nrow=int(math.ceil(math.sqrt(len(fake)))), normalize=True)
-            self.logger.log_image("sample_discrete", (grid * 255).round().to(torch.uint8).numpy(), step)
-        if o["save_content"] and epoch % o["save_content_every"] == 0:
-            self.save_content(trainer, run_dir, epoch, step)
-        if epoch % o["save_ckpt_every"] == 0:
-            weights = (trainer.ema.state_dict(o["ema_decay"], trainer.g_raw) if trainer.ema is not None
-                       else trainer.g_raw.state_dict())
-            _save_torch(module_keys(weights), os.path.join(run_dir, f"netG_{epoch}.pth"))
+                grid = make_grid(fake.float().cpu(), nrow=int(math.ceil(math.sqrt(len(fake)))), normalize=True)
+                self.logger.log_image("sample_discrete", (grid * 255).round().to(torch.uint8).numpy(), step)
+            if o["save_content"] and epoch % o["save_content_every"] == 0:
+                self.save_content(trainer, run_dir, epoch, step)
+            if epoch % o["save_ckpt_every"] == 0:
+                weights = (trainer.ema.state_dict(o["ema_decay"], trainer.g_raw) if trainer.ema is not None
+                           else trainer.g_raw.state_dict())
+                _save_torch(module_keys(weights), os.path.join(run_dir, f"netG_{epoch}.pth"))
 
     def save_content(self, trainer, run_dir: str, epoch: int, step: int) -> None:
         o, decay = self.o, not self.o["no_lr_decay"]

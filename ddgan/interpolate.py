@@ -115,13 +115,14 @@ def main():
     methods = ["lerp", "slerp"] if args.method == "both" else [args.method]
     shape = (o["num_channels"], o["image_size"], o["image_size"])
     if dist.is_main():  # a few dozen images: one rank makes them, the others wait
-        x_T, zs, noises = interpolation_inputs(seeds, shape, o["nz"], diffusion.num_timesteps, args.num_steps,
-                                               modes, methods)
-        with torch.no_grad():
-            x = diffusion.sample(generator, x_T.to(device), o["nz"], randn=Replay(zs, noises, device))
-        write_grid_and_npz(npz.to_uint8(x), None, args.num_steps, png, npz_path)
-        r.logger.log(f"wrote {png} and {npz_path} from {path}: {len(x_T) // args.num_steps} rows (modes "
-                     f"{', '.join(modes)}; {', '.join(methods)}) x {args.num_steps} images, seeds {seeds}")
+        with dist.rank_zero_only("ddgan.interpolate: grid"):
+            x_T, zs, noises = interpolation_inputs(seeds, shape, o["nz"], diffusion.num_timesteps, args.num_steps,
+                                                   modes, methods)
+            with torch.no_grad():
+                x = diffusion.sample(generator, x_T.to(device), o["nz"], randn=Replay(zs, noises, device))
+            write_grid_and_npz(npz.to_uint8(x), None, args.num_steps, png, npz_path)
+            r.logger.log(f"wrote {png} and {npz_path} from {path}: {len(x_T) // args.num_steps} rows (modes "
+                         f"{', '.join(modes)}; {', '.join(methods)}) x {args.num_steps} images, seeds {seeds}")
     dist.barrier()
     r.logger.close()
 

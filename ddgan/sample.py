@@ -307,7 +307,8 @@ def main_sample(args):
                                  device=device, info=sample_info(args, diffusion, path))
     r.logger.log(f"wrote {out}")
     if reference_images and dist.is_main():
-        write_reference_images(out, o["dataset"], args.batch_size, args.compute_fid, r.logger)
+        with dist.rank_zero_only("ddgan.sample: reference images"):
+            write_reference_images(out, o["dataset"], args.batch_size, args.compute_fid, r.logger)
     if reference is not None:
         from evaluations import fid
 
@@ -317,7 +318,8 @@ def main_sample(args):
         r.logger.dumpkvs()
         r.logger.log(f"FID: {value:.6f} against {reference}")
         if dist.is_main():
-            print(f"FID = {value}", flush=True)  # test_ddgan.py's line
+            with dist.rank_zero_only("ddgan.sample: FID line"):
+                print(f"FID = {value}", flush=True)  # test_ddgan.py's line
     r.logger.close()
     return out
 

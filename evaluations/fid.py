@@ -220,10 +220,11 @@ def ensure_weights(weights=None) -> str:
     path = inception.default_weights_path()
     message = ""
     if dist.is_main() and not os.path.isfile(path):
-        try:
-            inception.download_weights(path)
-        except UserError as e:
-            message = str(e)
+        with dist.rank_zero_only("fid: download weights"):
+            try:
+                inception.download_weights(path)
+            except UserError as e:
+                message = str(e)
     message = dist.broadcast_object(message)
     if message:
         raise UserError(message)
@@ -287,7 +288,8 @@ def save_statistics(src, dst, dims=2048, batch_size=50, device=None, num_workers
         raise UserError(f"{src}: already a statistics file")
     mu, sigma = statistics_of_path(src, FeatureModel(dims, weights, device), batch_size, num_workers)
     if dist.is_main():
-        npz.write_stats(dst, mu, sigma)
+        with dist.rank_zero_only("fid: write statistics"):
+            npz.write_stats(dst, mu, sigma)
     dist.barrier()
     return mu, sigma
 
@@ -326,11 +328,13 @@ def main(argv=None):
     if args.save_stats:
         save_statistics(args.path[0], args.path[1], **kwargs)
         if dist.is_main():
-            print(f"Saved statistics of {args.path[0]} to {args.path[1]}")
+            with dist.rank_zero_only("fid: saved line"):
+                print(f"Saved statistics of {args.path[0]} to {args.path[1]}")
         return
     value = fid_of_paths(args.path[0], args.path[1], **kwargs)
     if dist.is_main():
-        print("FID: ", value)  # pytorch-fid's output line, so scripts that parse it keep working
+        with dist.rank_zero_only("fid: FID line"):
+            print("FID: ", value)  # pytorch-fid's output line, so scripts that parse it keep working
 
 
 if __name__ == "__main__":

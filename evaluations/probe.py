@@ -91,4 +91,7 @@ def from_args(args, image_size):
         # every rank, before training: finding (or fetching) the default weights is collective, and
         # the probe itself runs on rank 0 alone while the other ranks train (a hang there)
         probe.inception_weights = fid.ensure_weights(probe.inception_weights)
-    return probe.prepare() if dist.is_main() else probe
+    if dist.is_main():
+        with dist.rank_zero_only("probe: reading the reference"):
+            probe = probe.prepare()
+    return probe

@@ -62,14 +62,15 @@ def main():
     z = interpolation_latents(seeds, G.nz, args.num_steps, methods).to(device)
     y = torch.full((len(z),), args.class_label, dtype=torch.long, device=device) if G.num_classes else None
     if dist.is_main():  # a few dozen images: one rank makes them, the others wait
-        from torchvision.utils import save_image  # ~2.5 s to import; only the writing rank needs it
+        with dist.rank_zero_only("gans.interpolate: grid"):
+            from torchvision.utils import save_image  # ~2.5 s to import; only the writing rank needs it
 
-        with torch.no_grad():
-            images = G(z, y).float()
-        with fileio.atomic_path(out) as tmp:
-            save_image(images, tmp, nrow=args.num_steps, normalize=True, value_range=(-1, 1), format="png")
-        r.logger.log(f"wrote {out}: {len(z) // args.num_steps} rows ({', '.join(methods)}) x {args.num_steps} images, "
-                     f"seeds {seeds}")
+            with torch.no_grad():
+                images = G(z, y).float()
+            with fileio.atomic_path(out) as tmp:
+                save_image(images, tmp, nrow=args.num_steps, normalize=True, value_range=(-1, 1), format="png")
+            r.logger.log(f"wrote {out}: {len(z) // args.num_steps} rows ({', '.join(methods)}) x "
+                         f"{args.num_steps} images, seeds {seeds}")
     dist.barrier()
     r.logger.close()
 

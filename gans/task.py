@@ -207,9 +207,10 @@ class Task(loop.Task):
 
     def artefacts(self, run_dir, step) -> None:
         if self.grid_inputs is not None and dist.is_main():
-            grid = write_grid(self.G, *self.grid_inputs, f"{run_dir}/grid{step:06d}.png")
-            if self.logger is not None:
-                self.logger.log_image("samples", grid, step)
+            with dist.rank_zero_only("gans: sample grid"):
+                grid = write_grid(self.G, *self.grid_inputs, f"{run_dir}/grid{step:06d}.png")
+                if self.logger is not None:
+                    self.logger.log_image("samples", grid, step)
 
     def probe_images(self, weights, n, seed):
         """n images of a copy of G holding `weights`, in eval mode like gans.sample, drawn by

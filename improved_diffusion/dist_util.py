@@ -38,11 +38,12 @@ def load_state_dict(path, **kwargs):
     read is a UserError on every rank. Collective when there is more than one rank."""
     data = error = None
     if dist.rank() == 0:
-        try:
-            with bf.BlobFile(path, "rb") as f:
-                data = f.read()
-        except OSError as e:  # told to every rank, so that none waits for bytes that never come
-            error = f"{path}: cannot read ({e.strerror or e})"
+        with dist.rank_zero_only("dist_util: read file"):
+            try:
+                with bf.BlobFile(path, "rb") as f:
+                    data = f.read()
+            except OSError as e:  # told to every rank, so that none waits for bytes that never come
+                error = f"{path}: cannot read ({e.strerror or e})"
     if dist.world_size() > 1:
         data, error = dist.broadcast_object((data, error))
     if error:

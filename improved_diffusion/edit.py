@@ -80,17 +80,19 @@ def main():
     dec = control.Decoder(model, diffusion, args, precision.Precision(args.precision, dist.device()))
     n = len(images)
     if dist.is_main():  # a few dozen images: one rank makes them, the others wait
-        x0 = control.to_model_input(images, dist.device())
-        y = None if labels is None else labels.to(x0.device)
-        eps = sampling.PerSampleRandom(args.seed, range(n), x0.device).randn(*x0.shape[1:])
-        with torch.no_grad():
-            outs = [npz.to_uint8(dec.sdedit(x0, eps, t0, y)) for t0 in t0s]
-        edited = np.concatenate(outs)
-        grid = np.concatenate([images.permute(0, 2, 3, 1).numpy(), edited])
-        out_labels = None if labels is None else np.tile(labels.numpy(), len(t0s))
-        control.write_grid_and_npz(grid, None, n, png, npz_path, npz_images=edited, npz_labels=out_labels)
-        r.logger.log(f"wrote {png} (input row, then t0 = {', '.join(f'{t:g}' for t in t0s)}) and {npz_path}: "
-                     f"{n} images; {args.sampler}, {args.steps} steps for t0 = 1, {args.time_schedule} time schedule")
+        with dist.rank_zero_only("improved_diffusion.edit: grid"):
+            x0 = control.to_model_input(images, dist.device())
+            y = None if labels is None else labels.to(x0.device)
+            eps = sampling.PerSampleRandom(args.seed, range(n), x0.device).randn(*x0.shape[1:])
+            with torch.no_grad():
+                outs = [npz.to_uint8(dec.sdedit(x0, eps, t0, y)) for t0 in t0s]
+            edited = np.concatenate(outs)
+            grid = np.concatenate([images.permute(0, 2, 3, 1).numpy(), edited])
+            out_labels = None if labels is None else np.tile(labels.numpy(), len(t0s))
+            control.write_grid_and_npz(grid, None, n, png, npz_path, npz_images=edited, npz_labels=out_labels)
+            r.logger.log(f"wrote {png} (input row, then t0 = {', '.join(f'{t:g}' for t in t0s)}) and {npz_path}: "
+                         f"{n} images; {args.sampler}, {args.steps} steps for t0 = 1, "
+                         f"{args.time_schedule} time schedule")
     dist.barrier()
     r.logger.close()
 

@@ -74,22 +74,23 @@ def main():
     dec = control.Decoder(model, diffusion, args, precision.Precision(args.precision, dist.device()))
     shape = (args.image_channels, args.image_size, args.image_size)
     if dist.is_main():  # a few dozen images: one rank makes them, the others wait
-        with torch.no_grad():
-            if images is not None:
-                x0 = control.to_model_input(images, dist.device())
-                ends = list(dec.invert(x0, control.label_tensor(args, len(picks), x0.device)))
-                what = f"images {picks} of {args.from_images} (DDIM-inverted, {args.steps} steps)"
-            else:
-                ends = [control.seed_x_T(s, shape).to(dist.device()) for s in seeds]
-                what = f"seeds {seeds}"
-            x_T, pinned = interpolation_x_T(ends, args.num_steps, methods)
-            labels = control.label_tensor(args, len(x_T), x_T.device)
-            x = dec.decode(x_T, labels, control.pinned_indices(len(x_T), pinned))
-        control.write_grid_and_npz(npz.to_uint8(x), None if labels is None else labels.cpu().numpy(),
-                                   args.num_steps, png, npz_path)
-        r.logger.log(f"wrote {png} and {npz_path}: {len(x_T) // args.num_steps} rows ({', '.join(methods)}) x "
-                     f"{args.num_steps} images between {what}; {args.sampler}, {args.steps} steps, "
-                     f"{args.time_schedule} time schedule")
+        with dist.rank_zero_only("improved_diffusion.interpolate: grid"):
+            with torch.no_grad():
+                if images is not None:
+                    x0 = control.to_model_input(images, dist.device())
+                    ends = list(dec.invert(x0, control.label_tensor(args, len(picks), x0.device)))
+                    what = f"images {picks} of {args.from_images} (DDIM-inverted, {args.steps} steps)"
+                else:
+                    ends = [control.seed_x_T(s, shape).to(dist.device()) for s in seeds]
+                    what = f"seeds {seeds}"
+                x_T, pinned = interpolation_x_T(ends, args.num_steps, methods)
+                labels = control.label_tensor(args, len(x_T), x_T.device)
+                x = dec.decode(x_T, labels, control.pinned_indices(len(x_T), pinned))
+            control.write_grid_and_npz(npz.to_uint8(x), None if labels is None else labels.cpu().numpy(),
+                                       args.num_steps, png, npz_path)
+            r.logger.log(f"wrote {png} and {npz_path}: {len(x_T) // args.num_steps} rows ({', '.join(methods)}) x "
+                         f"{args.num_steps} images between {what}; {args.sampler}, {args.steps} steps, "
+                         f"{args.time_schedule} time schedule")
     dist.barrier()
     r.logger.close()
 

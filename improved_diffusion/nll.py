@@ -70,18 +70,19 @@ def main():
         log.log(f"rank {dist.rank()}: done {len(rows)} of {len(mine)}: bpd={np.mean([r_[1] for r_ in rows]):.5f}")
     gathered = dist.gather_object(rows)
     if dist.is_main():
-        everything = sorted((row for part in gathered for row in part), key=lambda row: row[0])
-        bpd = float(np.mean([row[1] for row in everything]))
-        for k, name in ((2, "vb"), (3, "mse"), (4, "xstart_mse")):
-            path = f"{r.dir}/{name}_terms.npz"
-            with fileio.atomic_path(path) as tmp:
-                with open(tmp, "wb") as f:
-                    np.savez(f, np.mean(np.stack([row[k] for row in everything]), axis=0))
-            log.log(f"saved {name} terms to {path}")
-        fileio.write_text(f"{r.dir}/nll.json", json.dumps({"bpd": bpd, "num_samples": len(everything),
-                                                              "data_dir": args.data_dir}) + "\n")
-        log.logkv("bpd", bpd)
-        log.logkv("num_samples", len(everything))
+        with dist.rank_zero_only("nll: terms and nll.json"):
+            everything = sorted((row for part in gathered for row in part), key=lambda row: row[0])
+            bpd = float(np.mean([row[1] for row in everything]))
+            for k, name in ((2, "vb"), (3, "mse"), (4, "xstart_mse")):
+                path = f"{r.dir}/{name}_terms.npz"
+                with fileio.atomic_path(path) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, np.mean(np.stack([row[k] for row in everything]), axis=0))
+                log.log(f"saved {name} terms to {path}")
+            fileio.write_text(f"{r.dir}/nll.json", json.dumps({"bpd": bpd, "num_samples": len(everything),
+                                                                  "data_dir": args.data_dir}) + "\n")
+            log.logkv("bpd", bpd)
+            log.logkv("num_samples", len(everything))
     log.dumpkvs()
     log.log("evaluation complete")
     log.close()

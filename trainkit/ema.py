@@ -90,7 +90,8 @@ def averaged_state_dict(model: torch.nn.Module, names, values) -> dict:
 
 def log_default(line: str) -> None:
     if dist.is_main():
-        print(line, file=sys.stderr, flush=True)
+        with dist.rank_zero_only("ema: log line"):
+            print(line, file=sys.stderr, flush=True)
 
 
 @torch.no_grad()

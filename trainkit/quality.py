@@ -35,22 +35,23 @@ class ProbeSchedule:
         self._started = time.perf_counter()
         if self.probe is None or not dist.is_main():
             return
-        k = self.probe.points
-        limit = stop.deadline()
-        if limit is not None:
-            now, budget = time.time(), max(limit - time.time(), 0.0)
-            self.due = [("time", now + budget * i / k) for i in range(1, k)]
-            what = f"every {budget / k:.0f} s of the {budget:.0f} s to $TRAINKIT_DEADLINE"
-        elif total is not None:
-            self.due = [("step", start + math.ceil((total - start) * i / k)) for i in range(1, k)]
-            what = f"every {(total - start) / k:.0f} steps to step {total}"
-        else:
-            self.probe = None
-            self.logger.log("quality probe off: the run has no budget (--max_steps or $TRAINKIT_DEADLINE) "
-                            "to space its points over")
-            return
-        self.logger.log(f"quality probe: {self.probe.num_samples} samples {what} and at the end, "
-                        f"into {QUALITY_FILE}")
+        with dist.rank_zero_only("quality probe: plan"):
+            k = self.probe.points
+            limit = stop.deadline()
+            if limit is not None:
+                now, budget = time.time(), max(limit - time.time(), 0.0)
+                self.due = [("time", now + budget * i / k) for i in range(1, k)]
+                what = f"every {budget / k:.0f} s of the {budget:.0f} s to $TRAINKIT_DEADLINE"
+            elif total is not None:
+                self.due = [("step", start + math.ceil((total - start) * i / k)) for i in range(1, k)]
+                what = f"every {(total - start) / k:.0f} steps to step {total}"
+            else:
+                self.probe = None
+                self.logger.log("quality probe off: the run has no budget (--max_steps or $TRAINKIT_DEADLINE) "
+                                "to space its points over")
+                return
+            self.logger.log(f"quality probe: {self.probe.num_samples} samples {what} and at the end, "
+                            f"into {QUALITY_FILE}")
 
     def reached(self, step: int) -> bool:
         if not self.due:

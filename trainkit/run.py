@@ -78,10 +78,11 @@ def record_options(run_, **entries) -> bool:
     path = getattr(run_, "options_path", None)
     if not path or not dist.is_main():
         return False
-    record = read_options_file(path)
-    record.update(entries)
-    write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    return True
+    with dist.rank_zero_only("run.record_options"):
+        record = read_options_file(path)
+        record.update(entries)
+        write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+        return True
 
 
 def _default_dir(family: str) -> str:
@@ -228,10 +229,11 @@ def _check_shared(run_dir: str, token) -> None:
         seen = _sees(run_dir, token)
     views = dist.all_gather_object((seen, socket.gethostname()))  # every rank has looked: the token may go
     if dist.is_main():
-        try:
-            os.remove(os.path.join(run_dir, _token_name(token)))
-        except OSError:
-            pass  # remove_leftovers takes it at the next start
+        with dist.rank_zero_only("run: shared-folder token"):
+            try:
+                os.remove(os.path.join(run_dir, _token_name(token)))
+            except OSError:
+                pass  # remove_leftovers takes it at the next start
     blind = [(r, host) for r, (ok, host) in enumerate(views) if not ok]
     if blind:
         ranks = ", ".join(f"{r} ({host})" for r, host in blind[:8]) + (" ..." if len(blind) > 8 else "")
@@ -283,18 +285,20 @@ def setup(family: str, args, logdir=None, stdout=True, resume=None, resume_flag=
     # before anything else is written: a folder other nodes do not see fails the start on every rank
     _check_shared(run_dir, _agreed(_make_run_dir, run_dir))
     if dist.is_main():
-        record = dict(options)
-        record["_run"] = {
-            "family": family,
-            "role": "train" if resume is not None else role,
-            "launcher": dist.launcher(),
-            "world_size": dist.world_size(),
-            "argv": sys.argv,
-            "torch": torch.__version__,
-            "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "deadline": deadline(),
-        }
-        write_text(bf.join(run_dir, "options.json"), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+        with dist.rank_zero_only("run.setup: options.json"):
+            record = dict(options)
+            record["_run"] = {
+                "family": family,
+                "role": "train" if resume is not None else role,
+                "launcher": dist.launcher(),
+                "world_size": dist.world_size(),
+                "argv": sys.argv,
+                "torch": torch.__version__,
+                "started": datetime.datetime.now().isoformat(timespec="seconds"),
+                "deadline": deadline(),
+            }
+            write_text(bf.join(run_dir, "options.json"),
+                       json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     options_path = bf.join(run_dir, "options.json")
     dist.barrier()
     seed_all(int(options.get("seed", 0) or 0) + dist.rank())

@@ -127,14 +127,18 @@ def sample_to_npz(sample_fn, num_samples: int, batch_size: int, seed: int, out_d
     parts = []
     # Rank 0's progress stands for everyone's (its share is the largest).
     bar = tqdm(total=num_samples, desc=desc, disable=not dist.is_main(), unit="img")
-    record = SamplingProgress(out_dir, num_samples) if dist.is_main() else None
+    record = None
+    if dist.is_main():
+        with dist.rank_zero_only("sampling: progress file"):
+            record = SamplingProgress(out_dir, num_samples)
     for start in range(0, len(mine), batch_size):
         chunk = mine[start : start + batch_size]
         images, labels = sample_fn(PerSampleRandom(seed, chunk, device), chunk)
         parts.append((chunk, np.asarray(images), None if labels is None else np.asarray(labels)))
         bar.update(min(len(chunk) * dist.world_size(), num_samples - bar.n))
-        if record:
-            record.update(bar.n)
+        if record:  # rank 0's alone
+            with dist.rank_zero_only("sampling: progress file"):
+                record.update(bar.n)
     bar.close()
     gathered = dist.gather_object(parts)
     path = None

@@ -90,7 +90,8 @@ class AutoencoderTask(loop.Task):
         if done == self.args.hold_step:
             self._hold(done)
         if done == self.args.selfterm_step and dist.is_main():
-            os.kill(os.getpid(), signal.SIGTERM)
+            with dist.rank_zero_only("selfcheck: SIGTERM"):
+                os.kill(os.getpid(), signal.SIGTERM)
         # its reduced mean over ranks proves the reduction
         return {"loss": loss.detach(), "rank": torch.full((), float(dist.rank()), device=dist.device()), **stats}
 
@@ -139,7 +140,8 @@ def main(argv=None):
             json.dump({"start": task.start, "batches": task.consumed, "threads": torch.get_num_threads(),
                        "host": socket.gethostname()}, f)
     if dist.is_main():
-        print(f"done at step {step}", flush=True)  # the logger is closed by the loop
+        with dist.rank_zero_only("selfcheck: done line"):
+            print(f"done at step {step}", flush=True)  # the logger is closed by the loop
 
 
 if __name__ == "__main__":

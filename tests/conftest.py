@@ -1,8 +1,18 @@
+import os
+
 import pytest
 import torch
 
 import helpers
 from _support import runs
+from trainkit import dist
+
+# Every rank-0-only section of the source runs under dist.rank_zero_only (the contract test
+# tests/contract/test_rank_zero_sections.py holds it there); with this variable a collective issued
+# inside one raises at once, even in a one-process run, instead of hanging the other ranks under a
+# real launcher. Set here, before any fixture starts a subprocess, so every test and every child
+# process (helpers copies os.environ: mpiexec and torchrun ranks, the fork server) runs under it.
+os.environ[dist.GUARD_ENV] = "1"
 
 # One intra-op thread for whatever runs torch in the test process itself, as helpers gives every
 # subprocess (OMP_NUM_THREADS=1): on the shared 2-core machine a second OpenMP thread waits for a

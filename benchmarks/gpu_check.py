@@ -3,29 +3,8 @@
     bash benchmarks/gpu_check.sh [--out benchmarks/gpu_check_results.md] [--steps 200]
                                  [--data_dir DIR] [--inception_weights PATH] [--dry_run]
 
-Writes one markdown table (atomically: temp file + os.replace) with one row per job:
-
-- train: every family (improved_diffusion, ddgan, gans' dcgan) x every precision (fp32, fp16,
-  bf16) on its CIFAR-10 flag file, started as a real run of its train entry point through
-  launch/run.sh torchrun with one process per local GPU (trainkit.dist picks nccl when CUDA is
-  available, gloo otherwise). img/s: the median of progress.csv's `img_per_sec` column when the
-  run logs one, else the growth of its `samples` column between the first and the last log row
-  over the time between those rows' tables appearing on the run's stdout (the first row's steps,
-  with start-up and warm-up, are left out either way). Each row runs eager (compile
-  no); one --compile row per family in bf16 (a dry run: DCGAN only) makes the compile column yes.
-- dist: on 2+ GPUs a 2-rank NCCL row per family and a --sync_bn DCGAN row; on one GPU a row
-  (status "not tested", not a failure) and a header line: distributed path not tested.
-- flops: one training step of each family's Task (forward and backward of every network, R1
-  and d_steps included, averaged over --lazy_reg steps for DDGAN) counted by
-  torch.utils.flop_counter.FlopCounterMode at the training flags. A train row's MFU is
-  FLOPs per image x img/s / (the GPU's peak for that precision x GPUs); unknown GPU: n/a.
-- sample: ddgan.sample of 50,000 images from the fp32 DDGAN run; img/s between the sampler's
-  "sampling N images" and "wrote" log lines.
-- fid: Inception feature extraction of the same sampled images (written as PNGs) by
-  evaluations.fid and by pytorch-fid's own InceptionV3 / calculate_activation_statistics, from
-  the same weights: --inception_weights, else torch hub's cached file, else random weights
-  (evaluations.inception.make_random_weights; the speed does not depend on the values, and the
-  node needs no network). The note gives the largest difference of the two feature means.
+Writes one markdown table (atomically: temp file + os.replace): train, dist, flops, sample and fid
+rows for every family (what each row measures: benchmarks/gpu_check_table.py).
 
 A failed job is a row with status failed and its error's last line; the other jobs still run.
 --dry_run does all of it on the CPU at toy sizes (the digits flag files, a few steps, dims 64
@@ -40,7 +19,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,10 +27,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)  # run as a script: the repository's packages (none of these imports torch)
-sys.path.insert(0, HERE)  # loaded from its path (the tests): its child jobs beside it
-from gpu_check_jobs import _build_task, child_env_info, child_fid, child_flops, last_line  # noqa: E402, F401 (path, re-export)
+sys.path.insert(0, HERE)  # loaded from its path (the tests): its jobs and table modules beside it
+from gpu_check_jobs import JobFailed, _build_task, child_env_info, img_per_sec, last_line, run_child, run_job  # noqa: E402, F401 (path, re-export)
+from gpu_check_table import COLUMNS, FP32_CONVENTION, NOT_TESTED, PEAK_TFLOPS, fmt, markdown, peak_tflops, write_atomic  # noqa: E402, F401 (path, re-export)
 
-from evaluations import stages  # noqa: E402 (path)
 from trainkit import flagfile, progress_file  # noqa: E402 (path)
 
 FAMILIES = ("improved_diffusion", "ddgan", "dcgan")
@@ -82,50 +60,12 @@ DRY_JOBS = {
               ["--nz", "8", "--ngf", "8", "--ndf", "8", "--batch_size", "8", "--save_interval", "100000"]),
 }
 
-# Dense peak TFLOP/s per GPU (no sparsity: half the data sheets' starred figures). H100 SXM and
-# H200 (SXM): 989.4 bf16/fp16, 494.7 TF32 (NVIDIA's Hopper whitepaper); H100 PCIe 756 / 378;
-# H100 NVL and H200 NVL 835.5 / 417.5 (data sheets: 1,671 / 835 with sparsity). The device
-# names: "NVIDIA H100 80GB HBM3" (SXM), "NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H200",
-# "NVIDIA H200 NVL"; matched in this order, the specific names first.
-# The fp32 column is TF32's dense tensor-core peak: cuDNN runs fp32 convolutions (most of these
-# models' FLOPs) on TF32 by default (torch.backends.cudnn.allow_tf32 = True), while fp32
-# matmuls stay IEEE fp32 (torch.backends.cuda.matmul.allow_tf32 = False, whose ceiling is the
-# 67 TFLOP/s of the SXM's CUDA cores): an fp32 row's MFU is against the convolutions' ceiling.
-PEAK_TFLOPS = (
-    ("H200 NVL", {"bf16": 835.5, "fp16": 835.5, "fp32": 417.5}),
-    ("H200", {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7}),
-    ("H100 NVL", {"bf16": 835.5, "fp16": 835.5, "fp32": 417.5}),
-    ("H100 PCIe", {"bf16": 756.0, "fp16": 756.0, "fp32": 378.0}),
-    ("H100", {"bf16": 989.4, "fp16": 989.4, "fp32": 494.7}),
-    ("A100", {"bf16": 312.0, "fp16": 312.0, "fp32": 156.0}),
-)
-FP32_CONVENTION = ("fp32 = TF32 dense tensor-core peak (cuDNN convolutions use TF32 by default; fp32 matmuls "
-                   "do not: torch.backends.cuda.matmul.allow_tf32 is False)")
-
-COLUMNS = ("section", "job", "family", "precision", "compile", "launcher", "status", "img/s", "GFLOP/img",
-           "TFLOP/s", "MFU", "seconds", "note")
 # Unanchored, in case a launcher prefixes its workers' lines with their rank.
 STEP_ROW = re.compile(r"\|\s*step\s*\|")  # trainkit.logger's table: one `| step | N |` line per log row
 SAMPLING = re.compile(r"sampling \d+ images from")  # ddgan.sample's log lines around the sampling
 WROTE = re.compile(r"\bwrote (\S+\.npz)")
 
 
-def peak_tflops(device_name, precision):
-    for key, peaks in PEAK_TFLOPS:
-        if key.lower() in device_name.lower():
-            return peaks[precision]
-    return None
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def python():
@@ -133,46 +73,11 @@ def python():
     return os.environ.get("PYTHON") or sys.executable
 
 
-def fmt(x):
-    """Four significant digits, never in e-notation above 1000 (img/s of a fast GAN)."""
-    return f"{x:.0f}" if abs(x) >= 1000 else f"{x:.4g}"
-
-
-NOT_TESTED = "not tested"  # a row's status for a path this node cannot run (not a failure)
-
-
-class JobFailed(Exception):
-    pass
-
-
-def run_job(cmd, log_path, timeout, env, watch=()):
-    """Run `cmd` with its stdout and stderr into `log_path` through the main job's runner
-    (evaluations.stages: a session of its own; past `timeout` seconds, silent or not, stopped by
-    its one stop policy, launcher included). Returns (per `watch` regex the (time, line) of each
-    matching stdout line, seconds); JobFailed(last line) on a non-zero exit or a timeout."""
-    result = stages.run(cmd, log_path, env=env, cwd=ROOT, timeout=timeout, watch=watch)
-    if result.timed_out:
-        raise JobFailed(f"timed out after {timeout} s (log: {log_path})")
-    if result.code != 0:
-        with open(log_path) as f:
-            raise JobFailed(f"exit {result.code}: {last_line(f.read())}")
-    return result.seen, result.seconds
 
 
 def read_progress(run_dir):
     """A run's progress.csv rows (trainkit's one reader: numbers as floats, blank cells left out)."""
     return progress_file.read_progress(run_dir)
-
-
-def img_per_sec(rows, row_times):
-    """From a run's progress.csv rows and the times their tables appeared on stdout."""
-    rates = [float(r["img_per_sec"]) for r in rows[1:] if "img_per_sec" in r]
-    if rates:
-        return statistics.median(rates), "progress.csv img_per_sec (median)"
-    if len(rows) < 2 or len(row_times) != len(rows):
-        raise JobFailed(f"{len(rows)} log rows, {len(row_times)} tables on stdout: need 2 or more of each")
-    images = float(rows[-1]["samples"]) - float(rows[0]["samples"])
-    return images / (row_times[-1] - row_times[0]), "samples / time between log rows"
 
 
 def flag_file_argv(flag_file, role="TRAIN"):
@@ -411,40 +316,9 @@ class Check:
         return time.perf_counter() - began
 
     def markdown(self, seconds):
-        a = self.args
-        mode = "--dry_run (CPU, toy sizes)" if a.dry_run else "GPU"
-        device = self.info["device"] if self.info["cuda"] else f"cpu ({cpu_model()}, {os.cpu_count()} cores)"
-        lines = [
-            "# GPU check results",
-            "",
-            f"- mode: {mode}; {a.steps} steps per training run, log row every {a.log_interval}",
-            f"- device: {device}; GPUs: {self.info['gpus']}; torch {self.info['torch']}",
-            f"- total: {seconds:.0f} s; work folder (logs, runs): {self.work}",
-            *([f"- distributed path not tested ({self.info['gpus']} GPU)"]
-              if any(r["status"] == NOT_TESTED for r in self.rows) else []),
-            f"- peak TFLOP/s used for MFU (dense; {FP32_CONVENTION}): " + "; ".join(
-                f"{k} " + "/".join(f"{v[p]:g}" for p in ("bf16", "fp16", "fp32")) for k, v in PEAK_TFLOPS)
-            + " (bf16/fp16/fp32); any other device: n/a",
-            "",
-            "| " + " | ".join(COLUMNS) + " |",
-            "|" + "---|" * len(COLUMNS),
-        ]
-        for row in self.rows:
-            lines.append("| " + " | ".join(row[c].replace("|", "/").replace("\n", " ") for c in COLUMNS) + " |")
-        return "\n".join(lines) + "\n"
+        return markdown(self.args, self.info, self.rows, self.work, seconds)
 
 
-def write_atomic(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def build_parser():
@@ -501,14 +375,7 @@ def main(argv=None):
             setattr(args, name, os.path.abspath(getattr(args, name)))
 
     if args.child:
-        if args.child == "env":
-            result = child_env_info()
-        elif args.child == "flops":
-            with open(args.child_spec) as f:
-                result = child_flops(json.load(f))
-        else:
-            result = child_fid(args.child_npz, args.fid_images, args.dims, args.fid_batch, args.workers,
-                               args.inception_weights, os.path.dirname(args.child_out), args.child_random_weights)
+        result = run_child(args)
         write_atomic(args.child_out, json.dumps(result))
         return 0
 

@@ -1,10 +1,59 @@
-"""The GPU check's measurements, each run in a child process of benchmarks/gpu_check.py
-(`gpu_check.py --child NAME`): the environment probe, one training step's FLOPs per family
-(counted on the Task its task.build_task makes) and the FID feature extractors' speed. They
-import torch; the driver that starts them never does."""
+"""The GPU check's jobs: how the driver (benchmarks/gpu_check.py) runs one and reads what it
+measured (run_job, JobFailed, img_per_sec), and the measurements run in its child processes
+(`gpu_check.py --child NAME`, dispatched by run_child): the environment probe, one training
+step's FLOPs per family (counted on the Task its task.build_task makes) and the FID feature
+extractors' speed. The measurements import torch inside their functions; the driver, which
+imports this module, never does."""
 
+import json
 import os
+import statistics
 import time
+
+from evaluations import stages
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class JobFailed(Exception):
+    pass
+
+
+def run_job(cmd, log_path, timeout, env, watch=()):
+    """Run `cmd` with its stdout and stderr into `log_path` through the main job's runner
+    (evaluations.stages: a session of its own; past `timeout` seconds, silent or not, stopped by
+    its one stop policy, launcher included). Returns (per `watch` regex the (time, line) of each
+    matching stdout line, seconds); JobFailed(last line) on a non-zero exit or a timeout."""
+    result = stages.run(cmd, log_path, env=env, cwd=ROOT, timeout=timeout, watch=watch)
+    if result.timed_out:
+        raise JobFailed(f"timed out after {timeout} s (log: {log_path})")
+    if result.code != 0:
+        with open(log_path) as f:
+            raise JobFailed(f"exit {result.code}: {last_line(f.read())}")
+    return result.seen, result.seconds
+
+
+def img_per_sec(rows, row_times):
+    """From a run's progress.csv rows and the times their tables appeared on stdout."""
+    rates = [float(r["img_per_sec"]) for r in rows[1:] if "img_per_sec" in r]
+    if rates:
+        return statistics.median(rates), "progress.csv img_per_sec (median)"
+    if len(rows) < 2 or len(row_times) != len(rows):
+        raise JobFailed(f"{len(rows)} log rows, {len(row_times)} tables on stdout: need 2 or more of each")
+    images = float(rows[-1]["samples"]) - float(rows[0]["samples"])
+    return images / (row_times[-1] - row_times[0]), "samples / time between log rows"
+
+
+def run_child(args):
+    """The measurement `gpu_check.py --child NAME` asked for (`args`: its parsed arguments), as
+    the dict the driver reads back from --child_out."""
+    if args.child == "env":
+        return child_env_info()
+    if args.child == "flops":
+        with open(args.child_spec) as f:
+            return child_flops(json.load(f))
+    return child_fid(args.child_npz, args.fid_images, args.dims, args.fid_batch, args.workers,
+                     args.inception_weights, os.path.dirname(args.child_out), args.child_random_weights)
 
 
 def last_line(text):

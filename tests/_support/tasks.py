@@ -28,3 +28,18 @@ class Scalar(loop.Task):
 
     def modules(self):
         return {"model": self.w}
+
+
+def ddgan_networks(o: dict, seed: int = 0):
+    """(G, D) of DDGAN for the options `o`, with weights drawn at N(0, 0.3): a fresh init is ~0 at
+    the outputs, random weights give real gradients (the Task and fp16 tests need them)."""
+    from ddgan.discriminator import DiscriminatorSmall
+    from ddgan.ncsnpp import GeneratorConfig, NCSNpp
+
+    torch.manual_seed(seed)
+    g = NCSNpp(GeneratorConfig.from_options(o))
+    d = DiscriminatorSmall(nc=2, ngf=o["ngf"], t_emb_dim=o["t_emb_dim"])
+    with torch.no_grad():
+        for p in list(g.parameters()) + list(d.parameters()):
+            p.normal_(0, 0.3)
+    return g, d

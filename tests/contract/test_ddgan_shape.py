@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from _support.entry import main_in_process
+from _support.tasks import ddgan_networks
 from ddgan import export, sample, task, train, trainer
 from ddgan.diffusion import Diffusion
-from ddgan.discriminator import DiscriminatorSmall
 from ddgan.ncsnpp import GeneratorConfig, NCSNpp
 from trainkit import checkpoint, npz, optim, run
 from trainkit.errors import UserError
@@ -31,12 +31,7 @@ def options(*extra):
 
 def make_task(*extra, seed=0, log=None):
     o = options(*extra)
-    torch.manual_seed(seed)
-    g = NCSNpp(GeneratorConfig.from_options(o))
-    d = DiscriminatorSmall(nc=2, ngf=o["ngf"], t_emb_dim=o["t_emb_dim"])
-    with torch.no_grad():  # fresh init is ~0 at the outputs; random weights give real gradients
-        for p in list(g.parameters()) + list(d.parameters()):
-            p.normal_(0, 0.3)
+    g, d = ddgan_networks(o, seed)
     return task.Task(o, g, d, Diffusion(o["num_timesteps"]), torch.device("cpu"), log=log)
 
 

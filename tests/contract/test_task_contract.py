@@ -65,22 +65,16 @@ def _diffusion(precision, seed):
 
 
 def _ddgan(precision, seed):
+    from _support.tasks import ddgan_networks
     from ddgan import train, trainer
     from ddgan.diffusion import Diffusion
-    from ddgan.discriminator import DiscriminatorSmall
-    from ddgan.ncsnpp import GeneratorConfig, NCSNpp
 
     o = vars(train.create_parser().parse_args(
         ["--image_size", "8", "--num_channels", "1", "--num_channels_dae", "8", "--ch_mult", "1", "2",
          "--num_res_blocks", "1", "--attn_resolutions", "4", "--nz", "4", "--z_emb_dim", "8", "--t_emb_dim", "8",
          "--n_mlp", "1", "--ngf", "2", "--num_timesteps", "3", "--dataset", "digits", "--batch_size", str(BATCH),
          "--lazy_reg", "2", "--use_ema", "--ema_decay", "0.9", "--precision", precision]))
-    torch.manual_seed(seed)
-    g = NCSNpp(GeneratorConfig.from_options(o))
-    d = DiscriminatorSmall(nc=2, ngf=o["ngf"], t_emb_dim=o["t_emb_dim"])
-    with torch.no_grad():  # fresh init is ~0 at the outputs; random weights give real gradients
-        for p in list(g.parameters()) + list(d.parameters()):
-            p.normal_(0, 0.3)
+    g, d = ddgan_networks(o, seed)
     task = trainer.Trainer(o, g, d, Diffusion(o["num_timesteps"]), torch.device("cpu"))
     return Case(task, [(task.opt_g, task.prec_g, task.g_raw, lambda: task.ema, ""),
                        (task.opt_d, task.prec_d, task.d_raw, None, "_d")],

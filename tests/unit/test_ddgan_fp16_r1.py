@@ -12,11 +12,10 @@ import copy
 import pytest
 import torch
 
+from _support.tasks import ddgan_networks
 from ddgan import task as ddgan_task
 from ddgan import train
 from ddgan.diffusion import Diffusion
-from ddgan.discriminator import DiscriminatorSmall
-from ddgan.ncsnpp import GeneratorConfig, NCSNpp
 
 TINY = ["--image_size", "8", "--num_channels", "1", "--num_channels_dae", "8", "--ch_mult", "1", "2",
         "--num_res_blocks", "1", "--attn_resolutions", "4", "--nz", "4", "--z_emb_dim", "8", "--t_emb_dim", "8",
@@ -35,12 +34,7 @@ RTOL_UNDERFLOW = 0.1
 
 def networks(seed=0):
     o = vars(train.create_parser().parse_args(TINY))
-    torch.manual_seed(seed)
-    g = NCSNpp(GeneratorConfig.from_options(o))
-    d = DiscriminatorSmall(nc=2, ngf=o["ngf"], t_emb_dim=o["t_emb_dim"])
-    with torch.no_grad():  # fresh init is ~0 at the outputs; random weights give real gradients
-        for p in list(g.parameters()) + list(d.parameters()):
-            p.normal_(0, 0.3)
+    g, d = ddgan_networks(o, seed)
     return g, d
 
 

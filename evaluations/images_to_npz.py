@@ -80,10 +80,14 @@ def read_folder(folder: str):
 
 
 def write_npz(path: str, images: np.ndarray, labels=None) -> str:
-    if os.path.isdir(path):
-        return npz.write_samples(path, images, labels)
-    if not path.endswith(".npz"):
+    folder = os.path.isdir(path)
+    if not folder and not path.endswith(".npz"):
         raise UserError(f"{path}: output must end in .npz (or be an existing folder)")
+    target = os.path.join(path, npz.samples_filename(images)) if folder else path
+    if os.path.exists(target):  # a file this command did not write: never replaced
+        raise UserError(f"{target}: already exists; remove it or choose another output")
+    if folder:
+        return npz.write_samples(path, images, labels)
     return npz.write_samples_file(path, images, labels)  # the one writer of the samples layout
 
 

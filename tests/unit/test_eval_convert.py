@@ -118,3 +118,22 @@ def test_command_line_one_line_error(tmp_path):
     assert proc.returncode == 2, helpers.describe(proc)
     lines = helpers.error_lines(proc)
     assert len(lines) == 1 and lines[0].startswith("evaluations.npz_to_images: error:") and "bad.npz" in lines[0]
+
+
+def test_images_to_npz_never_replaces_an_existing_file(tmp_path, capsys):
+    """An existing --out file (or samples npz in the output folder) is refused in one line and
+    kept byte for byte."""
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / "imgs" / f"0_{i}.png")
+    out = tmp_path / "out.npz"
+    out.write_bytes(b"a user's file")
+    assert exit_code(images_to_npz.main, tmp_path / "imgs", out) == 2
+    assert out.read_bytes() == b"a user's file"
+    (tmp_path / "outdir").mkdir()
+    images_to_npz.main([str(tmp_path / "imgs"), str(tmp_path / "outdir")])
+    (written,) = (tmp_path / "outdir").glob("samples_*.npz")
+    before = written.read_bytes()
+    assert exit_code(images_to_npz.main, tmp_path / "imgs", tmp_path / "outdir") == 2
+    assert written.read_bytes() == before
+    assert "already exists" in capsys.readouterr().err

@@ -240,6 +240,10 @@ class Task(loop.Task):
     def after_step(self, run_dir, step):
         phema.snapshot_due(self.power, self.o.get("ema_snapshot_interval") or 0, run_dir, step, self.g_raw)
 
+    def artefacts(self, run_dir, step):
+        phema.snapshot_due(self.power, self.o.get("ema_snapshot_interval") or 0, run_dir, step, self.g_raw,
+                           checkpoint=True)
+
     def state_dicts(self):
         return {"model": self.g_raw.state_dict(), "opt": self.opt_g.state_dict(),
                 "disc": self.d_raw.state_dict(), "disc_opt": self.opt_d.state_dict(),

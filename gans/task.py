@@ -206,6 +206,7 @@ class Task(loop.Task):
         return extras
 
     def artefacts(self, run_dir, step) -> None:
+        phema.snapshot_due(self.power, self.snapshot_interval, run_dir, step, self.G, checkpoint=True)
         if self.grid_inputs is not None and dist.is_main():
             with dist.rank_zero_only("gans: sample grid"):
                 grid = write_grid(self.G, *self.grid_inputs, f"{run_dir}/grid{step:06d}.png")

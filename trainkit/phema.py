@@ -153,9 +153,15 @@ class PowerEMA:
         return path
 
 
-def snapshot_due(power, interval: int, run_dir: str, step: int, model) -> None:
-    """A Task's after_step: rank 0 writes the snapshot of `step` when it is a multiple of `interval`."""
-    if power is not None and interval and step % interval == 0 and dist.is_main():
+def snapshot_due(power, interval: int, run_dir: str, step: int, model, checkpoint: bool = False) -> None:
+    """A Task's after_step: rank 0 writes the snapshot of `step` when it is a multiple of
+    `interval`. With `checkpoint` (a Task's artefacts, at every checkpoint: among them the last
+    step of the run, or where a stop or deadline ended it) also when it is not, as edm2 saves one
+    when training is done: otherwise the newest snapshot, the step the post-hoc average is
+    reconstructed at, would lag the run's end by up to `interval` steps (the main job's DDGAN:
+    step 550 of 597), and a run still improving samples weights that many steps stale."""
+    due = bool(interval) and (step % interval == 0) != checkpoint
+    if power is not None and due and dist.is_main():
         with dist.rank_zero_only("phema snapshot"):
             power.write_snapshot(run_dir, step, model)
 
@@ -233,3 +239,7 @@ class _WithPowerEMA:
     def after_step(self, run_dir, step):
         getattr(self.task, "after_step", lambda *a: None)(run_dir, step)
         snapshot_due(self.power, self.snapshot_interval, run_dir, step, self.model)
+
+    def artefacts(self, run_dir, step):
+        getattr(self.task, "artefacts", lambda *a: None)(run_dir, step)
+        snapshot_due(self.power, self.snapshot_interval, run_dir, step, self.model, checkpoint=True)

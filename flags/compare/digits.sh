@@ -48,7 +48,7 @@ SDE="--timestep_respacing '' --sampler dpmpp_2m_sde --steps 20 --time_schedule l
 #   9.8 / 9.5), post-hoc σ_rel 0.05 at 10,000 steps 0.663: dcgan gets the ~150 s of 10,000 steps;
 # - DDGAN's FD-digits (its quality probe, 200 samples) fell 305 / 211 / 149 / 137 / 115 / 74 / 70 / 69
 #   / 48 / 42 at steps 300, 600, ... 3,000: 60 takes ~2,700 steps, ~330 s, more than this job can give
-#   it beside four other runs; its 2.2 shares are ~1,200 steps (FD-digits ~135).
+#   it beside four other runs; its 2.2 shares are ~1,060 steps (FD-digits 87 on 2026-12-07).
 # - the cDDPM's guided row trades class accuracy against class recall (guiding only inside a noise
 #   interval, Kynkäänniemi et al. 2024, did not escape it here: the class is decided at high noise, where
 #   guidance also costs the recall): at 1,692 steps w = 1.1 / 1.2 / 1.3 / 1.4 gave accuracy 0.958 / 0.981

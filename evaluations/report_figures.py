@@ -275,14 +275,16 @@ def _trade_off_figure(curves: list, path: str, xlabel: str, title: str, fd_name:
     keys = [k for k in TRADE_OFF if any(k[0] in row for _, points in curves for _, row in points)]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.1 * len(keys), 3.0), squeeze=False)
     for ax, (key, name, std_key) in zip(axes[0], keys):
-        for label, points in curves:
+        for i, (label, points) in enumerate(curves):
             points = sorted((x, row) for x, row in points if row.get(key) is not None)
             if not points:
                 continue
             xs = [x for x, _ in points]
             ys = [row[key] for _, row in points]
             err = [row.get(std_key) or 0 for _, row in points] if std_key else None
-            ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3, lw=1, label=label)
+            # a curve's colour is its place in `curves`, in every panel: a panel that some curves
+            # skip (class accuracy: the conditional runs only) must not recolour the rest
+            ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3, lw=1, label=label, color=f"C{i % 10}")
             if best and label in best:
                 for x, row in points:
                     if x == best[label]:

@@ -10,9 +10,13 @@ import helpers
 from trainkit import checkpoint, posthoc_ema
 
 
-def _same_as_tracked(run_dir, tmp_path, step):
-    """Reconstructing a tracked σ_rel at the newest snapshot gives the profile's own average of the
+def _ended(proc, run_dir, tmp_path, steps):
+    """The training exited 0 with snapshots of `steps` (its last step among them), and
+    reconstructing a tracked σ_rel at the newest snapshot gives the profile's own average of the
     last checkpoint (least squares reproduces a tracked profile)."""
+    assert proc.returncode == 0, helpers.describe(proc)
+    assert posthoc_ema.snapshot_steps(str(run_dir)) == steps
+    step = steps[-1]
     assert posthoc_ema.main([str(run_dir), "--sigma_rel", "0.05", "--out", str(tmp_path / "ph")]) == 0
     ck = checkpoint.resolve(str(tmp_path / "ph" / "sigma_rel_0.05"))
     assert ck.step == step
@@ -29,9 +33,7 @@ def test_a_gans_run_has_a_snapshot_of_its_last_step(tmp_path, digits):
                       "--num_channels", "1", "--nz", "8", "--ngf", "4", "--ndf", "4", "--batch_size", "16",
                       "--max_steps", "10", "--ema_std", "0.05,0.1", "--ema_snapshot_interval", "4",
                       "--grid_size", "4", "--logdir", run_dir)
-    assert proc.returncode == 0, helpers.describe(proc)
-    assert posthoc_ema.snapshot_steps(str(run_dir)) == [4, 8, 10]
-    _same_as_tracked(run_dir, tmp_path, 10)
+    _ended(proc, run_dir, tmp_path, [4, 8, 10])
 
 
 @pytest.mark.slow
@@ -43,9 +45,7 @@ def test_an_improved_diffusion_run_has_a_snapshot_of_its_last_step(tmp_path, dig
     proc = helpers.launch("local", 1, "improved_diffusion.train", "--data_dir", digits(8), "--logdir", run_dir,
                           *TINY, "--max_steps", 5, "--save_interval", 0, "--ema_std", "0.05,0.1",
                           "--ema_snapshot_interval", 2, flag_files=[FLAGS])
-    assert proc.returncode == 0, helpers.describe(proc)
-    assert posthoc_ema.snapshot_steps(str(run_dir)) == [2, 4, 5]
-    _same_as_tracked(run_dir, tmp_path, 5)
+    _ended(proc, run_dir, tmp_path, [2, 4, 5])
 
 
 @pytest.mark.slow
@@ -56,6 +56,4 @@ def test_a_ddgan_run_has_a_snapshot_of_its_last_step(tmp_path, digits):
     proc = helpers.launch("local", 1, "ddgan.train", "--data_dir", digits(16), "--batch_size", "4", *DDGAN_SMALL,
                           "--d_steps", "1", "--logdir", run_dir, "--max_steps", "3", "--ema_std", "0.05,0.1",
                           "--ema_snapshot_interval", "2", flag_files=[DDGAN_FLAGS])
-    assert proc.returncode == 0, helpers.describe(proc)
-    assert posthoc_ema.snapshot_steps(str(run_dir)) == [2, 3]
-    _same_as_tracked(run_dir, tmp_path, 3)
+    _ended(proc, run_dir, tmp_path, [2, 3])
